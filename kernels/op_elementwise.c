@@ -1,0 +1,32 @@
+// Broadcast add and mul: the template every op front end follows.
+//   1. check inputs (NULL, dtype, device, shapes) with messages naming the op and shapes;
+//   2. allocate the output, run the device's forward kernel;
+//   3. record a tape node (dsa_record) whose backward runs the device's backward kernel into the
+//      gradient buffers of the inputs that need one.
+#include "kernels/dispatch.h"
+#include "kernels/ops.h"
+
+static dsa_status binary_backward(dsa_ctx *c, dsa_node *n) {
+    dsa_binary_op op = (dsa_binary_op)n->i[0];
+    dsa_tensor *a = n->in[0], *b = n->in[1], *dout = n->out[0]->grad;
+    dsa_tensor *da = dsa_grad_buffer(c, a), *db = dsa_grad_buffer(c, b);
+    if ((a->requires_grad && !da) || (b->requires_grad && !db)) return dsa_error_status();
+    return DSA_ON_DEVICE(dout->device, dsa_binary_bwd_cpu(op, a, b, dout, da, db),
+                         dsa_binary_bwd_cuda(op, a, b, dout, da, db));
+}
+
+static dsa_tensor *binary(dsa_ctx *c, dsa_binary_op op, const char *name, dsa_tensor *a, dsa_tensor *b) {
+    DSA_TRY_NULL(dsa_check_float_pair(name, a, b));
+    int ndim;
+    int64_t shape[DSA_MAX_DIMS];
+    DSA_TRY_NULL(dsa_broadcast_shape(name, a, b, &ndim, shape));
+    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, a->dtype, a->device, ndim, shape);
+    if (!out) return NULL;
+    DSA_TRY_NULL(DSA_ON_DEVICE(a->device, dsa_binary_fwd_cpu(op, a, b, out), dsa_binary_fwd_cuda(op, a, b, out)));
+    dsa_node *n = dsa_record(c, name, binary_backward, (dsa_tensor *[]){a, b}, 2, &out, 1);
+    if (n) n->i[0] = op;
+    return out;
+}
+
+dsa_tensor *dsa_add(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b) { return binary(c, DSA_BIN_ADD, "add", a, b); }
+dsa_tensor *dsa_mul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b) { return binary(c, DSA_BIN_MUL, "mul", a, b); }
