@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build from source, run the ctest labels asked for, optional
+# compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
+#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [dist=0|1]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu-logs}"
+mkdir -p "$OUT"
+for a in "$@"; do eval "$a"; done
+labels="${labels:-cuda}"; sanitize="${sanitize:-0}"; bench="${bench:-0}"; dist="${dist:-0}"
+export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0
+{
+  echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(date -u +%F)"
+} | tee "$OUT/summary.txt"
+t0=$(date +%s)
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
+  cmake --build build-gpu -j"$(nproc)" >> "$OUT/build.log" 2>&1
+rc=$?
+echo "== build rc=$rc ($(( $(date +%s) - t0 ))s)" | tee -a "$OUT/summary.txt"
+[ $rc -eq 0 ] || { tail -40 "$OUT/build.log"; exit 1; }
+for l in ${labels//,/ }; do
+  (cd build-gpu && ctest -L "^$l\$" --output-on-failure --timeout 600 > "$OUT/ctest_$l.log" 2>&1)
+  echo "== ctest -L $l: $(grep -E 'tests passed|tests failed' "$OUT/ctest_$l.log" | tail -1)" | tee -a "$OUT/summary.txt"
+  grep -E "Failed|\*\*\*|SKIP" "$OUT/ctest_$l.log" | head -20 | tee -a "$OUT/summary.txt"
+done
+if [ "$dist" = 1 ]; then
+  for t in build-gpu/test_comm build-gpu/test_comm_ops; do
+    DSA_TEST_DEVICE=cuda mpirun --allow-run-as-root --oversubscribe -np "$(nvidia-smi -L | wc -l)" $t > "$OUT/dist_$(basename $t).log" 2>&1
+    echo "== nccl $(basename $t) rc=$?: $(grep -E 'passed' "$OUT/dist_$(basename $t).log" | sort | uniq -c | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
+  done
+fi
+if [ "$sanitize" = 1 ]; then
+  for t in build-gpu/test_cuda_*; do
+    [ -x "$t" ] || continue
+    for tool in memcheck racecheck; do
+      DSA_TEST_SMALL=1 compute-sanitizer --tool $tool --error-exitcode 9 "$t" > "$OUT/san_${tool}_$(basename $t).log" 2>&1
+      echo "== compute-sanitizer $tool $(basename $t): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/san_${tool}_$(basename $t).log" | tail -1)" | tee -a "$OUT/summary.txt"
+    done
+  done
+fi
+if [ "$bench" = 1 ] && [ -x bench/run_bench.sh ]; then
+  bench/run_bench.sh build-gpu > "$OUT/bench.md" 2>&1
+  echo "== bench rc=$?" | tee -a "$OUT/summary.txt"
+  tail -40 "$OUT/bench.md"
+fi
+echo "== total $(( $(date +%s) - t0 ))s" | tee -a "$OUT/summary.txt"
