@@ -16,6 +16,14 @@ extern "C" {
 // (SPEC 1; 1 = plain causal-within-document window).
 // Outputs (each may be NULL to skip): start, end: i32 [T] ([start, end) of allowed key rows);
 // is_real: u8 [T], 1 for real rows and 0 for padding rows (which every loss excludes).
+// Errors: cu_seqlens[0] or cu_seqlens_padded[0] != 0, either one decreasing, different lengths, a
+// padded length shorter than the real one, query_indices outside [0, cu_seqlens_padded[n]).
+// ratio > 1 (compressed keys, SPEC 1; keys are compressed per document): document d owns
+// n_c(d) = floor(real_len(d) / ratio) compressed keys (complete groups of real tokens only), stored
+// compactly at offset kc(d) = sum_{e<d} n_c(e) of the compressed key stream. A real row at position
+// pos = r - cup[d] sees [kc(d), kc(d) + floor((pos + 1) / ratio)); a padding row sees all n_c(d).
+// There is no "at least one key" floor: early rows (pos + 1 < ratio) get an empty window (end ==
+// start), which every consumer handles (no top-k pick, lse -inf, out 0).
 dsa_status dsa_window_bounds(dsa_ctx *c, dsa_tensor *cu_seqlens, dsa_tensor *cu_seqlens_padded,
                              dsa_tensor *query_indices, int ratio, dsa_tensor **start, dsa_tensor **end,
                              dsa_tensor **is_real);

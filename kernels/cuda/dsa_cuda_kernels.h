@@ -1,0 +1,73 @@
+// CUDA twins of the DSA CPU reference kernels: same arguments, same semantics, `_cuda` suffix.
+// Shapes, validity rules, saved tensors and accumulation contracts: kernels/cpu/dsa_cpu_kernels.h.
+// They run on the context stream (dsa_cuda()->stream) and never synchronize. Float tensors may be
+// bf16, f32 or f64; arithmetic in fp32 (fp64 for f64). Invalid top-k slots are skipped on the GPU
+// (never read, never an atomic). Gradient tensors are the fp32 accumulators (atomics land there).
+#pragma once
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// SPEC 0. cu/cup/query_indices already validated on the host by the front end.
+dsa_status dsa_window_bounds_cuda(const dsa_tensor *cu, const dsa_tensor *cup, const dsa_tensor *query_indices,
+                                  int ratio, dsa_tensor *start, dsa_tensor *end, dsa_tensor *is_real);
+
+// SPEC 1: dense indexer logits [T, S] and their backward (dk: fp32 atomics).
+dsa_status dsa_indexer_logits_fwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                       const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out);
+dsa_status dsa_indexer_logits_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                       const dsa_tensor *start, const dsa_tensor *end, const dsa_tensor *dout,
+                                       dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw);
+
+// SPEC 2: top-k over logits [T, S]; fused indexer + top-k that never materializes [T, S].
+dsa_status dsa_topk_cuda(const dsa_tensor *logits, int64_t K, dsa_tensor *idx, dsa_tensor *topk_length,
+                         dsa_tensor *score);
+dsa_status dsa_indexer_topk_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                 const dsa_tensor *start, const dsa_tensor *end, int64_t K, dsa_tensor *idx,
+                                 dsa_tensor *topk_length, dsa_tensor *score);
+
+// SPEC 1/6: indexer logits at the selected slots [T, K] and the SPEC 6 backward (dk: fp32 atomics).
+dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                       const dsa_tensor *idx, const dsa_tensor *topk_length, dsa_tensor *out);
+dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                       const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *dout,
+                                       dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw);
+
+// SPEC 3: sparse MQA with sink, heads [h0, h1) per call (the front end loops over head chunks).
+// fwd -> out [T,H,dv], lse [T,H] (KV-only natural log). bwd saved: out, lse; dkv is the fp32
+// accumulator shared by all head chunks (atomics), dq / dsink for the heads in range.
+dsa_status dsa_sparse_mqa_fwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                   const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma, int64_t dv,
+                                   int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse);
+dsa_status dsa_sparse_mqa_bwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                   const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
+                                   const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv, int64_t h0,
+                                   int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink);
+
+// SPEC 5: score recompute (no gradient).
+dsa_status dsa_attn_score_headsum_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                       const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
+                                       dsa_tensor *out);
+dsa_status dsa_attn_score_headsum_dense_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
+                                             const dsa_tensor *end, const dsa_tensor *lse, double sigma,
+                                             dsa_tensor *out);
+dsa_status dsa_attn_lse_dense_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
+                                   const dsa_tensor *end, double sigma, dsa_tensor *lse);
+dsa_status dsa_normalize_rows_l1_cuda(const dsa_tensor *x, dsa_tensor *out);
+
+// SPEC 6: KL indexer loss (fwd -> 0-dim loss; bwd recomputes pi, dlogits += (c g/N)(pi - p)).
+dsa_status dsa_kl_loss_fwd_cuda(const dsa_tensor *logits, const dsa_tensor *target, const dsa_tensor *is_real,
+                                double coeff, double n_rows, dsa_tensor *loss);
+dsa_status dsa_kl_loss_bwd_cuda(const dsa_tensor *logits, const dsa_tensor *target, const dsa_tensor *is_real,
+                                double coeff, double n_rows, const dsa_tensor *dloss, dsa_tensor *dlogits);
+
+// SPEC 4: additive masks [T, S].
+dsa_status dsa_sparse_mask_cuda(const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *start,
+                                const dsa_tensor *end, dsa_tensor *out);
+dsa_status dsa_window_mask_cuda(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out);
+
+#ifdef __cplusplus
+}
+#endif
