@@ -20,6 +20,10 @@ extern "C" {
 // C = op(A) @ op(B), op = transpose of the last two dims when ta/tb. A [..., M, K], B [..., K, N]
 // (before the transposes). Leading (batch) dims must be equal, or B may be 2-D (shared weight).
 dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool tb);
+// CUDA f32 GEMMs use bf16 tensor-core math with fp32 accumulation by default; exact_fp32 = 1 forces
+// full fp32 math (tests). bf16 tensors always compute in fp32, f64 in fp64. No effect on the CPU.
+void dsa_set_matmul_precision(int exact_fp32);
+int dsa_get_matmul_precision(void);  // 1 when exact fp32 is forced
 
 // Elementwise with NumPy broadcasting (right-aligned; a dim of size 1 stretches).
 dsa_tensor *dsa_add(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b);
