@@ -1,0 +1,50 @@
+// Matmul front end: checks the (batched, optionally transposed) shapes, runs the device kernel and
+// records the backward, which produces both operand gradients in one kernel call.
+#include "kernels/dispatch.h"
+#include "kernels/ops.h"
+
+static dsa_status matmul_backward(dsa_ctx *c, dsa_node *n) {
+    dsa_tensor *a = n->in[0], *b = n->in[1], *dout = n->out[0]->grad;
+    bool ta = n->i[0] != 0, tb = n->i[1] != 0;
+    dsa_tensor *da = dsa_grad_buffer(c, a), *db = dsa_grad_buffer(c, b);
+    if ((a->requires_grad && !da) || (b->requires_grad && !db)) return dsa_error_status();
+    return DSA_ON_DEVICE(dout->device, dsa_matmul_bwd_cpu(a, b, ta, tb, dout, da, db),
+                         dsa_matmul_bwd_cuda(a, b, ta, tb, dout, da, db));
+}
+
+static dsa_status check_matmul_shapes(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb) {
+    char x[96], y[96];
+    dsa_shape_str(a, x, sizeof x);
+    dsa_shape_str(b, y, sizeof y);
+    if (a->ndim < 2 || b->ndim < 2)
+        return dsa_error_set(DSA_ERR_SHAPE, "matmul: operands need at least 2 dims: a %s, b %s", x, y);
+    int64_t ka = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+    int64_t kb = tb ? b->shape[b->ndim - 1] : b->shape[b->ndim - 2];
+    if (ka != kb)
+        return dsa_error_set(DSA_ERR_SHAPE, "matmul: inner dims differ: a %s%s (K=%lld), b %s%s (K=%lld)", x,
+                             ta ? "^T" : "", (long long)ka, y, tb ? "^T" : "", (long long)kb);
+    if (b->ndim == 2) return DSA_OK;
+    bool same = a->ndim == b->ndim;
+    for (int i = 0; same && i < a->ndim - 2; i++) same = a->shape[i] == b->shape[i];
+    if (!same)
+        return dsa_error_set(DSA_ERR_SHAPE, "matmul: batch dims differ: a %s, b %s (b must be 2-D or match)", x, y);
+    return DSA_OK;
+}
+
+dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool tb) {
+    DSA_TRY_NULL(dsa_check_float_pair("matmul", a, b));
+    DSA_TRY_NULL(check_matmul_shapes(a, b, ta, tb));
+    int64_t shape[DSA_MAX_DIMS];
+    for (int i = 0; i < a->ndim - 2; i++) shape[i] = a->shape[i];
+    shape[a->ndim - 2] = ta ? a->shape[a->ndim - 1] : a->shape[a->ndim - 2];
+    shape[a->ndim - 1] = tb ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
+    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, a->dtype, a->device, a->ndim, shape);
+    if (!out) return NULL;
+    DSA_TRY_NULL(DSA_ON_DEVICE(a->device, dsa_matmul_fwd_cpu(a, b, ta, tb, out), dsa_matmul_fwd_cuda(a, b, ta, tb, out)));
+    dsa_node *n = dsa_record(c, "matmul", matmul_backward, (dsa_tensor *[]){a, b}, 2, &out, 1);
+    if (n) {
+        n->i[0] = ta;
+        n->i[1] = tb;
+    }
+    return out;
+}
