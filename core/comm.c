@@ -86,6 +86,7 @@ static MPI_Datatype mpi_type(dsa_dtype dt) { return dt == DSA_F64 ? MPI_DOUBLE :
 #endif
 
 // ---- TCP handoff of a small blob (the NCCL unique id) from rank 0 ---------------------------------
+#if defined(DSA_HAVE_CUDA) && defined(DSA_HAVE_NCCL)
 static int tcp_connect_retry(const char *host, const char *port, int seconds) {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -153,7 +154,6 @@ static dsa_status tcp_share_blob(int rank, int size, void *blob, size_t n) {
 }
 
 // ---- NCCL helpers -----------------------------------------------------------------------------------
-#if defined(DSA_HAVE_CUDA) && defined(DSA_HAVE_NCCL)
 #define NCCL_TRY(call)                                                                                       \
     do {                                                                                                     \
         ncclResult_t r_ = (call);                                                                            \

@@ -38,12 +38,35 @@ bool dsa_same_shape(const dsa_tensor *a, const dsa_tensor *b);
 dsa_dtype dsa_grad_dtype(dsa_dtype t);
 void dsa_set_name(dsa_tensor *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+
+// Same, on a raw pointer of a given dtype. Inline: every CPU reference kernel reads through these.
+static inline double dsa_load(const void *p, dsa_dtype dt, int64_t i) {
+    switch (dt) {
+    case DSA_F32: return ((const float *)p)[i];
+    case DSA_F64: return ((const double *)p)[i];
+    case DSA_BF16: return dsa_bf16_to_f32(((const uint16_t *)p)[i]);
+    case DSA_I32: return ((const int32_t *)p)[i];
+    case DSA_I64: return (double)((const int64_t *)p)[i];
+    case DSA_U8: return ((const uint8_t *)p)[i];
+    default: return 0;
+    }
+}
+
+static inline void dsa_store(void *p, dsa_dtype dt, int64_t i, double v) {
+    switch (dt) {
+    case DSA_F32: ((float *)p)[i] = (float)v; break;
+    case DSA_F64: ((double *)p)[i] = v; break;
+    case DSA_BF16: ((uint16_t *)p)[i] = dsa_f32_to_bf16((float)v); break;
+    case DSA_I32: ((int32_t *)p)[i] = (int32_t)v; break;
+    case DSA_I64: ((int64_t *)p)[i] = (int64_t)v; break;
+    case DSA_U8: ((uint8_t *)p)[i] = (uint8_t)v; break;
+    default: break;
+    }
+}
+
 // Element access for host code and CPU kernels (any float dtype, read/written as double).
-double dsa_get(const dsa_tensor *t, int64_t i);
-void dsa_set(dsa_tensor *t, int64_t i, double v);
-// Same, on a raw pointer of a given dtype.
-double dsa_load(const void *p, dsa_dtype dt, int64_t i);
-void dsa_store(void *p, dsa_dtype dt, int64_t i, double v);
+static inline double dsa_get(const dsa_tensor *t, int64_t i) { return dsa_load(t->data, t->dtype, i); }
+static inline void dsa_set(dsa_tensor *t, int64_t i, double v) { dsa_store(t->data, t->dtype, i, v); }
 
 // Checks used by every op's front end. Each sets a message naming the op, the tensor and its shape.
 dsa_status dsa_check_tensor(const char *op, const char *what, const dsa_tensor *t);  // non-NULL

@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cd "${DSA_BUILD_DIR:-build}"
+# Idle OpenMP threads spin by default, which starves the other test processes on small machines.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 ctest --output-on-failure --timeout 900 "$@"
