@@ -11,6 +11,9 @@ extern "C" {
 #endif
 
 // Broadcast elementwise: out = a (op) b, NumPy broadcasting to out's shape.
+// Strides (in elements) of t seen through out's shape under broadcasting: 0 along broadcast dims.
+// Host helper shared by the CPU kernels and the CUDA launchers.
+void dsa_broadcast_strides(const dsa_tensor *t, const dsa_tensor *out, int64_t *strides);
 typedef enum { DSA_BIN_ADD, DSA_BIN_MUL } dsa_binary_op;
 dsa_status dsa_binary_fwd_cpu(dsa_binary_op op, const dsa_tensor *a, const dsa_tensor *b, dsa_tensor *out);
 // Accumulates da += reduce(dout * d(out)/da) over broadcast dims (and db likewise; either may be NULL).

@@ -1,7 +1,6 @@
 #include "kernels/cpu/cpu_kernels.h"
 
-// Strides (in elements) of t seen through out's shape: 0 along broadcast dims.
-static void broadcast_strides(const dsa_tensor *t, const dsa_tensor *out, int64_t *strides) {
+void dsa_broadcast_strides(const dsa_tensor *t, const dsa_tensor *out, int64_t *strides) {
     int64_t s = 1;
     for (int i = out->ndim - 1; i >= 0; i--) {
         int it = t->ndim - out->ndim + i;
@@ -23,8 +22,8 @@ static int64_t operand_offset(int64_t i, const dsa_tensor *out, const int64_t *s
 
 dsa_status dsa_binary_fwd_cpu(dsa_binary_op op, const dsa_tensor *a, const dsa_tensor *b, dsa_tensor *out) {
     int64_t sa[DSA_MAX_DIMS], sb[DSA_MAX_DIMS], n = dsa_numel(out);
-    broadcast_strides(a, out, sa);
-    broadcast_strides(b, out, sb);
+    dsa_broadcast_strides(a, out, sa);
+    dsa_broadcast_strides(b, out, sb);
     for (int64_t i = 0; i < n; i++) {
         double x = dsa_get(a, operand_offset(i, out, sa)), y = dsa_get(b, operand_offset(i, out, sb));
         dsa_set(out, i, op == DSA_BIN_ADD ? x + y : x * y);
@@ -35,8 +34,8 @@ dsa_status dsa_binary_fwd_cpu(dsa_binary_op op, const dsa_tensor *a, const dsa_t
 dsa_status dsa_binary_bwd_cpu(dsa_binary_op op, const dsa_tensor *a, const dsa_tensor *b, const dsa_tensor *dout,
                               dsa_tensor *da, dsa_tensor *db) {
     int64_t sa[DSA_MAX_DIMS], sb[DSA_MAX_DIMS], n = dsa_numel(dout);
-    broadcast_strides(a, dout, sa);
-    broadcast_strides(b, dout, sb);
+    dsa_broadcast_strides(a, dout, sa);
+    dsa_broadcast_strides(b, dout, sb);
     // Sequential on purpose: broadcast dims make several output elements land on one input element.
     for (int64_t i = 0; i < n; i++) {
         int64_t ia = operand_offset(i, dout, sa), ib = operand_offset(i, dout, sb);

@@ -6,22 +6,12 @@ struct bcast {
     int64_t shape[DSA_MAX_DIMS], sa[DSA_MAX_DIMS], sb[DSA_MAX_DIMS];
 };
 
-static void strides_of(const dsa_tensor *t, const dsa_tensor *out, int64_t *s) {
-    int64_t acc = 1;
-    for (int i = out->ndim - 1; i >= 0; i--) {
-        int it = t->ndim - out->ndim + i;
-        int64_t d = it >= 0 ? t->shape[it] : 1;
-        s[i] = d == 1 ? 0 : acc;
-        acc *= d;
-    }
-}
-
 static bcast make_bcast(const dsa_tensor *a, const dsa_tensor *b, const dsa_tensor *out) {
     bcast g;
     g.ndim = out->ndim;
     for (int i = 0; i < out->ndim; i++) g.shape[i] = out->shape[i];
-    strides_of(a, out, g.sa);
-    strides_of(b, out, g.sb);
+    dsa_broadcast_strides(a, out, g.sa);
+    dsa_broadcast_strides(b, out, g.sb);
     return g;
 }
 
