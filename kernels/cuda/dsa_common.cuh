@@ -1,0 +1,73 @@
+// Helpers shared by the DSA CUDA kernels (kernels/cuda/dsa_*.cu): slot validity (SPEC 0), per-tile
+// compaction of the valid slots of a row, warp reductions, dynamic shared memory setup.
+#pragma once
+#include <math.h>
+#include "kernels/cuda/cuda_common.cuh"
+
+// A slot j of row t is valid iff 0 <= idx < S_kv and j < topk_length[t] (when given). Invalid slots
+// are never read: the kernels compact each tile of slots down to its valid ones first.
+__device__ __forceinline__ int dsa_slot_key(const int *idx, const int *topk_length, int64_t t, int64_t K,
+                                            int64_t j, int64_t S_kv) {
+    if (j >= K) return -1;
+    if (topk_length && j >= (int64_t)topk_length[t]) return -1;
+    int s = idx[t * K + j];
+    return (s >= 0 && (int64_t)s < S_kv) ? s : -1;
+}
+
+__device__ __forceinline__ float dsa_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float dsa_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ double dsa_warp_max(double v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ double dsa_warp_sum(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Compacts the valid slots among [j0, j0 + 32) of row t into keys[0..n) (in slot order) and
+// slots[0..n); run by warp 0 only. Returns n through *n_out (shared).
+__device__ __forceinline__ void dsa_compact_tile32(const int *idx, const int *topk_length, int64_t t, int64_t K,
+                                                   int64_t j0, int64_t S_kv, int *keys, int *slots, int *n_out) {
+    int lane = threadIdx.x & 31;
+    int s = dsa_slot_key(idx, topk_length, t, K, j0 + lane, S_kv);
+    unsigned m = __ballot_sync(0xffffffffu, s >= 0);
+    if (s >= 0) {
+        int pos = __popc(m & ((1u << lane) - 1u));
+        keys[pos] = s;
+        slots[pos] = (int)(j0 + lane);
+    }
+    if (lane == 0) *n_out = __popc(m);
+}
+
+// Raises a kernel's dynamic shared memory limit when it needs more than 48 KB.
+template <typename K>
+static inline dsa_status dsa_smem_setup(K kernel, size_t bytes, const char *op) {
+    int dev = 0, max_optin = 0;
+    CUDA_TRY(cudaGetDevice(&dev));
+    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (bytes > (size_t)max_optin)
+        return dsa_error_set(DSA_ERR_UNSUPPORTED, "%s (cuda): needs %zu bytes of shared memory, the GPU has %d",
+                             op, bytes, max_optin);
+    if (bytes > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return DSA_OK;
+}
+
+// Reads element i of a float tensor of any dtype (small per-head vectors such as the sink).
+__device__ __forceinline__ double dsa_ld_any(const void *p, dsa_dtype dt, int64_t i) {
+    if (dt == DSA_F64) return ((const double *)p)[i];
+    if (dt == DSA_BF16) return (double)__bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return (double)((const float *)p)[i];
+}
+
+// Heads per CTA and slots per tile of the sparse attention kernels (rows padded by one element so
+// that a warp reading 32 different rows at one column hits 32 different banks).
+#define DSA_ATT_HB 16
+#define DSA_ATT_BK 32
+#define DSA_ATT_NT 256

@@ -1,0 +1,515 @@
+// Cross-backend conformance of the DSA kernels: every CUDA kernel of kernels/cuda/dsa_cuda_kernels.h
+// against its CPU reference (kernels/cpu/dsa_cpu_kernels.h) on fresh random inputs, with the edge
+// rows of SPEC 9 (all slots invalid, -1 mid-row, idx >= S_kv, topk_length 0 and K, windows shorter
+// than K, head counts not a multiple of the kernel's head block). Tolerances: SPEC 9.
+// DSA_TEST_SMALL=1 shrinks every shape (for compute-sanitizer runs).
+#include <stdlib.h>
+#include <string.h>
+#include "common/testing.h"
+#include "core/rng.h"
+#include "kernels/cpu/dsa_cpu_kernels.h"
+#include "kernels/cuda/dsa_cuda_kernels.h"
+
+#ifndef DSA_HAVE_CUDA
+int main(void) { test_skip("this build has no CUDA support"); }
+#else
+static dsa_ctx *C, *G;
+static dsa_rng R;
+static bool SMALL;
+
+// A random float tensor on the GPU (dtype gdt) and its exact CPU copy (f32, or f64 for f64).
+typedef struct {
+    dsa_tensor *c, *g;
+} pair;
+
+static pair rand_pair(dsa_dtype gdt, int ndim, const int64_t *shape, double std) {
+    dsa_tensor *h = test_randn(C, DSA_F64, DSA_CPU, ndim, shape, &R, std, false);
+    pair p;
+    p.g = dsa_copy(G, DSA_PERSIST, h, DSA_CUDA, gdt);
+    p.c = dsa_copy(C, DSA_PERSIST, p.g, DSA_CPU, gdt == DSA_F64 ? DSA_F64 : DSA_F32);
+    if (!p.g || !p.c) {
+        fprintf(stderr, "rand_pair: %s\n", dsa_error_message());
+        exit(1);
+    }
+    return p;
+}
+
+static pair int_pair(const int32_t *host, int ndim, const int64_t *shape) {
+    pair p;
+    p.c = dsa_from_host(C, DSA_PERSIST, DSA_I32, DSA_CPU, ndim, shape, host);
+    p.g = dsa_from_host(G, DSA_PERSIST, DSA_I32, DSA_CUDA, ndim, shape, host);
+    return p;
+}
+
+static pair zeros_pair(dsa_dtype cdt, dsa_dtype gdt, int ndim, const int64_t *shape) {
+    pair p;
+    p.c = dsa_zeros(C, DSA_PERSIST, cdt, DSA_CPU, ndim, shape);
+    p.g = dsa_zeros(G, DSA_PERSIST, gdt, DSA_CUDA, ndim, shape);
+    return p;
+}
+
+// Top-k indices with the edge rows of SPEC 9, by row t % 8: 0 all -1; 1 -1 in the middle; 2 some
+// idx >= S (and very negative); 3 topk_length 0; 4 topk_length K; 5 a short window (few valid,
+// then -1); else random valid keys. len gets topk_length.
+static void make_indices(int64_t T, int64_t K, int64_t S, int32_t *idx, int32_t *len) {
+    for (int64_t t = 0; t < T; t++) {
+        int kind = (int)(t % 8);
+        for (int64_t j = 0; j < K; j++) idx[t * K + j] = (int32_t)dsa_rng_below(&R, (uint64_t)S);
+        len[t] = (int32_t)dsa_rng_below(&R, (uint64_t)K + 1);
+        if (kind == 0)
+            for (int64_t j = 0; j < K; j++) idx[t * K + j] = -1;
+        if (kind == 1)
+            for (int64_t j = K / 3; j < K / 2 + 1 && j < K; j++) idx[t * K + j] = -1;
+        if (kind == 2)
+            for (int64_t j = 0; j < K; j += 3) idx[t * K + j] = (j % 2) ? (int32_t)(S + j) : -1000000;
+        if (kind == 3) len[t] = 0;
+        if (kind == 4) len[t] = (int32_t)K;
+        if (kind == 5) {
+            int64_t w = 1 + (int64_t)dsa_rng_below(&R, (uint64_t)(K < 5 ? K : 5));
+            for (int64_t j = w; j < K; j++) idx[t * K + j] = -1;
+            len[t] = (int32_t)w;
+        }
+    }
+}
+
+// ---- SPEC 3: sparse MQA forward and backward ------------------------------------------------------
+static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int64_t D, int64_t Dv, int64_t S,
+                      int64_t K, bool sink_on, bool len_on, double sigma) {
+    int32_t *idx = malloc(sizeof(int32_t) * T * K), *len = malloc(sizeof(int32_t) * T);
+    make_indices(T, K, S, idx, len);
+    pair q = rand_pair(dt, 3, DSA_SHAPE(T, H, D), 1.0), kv = rand_pair(dt, 2, DSA_SHAPE(S, D), 1.0);
+    pair ix = int_pair(idx, 2, DSA_SHAPE(T, K)), tl = int_pair(len, 1, DSA_SHAPE(T));
+    pair sk = rand_pair(DSA_F32, 1, DSA_SHAPE(H), 1.0);
+    dsa_dtype gd = dt == DSA_F64 ? DSA_F64 : DSA_F32, cd = gd;
+    pair out = zeros_pair(cd, dt, 3, DSA_SHAPE(T, H, Dv)), lse = zeros_pair(gd, gd, 2, DSA_SHAPE(T, H));
+    const dsa_tensor *tlc = len_on ? tl.c : NULL, *tlg = len_on ? tl.g : NULL;
+    const dsa_tensor *skc = sink_on ? sk.c : NULL, *skg = sink_on ? sk.g : NULL;
+    CHECK_OK(dsa_sparse_mqa_fwd_cpu(q.c, kv.c, ix.c, tlc, skc, sigma, Dv, 0, H, out.c, lse.c));
+    CHECK_OK(dsa_sparse_mqa_fwd_cuda(q.g, kv.g, ix.g, tlg, skg, sigma, Dv, 0, H, out.g, lse.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    double e_out = test_rel_l2(out.g, out.c), e_lse = test_rel_l2(lse.g, lse.c), a_lse = test_max_abs_diff(lse.g, lse.c);
+    if (isnan(a_lse)) a_lse = INFINITY;
+    printf("%-34s fwd: out rel %.2e  lse rel %.2e  lse abs %.2e\n", name, e_out, e_lse, a_lse);
+    CHECK(e_out <= 1e-2, "%s out rel L2 %.3e", name, e_out);
+    CHECK(e_lse <= 1e-2, "%s lse rel L2 %.3e", name, e_lse);
+    if (dt == DSA_F32) CHECK(a_lse <= 3e-4, "%s lse abs %.3e (fp32 inputs)", name, a_lse);
+
+    pair dout = rand_pair(gd, 3, DSA_SHAPE(T, H, Dv), 1.0);
+    pair dq = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dkv = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
+    pair ds = zeros_pair(gd, gd, 1, DSA_SHAPE(H));
+    CHECK_OK(dsa_sparse_mqa_bwd_cpu(q.c, kv.c, ix.c, tlc, skc, out.c, lse.c, dout.c, sigma, Dv, 0, H, dq.c, dkv.c,
+                                    sink_on ? ds.c : NULL));
+    CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, 0, H, dq.g, dkv.g,
+                                     sink_on ? ds.g : NULL));
+    // Head-chunked run (two chunks, the second starting mid-block) into fresh buffers.
+    pair dq2 = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dkv2 = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
+    int64_t hm = H / 2 + 1 < H ? H / 2 + 1 : H;
+    CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, 0, hm, dq2.g, dkv2.g, NULL));
+    if (hm < H)
+        CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, hm, H, dq2.g,
+                                         dkv2.g, NULL));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    double e_dq = test_rel_l2(dq.g, dq.c), e_dkv = test_rel_l2(dkv.g, dkv.c);
+    double e_ds = sink_on ? test_rel_l2(ds.g, ds.c) : 0.0;
+    double e_chunk = fmax(test_rel_l2(dkv2.g, dkv.g), test_rel_l2(dq2.g, dq.g));
+    printf("%-34s bwd: dq rel %.2e  dkv rel %.2e  dsink rel %.2e  chunked-vs-whole %.2e\n", name, e_dq, e_dkv, e_ds,
+           e_chunk);
+    CHECK(e_dq <= 2e-2, "%s dq rel L2 %.3e", name, e_dq);
+    CHECK(e_dkv <= 2e-2, "%s dkv rel L2 %.3e", name, e_dkv);
+    CHECK(e_ds <= 2e-2, "%s dsink rel L2 %.3e", name, e_ds);
+    CHECK(e_chunk <= 1e-5, "%s head-chunked vs whole %.3e", name, e_chunk);
+
+    // Score recompute at the selected slots (inputs of the KL target).
+    pair hs = zeros_pair(cd, dt, 2, DSA_SHAPE(T, K));
+    CHECK_OK(dsa_attn_score_headsum_cpu(q.c, kv.c, ix.c, tlc, lse.c, sigma, hs.c));
+    CHECK_OK(dsa_attn_score_headsum_cuda(q.g, kv.g, ix.g, tlg, lse.g, sigma, hs.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    double e_hs = test_rel_l2(hs.g, hs.c);
+    printf("%-34s score headsum rel %.2e\n", name, e_hs);
+    CHECK(e_hs <= 1e-2, "%s headsum rel L2 %.3e", name, e_hs);
+    free(idx);
+    free(len);
+}
+
+// ---- SPEC 0 / 4: windows and masks (exact) ---------------------------------------------------------
+// Random documents: n docs of real length 1..maxlen, padded to a multiple of P.
+static int64_t make_docs(int n, int maxlen, int P, int32_t *cu, int32_t *cup) {
+    cu[0] = cup[0] = 0;
+    for (int d = 0; d < n; d++) {
+        int len = 1 + (int)dsa_rng_below(&R, (uint64_t)maxlen);
+        cu[d + 1] = cu[d] + len;
+        cup[d + 1] = cup[d] + (len + P - 1) / P * P;
+    }
+    return cup[n];
+}
+
+static bool same_ints(const dsa_tensor *a, const dsa_tensor *b) {
+    int64_t n = dsa_numel(a);
+    double *x = malloc(sizeof(double) * n), *y = malloc(sizeof(double) * n);
+    bool ok = dsa_to_host_f64(a, x) == DSA_OK && dsa_to_host_f64(b, y) == DSA_OK;
+    for (int64_t i = 0; ok && i < n; i++) ok = x[i] == y[i] || (isinf(x[i]) && x[i] == y[i]);
+    free(x);
+    free(y);
+    return ok;
+}
+
+static void check_windows(int ratio) {
+    int n = SMALL ? 3 : 9;
+    int32_t cu[16], cup[16];
+    int64_t T = make_docs(n, SMALL ? 20 : 300, 4, cu, cup);
+    pair pcu = int_pair(cu, 1, DSA_SHAPE(n + 1)), pcup = int_pair(cup, 1, DSA_SHAPE(n + 1));
+    pair st = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T)), en = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
+    pair re = zeros_pair(DSA_U8, DSA_U8, 1, DSA_SHAPE(T));
+    CHECK_OK(dsa_window_bounds_cpu(pcu.c, pcup.c, NULL, ratio, st.c, en.c, re.c));
+    CHECK_OK(dsa_window_bounds_cuda(pcu.g, pcup.g, NULL, ratio, st.g, en.g, re.g));
+    // Query subset (as under CP): every third row, reversed.
+    int64_t Tq = T / 3;
+    int32_t *qi = malloc(sizeof(int32_t) * (Tq + 1));
+    for (int64_t i = 0; i < Tq; i++) qi[i] = (int32_t)(T - 1 - 3 * i);
+    pair pq = int_pair(qi, 1, DSA_SHAPE(Tq));
+    pair st2 = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(Tq)), en2 = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(Tq));
+    CHECK_OK(dsa_window_bounds_cpu(pcu.c, pcup.c, pq.c, ratio, st2.c, en2.c, NULL));
+    CHECK_OK(dsa_window_bounds_cuda(pcu.g, pcup.g, pq.g, ratio, st2.g, en2.g, NULL));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    bool ok = same_ints(st.g, st.c) && same_ints(en.g, en.c) && same_ints(re.g, re.c) && same_ints(st2.g, st2.c) &&
+              same_ints(en2.g, en2.c);
+    printf("window bounds ratio %d (T %lld): %s\n", ratio, (long long)T, ok ? "identical" : "DIFFERENT");
+    CHECK(ok, "window bounds ratio %d differ", ratio);
+    if (ratio == 1) {
+        int64_t S = T, K = 37;
+        pair wm = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(T, S)), sm = zeros_pair(DSA_F32, DSA_BF16, 2, DSA_SHAPE(T, S));
+        int32_t *idx = malloc(sizeof(int32_t) * T * K), *len = malloc(sizeof(int32_t) * T);
+        make_indices(T, K, S, idx, len);
+        pair ix = int_pair(idx, 2, DSA_SHAPE(T, K)), tl = int_pair(len, 1, DSA_SHAPE(T));
+        CHECK_OK(dsa_window_mask_cpu(st.c, en.c, wm.c));
+        CHECK_OK(dsa_window_mask_cuda(st.g, en.g, wm.g));
+        CHECK_OK(dsa_sparse_mask_cpu(ix.c, tl.c, st.c, en.c, sm.c));
+        CHECK_OK(dsa_sparse_mask_cuda(ix.g, tl.g, st.g, en.g, sm.g));
+        CHECK_OK(dsa_device_sync(DSA_CUDA));
+        bool okm = same_ints(wm.g, wm.c) && same_ints(sm.g, sm.c);
+        printf("window mask + sparse mask [%lld, %lld]: %s\n", (long long)T, (long long)S, okm ? "identical" : "DIFFERENT");
+        CHECK(okm, "masks differ");
+        free(idx);
+        free(len);
+    }
+    free(qi);
+}
+
+// Window start/end for T query rows over S keys: causal windows inside random documents.
+static void make_windows(int64_t T, int64_t S, int32_t *st, int32_t *en) {
+    int64_t doc0 = 0;
+    for (int64_t t = 0; t < T; t++) {
+        if (dsa_rng_below(&R, 97) == 0) doc0 = t;  // a new document starts
+        int64_t r = t * S / T;
+        st[t] = (int32_t)(doc0 * S / T);
+        en[t] = (int32_t)(r + 1);
+    }
+}
+
+// ---- SPEC 2: top-k (exact sets on ties-free inputs) -------------------------------------------------
+static void check_topk(int64_t T, int64_t S, int64_t K) {
+    int32_t *st = malloc(sizeof(int32_t) * T), *en = malloc(sizeof(int32_t) * T);
+    make_windows(T, S, st, en);
+    double *lg = malloc(sizeof(double) * T * S);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t s = 0; s < S; s++)
+            lg[t * S + s] = (s >= st[t] && s < en[t]) ? dsa_rng_normal(&R) * 10 : -INFINITY;
+    dsa_tensor *lc = dsa_from_host(C, DSA_PERSIST, DSA_F64, DSA_CPU, 2, DSA_SHAPE(T, S), lg);
+    dsa_tensor *l32 = dsa_copy(C, DSA_PERSIST, lc, DSA_CPU, DSA_F32);
+    dsa_tensor *lgp = dsa_copy(G, DSA_PERSIST, l32, DSA_CUDA, DSA_F32);
+    pair ix = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, K)), tl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
+    pair sc = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(T, K));
+    CHECK_OK(dsa_topk_cpu(l32, K, ix.c, tl.c, sc.c));
+    CHECK_OK(dsa_topk_cuda(lgp, K, ix.g, tl.g, sc.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    bool ok = same_ints(ix.g, ix.c) && same_ints(tl.g, tl.c) && same_ints(sc.g, sc.c);
+    printf("topk T %lld S %lld K %lld: %s\n", (long long)T, (long long)S, (long long)K, ok ? "identical" : "DIFFERENT");
+    CHECK(ok, "topk T %lld S %lld K %lld differs", (long long)T, (long long)S, (long long)K);
+    free(st);
+    free(en);
+    free(lg);
+}
+
+// Ties: equal logits must go to the lower key, identically on both backends.
+static void check_topk_ties(void) {
+    int64_t T = 8, S = 300, K = 50;
+    float *lg = malloc(sizeof(float) * T * S);
+    for (int64_t i = 0; i < T * S; i++) lg[i] = (float)(dsa_rng_below(&R, 4)) - (i % 7 == 0 ? INFINITY : 0);
+    dsa_tensor *lc = dsa_from_host(C, DSA_PERSIST, DSA_F32, DSA_CPU, 2, DSA_SHAPE(T, S), lg);
+    dsa_tensor *lgp = dsa_copy(G, DSA_PERSIST, lc, DSA_CUDA, DSA_F32);
+    pair ix = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, K)), tl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
+    CHECK_OK(dsa_topk_cpu(lc, K, ix.c, tl.c, NULL));
+    CHECK_OK(dsa_topk_cuda(lgp, K, ix.g, tl.g, NULL));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    bool ok = same_ints(ix.g, ix.c) && same_ints(tl.g, tl.c);
+    printf("topk with heavy ties (ties -> lower key): %s\n", ok ? "identical" : "DIFFERENT");
+    CHECK(ok, "topk ties differ");
+    free(lg);
+}
+
+// ---- SPEC 1 / 6: indexer ---------------------------------------------------------------------------
+static double cosine(const dsa_tensor *a, const dsa_tensor *b) {
+    int64_t n = dsa_numel(a);
+    double *x = malloc(sizeof(double) * n), *y = malloc(sizeof(double) * n), xy = 0, xx = 0, yy = 0;
+    dsa_to_host_f64(a, x);
+    dsa_to_host_f64(b, y);
+    for (int64_t i = 0; i < n; i++) {
+        xy += x[i] * y[i];
+        xx += x[i] * x[i];
+        yy += y[i] * y[i];
+    }
+    free(x);
+    free(y);
+    double c = xy / sqrt(xx * yy + 1e-300);
+    return isnan(c) ? -1 : c;
+}
+
+// Largest relative error over finite entries, and whether the -inf patterns match.
+static double logits_rel(const dsa_tensor *a, const dsa_tensor *ref, bool *same_pattern) {
+    int64_t n = dsa_numel(a);
+    double *x = malloc(sizeof(double) * n), *y = malloc(sizeof(double) * n), worst = 0, scale = 0;
+    dsa_to_host_f64(a, x);
+    dsa_to_host_f64(ref, y);
+    *same_pattern = true;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(y[i])) scale = fmax(scale, fabs(y[i]));
+    for (int64_t i = 0; i < n; i++) {
+        if (isfinite(x[i]) != isfinite(y[i]) || isnan(x[i])) {
+            *same_pattern = false;
+            continue;
+        }
+        if (isfinite(y[i])) worst = fmax(worst, fabs(x[i] - y[i]) / fmax(fabs(y[i]), 1e-3 * scale));
+    }
+    free(x);
+    free(y);
+    return worst;
+}
+
+// ||a - ref|| / ||ref|| over the entries finite in ref (the -inf pattern is checked apart).
+static double finite_rel_l2(const dsa_tensor *a, const dsa_tensor *ref) {
+    int64_t n = dsa_numel(a);
+    double *x = malloc(sizeof(double) * n), *y = malloc(sizeof(double) * n), num = 0, den = 0;
+    dsa_to_host_f64(a, x);
+    dsa_to_host_f64(ref, y);
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(y[i])) {
+            num += (x[i] - y[i]) * (x[i] - y[i]);
+            den += y[i] * y[i];
+        }
+    free(x);
+    free(y);
+    return isnan(num) ? INFINITY : sqrt(num / (den + 1e-300));
+}
+
+// Number of picks that differ between two top-k results (per row, the symmetric difference of the
+// two ascending index lists, halved): one flipped near-tie counts 1, not every shifted slot.
+static int64_t topk_set_diff(const dsa_tensor *a, const dsa_tensor *b, int64_t T, int64_t K) {
+    double *x = malloc(sizeof(double) * T * K), *y = malloc(sizeof(double) * T * K);
+    dsa_to_host_f64(a, x);
+    dsa_to_host_f64(b, y);
+    int64_t diff = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const double *u = x + t * K, *v = y + t * K;
+        int64_t i = 0, j = 0, sym = 0;
+        while (i < K || j < K) {
+            double ui = i < K && u[i] >= 0 ? u[i] : INFINITY, vj = j < K && v[j] >= 0 ? v[j] : INFINITY;
+            if (isinf(ui) && isinf(vj)) break;
+            if (ui == vj) i++, j++;
+            else if (ui < vj) i++, sym++;
+            else j++, sym++;
+        }
+        diff += (sym + 1) / 2;
+    }
+    free(x);
+    free(y);
+    return diff;
+}
+
+static void check_grad(const char *what, const dsa_tensor *g, const dsa_tensor *c) {
+    double cs = cosine(g, c), rl = test_rel_l2(g, c);
+    printf("    %-10s cosine %.6f  rel L2 %.2e\n", what, cs, rl);
+    CHECK(cs >= 0.99 && rl <= 2e-2, "%s: cosine %.4f rel L2 %.3e", what, cs, rl);
+}
+
+static void check_indexer(const char *name, dsa_dtype dt, int64_t T, int64_t S, int64_t H, int64_t D, int64_t K) {
+    double wscale = 1.0 / sqrt((double)D);
+    pair q = rand_pair(dt, 3, DSA_SHAPE(T, H, D), 1.0), k = rand_pair(dt, 2, DSA_SHAPE(S, D), 1.0);
+    pair w = rand_pair(dt, 2, DSA_SHAPE(T, H), wscale);
+    int32_t *st = malloc(sizeof(int32_t) * T), *en = malloc(sizeof(int32_t) * T);
+    make_windows(T, S, st, en);
+    pair pst = int_pair(st, 1, DSA_SHAPE(T)), pen = int_pair(en, 1, DSA_SHAPE(T));
+    dsa_dtype cd = dt == DSA_F64 ? DSA_F64 : DSA_F32, gd = cd;
+    // Dense logits (fp32 accumulate): rel 1e-4 on finite entries, same -inf pattern.
+    pair lg = zeros_pair(cd, dt == DSA_BF16 ? DSA_F32 : dt, 2, DSA_SHAPE(T, S));
+    CHECK_OK(dsa_indexer_logits_fwd_cpu(q.c, k.c, w.c, pst.c, pen.c, lg.c));
+    CHECK_OK(dsa_indexer_logits_fwd_cuda(q.g, k.g, w.g, pst.g, pen.g, lg.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    bool pat;
+    double emax = logits_rel(lg.g, lg.c, &pat), e = finite_rel_l2(lg.g, lg.c);
+    printf("%-34s logits rel L2 (finite) %.2e  max elementwise %.2e  -inf pattern %s\n", name, e, emax,
+           pat ? "identical" : "DIFFERENT");
+    CHECK(e <= 1e-4 && pat, "%s logits rel %.3e pattern %d", name, e, pat);
+
+    // Fused logits + top-k vs the CPU fused op: exact when the inputs are f64 (no rounding ties).
+    pair ix = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, K)), tl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
+    pair sc = zeros_pair(cd, dt, 2, DSA_SHAPE(T, K));
+    CHECK_OK(dsa_indexer_topk_cpu(q.c, k.c, w.c, pst.c, pen.c, K, ix.c, tl.c, sc.c));
+    CHECK_OK(dsa_indexer_topk_cuda(q.g, k.g, w.g, pst.g, pen.g, K, ix.g, tl.g, sc.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    {
+        int64_t n = T * K, diff = topk_set_diff(ix.g, ix.c, T, K);
+        printf("%-34s indexer_topk K %lld: %lld of %lld picks differ%s\n", name, (long long)K, (long long)diff,
+               (long long)n, dt == DSA_F64 ? "" : " (fp32 vs f64 near-ties allowed)");
+        CHECK(same_ints(tl.g, tl.c), "%s topk_length differs", name);
+        if (dt == DSA_F64) CHECK(diff == 0, "%s fused topk differs in %lld slots", name, (long long)diff);
+        else CHECK(diff <= n / 200 + 2, "%s fused topk differs in %lld slots", name, (long long)diff);
+    }
+
+    // Gathered logits at the CPU picks (with edge rows mixed in) and their backward.
+    int32_t *idx = malloc(sizeof(int32_t) * T * K), *len = malloc(sizeof(int32_t) * T);
+    make_indices(T, K, S, idx, len);
+    pair gi = int_pair(idx, 2, DSA_SHAPE(T, K)), gl = int_pair(len, 1, DSA_SHAPE(T));
+    pair gsc = zeros_pair(cd, dt, 2, DSA_SHAPE(T, K));
+    CHECK_OK(dsa_indexer_gather_fwd_cpu(q.c, k.c, w.c, gi.c, gl.c, gsc.c));
+    CHECK_OK(dsa_indexer_gather_fwd_cuda(q.g, k.g, w.g, gi.g, gl.g, gsc.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    emax = logits_rel(gsc.g, gsc.c, &pat);
+    e = finite_rel_l2(gsc.g, gsc.c);
+    // Gathered logits are stored in q's dtype: bf16 storage rounding (2^-8) on top of the fp32 sum.
+    double tol = dt == DSA_BF16 ? 4e-3 : 1e-4;
+    printf("%-34s gathered logits rel L2 (finite) %.2e (tol %.0e)  max elementwise %.2e  -inf pattern %s\n", name, e,
+           tol, emax, pat ? "identical" : "DIFFERENT");
+    CHECK(e <= tol && pat, "%s gathered rel %.3e pattern %d", name, e, pat);
+
+    pair Gd = rand_pair(gd, 2, DSA_SHAPE(T, K), 1.0);
+    pair dq = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dk = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
+    pair dw = zeros_pair(gd, gd, 2, DSA_SHAPE(T, H));
+    CHECK_OK(dsa_indexer_gather_bwd_cpu(q.c, k.c, w.c, gi.c, gl.c, Gd.c, dq.c, dk.c, dw.c));
+    CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, gl.g, Gd.g, dq.g, dk.g, dw.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    printf("%-34s gathered backward:\n", name);
+    check_grad("dq", dq.g, dq.c);
+    check_grad("dk", dk.g, dk.c);
+    check_grad("dw", dw.g, dw.c);
+
+    pair Gl = rand_pair(gd, 2, DSA_SHAPE(T, S), 1.0);
+    pair dq2 = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dk2 = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
+    pair dw2 = zeros_pair(gd, gd, 2, DSA_SHAPE(T, H));
+    CHECK_OK(dsa_indexer_logits_bwd_cpu(q.c, k.c, w.c, pst.c, pen.c, Gl.c, dq2.c, dk2.c, dw2.c));
+    CHECK_OK(dsa_indexer_logits_bwd_cuda(q.g, k.g, w.g, pst.g, pen.g, Gl.g, dq2.g, dk2.g, dw2.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    printf("%-34s dense logits backward:\n", name);
+    check_grad("dq", dq2.g, dq2.c);
+    check_grad("dk", dk2.g, dk2.c);
+    check_grad("dw", dw2.g, dw2.c);
+    free(st);
+    free(en);
+    free(idx);
+    free(len);
+}
+
+// ---- SPEC 5 dense + SPEC 6 KL --------------------------------------------------------------------
+static void check_dense_scores(dsa_dtype dt, int64_t T, int64_t H, int64_t D, int64_t S, double sigma) {
+    pair q = rand_pair(dt, 3, DSA_SHAPE(T, H, D), 1.0), kv = rand_pair(dt, 2, DSA_SHAPE(S, D), 1.0);
+    int32_t *st = malloc(sizeof(int32_t) * T), *en = malloc(sizeof(int32_t) * T);
+    make_windows(T, S, st, en);
+    pair pst = int_pair(st, 1, DSA_SHAPE(T)), pen = int_pair(en, 1, DSA_SHAPE(T));
+    dsa_dtype cd = dt == DSA_F64 ? DSA_F64 : DSA_F32;
+    pair lse = zeros_pair(cd, cd, 2, DSA_SHAPE(T, H)), hs = zeros_pair(cd, dt, 2, DSA_SHAPE(T, S));
+    CHECK_OK(dsa_attn_lse_dense_cpu(q.c, kv.c, pst.c, pen.c, sigma, lse.c));
+    CHECK_OK(dsa_attn_lse_dense_cuda(q.g, kv.g, pst.g, pen.g, sigma, lse.g));
+    CHECK_OK(dsa_attn_score_headsum_dense_cpu(q.c, kv.c, pst.c, pen.c, lse.c, sigma, hs.c));
+    CHECK_OK(dsa_attn_score_headsum_dense_cuda(q.g, kv.g, pst.g, pen.g, lse.g, sigma, hs.g));
+    pair p = zeros_pair(cd, dt, 2, DSA_SHAPE(T, S));
+    CHECK_OK(dsa_normalize_rows_l1_cpu(hs.c, p.c));
+    CHECK_OK(dsa_normalize_rows_l1_cuda(hs.g, p.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    double e_lse = test_rel_l2(lse.g, lse.c), a_lse = test_max_abs_diff(lse.g, lse.c), e_hs = test_rel_l2(hs.g, hs.c),
+           e_p = test_rel_l2(p.g, p.c);
+    printf("dense scores %-6s T %lld H %lld: lse rel %.2e abs %.2e  headsum rel %.2e  L1-normalized rel %.2e\n",
+           dsa_dtype_name(dt), (long long)T, (long long)H, e_lse, a_lse, e_hs, e_p);
+    CHECK(e_lse <= 1e-2 && e_hs <= 1e-2 && e_p <= 1e-2, "dense scores: %.3e %.3e %.3e", e_lse, e_hs, e_p);
+    if (dt == DSA_F32) CHECK(a_lse <= 3e-4, "dense lse abs %.3e", a_lse);
+
+    // KL loss on the window (indexer logits = random inside the window, -inf outside).
+    double *lgh = malloc(sizeof(double) * T * S);
+    uint8_t *real = malloc((size_t)T);
+    for (int64_t t = 0; t < T; t++) {
+        real[t] = (uint8_t)(t % 5 != 4);
+        for (int64_t s = 0; s < S; s++) lgh[t * S + s] = (s >= st[t] && s < en[t]) ? dsa_rng_normal(&R) : -INFINITY;
+    }
+    dsa_tensor *lgc = dsa_from_host(C, DSA_PERSIST, DSA_F64, DSA_CPU, 2, DSA_SHAPE(T, S), lgh);
+    dsa_tensor *lc = dsa_copy(C, DSA_PERSIST, lgc, DSA_CPU, DSA_F32), *lg = dsa_copy(G, DSA_PERSIST, lgc, DSA_CUDA, DSA_F32);
+    dsa_tensor *pc = dsa_copy(C, DSA_PERSIST, p.c, DSA_CPU, DSA_F32), *pg = dsa_copy(G, DSA_PERSIST, p.c, DSA_CUDA, DSA_F32);
+    pair re;
+    re.c = dsa_from_host(C, DSA_PERSIST, DSA_U8, DSA_CPU, 1, DSA_SHAPE(T), real);
+    re.g = dsa_from_host(G, DSA_PERSIST, DSA_U8, DSA_CUDA, 1, DSA_SHAPE(T), real);
+    double coeff = 0.7, nrows = (double)T;
+    pair loss = zeros_pair(DSA_F32, DSA_F32, 0, DSA_SHAPE(1));
+    CHECK_OK(dsa_kl_loss_fwd_cpu(lc, pc, re.c, coeff, nrows, loss.c));
+    CHECK_OK(dsa_kl_loss_fwd_cuda(lg, pg, re.g, coeff, nrows, loss.g));
+    pair dl = zeros_pair(DSA_F32, DSA_F32, 0, DSA_SHAPE(1));
+    float g = 1.3f;
+    CHECK_OK(dsa_memcpy(DSA_CPU, dl.c->data, DSA_CPU, &g, 4));
+    CHECK_OK(dsa_memcpy(DSA_CUDA, dl.g->data, DSA_CPU, &g, 4));
+    pair dlog = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(T, S));
+    CHECK_OK(dsa_kl_loss_bwd_cpu(lc, pc, re.c, coeff, nrows, dl.c, dlog.c));
+    CHECK_OK(dsa_kl_loss_bwd_cuda(lg, pg, re.g, coeff, nrows, dl.g, dlog.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    double e_l = test_rel_l2(loss.g, loss.c), a_g = test_max_abs_diff(dlog.g, dlog.c);
+    printf("KL loss T %lld S %lld: loss rel %.2e  dlogits max abs %.2e\n", (long long)T, (long long)S, e_l, a_g);
+    CHECK(e_l <= 1e-5, "KL loss rel %.3e", e_l);
+    CHECK(a_g <= 1e-6, "KL gradient max abs %.3e", a_g);
+    free(st);
+    free(en);
+    free(lgh);
+    free(real);
+}
+
+int main(void) {
+    test_require_cuda();
+    SMALL = getenv("DSA_TEST_SMALL") && atoi(getenv("DSA_TEST_SMALL")) != 0;
+    C = dsa_ctx_create(DSA_CPU);
+    G = dsa_ctx_create(DSA_CUDA);
+    if (!C || !G) {
+        fprintf(stderr, "context: %s\n", dsa_error_message());
+        return 1;
+    }
+    dsa_rng_init(&R, 20261122);
+
+    check_windows(1);
+    check_windows(4);
+    if (SMALL) {
+        check_mqa("mqa bf16 H20 D40/32 K37 sink", DSA_BF16, 16, 20, 40, 32, 100, 37, true, true, 0.15);
+        check_mqa("mqa f32 H16 D64 K33", DSA_F32, 9, 16, 64, 64, 50, 33, false, true, 0.125);
+        check_mqa("mqa bf16 H20 D576/512 K37 sink (mma)", DSA_BF16, 8, 20, 576, 512, 100, 37, true, true, 1.0 / 16);
+        check_topk(40, 200, 17);
+        check_topk(40, 200, 300);
+        check_topk_ties();
+        check_indexer("indexer f32 H5 D16", DSA_F32, 24, 60, 5, 16, 7);
+        check_dense_scores(DSA_F32, 20, 5, 24, 40, 0.2);
+    } else {
+        const double s576 = 1.0 / 16.0;  // GLM-5 style sigma (explicit, not 576^-1/2)
+        check_mqa("mqa bf16 H16 D576/512 K64 sink", DSA_BF16, 64, 16, 576, 512, 1024, 64, true, true, s576);
+        check_mqa("mqa bf16 H64 D576/512 K2048", DSA_BF16, 16, 64, 576, 512, 4096, 2048, false, true, s576);
+        check_mqa("mqa bf16 H128 D576/512 K300 sink", DSA_BF16, 16, 128, 576, 512, 2048, 300, true, false, s576);
+        check_mqa("mqa f32 H20 D512/512 K300 sink", DSA_F32, 24, 20, 512, 512, 1500, 300, true, true, 0.0442);
+        check_mqa("mqa bf16 H20 D512/512 K300 sink", DSA_BF16, 24, 20, 512, 512, 1500, 300, true, true, 0.0442);
+        check_mqa("mqa bf16 H80 D48/32 K50 (SIMT)", DSA_BF16, 16, 80, 48, 32, 200, 50, true, true, 0.15);
+        check_mqa("mqa f32 H64 D576/512 K64", DSA_F32, 32, 64, 576, 512, 256, 64, false, false, s576);
+        check_mqa("mqa f64 H7 D48/32 K29 sink", DSA_F64, 20, 7, 48, 32, 90, 29, true, true, 0.2);
+        check_topk(4096, 4096, 2048);
+        check_topk(4096, 4096, 64);
+        check_topk(512, 8192, 3000);
+        check_topk(256, 1000, 5000);
+        check_topk_ties();
+        check_indexer("indexer f64 H8 D32 K300", DSA_F64, 256, 512, 8, 32, 300);
+        check_indexer("indexer f32 H64 D128 K64", DSA_F32, 96, 384, 64, 128, 64);
+        check_indexer("indexer bf16 H64 D128 K256", DSA_BF16, 64, 512, 64, 128, 256);
+        check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
+        check_dense_scores(DSA_F32, 128, 20, 64, 256, 0.125);
+        check_dense_scores(DSA_BF16, 64, 16, 576, 300, 1.0 / 16.0);
+    }
+    return test_finish();
+}
+#endif

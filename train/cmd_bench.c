@@ -1,0 +1,449 @@
+// `dsa bench`: times the DSA CUDA kernels at the standard shapes beside the ceilings measured in the
+// same run (cuBLAS bf16 GEMM 8192^3, device-to-device copy bandwidth) and beside the same ops in
+// PyTorch (bench/torch_dsa.py, run as a child process after our kernels are done). Prints a markdown
+// table. Timing: CUDA events around each call, warm-up first, median of --runs (>= 20 by default),
+// inputs freshly drawn random values (never zeros). bench/bench_dsa.c is a thin main over this.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "train/commands.h"
+
+#ifndef DSA_HAVE_CUDA
+int dsa_cmd_bench(int argc, char **argv) {
+    fprintf(stderr, "dsa bench: this build has no CUDA support\n");
+    return 1;
+}
+#else
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include "core/context.h"
+#include "core/device.h"
+#include "core/rng.h"
+#include "kernels/cuda/dsa_cuda_kernels.h"
+
+dsa_status dsa_fill_hash_normal_cuda(dsa_tensor *t, uint64_t seed, double stddev);  // kernels/cuda/dsa_random_cuda.cu
+
+typedef struct {
+    int runs, warmup;
+    int64_t Ts[8], Hs[8];
+    int nT, nH;
+    int64_t K, D, Dv, HI, DI;
+    int torch;
+    const char *torch_script;
+} bench_opts;
+
+typedef struct {
+    char op[32];
+    int64_t T, H;
+    double ms, flops, bytes, mem;        // ours: median ms, FLOPs, minimal bytes moved, tensor bytes
+    double torch_ms, torch_mem;          // PyTorch (or < 0 when absent)
+} bench_row;
+
+#define MAX_ROWS 64
+static bench_row ROWS[MAX_ROWS];
+static int N_ROWS;
+static double GEMM_TFLOPS, COPY_GBS;
+
+// ---- timing --------------------------------------------------------------------------------------
+typedef dsa_status (*bench_fn)(void *arg);
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+// Median milliseconds over `runs` calls after `warmup` calls; < 0 on error (printed).
+static double time_median_ms(bench_fn fn, void *arg, int warmup, int runs) {
+    cudaStream_t st = (cudaStream_t)dsa_cuda()->stream;
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    double *ms = malloc(sizeof(double) * runs), med = -1;
+    for (int i = 0; i < warmup; i++)
+        if (fn(arg) != DSA_OK) goto fail;
+    if (dsa_device_sync(DSA_CUDA) != DSA_OK) goto fail;
+    for (int i = 0; i < runs; i++) {
+        cudaEventRecord(a, st);
+        if (fn(arg) != DSA_OK) goto fail;
+        cudaEventRecord(b, st);
+        if (cudaEventSynchronize(b) != cudaSuccess) goto fail;
+        float m = 0;
+        cudaEventElapsedTime(&m, a, b);
+        ms[i] = m;
+    }
+    qsort(ms, (size_t)runs, sizeof(double), cmp_double);
+    med = runs % 2 ? ms[runs / 2] : 0.5 * (ms[runs / 2 - 1] + ms[runs / 2]);
+    goto done;
+fail:
+    fprintf(stderr, "bench: %s\n", dsa_error_message());
+    dsa_device_sync(DSA_CUDA);
+done:
+    free(ms);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return med;
+}
+
+static bench_row *add_row(const char *op, int64_t T, int64_t H, double ms, double flops, double bytes, double mem) {
+    if (N_ROWS >= MAX_ROWS) return NULL;
+    bench_row *r = &ROWS[N_ROWS++];
+    snprintf(r->op, sizeof r->op, "%s", op);
+    r->T = T;
+    r->H = H;
+    r->ms = ms;
+    r->flops = flops;
+    r->bytes = bytes;
+    r->mem = mem;
+    r->torch_ms = r->torch_mem = -1;
+    return r;
+}
+
+// ---- tensors ---------------------------------------------------------------------------------------
+static double g_mem;  // bytes of the current case's tensors
+static uint64_t g_seed = 1;
+
+static dsa_tensor *dev_tensor(dsa_ctx *c, dsa_dtype dt, int ndim, const int64_t *shape, double stddev) {
+    dsa_tensor *t = dsa_tensor_new(c, DSA_PERSIST, dt, DSA_CUDA, ndim, shape);
+    if (!t) return NULL;
+    g_mem += (double)dsa_nbytes(t);
+    if (dsa_dtype_is_float(dt) && stddev > 0 && dsa_fill_hash_normal_cuda(t, g_seed++, stddev) != DSA_OK) return NULL;
+    if (stddev == 0 && dsa_zero(t) != DSA_OK) return NULL;
+    return t;
+}
+
+// Random top-k indices, every slot valid, uniform over [0, S) (as FlashMLA's and cuDNN's benchmarks).
+static dsa_tensor *random_indices(dsa_ctx *c, int64_t T, int64_t K, int64_t S, dsa_rng *r) {
+    int32_t *h = malloc(sizeof(int32_t) * (size_t)(T * K));
+    for (int64_t i = 0; i < T * K; i++) h[i] = (int32_t)dsa_rng_below(r, (uint64_t)S);
+    dsa_tensor *t = dsa_from_host(c, DSA_PERSIST, DSA_I32, DSA_CUDA, 2, DSA_SHAPE(T, K), h);
+    g_mem += (double)T * K * 4;
+    free(h);
+    return t;
+}
+
+// ---- ceilings ----------------------------------------------------------------------------------------
+typedef struct {
+    dsa_tensor *a, *b, *c;
+    int64_t n;
+    size_t bytes;
+    void *src, *dst;
+} ceil_args;
+
+static dsa_status run_gemm(void *p) {
+    ceil_args *g = p;
+    float one = 1, zero = 0;
+    int n = (int)g->n;
+    cublasHandle_t h = (cublasHandle_t)dsa_cuda()->cublas;
+    cublasSetStream(h, (cudaStream_t)dsa_cuda()->stream);
+    cublasStatus_t s = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, g->a->data, CUDA_R_16BF, n, g->b->data,
+                                    CUDA_R_16BF, n, &zero, g->c->data, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? DSA_OK : dsa_error_set(DSA_ERR_CUDA, "cublasGemmEx: status %d", (int)s);
+}
+
+static dsa_status run_copy(void *p) {
+    ceil_args *g = p;
+    cudaError_t e = cudaMemcpyAsync(g->dst, g->src, g->bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)dsa_cuda()->stream);
+    return e == cudaSuccess ? DSA_OK : dsa_error_set(DSA_ERR_CUDA, "cudaMemcpyAsync: %s", cudaGetErrorString(e));
+}
+
+static int measure_ceilings(const bench_opts *o) {
+    dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
+    if (!c) return 1;
+    ceil_args g = {0};
+    g.n = 8192;
+    g.a = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(g.n, g.n), 1.0);
+    g.b = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(g.n, g.n), 1.0);
+    g.c = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(g.n, g.n), 1.0);
+    dsa_tensor *src = dev_tensor(c, DSA_F32, 1, DSA_SHAPE(256LL << 20), 1.0);  // 1 GiB
+    dsa_tensor *dst = dev_tensor(c, DSA_F32, 1, DSA_SHAPE(256LL << 20), 1.0);
+    if (!g.a || !g.b || !g.c || !src || !dst) {
+        fprintf(stderr, "bench: %s\n", dsa_error_message());
+        dsa_ctx_free(c);
+        return 1;
+    }
+    g.src = src->data;
+    g.dst = dst->data;
+    g.bytes = dsa_nbytes(src);
+    double ms = time_median_ms(run_gemm, &g, 3, o->runs);
+    GEMM_TFLOPS = ms > 0 ? 2.0 * g.n * g.n * g.n / (ms * 1e-3) / 1e12 : -1;
+    double cms = time_median_ms(run_copy, &g, 3, o->runs);
+    COPY_GBS = cms > 0 ? 2.0 * (double)g.bytes / (cms * 1e-3) / 1e9 : -1;
+    printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s; D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write)\n",
+           ms, GEMM_TFLOPS, cms, COPY_GBS);
+    add_row("gemm_bf16_8192", 8192, 0, ms, 2.0 * g.n * g.n * g.n, 3.0 * g.n * g.n * 2, 3.0 * g.n * g.n * 2);
+    add_row("copy_d2d_1GiB", 0, 0, cms, 0, 2.0 * (double)g.bytes, 2.0 * (double)g.bytes);
+    dsa_ctx_free(c);
+    return GEMM_TFLOPS > 0 && COPY_GBS > 0 ? 0 : 1;
+}
+
+// ---- sparse attention (fwd, bwd, score recompute) -----------------------------------------------------
+typedef struct {
+    dsa_tensor *q, *kv, *idx, *out, *lse, *dout, *dq, *dkv, *hs;
+    double sigma;
+    int64_t dv, H;
+} mqa_args;
+
+static dsa_status run_fwd(void *p) {
+    mqa_args *a = p;
+    return dsa_sparse_mqa_fwd_cuda(a->q, a->kv, a->idx, NULL, NULL, a->sigma, a->dv, 0, a->H, a->out, a->lse);
+}
+static dsa_status run_bwd(void *p) {  // a training step pays the gradient zeroing too
+    mqa_args *a = p;
+    DSA_TRY(dsa_zero(a->dq));
+    DSA_TRY(dsa_zero(a->dkv));
+    return dsa_sparse_mqa_bwd_cuda(a->q, a->kv, a->idx, NULL, NULL, a->out, a->lse, a->dout, a->sigma, a->dv, 0, a->H,
+                                   a->dq, a->dkv, NULL);
+}
+static dsa_status run_headsum(void *p) {
+    mqa_args *a = p;
+    return dsa_attn_score_headsum_cuda(a->q, a->kv, a->idx, NULL, a->lse, a->sigma, a->hs);
+}
+
+static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r) {
+    int64_t D = o->D, Dv = o->Dv, K = o->K, S = T;
+    dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
+    if (!c) return 1;
+    mqa_args a = {0};
+    a.sigma = 1.0 / 16.0;
+    a.dv = Dv;
+    a.H = H;
+    g_mem = 0;
+    a.q = dev_tensor(c, DSA_BF16, 3, DSA_SHAPE(T, H, D), 1.0);
+    a.kv = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(S, D), 1.0);
+    a.idx = random_indices(c, T, K, S, r);
+    a.out = dev_tensor(c, DSA_BF16, 3, DSA_SHAPE(T, H, Dv), 1.0);
+    a.lse = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, H), 1.0);
+    if (!a.q || !a.kv || !a.idx || !a.out || !a.lse) goto fail;
+    double mem_fwd = g_mem;
+    double bytes_fwd = (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 4 + (double)T * H * Dv * 2 + T * H * 4.0;
+    double ms = time_median_ms(run_fwd, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    add_row("sparse_mqa_fwd", T, H, ms, 2.0 * T * H * K * (D + Dv), bytes_fwd, mem_fwd);
+
+    a.dout = dev_tensor(c, DSA_F32, 3, DSA_SHAPE(T, H, Dv), 1.0);
+    a.dq = dev_tensor(c, DSA_F32, 3, DSA_SHAPE(T, H, D), 0);
+    a.dkv = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(S, D), 0);
+    if (!a.dout || !a.dq || !a.dkv || run_fwd(&a) != DSA_OK) goto fail;
+    double bytes_bwd = bytes_fwd + (double)T * H * Dv * 4 + (double)T * H * D * 4 + (double)S * D * 4;
+    ms = time_median_ms(run_bwd, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    add_row("sparse_mqa_bwd", T, H, ms, 2.0 * T * H * K * (3 * D + 2 * Dv), bytes_bwd, g_mem);
+
+    a.hs = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, K), 1.0);
+    if (!a.hs) goto fail;
+    ms = time_median_ms(run_headsum, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    add_row("score_headsum", T, H, ms, 2.0 * T * H * K * D,
+            (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 6 + T * H * 4.0, mem_fwd + (double)T * K * 2);
+    dsa_ctx_free(c);
+    return 0;
+fail:
+    fprintf(stderr, "bench attention T %lld H %lld: %s\n", (long long)T, (long long)H, dsa_error_message());
+    dsa_ctx_free(c);
+    return 1;
+}
+
+// ---- indexer (dense logits, top-k, fused, gathered fwd/bwd) ---------------------------------------------
+typedef struct {
+    dsa_tensor *q, *k, *w, *start, *end, *logits, *idx, *len, *score, *gl, *G, *dq, *dk, *dw;
+    int64_t K;
+} idx_args;
+
+static dsa_status run_logits(void *p) {
+    idx_args *a = p;
+    return dsa_indexer_logits_fwd_cuda(a->q, a->k, a->w, a->start, a->end, a->logits);
+}
+static dsa_status run_topk(void *p) {
+    idx_args *a = p;
+    return dsa_topk_cuda(a->logits, a->K, a->idx, a->len, NULL);
+}
+static dsa_status run_fused(void *p) {
+    idx_args *a = p;
+    return dsa_indexer_topk_cuda(a->q, a->k, a->w, a->start, a->end, a->K, a->idx, a->len, a->score);
+}
+static dsa_status run_gather(void *p) {
+    idx_args *a = p;
+    return dsa_indexer_gather_fwd_cuda(a->q, a->k, a->w, a->idx, a->len, a->gl);
+}
+static dsa_status run_gather_bwd(void *p) {
+    idx_args *a = p;
+    DSA_TRY(dsa_zero(a->dq));
+    DSA_TRY(dsa_zero(a->dk));
+    DSA_TRY(dsa_zero(a->dw));
+    return dsa_indexer_gather_bwd_cuda(a->q, a->k, a->w, a->idx, a->len, a->G, a->dq, a->dk, a->dw);
+}
+
+static int bench_indexer(const bench_opts *o, int64_t T) {
+    int64_t HI = o->HI, DI = o->DI, S = T, K = o->K;
+    dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
+    if (!c) return 1;
+    idx_args a = {0};
+    a.K = K;
+    g_mem = 0;
+    a.q = dev_tensor(c, DSA_BF16, 3, DSA_SHAPE(T, HI, DI), 1.0);
+    a.k = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(S, DI), 1.0);
+    a.w = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, HI), 0.1);
+    int32_t *st = malloc(sizeof(int32_t) * T), *en = malloc(sizeof(int32_t) * T);
+    for (int64_t t = 0; t < T; t++) {  // one causal document
+        st[t] = 0;
+        en[t] = (int32_t)(t + 1);
+    }
+    a.start = dsa_from_host(c, DSA_PERSIST, DSA_I32, DSA_CUDA, 1, DSA_SHAPE(T), st);
+    a.end = dsa_from_host(c, DSA_PERSIST, DSA_I32, DSA_CUDA, 1, DSA_SHAPE(T), en);
+    free(st);
+    free(en);
+    g_mem += 8.0 * T;
+    double base_mem = g_mem, pairs = (double)T * (T + 1) / 2;
+    double in_bytes = (double)T * HI * DI * 2 + (double)S * DI * 2 + (double)T * HI * 2 + 8.0 * T;
+    a.idx = dev_tensor(c, DSA_I32, 2, DSA_SHAPE(T, K), -1);
+    a.len = dev_tensor(c, DSA_I32, 1, DSA_SHAPE(T), -1);
+    a.score = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, K), 1.0);
+    if (!a.q || !a.k || !a.w || !a.start || !a.end || !a.idx || !a.len || !a.score) goto fail;
+    double out_mem = (double)T * K * 10 + 4.0 * T;
+    double ms = time_median_ms(run_fused, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    double scratch = (double)(256u << 20);  // the fused op's bounded row-chunk scratch
+    add_row("indexer_topk_fused", T, HI, ms, 2.0 * pairs * HI * DI, in_bytes + out_mem, g_mem + (scratch < (double)T * S * 2 ? scratch : (double)T * S * 2));
+
+    a.logits = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, S), 1.0);
+    if (!a.logits) goto fail;
+    ms = time_median_ms(run_logits, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    add_row("indexer_logits", T, HI, ms, 2.0 * pairs * HI * DI, in_bytes + (double)T * S * 4, base_mem + (double)T * S * 4);
+    ms = time_median_ms(run_topk, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    add_row("topk", T, 0, ms, 0, (double)T * S * 4 + (double)T * K * 4 + 4.0 * T, (double)T * S * 4 + (double)T * K * 4 + 4.0 * T);
+    if (run_topk(&a) != DSA_OK) goto fail;
+
+    a.gl = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, K), 1.0);
+    a.G = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, K), 1.0);
+    a.dq = dev_tensor(c, DSA_F32, 3, DSA_SHAPE(T, HI, DI), 0);
+    a.dk = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(S, DI), 0);
+    a.dw = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, HI), 0);
+    if (!a.gl || !a.G || !a.dq || !a.dk || !a.dw) goto fail;
+    double gpairs = (double)T * K;  // upper bound; early rows have fewer valid picks
+    ms = time_median_ms(run_gather, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    add_row("indexer_gather_fwd", T, HI, ms, 2.0 * gpairs * HI * DI, in_bytes + (double)T * K * 6, base_mem + (double)T * K * 6);
+    ms = time_median_ms(run_gather_bwd, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    add_row("indexer_gather_bwd", T, HI, ms, 3 * 2.0 * gpairs * HI * DI,
+            in_bytes + (double)T * K * 8 + (double)T * HI * DI * 4 + (double)S * DI * 4 + T * HI * 4.0, g_mem);
+    dsa_ctx_free(c);
+    return 0;
+fail:
+    fprintf(stderr, "bench indexer T %lld: %s\n", (long long)T, dsa_error_message());
+    dsa_ctx_free(c);
+    return 1;
+}
+
+// ---- PyTorch side --------------------------------------------------------------------------------
+// The script prints lines "RESULT op T H median_ms peak_bytes" (bench/torch_dsa.py).
+static void run_torch(const bench_opts *o) {
+    char cmd[1024], ts[128] = "", hs[128] = "";
+    for (int i = 0; i < o->nT; i++) snprintf(ts + strlen(ts), sizeof ts - strlen(ts), "%s%lld", i ? "," : "", (long long)o->Ts[i]);
+    for (int i = 0; i < o->nH; i++) snprintf(hs + strlen(hs), sizeof hs - strlen(hs), "%s%lld", i ? "," : "", (long long)o->Hs[i]);
+    snprintf(cmd, sizeof cmd, "python3 %s --T %s --H %s --runs %d --K %lld 2>&1", o->torch_script, ts, hs, o->runs,
+             (long long)o->K);
+    printf("running: %s\n", cmd);
+    fflush(stdout);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        printf("(PyTorch comparison skipped: cannot run python3)\n");
+        return;
+    }
+    char line[512];
+    while (fgets(line, sizeof line, p)) {
+        char op[64];
+        long long T, H;
+        double ms, mem;
+        if (sscanf(line, "RESULT %63s %lld %lld %lf %lf", op, &T, &H, &ms, &mem) == 5) {
+            for (int i = 0; i < N_ROWS; i++)
+                if (!strcmp(ROWS[i].op, op) && ROWS[i].T == T && ROWS[i].H == H) {
+                    ROWS[i].torch_ms = ms;
+                    ROWS[i].torch_mem = mem;
+                }
+        } else {
+            printf("  torch: %s", line);
+        }
+    }
+    int rc = pclose(p);
+    if (rc != 0) printf("(torch_dsa.py exited with status %d)\n", rc);
+}
+
+static void print_table(void) {
+    printf("\n| op | T | H | ours ms | ours TFLOP/s | %% of GEMM | min-bytes GB/s | %% of copy BW | ours mem MiB | "
+           "PyTorch ms | PyTorch TFLOP/s | PyTorch peak MiB | speed-up vs PyTorch |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < N_ROWS; i++) {
+        bench_row *r = &ROWS[i];
+        double tf = r->flops > 0 ? r->flops / (r->ms * 1e-3) / 1e12 : 0, gbs = r->bytes / (r->ms * 1e-3) / 1e9;
+        printf("| %s | %lld | %lld | %.3f | ", r->op, (long long)r->T, (long long)r->H, r->ms);
+        if (r->flops > 0) printf("%.1f | %.1f%% | ", tf, 100 * tf / GEMM_TFLOPS);
+        else printf("- | - | ");
+        printf("%.0f | %.1f%% | %.0f | ", gbs, 100 * gbs / COPY_GBS, r->mem / 1048576.0);
+        if (r->torch_ms > 0)
+            printf("%.3f | %s%.1f | %.0f | %.2fx |\n", r->torch_ms, "", r->flops > 0 ? r->flops / (r->torch_ms * 1e-3) / 1e12 : 0,
+                   r->torch_mem / 1048576.0, r->torch_ms / r->ms);
+        else
+            printf("- | - | - | - |\n");
+    }
+    printf("\nFLOPs: sparse fwd 2*T*H*K*(D+Dv), bwd 2*T*H*K*(3D+2Dv), score headsum 2*T*H*K*D, indexer "
+           "2*(valid pairs)*H_I*D_I (gather: T*K pairs; gather bwd 3x). min-bytes: each input read once, each "
+           "output written once. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch).\n");
+}
+
+static int parse_list(const char *s, int64_t *out, int max) {
+    int n = 0;
+    while (s && *s && n < max) {
+        out[n++] = strtoll(s, NULL, 10);
+        s = strchr(s, ',');
+        if (s) s++;
+    }
+    return n;
+}
+
+int dsa_cmd_bench(int argc, char **argv) {
+    bench_opts o = {.runs = 20, .warmup = 2, .Ts = {4096, 8192}, .nT = 2, .Hs = {64, 128}, .nH = 2, .K = 2048,
+                    .D = 576, .Dv = 512, .HI = 64, .DI = 128, .torch = 1, .torch_script = "bench/torch_dsa.py"};
+    const char *only = "all";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--runs") && v) o.runs = atoi(argv[++i]);
+        else if (!strcmp(a, "--T") && v) o.nT = parse_list(argv[++i], o.Ts, 8);
+        else if (!strcmp(a, "--H") && v) o.nH = parse_list(argv[++i], o.Hs, 8);
+        else if (!strcmp(a, "--K") && v) o.K = strtoll(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--only") && v) only = argv[++i];
+        else if (!strcmp(a, "--no-torch")) o.torch = 0;
+        else if (!strcmp(a, "--torch-script") && v) o.torch_script = argv[++i];
+        else {
+            fprintf(stderr,
+                    "usage: dsa bench [--runs N] [--T 4096,8192] [--H 64,128] [--K 2048] [--only attention|indexer]\n"
+                    "                 [--no-torch] [--torch-script bench/torch_dsa.py]\n");
+            return !strcmp(a, "--help") || !strcmp(a, "-h") ? 0 : 2;
+        }
+    }
+    if (o.runs < 1) o.runs = 1;
+    if (dsa_cuda_init(0) != DSA_OK) {
+        fprintf(stderr, "dsa bench: %s\n", dsa_error_message());
+        return 1;
+    }
+    printf("device: %s (%d SMs); runs %d (median), warm-up 2; D %lld Dv %lld K %lld; indexer %lld heads x %lld\n",
+           dsa_cuda()->name, dsa_cuda()->sm_count, o.runs, (long long)o.D, (long long)o.Dv, (long long)o.K,
+           (long long)o.HI, (long long)o.DI);
+    if (measure_ceilings(&o)) return 1;
+    dsa_rng r;
+    dsa_rng_init(&r, 7);
+    int fails = 0;
+    for (int i = 0; i < o.nT; i++) {
+        if (strcmp(only, "indexer"))
+            for (int j = 0; j < o.nH; j++) fails += bench_attention(&o, o.Ts[i], o.Hs[j], &r);
+        if (strcmp(only, "attention")) fails += bench_indexer(&o, o.Ts[i]);
+        fflush(stdout);
+    }
+    if (o.torch) run_torch(&o);
+    print_table();
+    return fails ? 1 : 0;
+}
+#endif
