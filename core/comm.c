@@ -180,10 +180,14 @@ static dsa_status nccl_wait(const dsa_comm *c, const char *what) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         double dt = (now.tv_sec - t0.tv_sec) + 1e-9 * (now.tv_nsec - t0.tv_nsec);
         if ((async != ncclSuccess && async != ncclInProgress) || dt > timeout) {
+            // The communicator is unusable after this, and the peers are gone or stuck: stop here,
+            // loudly, rather than let the caller carry on into another collective.
+            fprintf(stderr, "dsa: %s on rank %d: %s; stopping\n", what, c->rank,
+                    dt > timeout ? "timed out (a peer rank died or hangs; see DSA_COMM_TIMEOUT_S)"
+                                 : ncclGetErrorString(async));
+            fflush(stderr);
             ncclCommAbort((ncclComm_t)c->nccl);
-            return dsa_error_set(DSA_ERR_COMM, "%s on rank %d: %s", what, c->rank,
-                                 dt > timeout ? "timed out (a peer rank died or hangs; DSA_COMM_TIMEOUT_S)"
-                                              : ncclGetErrorString(async));
+            exit(1);
         }
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
@@ -485,11 +489,12 @@ dsa_status dsa_reduce_scatter_sum(const dsa_comm *c, const dsa_tensor *in, dsa_t
 dsa_status dsa_parallel_init(dsa_device dev, int tp, int cp, dsa_parallel *p) {
     memset(p, 0, sizeof *p);
     if (tp < 1 || cp < 1) return dsa_error_set(DSA_ERR_CONFIG, "parallel: tp (%d) and cp (%d) must be >= 1", tp, cp);
-    DSA_TRY(dsa_comm_init_world(dev, &p->world));
-    int n = p->world.size;
-    // Every rank evaluates the same condition, so every rank stops with the same message: no hang.
+    // Checked from the launcher's environment before any communication: every rank evaluates the
+    // same condition and stops with the same message, so nobody waits on a peer that left.
+    int n = dsa_launch_detect().world_size;
     if (n % (tp * cp) != 0)
         return dsa_error_set(DSA_ERR_CONFIG, "world size %d is not divisible by tp * cp = %d * %d", n, tp, cp);
+    DSA_TRY(dsa_comm_init_world(dev, &p->world));
     p->tp_size = tp;
     p->cp_size = cp;
     p->dp_size = n / (tp * cp);

@@ -12,5 +12,9 @@ if(DSA_HAVE_MPI)
         set_tests_properties(dist_${name}_np${np} PROPERTIES LABELS dist SKIP_RETURN_CODE 77 TIMEOUT 300)
       endforeach()
     endforeach()
+    # A rank that dies mid-run stops every rank: the job must fail (not hang) within the timeout.
+    add_test(NAME dist_rank_dies COMMAND ${DSA_MPIRUN} ${DSA_MPI_FLAGS} -np 2 -x DSA_TEST_DIE_RANK=1
+             -x DSA_COMM_TIMEOUT_S=20 $<TARGET_FILE:test_comm>)
+    set_tests_properties(dist_rank_dies PROPERTIES LABELS dist WILL_FAIL TRUE TIMEOUT 90)
   endif()
 endif()

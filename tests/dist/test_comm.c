@@ -3,6 +3,7 @@
 // can compute itself, and the tp x cp x dp grid.
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "common/testing.h"
 #include "core/comm.h"
 
@@ -21,6 +22,18 @@ int main(void) {
     dsa_comm w;
     if (!CHECK_OK(dsa_comm_init_world(dev, &w))) return test_finish();
     int R = w.rank, N = w.size;
+    // A rank that dies must stop the job, not hang it (tests/dist.cmake runs this with WILL_FAIL).
+    const char *die = getenv("DSA_TEST_DIE_RANK");
+    if (die && atoi(die) == R) {
+        fprintf(stderr, "rank %d: exiting on purpose (DSA_TEST_DIE_RANK)\n", R);
+        _exit(3);
+    }
+    // A grid that does not divide the world is refused on every rank with the same message.
+    dsa_parallel bad;
+    dsa_status bad_status = dsa_parallel_init(dev, N + 1, 1, &bad);
+    char msg[512];
+    CHECK(bad_status == DSA_ERR_CONFIG && test_take_error(msg, sizeof msg) == DSA_ERR_CONFIG && strstr(msg, "not divisible"),
+          "tp = world + 1 must be refused: status %d", (int)bad_status);
     dsa_ctx *c = dsa_ctx_create(dev);
     const int64_t n = 1000;
     double *h = malloc(sizeof(double) * (size_t)(n * N));
