@@ -162,6 +162,21 @@ static dsa_status tcp_share_blob(int rank, int size, void *blob, size_t n) {
                                  ncclGetErrorString(r_));                                                    \
     } while (0)
 
+// A collective that fails leaves the communicator unusable and the peers gone or stuck: stop this
+// rank, loudly, instead of letting the caller carry on into the next collective.
+static void nccl_fatal(const dsa_comm *c, const char *what, const char *why) {
+    fprintf(stderr, "dsa: %s on rank %d: %s; stopping\n", what, c->rank, why);
+    fflush(stderr);
+    ncclCommAbort((ncclComm_t)c->nccl);
+    exit(1);
+}
+
+#define NCCL_COLL(c, what, call)                                                   \
+    do {                                                                           \
+        ncclResult_t r_ = (call);                                                  \
+        if (r_ != ncclSuccess && r_ != ncclInProgress) nccl_fatal((c), (what), ncclGetErrorString(r_)); \
+    } while (0)
+
 static ncclDataType_t nccl_type(dsa_dtype dt) { return dt == DSA_F64 ? ncclFloat64 : ncclFloat32; }
 
 // Waits for the stream while watching NCCL's asynchronous error and a deadline; on either, aborts the
@@ -179,16 +194,9 @@ static dsa_status nccl_wait(const dsa_comm *c, const char *what) {
         ncclCommGetAsyncError((ncclComm_t)c->nccl, &async);
         clock_gettime(CLOCK_MONOTONIC, &now);
         double dt = (now.tv_sec - t0.tv_sec) + 1e-9 * (now.tv_nsec - t0.tv_nsec);
-        if ((async != ncclSuccess && async != ncclInProgress) || dt > timeout) {
-            // The communicator is unusable after this, and the peers are gone or stuck: stop here,
-            // loudly, rather than let the caller carry on into another collective.
-            fprintf(stderr, "dsa: %s on rank %d: %s; stopping\n", what, c->rank,
-                    dt > timeout ? "timed out (a peer rank died or hangs; see DSA_COMM_TIMEOUT_S)"
-                                 : ncclGetErrorString(async));
-            fflush(stderr);
-            ncclCommAbort((ncclComm_t)c->nccl);
-            exit(1);
-        }
+        if ((async != ncclSuccess && async != ncclInProgress) || dt > timeout)
+            nccl_fatal(c, what, dt > timeout ? "timed out (a peer rank died or hangs; see DSA_COMM_TIMEOUT_S)"
+                                             : ncclGetErrorString(async));
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
@@ -329,7 +337,7 @@ dsa_status dsa_all_reduce_sum_raw(const dsa_comm *c, void *buf, int64_t count, d
     if (c->size == 1 || count == 0) return DSA_OK;
 #if defined(DSA_HAVE_CUDA) && defined(DSA_HAVE_NCCL)
     if (dev == DSA_CUDA && c->has_nccl) {
-        NCCL_TRY(ncclAllReduce(buf, buf, (size_t)count, nccl_type(dt), ncclSum, (ncclComm_t)c->nccl,
+        NCCL_COLL(c, "all_reduce", ncclAllReduce(buf, buf, (size_t)count, nccl_type(dt), ncclSum, (ncclComm_t)c->nccl,
                                (cudaStream_t)dsa_cuda()->stream));
         return nccl_wait(c, "all_reduce");
     }
@@ -349,7 +357,7 @@ dsa_status dsa_all_gather_raw(const dsa_comm *c, const void *in, void *out, int6
     if (c->size == 1) return dsa_memcpy(dev, out, dev, in, (size_t)count * dsa_dtype_size(dt));
 #if defined(DSA_HAVE_CUDA) && defined(DSA_HAVE_NCCL)
     if (dev == DSA_CUDA && c->has_nccl) {
-        NCCL_TRY(ncclAllGather(in, out, (size_t)count, nccl_type(dt), (ncclComm_t)c->nccl,
+        NCCL_COLL(c, "all_gather", ncclAllGather(in, out, (size_t)count, nccl_type(dt), (ncclComm_t)c->nccl,
                                (cudaStream_t)dsa_cuda()->stream));
         return nccl_wait(c, "all_gather");
     }
@@ -369,7 +377,7 @@ dsa_status dsa_reduce_scatter_sum_raw(const dsa_comm *c, const void *in, void *o
     if (c->size == 1) return dsa_memcpy(dev, out, dev, in, (size_t)count * dsa_dtype_size(dt));
 #if defined(DSA_HAVE_CUDA) && defined(DSA_HAVE_NCCL)
     if (dev == DSA_CUDA && c->has_nccl) {
-        NCCL_TRY(ncclReduceScatter(in, out, (size_t)count, nccl_type(dt), ncclSum, (ncclComm_t)c->nccl,
+        NCCL_COLL(c, "reduce_scatter", ncclReduceScatter(in, out, (size_t)count, nccl_type(dt), ncclSum, (ncclComm_t)c->nccl,
                                    (cudaStream_t)dsa_cuda()->stream));
         return nccl_wait(c, "reduce_scatter");
     }
@@ -388,7 +396,7 @@ dsa_status dsa_broadcast_raw(const dsa_comm *c, void *buf, int64_t count, dsa_dt
     size_t bytes = (size_t)count * dsa_dtype_size(dt);
 #if defined(DSA_HAVE_CUDA) && defined(DSA_HAVE_NCCL)
     if (dev == DSA_CUDA && c->has_nccl) {
-        NCCL_TRY(ncclBroadcast(buf, buf, bytes, ncclUint8, root, (ncclComm_t)c->nccl,
+        NCCL_COLL(c, "broadcast", ncclBroadcast(buf, buf, bytes, ncclUint8, root, (ncclComm_t)c->nccl,
                                (cudaStream_t)dsa_cuda()->stream));
         return nccl_wait(c, "broadcast");
     }
@@ -442,11 +450,10 @@ static dsa_status host_all_reduce(const dsa_comm *c, void *vals, int n, dsa_dtyp
         DSA_TRY(dsa_device_malloc(DSA_CUDA, bytes, &d));
         dsa_status s = dsa_memcpy(DSA_CUDA, d, DSA_CPU, vals, bytes);
         if (s == DSA_OK) {
-            ncclResult_t r = ncclAllReduce(d, d, (size_t)n, dt == DSA_F64 ? ncclFloat64 : ncclInt64,
-                                           max ? ncclMax : ncclSum, (ncclComm_t)c->nccl,
-                                           (cudaStream_t)dsa_cuda()->stream);
-            s = r == ncclSuccess ? nccl_wait(c, "host all_reduce")
-                                 : dsa_error_set(DSA_ERR_COMM, "ncclAllReduce: %s", ncclGetErrorString(r));
+            NCCL_COLL(c, "host all_reduce",
+                      ncclAllReduce(d, d, (size_t)n, dt == DSA_F64 ? ncclFloat64 : ncclInt64, max ? ncclMax : ncclSum,
+                                    (ncclComm_t)c->nccl, (cudaStream_t)dsa_cuda()->stream));
+            s = nccl_wait(c, "host all_reduce");
         }
         if (s == DSA_OK) s = dsa_memcpy(DSA_CPU, vals, DSA_CUDA, d, bytes);
         dsa_device_free(DSA_CUDA, d);
