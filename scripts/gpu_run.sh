@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build from source, run the ctest labels asked for, optional
 # compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
-#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [dist=0|1]
+#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [dist=0|1] [train=STEPS]
+# The device copy of the tree has no .git: pass the commit as DSA_COMMIT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-logs}"
 mkdir -p "$OUT"
 for a in "$@"; do eval "$a"; done
-labels="${labels:-cuda}"; sanitize="${sanitize:-0}"; bench="${bench:-0}"; dist="${dist:-0}"
+labels="${labels:-cuda}"; sanitize="${sanitize:-0}"; bench="${bench:-0}"; dist="${dist:-0}"; train="${train:-0}"
 export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0
 {
   echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(date -u +%F)"
+  echo "== commit ${DSA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)} $(date -u +%F)"
 } | tee "$OUT/summary.txt"
 t0=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
@@ -20,7 +21,7 @@ rc=$?
 echo "== build rc=$rc ($(( $(date +%s) - t0 ))s)" | tee -a "$OUT/summary.txt"
 [ $rc -eq 0 ] || { tail -40 "$OUT/build.log"; exit 1; }
 for l in ${labels//,/ }; do
-  (cd build-gpu && ctest -L "^$l\$" --output-on-failure --timeout 600 > "$OUT/ctest_$l.log" 2>&1)
+  (cd build-gpu && OMP_WAIT_POLICY=PASSIVE ctest -j8 -L "^$l\$" --output-on-failure --timeout 600 > "$OUT/ctest_$l.log" 2>&1)
   echo "== ctest -L $l: $(grep -E 'tests passed|tests failed' "$OUT/ctest_$l.log" | tail -1)" | tee -a "$OUT/summary.txt"
   grep -E "Failed|\*\*\*|SKIP" "$OUT/ctest_$l.log" | head -20 | tee -a "$OUT/summary.txt"
 done
@@ -43,5 +44,11 @@ if [ "$bench" = 1 ] && [ -x bench/run_bench.sh ]; then
   bench/run_bench.sh build-gpu > "$OUT/bench.md" 2>&1
   echo "== bench rc=$?" | tee -a "$OUT/summary.txt"
   tail -40 "$OUT/bench.md"
+fi
+if [ "$train" != 0 ]; then
+  rm -rf /tmp/dsa-small
+  build-gpu/dsa train configs/small.cfg train.steps="$train" train.out_dir=/tmp/dsa-small > "$OUT/train_small.log" 2>&1
+  echo "== train small.cfg $train steps: rc=$?" | tee -a "$OUT/summary.txt"
+  tail -8 "$OUT/train_small.log" | tee -a "$OUT/summary.txt"
 fi
 echo "== total $(( $(date +%s) - t0 ))s" | tee -a "$OUT/summary.txt"

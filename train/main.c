@@ -12,6 +12,11 @@ typedef struct {
 // Each subcommand adds its line here.
 static const command COMMANDS[] = {
     // DSA_COMMANDS_TABLE
+    {"bench", dsa_cmd_bench, "benchmark the DSA kernels beside cuBLAS and PyTorch"},
+    {"op", dsa_cmd_op, "run one DSA op's forward and backward on tensors from an HDF5 file"},
+    {"train", dsa_cmd_train, "train a model from a config file"},
+    {"gradcheck", dsa_cmd_gradcheck, "compare the sparse path with the dense reference"},
+    {"inspect", dsa_cmd_inspect, "list the contents of a checkpoint"},
     {NULL, NULL, NULL},
 };
 

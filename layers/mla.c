@@ -1,0 +1,154 @@
+#include "layers/mla.h"
+#include <math.h>
+#include "kernels/dsa_ops.h"
+#include "kernels/ops.h"
+#include "layers/indexer.h"
+
+static const int SWAP01[3] = {1, 0, 2};  // [T, H, D] <-> [H, T, D]
+static const int SWAP2D[2] = {1, 0};
+
+static dsa_tensor *linear(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w) { return dsa_matmul(c, x, w, false, true); }
+
+// The per-layer activations shared by both paths.
+typedef struct {
+    dsa_tensor *c_q;     // [T, q_lora]
+    dsa_tensor *q_nope;  // [T, H, nope]
+    dsa_tensor *q_pe;    // [T, H, rope]  (RoPE applied)
+    dsa_tensor *c_kv;    // [T, kv_lora]  (normed)
+    dsa_tensor *k_pe;    // [T, rope]     (RoPE applied; one head shared by all heads)
+    dsa_tensor *w_kc;    // [H, nope, kv_lora]
+    dsa_tensor *w_vc;    // [H, v, kv_lora]
+} mla_acts;
+
+static void project(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, dsa_tensor *h,
+                    const dsa_model_batch *b, mla_acts *a) {
+    const dsa_cfg_model *g = &m->cfg;
+    int64_t T = b->T, H = g->n_heads, nope = g->qk_nope_head_dim, rope = g->qk_rope_head_dim;
+    int64_t v = g->v_head_dim, L = g->kv_lora_rank;
+    a->c_q = dsa_rmsnorm(c, linear(c, h, p->wq_a), p->q_norm, g->norm_eps);
+    dsa_tensor *q = dsa_view(c, linear(c, a->c_q, p->wq_b), 3, DSA_SHAPE(T, H, nope + rope));
+    a->q_nope = dsa_slice(c, q, 2, 0, nope);
+    a->q_pe = dsa_rope(c, dsa_slice(c, q, 2, nope, rope), b->pos, 0, (int)rope, g->rope_theta, DSA_ROPE_INTERLEAVED);
+    dsa_tensor *kva = linear(c, h, p->wkv_a);
+    a->c_kv = dsa_rmsnorm(c, dsa_slice(c, kva, 1, 0, L), p->kv_norm, g->norm_eps);
+    a->k_pe = dsa_rope(c, dsa_slice(c, kva, 1, L, rope), b->pos, 0, (int)rope, g->rope_theta, DSA_ROPE_INTERLEAVED);
+    dsa_tensor *wkvb = dsa_view(c, p->wkv_b, 3, DSA_SHAPE(H, nope + v, L));
+    a->w_kc = dsa_slice(c, wkvb, 1, 0, nope);
+    a->w_vc = dsa_slice(c, wkvb, 1, nope, v);
+}
+
+// Absorbed form (SPEC 4): q~ = [q_nope W_kc ; q_pe] [T, H, L + rope], kv = [c_kv ; k_pe] [T, L + rope].
+static void absorb(dsa_ctx *c, const mla_acts *a, dsa_tensor **q_abs, dsa_tensor **kv) {
+    dsa_tensor *qn = dsa_permute(c, a->q_nope, SWAP01);               // [H, T, nope]
+    dsa_tensor *ql = dsa_permute(c, dsa_matmul(c, qn, a->w_kc, false, false), SWAP01); // [T, H, L]
+    *q_abs = dsa_concat(c, ql, a->q_pe, 2);
+    *kv = dsa_concat(c, a->c_kv, a->k_pe, 1);
+}
+
+// Sparse path: o [T, H, v] from SparseMQA over the top-k, then W_vc per head.
+static dsa_tensor *sparse_attention(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, const mla_acts *a,
+                                    dsa_tensor *q_abs, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *len,
+                                    dsa_tensor **lse) {
+    dsa_sparse_mqa_args args = {.sigma = m->sigma, .dv = m->cfg.kv_lora_rank, .max_heads_per_kernel = 0};
+    dsa_tensor *o_lat = NULL;
+    if (!q_abs || !kv) return NULL;
+    if (dsa_sparse_mqa(c, q_abs, kv, idx, len, p->sink, &args, &o_lat, lse) != DSA_OK) return NULL;
+    dsa_tensor *ol = dsa_permute(c, o_lat, SWAP01);                   // [H, T, L]
+    return dsa_permute(c, dsa_matmul(c, ol, a->w_vc, false, true), SWAP01); // [T, H, v]
+}
+
+// Dense reference path: per-head attention with k = [W_kc c_kv ; k_pe], v = W_vc c_kv and an
+// additive mask [T, T]; the sink is an extra logit column with a zero value. *lse: KV-only [T, H]
+// (no gradient).
+static dsa_tensor *dense_attention(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, const mla_acts *a,
+                                   const dsa_model_batch *b, dsa_tensor *mask, dsa_tensor **lse) {
+    const dsa_cfg_model *g = &m->cfg;
+    int64_t T = b->T, H = g->n_heads, nope = g->qk_nope_head_dim, v = g->v_head_dim;
+    dsa_tensor *kvb = dsa_view(c, linear(c, a->c_kv, p->wkv_b), 3, DSA_SHAPE(T, H, nope + v));
+    dsa_tensor *k_nope = dsa_permute(c, dsa_slice(c, kvb, 2, 0, nope), SWAP01); // [H, T, nope]
+    dsa_tensor *val = dsa_permute(c, dsa_slice(c, kvb, 2, nope, v), SWAP01);    // [H, T, v]
+    dsa_tensor *qn = dsa_permute(c, a->q_nope, SWAP01);                           // [H, T, nope]
+    dsa_tensor *qp = dsa_permute(c, a->q_pe, SWAP01);                             // [H, T, rope]
+    dsa_tensor *s = dsa_add(c, dsa_matmul(c, qn, k_nope, false, true), dsa_matmul(c, qp, a->k_pe, false, true));
+    s = dsa_add(c, dsa_scale(c, s, m->sigma), mask);                              // [H, T, T]
+    if (!s) return NULL;
+    bool prev = dsa_set_grad_enabled(c, false);
+    *lse = dsa_permute(c, dsa_logsumexp(c, dsa_detach(c, s)), SWAP2D);            // [T, H]
+    dsa_set_grad_enabled(c, prev);
+    dsa_tensor *prob;
+    if (p->sink) {
+        dsa_tensor *zero = dsa_zeros(c, DSA_STEP, s->dtype, s->device, 3, DSA_SHAPE(1, T, 1));
+        dsa_tensor *col = dsa_add(c, zero, dsa_view(c, p->sink, 3, DSA_SHAPE(H, 1, 1))); // [H, T, 1]
+        prob = dsa_slice(c, dsa_softmax(c, dsa_concat(c, s, col, 2)), 2, 0, T);
+    } else {
+        prob = dsa_softmax(c, s);
+    }
+    return dsa_permute(c, dsa_matmul(c, prob, val, false, false), SWAP01);        // [T, H, v]
+}
+
+// The indexer's top-k, or the recorded one (dsa_topk_cache).
+static dsa_status select_topk(dsa_ctx *c, const dsa_model *m, int layer, const dsa_indexer_acts *ia,
+                              const dsa_model_batch *b, dsa_topk_cache *cache, dsa_tensor **idx, dsa_tensor **len) {
+    if (cache && cache->mode == DSA_TOPK_REPLAY) {
+        *idx = cache->idx[layer];
+        *len = cache->len[layer];
+        if (!*idx || !*len) return dsa_error_set(DSA_ERR_STATE, "layer %d: no recorded top-k to replay", layer);
+        return DSA_OK;
+    }
+    DSA_TRY(dsa_indexer_select(c, m, ia, b, idx, len));
+    if (cache && cache->mode == DSA_TOPK_RECORD) {
+        cache->idx[layer] = dsa_copy(cache->store, DSA_PERSIST, *idx, (*idx)->device, (*idx)->dtype);
+        cache->len[layer] = dsa_copy(cache->store, DSA_PERSIST, *len, (*len)->device, (*len)->dtype);
+        if (!cache->idx[layer] || !cache->len[layer]) return dsa_error_status();
+    }
+    return DSA_OK;
+}
+
+dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tensor *h, const dsa_model_batch *b,
+                            const dsa_forward_opts *o, dsa_tensor **idx, dsa_tensor **topk_length, dsa_tensor **kl) {
+    const dsa_layer_params *p = &m->layers[layer];
+    const dsa_cfg_model *g = &m->cfg;
+    int64_t T = b->T;
+    *kl = NULL;
+    mla_acts a;
+    project(c, m, p, h, b, &a);
+    if (!a.c_q || !a.q_nope || !a.q_pe || !a.c_kv || !a.k_pe || !a.w_kc || !a.w_vc) return NULL;
+
+    bool sparse_stage = o->stage == DSA_STAGE_SPARSE;
+    dsa_indexer_acts ia = {0};
+    if (p->has_indexer) {
+        if (dsa_indexer_forward(c, m, &p->indexer, h, a.c_q, b, &ia) != DSA_OK) return NULL;
+        if (sparse_stage && select_topk(c, m, layer, &ia, b, o->topk, idx, topk_length) != DSA_OK) return NULL;
+    }
+    if ((sparse_stage || o->attn_path == DSA_ATTN_SPARSE) && !*idx) {
+        dsa_error_set(DSA_ERR_STATE, "layer %d: IndexShare layer has no earlier top-k to reuse", layer);
+        return NULL;
+    }
+
+    dsa_tensor *q_abs = NULL, *kv = NULL, *lse = NULL, *heads;
+    if (o->attn_path == DSA_ATTN_SPARSE) {  // dense warm-up: *idx selects every key of the window
+        absorb(c, &a, &q_abs, &kv);
+        heads = sparse_attention(c, m, p, &a, q_abs, kv, *idx, *topk_length, &lse);
+    } else {
+        dsa_tensor *mask = sparse_stage ? dsa_sparse_mask(c, *idx, *topk_length, b->start, b->end, T, h->dtype)
+                                        : dsa_window_mask(c, b->start, b->end, T, h->dtype);
+        if (!mask) return NULL;
+        heads = dense_attention(c, m, p, &a, b, mask, &lse);
+        if (heads && p->has_indexer && o->want_kl) {  // absorbed inputs of the KL target only
+            bool prev = dsa_set_grad_enabled(c, false);
+            absorb(c, &a, &q_abs, &kv);
+            dsa_set_grad_enabled(c, prev);
+        }
+    }
+    if (!heads) {
+        dsa_error_context("layer %d attention", layer);
+        return NULL;
+    }
+    if (p->has_indexer && o->want_kl) {
+        *kl = sparse_stage ? dsa_indexer_sparse_kl(c, m, &ia, b, *idx, *topk_length, q_abs, kv, lse, o->indexer_loss_coeff)
+                           : dsa_indexer_dense_kl(c, m, &ia, b, q_abs, kv, lse, o->indexer_loss_coeff);
+        if (!*kl) return NULL;
+    }
+    dsa_tensor *flat = dsa_view(c, heads, 2, DSA_SHAPE(T, g->n_heads * g->v_head_dim));
+    return linear(c, flat, p->wo);
+}
