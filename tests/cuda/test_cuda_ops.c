@@ -395,8 +395,10 @@ int main(void) {
     if (!CHECK_T(g_cc) || !CHECK_T(g_cg)) return test_finish();
     dsa_rng_init(&g_rng, 20261122);
     // f64 is not a GPU training dtype, but its kernels exist: checked to 1e-10.
+    // DSA_TEST_SMALL=1 (compute-sanitizer runs): the training dtypes only, and no timing loop.
+    bool small = getenv("DSA_TEST_SMALL") && atoi(getenv("DSA_TEST_SMALL")) != 0;
     const dsa_dtype dts[3] = {DSA_F32, DSA_BF16, DSA_F64};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < (small ? 2 : 3); i++) {
         printf("== %s tensors ==\n", dsa_dtype_name(dts[i]));
         test_matmul(dts[i]);
         test_elementwise(dts[i]);
@@ -406,6 +408,11 @@ int main(void) {
         test_shape_ops(dts[i]);
     }
     test_invalid_indices();
+    if (small) {
+        dsa_ctx_free(g_cg);
+        dsa_ctx_free(g_cc);
+        return test_finish();
+    }
     bench_matmul(DSA_F32);
     dsa_set_matmul_precision(1);
     printf("(exact fp32) ");
