@@ -13,8 +13,10 @@ if [ -n "$missing" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "setup: installing$missing"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # A machine without a package mirror (an offline GPU host) still builds with what it has.
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }; then
+      echo "setup: could not install$missing; building with what is installed" >&2
+    fi
   else
     echo "setup: missing packages:$missing (need root + apt-get to install them); trying to build anyway" >&2
   fi
