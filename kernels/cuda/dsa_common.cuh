@@ -71,3 +71,19 @@ __device__ __forceinline__ double dsa_ld_any(const void *p, dsa_dtype dt, int64_
 #define DSA_ATT_HB 16
 #define DSA_ATT_BK 32
 #define DSA_ATT_NT 256
+
+// ---- tensor-core primitives shared by the bf16 mma.sync paths (sparse fwd, bwd, score head sum) -----
+// C[16x8] += A[16x16] . B[16x8], bf16 operands, fp32 accumulators (m16n8k16, row.col).
+__device__ __forceinline__ void dsa_mma_bf16_16816(float c[4], const unsigned a[4], const unsigned b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// Two bf16 in one 32-bit register (lo in the low half), as the mma operands want them.
+__device__ __forceinline__ unsigned dsa_pack_bf16x2(__nv_bfloat16 lo, __nv_bfloat16 hi) {
+    return (unsigned)__bfloat16_as_ushort(lo) | ((unsigned)__bfloat16_as_ushort(hi) << 16);
+}
+// Two adjacent bf16 (4-byte aligned) as one 32-bit load.
+__device__ __forceinline__ unsigned dsa_ld_bf16x2(const __nv_bfloat16 *p) { return *(const unsigned *)p; }

@@ -98,13 +98,6 @@ static dsa_status launch_headsum(const dsa_tensor *q, const dsa_tensor *kv, cons
 #define HS_BK 32
 #define HS_MAXK 16384
 
-__device__ __forceinline__ void hs_mma(float c[4], const unsigned a[4], const unsigned b[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 __global__ void __launch_bounds__(256, 1) headsum_mma_kernel(const __nv_bfloat16 *__restrict__ q,
                                                             const __nv_bfloat16 *__restrict__ kv,
@@ -152,7 +145,7 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_kernel(const __nv_bfloat16
                 for (int x = 0; x < 2; x++) {
                     const __nv_bfloat16 *kb = skv + (ch * 16 + x * 8 + g) * ldq + k0 + 2 * c;
                     unsigned b[2] = {*(const unsigned *)kb, *(const unsigned *)(kb + 8)};
-                    hs_mma(s[x], a, b);
+                    dsa_mma_bf16_16816(s[x], a, b);
                 }
             }
             float llo = slse[r0 + g], lhi = slse[r0 + g + 8];

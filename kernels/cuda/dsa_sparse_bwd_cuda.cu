@@ -151,17 +151,6 @@ static dsa_status launch_bwd(const dsa_tensor *q, const dsa_tensor *kv, const ds
 #define BMMA_HB 64
 #define BMMA_BK 32
 
-__device__ __forceinline__ void bmma_16816(float c[4], const unsigned a[4], const unsigned b[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ unsigned bpack(__nv_bfloat16 lo, __nv_bfloat16 hi) {
-    return (unsigned)__bfloat16_as_ushort(lo) | ((unsigned)__bfloat16_as_ushort(hi) << 16);
-}
-__device__ __forceinline__ unsigned bld32(const __nv_bfloat16 *p) { return *(const unsigned *)p; }
 
 // C[16 x 16] (two n8 tiles) += A[16 rows of sa, from col 0, ld lda] . B^T where B rows are sb[n] (ld
 // ldb), over kdim (multiple of 16): the "rows times rows" product used for S and dP.
@@ -169,12 +158,12 @@ __device__ __forceinline__ void rows_x_rows(float s[2][4], const __nv_bfloat16 *
                                             const __nv_bfloat16 *sb, int ldb, int kdim, int g, int c) {
     for (int k0 = 0; k0 < kdim; k0 += 16) {
         const __nv_bfloat16 *pa = sa + g * lda + k0 + 2 * c;
-        unsigned a[4] = {bld32(pa), bld32(pa + 8 * lda), bld32(pa + 8), bld32(pa + 8 * lda + 8)};
+        unsigned a[4] = {dsa_ld_bf16x2(pa), dsa_ld_bf16x2(pa + 8 * lda), dsa_ld_bf16x2(pa + 8), dsa_ld_bf16x2(pa + 8 * lda + 8)};
 #pragma unroll
         for (int x = 0; x < 2; x++) {
             const __nv_bfloat16 *pb = sb + (x * 8 + g) * ldb + k0 + 2 * c;
-            unsigned b[2] = {bld32(pb), bld32(pb + 8)};
-            bmma_16816(s[x], a, b);
+            unsigned b[2] = {dsa_ld_bf16x2(pb), dsa_ld_bf16x2(pb + 8)};
+            dsa_mma_bf16_16816(s[x], a, b);
         }
     }
 }
@@ -272,13 +261,13 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_kernel(
         __syncthreads();
         for (int k0 = 0; k0 < n; k0 += 16) {  // dq (this warp's rows, half ch of D) += sigma dS . K
             const __nv_bfloat16 *pa = sdS + (r0 + g) * ldp + k0 + 2 * c;
-            unsigned a[4] = {bld32(pa), bld32(pa + 8 * ldp), bld32(pa + 8), bld32(pa + 8 * ldp + 8)};
+            unsigned a[4] = {dsa_ld_bf16x2(pa), dsa_ld_bf16x2(pa + 8 * ldp), dsa_ld_bf16x2(pa + 8), dsa_ld_bf16x2(pa + 8 * ldp + 8)};
             const __nv_bfloat16 *v0 = skv + (k0 + 2 * c) * ldq + ch * (NJQ * 8) + g;
 #pragma unroll
             for (int j = 0; j < NJQ; j++) {
                 const __nv_bfloat16 *vb = v0 + j * 8;
-                unsigned b[2] = {bpack(vb[0], vb[ldq]), bpack(vb[8 * ldq], vb[9 * ldq])};
-                bmma_16816(gq[j], a, b);
+                unsigned b[2] = {dsa_pack_bf16x2(vb[0], vb[ldq]), dsa_pack_bf16x2(vb[8 * ldq], vb[9 * ldq])};
+                dsa_mma_bf16_16816(gq[j], a, b);
             }
         }
         // dkv[slot] += (sigma dS)^T Q + P^T dO: M = 32 slots (2 m16 tiles), N = D (n8 tiles), K = 64 heads.
@@ -289,18 +278,18 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_kernel(
 #pragma unroll
             for (int k0 = 0; k0 < HB; k0 += 16) {
                 const __nv_bfloat16 *pa = sdS + (k0 + 2 * c) * ldp + mt * 16 + g;
-                unsigned a[4] = {bpack(pa[0], pa[ldp]), bpack(pa[8], pa[ldp + 8]), bpack(pa[8 * ldp], pa[9 * ldp]),
-                                 bpack(pa[8 * ldp + 8], pa[9 * ldp + 8])};
+                unsigned a[4] = {dsa_pack_bf16x2(pa[0], pa[ldp]), dsa_pack_bf16x2(pa[8], pa[ldp + 8]), dsa_pack_bf16x2(pa[8 * ldp], pa[9 * ldp]),
+                                 dsa_pack_bf16x2(pa[8 * ldp + 8], pa[9 * ldp + 8])};
                 const __nv_bfloat16 *qb = sq + (k0 + 2 * c) * ldq + col;
-                unsigned b[2] = {bpack(qb[0], qb[ldq]), bpack(qb[8 * ldq], qb[9 * ldq])};
-                bmma_16816(acc, a, b);
+                unsigned b[2] = {dsa_pack_bf16x2(qb[0], qb[ldq]), dsa_pack_bf16x2(qb[8 * ldq], qb[9 * ldq])};
+                dsa_mma_bf16_16816(acc, a, b);
                 if (nt * 8 < Dv) {
                     const __nv_bfloat16 *pp = sP + (k0 + 2 * c) * ldp + mt * 16 + g;
-                    unsigned a2[4] = {bpack(pp[0], pp[ldp]), bpack(pp[8], pp[ldp + 8]), bpack(pp[8 * ldp], pp[9 * ldp]),
-                                      bpack(pp[8 * ldp + 8], pp[9 * ldp + 8])};
+                    unsigned a2[4] = {dsa_pack_bf16x2(pp[0], pp[ldp]), dsa_pack_bf16x2(pp[8], pp[ldp + 8]), dsa_pack_bf16x2(pp[8 * ldp], pp[9 * ldp]),
+                                      dsa_pack_bf16x2(pp[8 * ldp + 8], pp[9 * ldp + 8])};
                     const __nv_bfloat16 *ob = sdo + (k0 + 2 * c) * ldo + col;
-                    unsigned b2[2] = {bpack(ob[0], ob[ldo]), bpack(ob[8 * ldo], ob[9 * ldo])};
-                    bmma_16816(acc, a2, b2);
+                    unsigned b2[2] = {dsa_pack_bf16x2(ob[0], ob[ldo]), dsa_pack_bf16x2(ob[8 * ldo], ob[9 * ldo])};
+                    dsa_mma_bf16_16816(acc, a2, b2);
                 }
             }
             int slot0 = mt * 16 + g, dcol = nt * 8 + 2 * c;

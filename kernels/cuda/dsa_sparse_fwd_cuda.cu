@@ -160,17 +160,6 @@ static dsa_status launch_fwd(const dsa_tensor *q, const dsa_tensor *kv, const ds
 #define MMA_HB 64
 #define MMA_BK 32
 
-__device__ __forceinline__ void mma_16816(float c[4], const unsigned a[4], const unsigned b[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ unsigned pack2(__nv_bfloat16 lo, __nv_bfloat16 hi) {
-    return (unsigned)__bfloat16_as_ushort(lo) | ((unsigned)__bfloat16_as_ushort(hi) << 16);
-}
-__device__ __forceinline__ unsigned ld32(const __nv_bfloat16 *p) { return *(const unsigned *)p; }
 
 template <int NJ>  // n8-tiles per warp: Dv = 16 * NJ
 __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_kernel(
@@ -221,12 +210,12 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_kernel(
             float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
             for (int k0 = 0; k0 < D; k0 += 16) {
                 const __nv_bfloat16 *qa = sq + (r0 + g) * ldq + k0 + 2 * c;
-                unsigned a[4] = {ld32(qa), ld32(qa + 8 * ldq), ld32(qa + 8), ld32(qa + 8 * ldq + 8)};
+                unsigned a[4] = {dsa_ld_bf16x2(qa), dsa_ld_bf16x2(qa + 8 * ldq), dsa_ld_bf16x2(qa + 8), dsa_ld_bf16x2(qa + 8 * ldq + 8)};
 #pragma unroll
                 for (int x = 0; x < 2; x++) {
                     const __nv_bfloat16 *kb = skv + (ch * 16 + x * 8 + g) * ldq + k0 + 2 * c;
-                    unsigned b[2] = {ld32(kb), ld32(kb + 8)};
-                    mma_16816(s[x], a, b);
+                    unsigned b[2] = {dsa_ld_bf16x2(kb), dsa_ld_bf16x2(kb + 8)};
+                    dsa_mma_bf16_16816(s[x], a, b);
                 }
             }
 #pragma unroll
@@ -266,13 +255,13 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_kernel(
             }
             for (int k0 = 0; k0 < n; k0 += 16) {
                 const __nv_bfloat16 *pa = sp + (r0 + g) * ldp + k0 + 2 * c;
-                unsigned a[4] = {ld32(pa), ld32(pa + 8 * ldp), ld32(pa + 8), ld32(pa + 8 * ldp + 8)};
+                unsigned a[4] = {dsa_ld_bf16x2(pa), dsa_ld_bf16x2(pa + 8 * ldp), dsa_ld_bf16x2(pa + 8), dsa_ld_bf16x2(pa + 8 * ldp + 8)};
                 const __nv_bfloat16 *v0 = skv + (k0 + 2 * c) * ldq + ch * (NJ * 8) + g;
 #pragma unroll
                 for (int j = 0; j < NJ; j++) {
                     const __nv_bfloat16 *vb = v0 + j * 8;
-                    unsigned b[2] = {pack2(vb[0], vb[ldq]), pack2(vb[8 * ldq], vb[9 * ldq])};
-                    mma_16816(acc[j], a, b);
+                    unsigned b[2] = {dsa_pack_bf16x2(vb[0], vb[ldq]), dsa_pack_bf16x2(vb[8 * ldq], vb[9 * ldq])};
+                    dsa_mma_bf16_16816(acc[j], a, b);
                 }
             }
         }
