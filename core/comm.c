@@ -515,6 +515,12 @@ dsa_status dsa_parallel_init(dsa_device dev, int tp, int cp, dsa_parallel *p) {
     return DSA_OK;
 }
 
+void dsa_parallel_single(dsa_parallel *p) {
+    memset(p, 0, sizeof *p);
+    p->tp_size = p->cp_size = p->dp_size = 1;
+    p->world.size = p->tp.size = p->cp.size = p->dp.size = 1;
+}
+
 void dsa_parallel_free(dsa_parallel *p) {
     dsa_comm_free(&p->tp);
     dsa_comm_free(&p->cp);

@@ -72,6 +72,8 @@ typedef struct {
 
 // Validates world_size % (tp * cp) == 0 on every rank (same message everywhere), then splits.
 dsa_status dsa_parallel_init(dsa_device dev, int tp, int cp, dsa_parallel *p);
+// The layout of one process (every communicator of size 1, no MPI/NCCL), even inside a larger job.
+void dsa_parallel_single(dsa_parallel *p);
 void dsa_parallel_free(dsa_parallel *p);
 
 #ifdef __cplusplus

@@ -36,6 +36,27 @@ void dsa_batch_free(dsa_batch *b) {
     memset(b, 0, sizeof *b);
 }
 
+dsa_status dsa_batch_copy(dsa_batch *dst, const dsa_batch *src) {
+    if (dst->cap_rows < src->T || dst->cap_docs < src->n_docs) {
+        dsa_batch_free(dst);
+        DSA_TRY(dsa_batch_alloc(dst, src->T > 0 ? src->T : 1, src->n_docs > 0 ? src->n_docs : 1));
+    }
+    size_t r = (size_t)src->T, d = (size_t)src->n_docs + 1;
+    memcpy(dst->tokens, src->tokens, r * sizeof(int32_t));
+    memcpy(dst->targets, src->targets, r * sizeof(int32_t));
+    memcpy(dst->positions, src->positions, r * sizeof(int32_t));
+    memcpy(dst->answer, src->answer, r);
+    memcpy(dst->real, src->real, r);
+    memcpy(dst->cu_seqlens, src->cu_seqlens, d * sizeof(int32_t));
+    memcpy(dst->cu_seqlens_padded, src->cu_seqlens_padded, d * sizeof(int32_t));
+    dst->T = src->T;
+    dst->n_docs = src->n_docs;
+    dst->n_real = src->n_real;
+    dst->n_targets = src->n_targets;
+    dst->n_answers = src->n_answers;
+    return DSA_OK;
+}
+
 static dsa_status check_docs(const dsa_batch *b, int64_t P) {
     const int32_t *cu = b->cu_seqlens, *cup = b->cu_seqlens_padded;
     if (b->n_docs < 1 || cu[0] != 0 || cup[0] != 0 || cup[b->n_docs] != b->T)

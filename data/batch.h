@@ -38,6 +38,8 @@ typedef struct {
 // Allocates room for max_rows rows and max_docs documents (all zero).
 dsa_status dsa_batch_alloc(dsa_batch *b, int64_t max_rows, int64_t max_docs);
 void dsa_batch_free(dsa_batch *b);
+// Deep copy of src into dst (dst grows when it lacks room; a zeroed dsa_batch is an empty one).
+dsa_status dsa_batch_copy(dsa_batch *dst, const dsa_batch *src);
 
 // Checks the packing invariants (cu monotone, cup[0] = 0, cup[n] = T, every padded length a multiple
 // of P and >= the real length, targets in [-1, vocab) and -1 on padding rows, positions). For tests

@@ -1,5 +1,6 @@
 #include "layers/mla.h"
 #include <math.h>
+#include "kernels/comm_ops.h"
 #include "kernels/dsa_ops.h"
 #include "kernels/ops.h"
 #include "layers/indexer.h"
@@ -9,77 +10,98 @@ static const int SWAP2D[2] = {1, 0};
 
 static dsa_tensor *linear(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w) { return dsa_matmul(c, x, w, false, true); }
 
-// The per-layer activations shared by both paths.
+// The per-layer activations shared by both paths. H_l = this TP rank's heads (all heads without TP).
 typedef struct {
     dsa_tensor *c_q;     // [T, q_lora]
-    dsa_tensor *q_nope;  // [T, H, nope]
-    dsa_tensor *q_pe;    // [T, H, rope]  (RoPE applied)
-    dsa_tensor *c_kv;    // [T, kv_lora]  (normed)
-    dsa_tensor *k_pe;    // [T, rope]     (RoPE applied; one head shared by all heads)
-    dsa_tensor *w_kc;    // [H, nope, kv_lora]
-    dsa_tensor *w_vc;    // [H, v, kv_lora]
+    dsa_tensor *q_nope;  // [T, H_l, nope]
+    dsa_tensor *q_pe;    // [T, H_l, rope]  (RoPE applied)
+    dsa_tensor *kv;      // [S, kv_lora + rope] = [c_kv (normed) ; k_pe (RoPE applied)] of every key row
+    dsa_tensor *w_kc;    // [H_l, nope, kv_lora]
+    dsa_tensor *w_vc;    // [H_l, v, kv_lora]
+    dsa_tensor *sink;    // [H_l] or NULL
 } mla_acts;
+
+// Rows [start, start + count) of a weight, or the weight itself when that is all of it.
+static dsa_tensor *part_rows(dsa_ctx *c, dsa_tensor *w, int64_t start, int64_t count) {
+    return count == w->shape[0] ? w : dsa_rows(c, w, start, count);
+}
+
+// A key-side tensor of this rank's query rows [T, ...] -> every key row [S, ...]: all-gathered over
+// CP (rank blocks in rank order), then put back in global row order by key_order.
+dsa_tensor *dsa_mla_gather_keys(dsa_ctx *c, const dsa_model *m, const dsa_model_batch *b, dsa_tensor *x) {
+    if (m->par->cp_size == 1 || !x) return x;
+    return dsa_gather_rows(c, dsa_cp_gather(c, &m->par->cp, x), b->key_order);
+}
 
 static void project(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, dsa_tensor *h,
                     const dsa_model_batch *b, mla_acts *a) {
     const dsa_cfg_model *g = &m->cfg;
-    int64_t T = b->T, H = g->n_heads, nope = g->qk_nope_head_dim, rope = g->qk_rope_head_dim;
+    const dsa_comm *tp = &m->par->tp;
+    int64_t T = b->T, H = m->n_heads_local, h0 = m->head0, nope = g->qk_nope_head_dim, rope = g->qk_rope_head_dim;
     int64_t v = g->v_head_dim, L = g->kv_lora_rank;
     a->c_q = dsa_rmsnorm(c, linear(c, h, p->wq_a), p->q_norm, g->norm_eps);
-    dsa_tensor *q = dsa_view(c, linear(c, a->c_q, p->wq_b), 3, DSA_SHAPE(T, H, nope + rope));
+    // Column-parallel W_qb: this rank's heads; tp_enter sums the heads' gradients into c_q.
+    dsa_tensor *wqb = part_rows(c, p->wq_b, h0 * (nope + rope), H * (nope + rope));
+    dsa_tensor *q = dsa_view(c, linear(c, a->c_q ? dsa_tp_enter(c, tp, a->c_q) : NULL, wqb), 3, DSA_SHAPE(T, H, nope + rope));
     a->q_nope = dsa_slice(c, q, 2, 0, nope);
     a->q_pe = dsa_rope(c, dsa_slice(c, q, 2, nope, rope), b->pos, 0, (int)rope, g->rope_theta, DSA_ROPE_INTERLEAVED);
     dsa_tensor *kva = linear(c, h, p->wkv_a);
-    a->c_kv = dsa_rmsnorm(c, dsa_slice(c, kva, 1, 0, L), p->kv_norm, g->norm_eps);
-    a->k_pe = dsa_rope(c, dsa_slice(c, kva, 1, L, rope), b->pos, 0, (int)rope, g->rope_theta, DSA_ROPE_INTERLEAVED);
-    dsa_tensor *wkvb = dsa_view(c, p->wkv_b, 3, DSA_SHAPE(H, nope + v, L));
+    dsa_tensor *c_kv = dsa_rmsnorm(c, dsa_slice(c, kva, 1, 0, L), p->kv_norm, g->norm_eps);
+    dsa_tensor *k_pe = dsa_rope(c, dsa_slice(c, kva, 1, L, rope), b->pos, 0, (int)rope, g->rope_theta, DSA_ROPE_INTERLEAVED);
+    // The latent keys are shared by every head (sum of the heads' gradients over TP) and every query
+    // row (all-gathered over CP).
+    dsa_tensor *kv = dsa_concat(c, c_kv, k_pe, 1);
+    a->kv = dsa_mla_gather_keys(c, m, b, kv ? dsa_tp_enter(c, tp, kv) : NULL);
+    dsa_tensor *wkvb = part_rows(c, dsa_view(c, p->wkv_b, 3, DSA_SHAPE(g->n_heads, nope + v, L)), h0, H);
     a->w_kc = dsa_slice(c, wkvb, 1, 0, nope);
     a->w_vc = dsa_slice(c, wkvb, 1, nope, v);
+    a->sink = p->sink ? part_rows(c, p->sink, h0, H) : NULL;
 }
 
-// Absorbed form (SPEC 4): q~ = [q_nope W_kc ; q_pe] [T, H, L + rope], kv = [c_kv ; k_pe] [T, L + rope].
-static void absorb(dsa_ctx *c, const mla_acts *a, dsa_tensor **q_abs, dsa_tensor **kv) {
+// Absorbed form (SPEC 4): q~ = [q_nope W_kc ; q_pe] [T, H_l, L + rope]; the keys are a->kv.
+static dsa_tensor *absorb(dsa_ctx *c, const mla_acts *a) {
     dsa_tensor *qn = dsa_permute(c, a->q_nope, SWAP01);               // [H, T, nope]
     dsa_tensor *ql = dsa_permute(c, dsa_matmul(c, qn, a->w_kc, false, false), SWAP01); // [T, H, L]
-    *q_abs = dsa_concat(c, ql, a->q_pe, 2);
-    *kv = dsa_concat(c, a->c_kv, a->k_pe, 1);
+    return dsa_concat(c, ql, a->q_pe, 2);
 }
 
-// Sparse path: o [T, H, v] from SparseMQA over the top-k, then W_vc per head.
-static dsa_tensor *sparse_attention(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, const mla_acts *a,
-                                    dsa_tensor *q_abs, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *len,
-                                    dsa_tensor **lse) {
+// Sparse path: o [T, H_l, v] from SparseMQA over the top-k, then W_vc per head.
+static dsa_tensor *sparse_attention(dsa_ctx *c, const dsa_model *m, const mla_acts *a, dsa_tensor *q_abs,
+                                    dsa_tensor *idx, dsa_tensor *len, dsa_tensor **lse) {
     dsa_sparse_mqa_args args = {.sigma = m->sigma, .dv = m->cfg.kv_lora_rank, .max_heads_per_kernel = 0};
     dsa_tensor *o_lat = NULL;
-    if (!q_abs || !kv) return NULL;
-    if (dsa_sparse_mqa(c, q_abs, kv, idx, len, p->sink, &args, &o_lat, lse) != DSA_OK) return NULL;
+    if (!q_abs || !a->kv) return NULL;
+    if (dsa_sparse_mqa(c, q_abs, a->kv, idx, len, a->sink, &args, &o_lat, lse) != DSA_OK) return NULL;
     dsa_tensor *ol = dsa_permute(c, o_lat, SWAP01);                   // [H, T, L]
     return dsa_permute(c, dsa_matmul(c, ol, a->w_vc, false, true), SWAP01); // [T, H, v]
 }
 
 // Dense reference path: per-head attention with k = [W_kc c_kv ; k_pe], v = W_vc c_kv and an
-// additive mask [T, T]; the sink is an extra logit column with a zero value. *lse: KV-only [T, H]
+// additive mask [T, S]; the sink is an extra logit column with a zero value. *lse: KV-only [T, H_l]
 // (no gradient).
 static dsa_tensor *dense_attention(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, const mla_acts *a,
                                    const dsa_model_batch *b, dsa_tensor *mask, dsa_tensor **lse) {
     const dsa_cfg_model *g = &m->cfg;
-    int64_t T = b->T, H = g->n_heads, nope = g->qk_nope_head_dim, v = g->v_head_dim;
-    dsa_tensor *kvb = dsa_view(c, linear(c, a->c_kv, p->wkv_b), 3, DSA_SHAPE(T, H, nope + v));
-    dsa_tensor *k_nope = dsa_permute(c, dsa_slice(c, kvb, 2, 0, nope), SWAP01); // [H, T, nope]
-    dsa_tensor *val = dsa_permute(c, dsa_slice(c, kvb, 2, nope, v), SWAP01);    // [H, T, v]
+    int64_t T = b->T, S = b->S, H = m->n_heads_local, nope = g->qk_nope_head_dim, v = g->v_head_dim;
+    int64_t L = g->kv_lora_rank, rope = g->qk_rope_head_dim;
+    dsa_tensor *c_kv = dsa_slice(c, a->kv, 1, 0, L), *k_pe = dsa_slice(c, a->kv, 1, L, rope);
+    dsa_tensor *wkvb = part_rows(c, p->wkv_b, m->head0 * (nope + v), H * (nope + v));
+    dsa_tensor *kvb = dsa_view(c, linear(c, c_kv, wkvb), 3, DSA_SHAPE(S, H, nope + v));
+    dsa_tensor *k_nope = dsa_permute(c, dsa_slice(c, kvb, 2, 0, nope), SWAP01); // [H, S, nope]
+    dsa_tensor *val = dsa_permute(c, dsa_slice(c, kvb, 2, nope, v), SWAP01);    // [H, S, v]
     dsa_tensor *qn = dsa_permute(c, a->q_nope, SWAP01);                           // [H, T, nope]
     dsa_tensor *qp = dsa_permute(c, a->q_pe, SWAP01);                             // [H, T, rope]
-    dsa_tensor *s = dsa_add(c, dsa_matmul(c, qn, k_nope, false, true), dsa_matmul(c, qp, a->k_pe, false, true));
-    s = dsa_add(c, dsa_scale(c, s, m->sigma), mask);                              // [H, T, T]
+    dsa_tensor *s = dsa_add(c, dsa_matmul(c, qn, k_nope, false, true), dsa_matmul(c, qp, k_pe, false, true));
+    s = dsa_add(c, dsa_scale(c, s, m->sigma), mask);                              // [H, T, S]
     if (!s) return NULL;
     bool prev = dsa_set_grad_enabled(c, false);
     *lse = dsa_permute(c, dsa_logsumexp(c, dsa_detach(c, s)), SWAP2D);            // [T, H]
     dsa_set_grad_enabled(c, prev);
     dsa_tensor *prob;
-    if (p->sink) {
+    if (a->sink) {
         dsa_tensor *zero = dsa_zeros(c, DSA_STEP, s->dtype, s->device, 3, DSA_SHAPE(1, T, 1));
-        dsa_tensor *col = dsa_add(c, zero, dsa_view(c, p->sink, 3, DSA_SHAPE(H, 1, 1))); // [H, T, 1]
-        prob = dsa_slice(c, dsa_softmax(c, dsa_concat(c, s, col, 2)), 2, 0, T);
+        dsa_tensor *col = dsa_add(c, zero, dsa_view(c, a->sink, 3, DSA_SHAPE(H, 1, 1))); // [H, T, 1]
+        prob = dsa_slice(c, dsa_softmax(c, dsa_concat(c, s, col, 2)), 2, 0, S);
     } else {
         prob = dsa_softmax(c, s);
     }
@@ -112,7 +134,7 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
     *kl = NULL;
     mla_acts a;
     project(c, m, p, h, b, &a);
-    if (!a.c_q || !a.q_nope || !a.q_pe || !a.c_kv || !a.k_pe || !a.w_kc || !a.w_vc) return NULL;
+    if (!a.c_q || !a.q_nope || !a.q_pe || !a.kv || !a.w_kc || !a.w_vc || (p->sink && !a.sink)) return NULL;
 
     bool sparse_stage = o->stage == DSA_STAGE_SPARSE;
     dsa_indexer_acts ia = {0};
@@ -125,18 +147,18 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
         return NULL;
     }
 
-    dsa_tensor *q_abs = NULL, *kv = NULL, *lse = NULL, *heads;
+    dsa_tensor *q_abs = NULL, *kv = a.kv, *lse = NULL, *heads;
     if (o->attn_path == DSA_ATTN_SPARSE) {  // dense warm-up: *idx selects every key of the window
-        absorb(c, &a, &q_abs, &kv);
-        heads = sparse_attention(c, m, p, &a, q_abs, kv, *idx, *topk_length, &lse);
+        q_abs = absorb(c, &a);
+        heads = sparse_attention(c, m, &a, q_abs, *idx, *topk_length, &lse);
     } else {
-        dsa_tensor *mask = sparse_stage ? dsa_sparse_mask(c, *idx, *topk_length, b->start, b->end, T, h->dtype)
-                                        : dsa_window_mask(c, b->start, b->end, T, h->dtype);
+        dsa_tensor *mask = sparse_stage ? dsa_sparse_mask(c, *idx, *topk_length, b->start, b->end, b->S, h->dtype)
+                                        : dsa_window_mask(c, b->start, b->end, b->S, h->dtype);
         if (!mask) return NULL;
         heads = dense_attention(c, m, p, &a, b, mask, &lse);
         if (heads && p->has_indexer && o->want_kl) {  // absorbed inputs of the KL target only
             bool prev = dsa_set_grad_enabled(c, false);
-            absorb(c, &a, &q_abs, &kv);
+            q_abs = absorb(c, &a);
             dsa_set_grad_enabled(c, prev);
         }
     }
@@ -149,6 +171,10 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
                            : dsa_indexer_dense_kl(c, m, &ia, b, q_abs, kv, lse, o->indexer_loss_coeff);
         if (!*kl) return NULL;
     }
-    dsa_tensor *flat = dsa_view(c, heads, 2, DSA_SHAPE(T, g->n_heads * g->v_head_dim));
-    return linear(c, flat, p->wo);
+    // Row-parallel W_o: this rank's heads' columns; the partial outputs are summed over TP.
+    int64_t Hl = m->n_heads_local, v = g->v_head_dim;
+    dsa_tensor *flat = dsa_view(c, heads, 2, DSA_SHAPE(T, Hl * v));
+    dsa_tensor *wo = Hl == g->n_heads ? p->wo : dsa_slice(c, p->wo, 1, m->head0 * v, Hl * v);
+    dsa_tensor *out = linear(c, flat, wo);
+    return out ? dsa_tp_reduce(c, &m->par->tp, out) : NULL;
 }

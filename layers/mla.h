@@ -12,6 +12,10 @@ extern "C" {
 // *idx / *topk_length: in, the top-k of the previous layer (used by an IndexShare layer); out, the
 // top-k this layer used (sparse stage). In the dense warm-up on the sparse path, *idx selects every
 // key of each row's window (set up by dsa_model_forward). *kl: out, this layer's KL loss or NULL.
+// A key-side tensor of this rank's query rows [T, ...] -> all S key rows in global order (the CP
+// all-gather, whose backward reduce-scatters the gradient). Identity without CP.
+dsa_tensor *dsa_mla_gather_keys(dsa_ctx *c, const dsa_model *m, const dsa_model_batch *b, dsa_tensor *x);
+
 dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tensor *h, const dsa_model_batch *b,
                             const dsa_forward_opts *o, dsa_tensor **idx, dsa_tensor **topk_length, dsa_tensor **kl);
 

@@ -2,6 +2,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/device.h"
+#include "kernels/comm_ops.h"
 #include "kernels/dsa_ops.h"
 #include "kernels/ops.h"
 #include "layers/mla.h"
@@ -84,6 +86,7 @@ dsa_status dsa_model_create(dsa_model **out, const dsa_config *cfg, dsa_ctx *c, 
     if (s == DSA_OK) s = declare_all(m, cfg);
     if (s == DSA_OK) s = dsa_params_alloc(&m->params, c, dt, dev);
     if (s == DSA_OK) s = dsa_params_init(&m->params, seed);
+    if (s == DSA_OK) s = dsa_model_set_parallel(m, NULL);
     if (s != DSA_OK) {
         dsa_model_free(m);
         return s;
@@ -100,38 +103,126 @@ void dsa_model_free(dsa_model *m) {
     free(m);
 }
 
+dsa_status dsa_model_batch_make_part(dsa_ctx *c, dsa_device dev, const int32_t *tokens, const int32_t *targets,
+                                     const int32_t *cu_seqlens, const int32_t *cu_seqlens_padded, int n_docs,
+                                     const int32_t *query_indices, int64_t n_q, const int32_t *cp_order,
+                                     dsa_model_batch *out) {
+    memset(out, 0, sizeof *out);
+    int64_t S = cu_seqlens_padded[n_docs];
+    if (S <= 0 || cu_seqlens_padded[0] != 0 || cu_seqlens[0] != 0)
+        return dsa_error_set(DSA_ERR_VALUE, "batch: cu_seqlens must start at 0 and hold at least one row (T = %lld)",
+                             (long long)S);
+    int64_t T = query_indices ? n_q : S;
+    if (T <= 0 || T > S) return dsa_error_set(DSA_ERR_VALUE, "batch: %lld query rows for a batch of %lld", (long long)T, (long long)S);
+    int32_t *h = malloc((size_t)(3 * T + S) * sizeof *h);
+    if (!h) return dsa_error_set(DSA_ERR_MEMORY, "batch: no host memory");
+    int32_t *tok = h, *tgt = h + T, *pos = h + 2 * T, *pos_all = h + 3 * T;
+    int64_t n_real = 0;
+    for (int d = 0; d < n_docs; d++) {
+        for (int32_t r = cu_seqlens_padded[d]; r < cu_seqlens_padded[d + 1]; r++) pos_all[r] = r - cu_seqlens_padded[d];
+        n_real += cu_seqlens[d + 1] - cu_seqlens[d];
+    }
+    dsa_status s = DSA_OK;
+    for (int64_t i = 0; i < T && s == DSA_OK; i++) {
+        int32_t r = query_indices ? query_indices[i] : (int32_t)i;
+        if (r < 0 || r >= S) {
+            s = dsa_error_set(DSA_ERR_INDEX, "batch: query_indices[%lld] = %d outside [0, %lld)", (long long)i, r, (long long)S);
+            break;
+        }
+        tok[i] = tokens[r];
+        tgt[i] = targets[r];
+        pos[i] = pos_all[r];
+        out->n_scored_local += targets[r] >= 0;
+    }
+    out->T = T;
+    out->S = S;
+    if (s == DSA_OK) {
+        out->tokens = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(T), tok);
+        out->targets = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(T), tgt);
+        out->pos = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(T), pos);
+        if (!out->tokens || !out->targets || !out->pos) s = dsa_error_status();
+    }
+    free(h);
+    DSA_TRY(s);
+    // Denominators of this batch alone; under CP only real rows of the whole batch count once.
+    out->lm_rows = 0;
+    for (int64_t r = 0; r < S; r++) out->lm_rows += targets[r] >= 0;
+    out->n_real = (double)n_real;
+    dsa_tensor *cu = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(n_docs + 1), cu_seqlens);
+    dsa_tensor *cup = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(n_docs + 1), cu_seqlens_padded);
+    dsa_tensor *qi = query_indices ? dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(T), query_indices) : NULL;
+    if (!cu || !cup || (query_indices && !qi)) return dsa_error_status();
+    if (cp_order && !(out->key_order = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(S), cp_order)))
+        return dsa_error_status();
+    return dsa_window_bounds(c, cu, cup, qi, 1, &out->start, &out->end, &out->is_real);
+}
+
 dsa_status dsa_model_batch_make(dsa_ctx *c, dsa_device dev, const int32_t *tokens, const int32_t *targets,
                                 const int32_t *cu_seqlens, const int32_t *cu_seqlens_padded, int n_docs,
                                 dsa_model_batch *out) {
-    memset(out, 0, sizeof *out);
-    int64_t T = cu_seqlens_padded[n_docs];
-    if (T <= 0 || cu_seqlens_padded[0] != 0 || cu_seqlens[0] != 0)
-        return dsa_error_set(DSA_ERR_VALUE, "batch: cu_seqlens must start at 0 and hold at least one row (T = %lld)",
-                             (long long)T);
-    int32_t *pos = malloc((size_t)T * sizeof *pos);
-    if (!pos) return dsa_error_set(DSA_ERR_MEMORY, "batch: no host memory");
-    int64_t n_real = 0;
-    for (int d = 0; d < n_docs; d++) {
-        for (int32_t r = cu_seqlens_padded[d]; r < cu_seqlens_padded[d + 1]; r++) pos[r] = r - cu_seqlens_padded[d];
-        n_real += cu_seqlens[d + 1] - cu_seqlens[d];
+    return dsa_model_batch_make_part(c, dev, tokens, targets, cu_seqlens, cu_seqlens_padded, n_docs, NULL, 0, NULL, out);
+}
+
+// ---- parallel layout --------------------------------------------------------------------------------
+
+static dsa_parallel g_single;  // the layout of one process: every communicator of size 1
+
+dsa_status dsa_model_set_parallel(dsa_model *m, const dsa_parallel *par) {
+    if (!par) {
+        dsa_parallel_single(&g_single);
+        par = &g_single;
     }
-    out->T = T;
-    out->n_real = n_real;
-    out->tokens = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(T), tokens);
-    out->targets = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(T), targets);
-    out->pos = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(T), pos);
-    free(pos);
-    dsa_tensor *cu = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(n_docs + 1), cu_seqlens);
-    dsa_tensor *cup = dsa_from_host(c, DSA_STEP, DSA_I32, dev, 1, DSA_SHAPE(n_docs + 1), cu_seqlens_padded);
-    if (!out->tokens || !out->targets || !out->pos || !cu || !cup) return dsa_error_status();
-    DSA_TRY(dsa_window_bounds(c, cu, cup, NULL, 1, &out->start, &out->end, &out->is_real));
+    const dsa_cfg_model *g = &m->cfg;
+    int tp = par->tp_size;
+    if (g->n_heads % tp || g->mlp_hidden % tp)
+        return dsa_error_set(DSA_ERR_CONFIG, "model: n_heads = %lld and mlp_hidden = %lld must be divisible by tp = %d",
+                             (long long)g->n_heads, (long long)g->mlp_hidden, tp);
+    m->par = par;
+    m->n_heads_local = g->n_heads / tp;
+    m->head0 = m->n_heads_local * par->tp_rank;
+    m->mlp_local = g->mlp_hidden / tp;
+    m->mlp0 = m->mlp_local * par->tp_rank;
     return DSA_OK;
+}
+
+// Parameters whose TP ranks each compute with a different part (the rest are replicated).
+static bool is_head_split(const dsa_model *m, const dsa_tensor *t) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const dsa_layer_params *p = &m->layers[l];
+        if (t == p->wq_b || t == p->wkv_b || t == p->wo || (p->sink && t == p->sink) || t == p->w_gate ||
+            t == p->w_up || t == p->w_down)
+            return true;
+    }
+    return false;
+}
+
+dsa_status dsa_model_reduce_grads(dsa_model *m) {
+    const dsa_parallel *par = m->par;
+    if (par->world.size == 1) return DSA_OK;
+    dsa_param_set *ps = &m->params;
+    size_t es = dsa_dtype_size(ps->dtype);
+    if (par->tp_rank != 0)  // replicated parameters: TP rank 0 brings the copy, the others add zero
+        for (int i = 0; i < ps->n; i++)
+            if (!is_head_split(m, ps->p[i].t))
+                DSA_TRY(dsa_memset0(ps->device, (char *)ps->grad_flat->data + (size_t)ps->p[i].offset * es,
+                                   (size_t)ps->p[i].numel * es));
+    return dsa_all_reduce_sum_raw(&par->world, ps->grad_flat->data, ps->numel, ps->dtype, ps->device);
 }
 
 static dsa_tensor *linear(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w) { return dsa_matmul(c, x, w, false, true); }
 
-static dsa_tensor *mlp(dsa_ctx *c, const dsa_layer_params *p, dsa_tensor *h) {
-    return linear(c, dsa_swiglu(c, linear(c, h, p->w_gate), linear(c, h, p->w_up)), p->w_down);
+// SwiGLU MLP; under TP, rows [mlp0, mlp0 + mlp_local) of the up projections (column-parallel) and
+// the matching columns of W_down (row-parallel, partial sums all-reduced).
+static dsa_tensor *mlp(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, dsa_tensor *h) {
+    if (m->par->tp_size == 1)
+        return linear(c, dsa_swiglu(c, linear(c, h, p->w_gate), linear(c, h, p->w_up)), p->w_down);
+    const dsa_comm *tp = &m->par->tp;
+    dsa_tensor *hin = dsa_tp_enter(c, tp, h);
+    dsa_tensor *gate = linear(c, hin, dsa_rows(c, p->w_gate, m->mlp0, m->mlp_local));
+    dsa_tensor *up = linear(c, hin, dsa_rows(c, p->w_up, m->mlp0, m->mlp_local));
+    dsa_tensor *down = dsa_slice(c, p->w_down, 1, m->mlp0, m->mlp_local);
+    dsa_tensor *part = linear(c, dsa_swiglu(c, gate, up), down);
+    return part ? dsa_tp_reduce(c, tp, part) : NULL;
 }
 
 // The dense warm-up on the sparse path: a "top-k" that selects every key of each row's window
@@ -177,11 +268,14 @@ dsa_status dsa_model_forward(dsa_ctx *c, dsa_model *m, const dsa_model_batch *b,
         dsa_tensor *a = dsa_mla_forward(c, m, l, dsa_rmsnorm(c, x, p->attn_norm, g->norm_eps), b, o, &idx, &len, &kl);
         if (kl) kl_sum = add_opt(c, kl_sum, kl);
         x = dsa_add(c, x, a);
-        x = dsa_add(c, x, mlp(c, p, dsa_rmsnorm(c, x, p->mlp_norm, g->norm_eps)));
+        x = dsa_add(c, x, mlp(c, m, p, dsa_rmsnorm(c, x, p->mlp_norm, g->norm_eps)));
         if (!x) dsa_error_context("layer %d", l);
     }
     out->logits = linear(c, dsa_rmsnorm(c, x, m->final_norm, g->norm_eps), m->lm_head);
     out->lm_loss = dsa_cross_entropy(c, out->logits, b->targets, -1);
+    // The op averages over this rank's scored rows; rescale to the global denominator (CP, DP).
+    if (out->lm_loss && b->lm_rows > 0 && (double)b->n_scored_local != b->lm_rows)
+        out->lm_loss = dsa_scale(c, out->lm_loss, (double)b->n_scored_local / b->lm_rows);
     if (!out->lm_loss) return dsa_error_status();
     out->kl_loss = kl_sum;
     if (o->stage == DSA_STAGE_DENSE_WARMUP)

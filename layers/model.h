@@ -15,6 +15,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include "core/comm.h"
 #include "core/context.h"
 #include "layers/params.h"
 #include "train/config.h"
@@ -58,17 +59,30 @@ typedef struct {
     dsa_tensor *lm_head;       // [vocab, d_model]; == tok_emb when tied
     dsa_param_set params;
     dsa_ctx *ctx;              // owns the parameter memory (persistent scope)
+    // Parallel layout (dsa_model_set_parallel; one process by default). Every rank stores all the
+    // parameters; TP rank r computes with heads [head0, head0 + n_heads_local) of W_qb, W_kvb, W_o and
+    // the sink, and rows [mlp0, mlp0 + mlp_local) of the MLP (docs/parallel.md).
+    const dsa_parallel *par;
+    int64_t head0, n_heads_local, mlp0, mlp_local;
 } dsa_model;
 
-// One packed THD batch on the model's device (rows = padded token stream, no CP).
+// One packed THD batch on the model's device. Without CP the query rows are the whole padded token
+// stream; under CP they are this rank's query_indices (SPEC 8) and the keys are all S rows.
 typedef struct {
-    int64_t T;                 // rows
+    int64_t T;                 // query rows of this rank
+    int64_t S;                 // key rows: the whole padded batch (= T without CP)
     dsa_tensor *tokens;        // i32 [T]
     dsa_tensor *targets;       // i32 [T]; -1 = row not scored (padding, last token of a document)
     dsa_tensor *pos;           // i32 [T] position of the row inside its document (RoPE)
-    dsa_tensor *start, *end;   // i32 [T] key window [start, end) of each row (SPEC 0)
+    dsa_tensor *start, *end;   // i32 [T] key window [start, end) of each row, in global rows (SPEC 0)
     dsa_tensor *is_real;       // u8 [T] 1 = real row, 0 = padding
-    int64_t n_real;            // number of real rows (N of the KL loss)
+    dsa_tensor *key_order;     // i32 [S] under CP: the row of the CP all-gather holding global row s; else NULL
+    int64_t n_scored_local;    // rows of this rank with a target
+    // Loss denominators: the LM loss is summed over this rank's scored rows and divided by lm_rows,
+    // the KL loss likewise over real rows and n_real. Without CP or DP they are this batch's counts;
+    // the trainer sets them to the global counts so the ranks' losses add up to the global mean.
+    double lm_rows;
+    double n_real;
 } dsa_model_batch;
 
 // Fixed top-k for finite differences: record the selection of every layer once, then replay it, so
@@ -107,6 +121,22 @@ void dsa_model_free(dsa_model *m);
 dsa_status dsa_model_batch_make(dsa_ctx *c, dsa_device dev, const int32_t *tokens, const int32_t *targets,
                                 const int32_t *cu_seqlens, const int32_t *cu_seqlens_padded, int n_docs,
                                 dsa_model_batch *out);
+
+// Makes this CP rank's part of a batch: query rows query_indices[0 .. n_q) (global padded rows,
+// ascending; NULL = all rows), keys = all rows; cp_order [S]: global row -> row of the CP all-gather
+// (NULL without CP). The host arrays describe the whole batch.
+dsa_status dsa_model_batch_make_part(dsa_ctx *c, dsa_device dev, const int32_t *tokens, const int32_t *targets,
+                                     const int32_t *cu_seqlens, const int32_t *cu_seqlens_padded, int n_docs,
+                                     const int32_t *query_indices, int64_t n_q, const int32_t *cp_order,
+                                     dsa_model_batch *out);
+
+// Uses the layout of par (kept by pointer; NULL = one process). Errors: heads or mlp_hidden not
+// divisible by par->tp_size.
+dsa_status dsa_model_set_parallel(dsa_model *m, const dsa_parallel *par);
+// After backward: makes every rank's gradient the gradient of the global loss. Sums over CP and DP;
+// over TP, sums the head-split parameters (each rank holds only its heads' part) and takes TP rank 0's
+// copy of the replicated ones (identical on every TP rank). One all-reduce over the world.
+dsa_status dsa_model_reduce_grads(dsa_model *m);
 
 // The forward pass on context c (step scope; records the tape when grad is enabled).
 dsa_status dsa_model_forward(dsa_ctx *c, dsa_model *m, const dsa_model_batch *b, const dsa_forward_opts *o,

@@ -1,5 +1,6 @@
 // `dsa train CONFIG [section.key=value ...]`: train a model from a config file (train/trainer.h).
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include "train/commands.h"
@@ -32,14 +33,19 @@ int dsa_cmd_train(int argc, char **argv) {
         fprintf(stderr, "dsa train: %s\n", dsa_error_message());
         return 1;
     }
+    bool main_rank = dsa_launch_detect().world_rank == 0;
     dsa_trainer_install_signal_handlers();
     dsa_train_summary s;
     dsa_status st = dsa_trainer_run(t, &s);
-    dsa_trainer_free(t);
     if (st != DSA_OK) {
         fprintf(stderr, "dsa train: %s\n", dsa_error_message());
+        dsa_trainer_abort(t, "this rank failed (message above)");  // other ranks must not wait on it
+        dsa_trainer_free(t);
         return 1;
     }
+    dsa_trainer_free(t);
+    dsa_comm_finalize();
+    if (!main_rank) return 0;
     printf("done: %lld steps (%lld this run) in %.1f s | last loss %.4f kl %.4f", (long long)s.steps_done,
            (long long)s.steps_this_run, s.wall_s, s.last_loss, s.last_kl);
     if (isfinite(s.eval_loss)) printf(" | eval loss %.4f", s.eval_loss);

@@ -26,7 +26,8 @@ static const dsa_cfg_key KEYS[] = {
     K(train, log_every,        DSA_CFG_INT,    "1",            1, I_MAX, NULL, "steps between log lines"),
     K(train, stage,            DSA_CFG_ENUM,   "sparse",       0, 0, "dense_warmup|sparse", "training stage (SPEC.md section 7): dense_warmup trains only the indexer on the dense KL loss; sparse trains everything"),
     K(train, dense_warmup_steps, DSA_CFG_INT,  "0",            0, I_MAX, NULL, "with stage = dense_warmup: steps after which training switches to sparse (0 = stay dense)"),
-    K(train, tokens_per_step,  DSA_CFG_INT,    "512",          1, I_MAX, NULL, "tokens in one packed batch (all ranks together)"),
+    K(train, tokens_per_step,  DSA_CFG_INT,    "512",          1, I_MAX, NULL, "tokens in one packed batch: one micro-batch of one data-parallel group (its TP and CP ranks share it)"),
+    K(train, grad_accum,       DSA_CFG_INT,    "1",            1, 1024, NULL, "micro-batches per optimizer step and DP rank (gradient accumulation; a step sees grad_accum * dp batches)"),
     K(train, dtype,            DSA_CFG_ENUM,   "f32",          0, 0, "f32", "parameter and activation dtype (f32 only for now)"),
     // [model]
     K(model, vocab_size,       DSA_CFG_INT,    "256",          2, 1e9, NULL, "vocabulary size"),

@@ -56,7 +56,8 @@ typedef struct {
     int64_t log_every;         // steps between log lines
     int stage;                 // dsa_cfg_stage (SPEC.md section 7)
     int64_t dense_warmup_steps; // with stage = dense_warmup: steps before switching to sparse (0 = stay)
-    int64_t tokens_per_step;   // token budget of one packed batch (THD), all ranks together
+    int64_t tokens_per_step;   // token budget of one packed batch (THD) of one DP group
+    int64_t grad_accum;        // micro-batches per optimizer step and DP rank
     int dtype;                 // dsa_cfg_dtype (f32 only for now)
 } dsa_cfg_train;
 

@@ -36,6 +36,14 @@ struct dsa_trainer {
     dsa_rng rng;
     FILE *metrics;
     char *config_text;
+    // Parallel layout: the trainer's own (from [parallel]) or one given by the caller.
+    dsa_parallel own_par;
+    bool owns_par;
+    const dsa_parallel *par;
+    bool main_rank;            // world rank 0: prints, writes metrics and checkpoints
+    dsa_batch *micro;          // [grad_accum] host copies of this step's micro-batches
+    int32_t *qidx, *cp_order;  // CP: this rank's query rows [T / cp]; global row -> gathered row [T]
+    int64_t max_rows;          // room of qidx and cp_order
 };
 
 static volatile sig_atomic_t g_stop_requested = 0;
@@ -70,7 +78,7 @@ static void pick_cpu_threads(const dsa_trainer *t) {
 #ifdef _OPENMP
     if (t->dev == DSA_CPU && !getenv("OMP_NUM_THREADS") && t->model->params.numel < 1000000) {
         omp_set_num_threads(1);
-        printf("cpu: 1 thread for this small model (set OMP_NUM_THREADS to choose)\n");
+        if (t->main_rank) printf("cpu: 1 thread for this small model (set OMP_NUM_THREADS to choose)\n");
     }
 #else
     (void)t;
@@ -89,12 +97,16 @@ static dsa_status pick_device(const dsa_config *cfg, dsa_device *dev) {
     } else {
         *dev = n_gpu > 0 ? DSA_CUDA : DSA_CPU;
     }
-    if (*dev == DSA_CUDA && !dsa_cuda()) DSA_TRY(dsa_cuda_init(0));
     return DSA_OK;
 }
 
 dsa_status dsa_data_open_from_config(const dsa_config *cfg, dsa_dataset **ds, dsa_loader **train,
                                      dsa_loader **eval) {
+    return dsa_data_open_sharded(cfg, 0, 1, ds, train, eval);
+}
+
+dsa_status dsa_data_open_sharded(const dsa_config *cfg, int dp_rank, int dp_size, dsa_dataset **ds,
+                                 dsa_loader **train, dsa_loader **eval) {
     *ds = NULL;
     *train = NULL;
     if (eval) *eval = NULL;
@@ -113,8 +125,11 @@ dsa_status dsa_data_open_from_config(const dsa_config *cfg, dsa_dataset **ds, ds
                              (long long)dsa_dataset_vocab(*ds), (long long)cfg->model.vocab_size);
     dsa_loader_options lo = dsa_loader_options_default();
     lo.tokens_per_batch = cfg->train.tokens_per_step;
-    lo.pad_multiple = cfg->data.pad_multiple > 0 ? cfg->data.pad_multiple : 1;
+    // Under CP every document is padded to a multiple of 2 * cp (SPEC 8), so both splits apply.
+    lo.pad_multiple = cfg->data.pad_multiple > 0 ? cfg->data.pad_multiple : cfg->parallel.cp > 1 ? 2 * cfg->parallel.cp : 1;
     lo.split = DSA_SPLIT_TRAIN;
+    lo.dp_rank = dp_rank;
+    lo.dp_size = dp_size;
     DSA_TRY(dsa_loader_create(*ds, &lo, train));
     if (!eval) return DSA_OK;
     lo.split = DSA_SPLIT_EVAL;
@@ -144,20 +159,52 @@ static dsa_status make_optimizer(dsa_trainer *t) {
     return DSA_OK;
 }
 
-dsa_status dsa_trainer_create(const dsa_config *cfg, dsa_trainer **out) {
+// The layout (world rank -> tp, cp, dp), the device (GPU local_rank under NCCL), and the per-rank
+// buffers the parallel step needs.
+static dsa_status setup_parallel(dsa_trainer *t, const dsa_parallel *given) {
+    const dsa_config *cfg = &t->cfg;
+    if (given) {
+        if (given->tp_size != cfg->parallel.tp || given->cp_size != cfg->parallel.cp)
+            return dsa_error_set(DSA_ERR_CONFIG, "train: the given layout (tp %d, cp %d) is not the config's (tp %lld, cp %lld)",
+                                 given->tp_size, given->cp_size, (long long)cfg->parallel.tp, (long long)cfg->parallel.cp);
+        t->par = given;
+    } else {
+        DSA_TRY(dsa_parallel_init(t->dev, (int)cfg->parallel.tp, (int)cfg->parallel.cp, &t->own_par));
+        t->owns_par = true;
+        t->par = &t->own_par;
+    }
+    t->main_rank = t->par->world.rank == 0;
+    if (t->dev == DSA_CUDA && !dsa_cuda()) DSA_TRY(dsa_cuda_init(0));
+    return DSA_OK;
+}
+
+static dsa_status setup_buffers(dsa_trainer *t) {
+    t->micro = calloc((size_t)t->cfg.train.grad_accum, sizeof *t->micro);
+    int64_t a = dsa_loader_max_rows(t->train_loader), b = dsa_loader_max_rows(t->eval_loader);
+    t->max_rows = a > b ? a : b;
+    t->qidx = malloc((size_t)t->max_rows * sizeof *t->qidx);
+    t->cp_order = malloc((size_t)t->max_rows * sizeof *t->cp_order);
+    if (!t->micro || !t->qidx || !t->cp_order) return dsa_error_set(DSA_ERR_MEMORY, "train: no host memory");
+    return DSA_OK;
+}
+
+dsa_status dsa_trainer_create(const dsa_config *cfg, dsa_trainer **out) { return dsa_trainer_create_ex(cfg, NULL, out); }
+
+dsa_status dsa_trainer_create_ex(const dsa_config *cfg, const dsa_parallel *par, dsa_trainer **out) {
     *out = NULL;
-    if (cfg->parallel.tp != 1 || cfg->parallel.cp != 1)
-        return dsa_error_set(DSA_ERR_UNSUPPORTED, "train: tp = %lld, cp = %lld: this trainer runs one rank (tp = cp = 1)",
-                             (long long)cfg->parallel.tp, (long long)cfg->parallel.cp);
     dsa_trainer *t = calloc(1, sizeof *t);
     if (!t) return dsa_error_set(DSA_ERR_MEMORY, "train: no host memory");
     t->cfg = *cfg;
     t->last_saved_step = -1;
     dsa_rng_init(&t->rng, (uint64_t)cfg->train.seed);
     dsa_status s = pick_device(cfg, &t->dev);
+    if (s == DSA_OK) s = setup_parallel(t, par);
     if (s == DSA_OK && !(t->ctx = dsa_ctx_create(t->dev))) s = dsa_error_status();
     if (s == DSA_OK) s = dsa_model_create(&t->model, cfg, t->ctx, DSA_F32, t->dev, (uint64_t)cfg->train.seed);
-    if (s == DSA_OK) s = dsa_data_open_from_config(cfg, &t->ds, &t->train_loader, &t->eval_loader);
+    if (s == DSA_OK) s = dsa_model_set_parallel(t->model, t->par);
+    if (s == DSA_OK)
+        s = dsa_data_open_sharded(cfg, t->par->dp_rank, t->par->dp_size, &t->ds, &t->train_loader, &t->eval_loader);
+    if (s == DSA_OK) s = setup_buffers(t);
     if (s == DSA_OK) s = make_optimizer(t);
     if (s == DSA_OK && !(t->config_text = dsa_config_dump(cfg)))
         s = dsa_error_set(DSA_ERR_MEMORY, "train: cannot dump the config");
@@ -180,8 +227,27 @@ void dsa_trainer_free(dsa_trainer *t) {
     dsa_model_free(t->model);
     dsa_ctx_free(t->ctx);
     free(t->config_text);
+    for (int64_t i = 0; t->micro && i < t->cfg.train.grad_accum; i++) dsa_batch_free(&t->micro[i]);
+    free(t->micro);
+    free(t->qidx);
+    free(t->cp_order);
+    if (t->owns_par) dsa_parallel_free(&t->own_par);
     free(t);
 }
+
+const dsa_param_set *dsa_trainer_params(const dsa_trainer *t) { return &t->model->params; }
+
+dsa_status dsa_trainer_copy_state(dsa_trainer *dst, const dsa_trainer *src) {
+    const dsa_param_set *a = &dst->model->params, *b = &src->model->params;
+    if (a->numel != b->numel || a->dtype != b->dtype)
+        return dsa_error_set(DSA_ERR_SHAPE, "train: copy_state between models of %lld and %lld parameters",
+                             (long long)a->numel, (long long)b->numel);
+    size_t bytes = (size_t)a->numel * dsa_dtype_size(a->dtype);
+    DSA_TRY(dsa_memcpy(dst->dev, a->flat->data, src->dev, b->flat->data, bytes));
+    DSA_TRY(dsa_memcpy(dst->dev, dst->opt.m, src->dev, src->opt.m, (size_t)a->numel * sizeof(float)));
+    return dsa_memcpy(dst->dev, dst->opt.v, src->dev, src->opt.v, (size_t)a->numel * sizeof(float));
+}
+int64_t dsa_trainer_step_count(const dsa_trainer *t) { return t->step; }
 
 // ---- stages -------------------------------------------------------------------------------------
 
@@ -212,9 +278,24 @@ static void restore_group_steps(dsa_trainer *t) {
 
 // ---- one batch ------------------------------------------------------------------------------------
 
+// This rank's part of a host batch on the device: all rows, or under CP the rows of query_indices
+// (and the order that puts the CP all-gather back in global row order). Loss denominators are the
+// batch's own counts; the caller sets the global ones.
 static dsa_status upload_batch(dsa_trainer *t, const dsa_batch *hb, dsa_model_batch *mb) {
-    return dsa_model_batch_make(t->ctx, t->dev, hb->tokens, hb->targets, hb->cu_seqlens, hb->cu_seqlens_padded,
-                                hb->n_docs, mb);
+    const dsa_parallel *p = t->par;
+    if (p->cp_size == 1)
+        return dsa_model_batch_make(t->ctx, t->dev, hb->tokens, hb->targets, hb->cu_seqlens, hb->cu_seqlens_padded,
+                                    hb->n_docs, mb);
+    if (hb->T > t->max_rows) return dsa_error_set(DSA_ERR_STATE, "train: batch of %lld rows > %lld", (long long)hb->T, (long long)t->max_rows);
+    int64_t n = 0, Tl = hb->T / p->cp_size;
+    for (int r = 0; r < p->cp_size; r++) {
+        DSA_TRY(dsa_cp_query_indices(hb->cu_seqlens_padded, hb->n_docs, p->cp_size, r, t->cfg.parallel.cp_split, t->qidx, &n));
+        for (int64_t i = 0; i < n; i++) t->cp_order[t->qidx[i]] = (int32_t)(r * Tl + i);
+    }
+    DSA_TRY(dsa_cp_query_indices(hb->cu_seqlens_padded, hb->n_docs, p->cp_size, p->cp_rank, t->cfg.parallel.cp_split,
+                                 t->qidx, &n));
+    return dsa_model_batch_make_part(t->ctx, t->dev, hb->tokens, hb->targets, hb->cu_seqlens, hb->cu_seqlens_padded,
+                                     hb->n_docs, t->qidx, n, t->cp_order, mb);
 }
 
 static double scalar(const dsa_tensor *x) {
@@ -223,23 +304,42 @@ static double scalar(const dsa_tensor *x) {
     return v;
 }
 
-// Answer accuracy: argmax of the logits at rows whose target is a synthetic answer.
-static dsa_status count_answers(const dsa_tensor *logits, const dsa_batch *hb, int64_t *right, int64_t *total) {
+// Answer accuracy: argmax of the logits at rows whose target is a synthetic answer. Logit row i is
+// batch row rows[i] (this rank's query rows under CP; rows NULL = the same row).
+static dsa_status count_answers(const dsa_tensor *logits, const dsa_batch *hb, const int32_t *rows, double *right,
+                                double *total) {
     if (hb->n_answers == 0) return DSA_OK;
     int64_t T = logits->shape[0], V = logits->shape[1];
     double *h = malloc((size_t)(T * V) * sizeof *h);
     if (!h) return dsa_error_set(DSA_ERR_MEMORY, "eval: no host memory for the logits");
     dsa_status s = dsa_to_host_f64(logits, h);
-    for (int64_t r = 0; s == DSA_OK && r < T; r++) {
+    for (int64_t i = 0; s == DSA_OK && i < T; i++) {
+        int64_t r = rows ? rows[i] : i;
         if (!hb->answer[r] || hb->targets[r] < 0) continue;
         int64_t best = 0;
         for (int64_t v = 1; v < V; v++)
-            if (h[r * V + v] > h[r * V + best]) best = v;
+            if (h[i * V + v] > h[i * V + best]) best = v;
         *right += best == hb->targets[r];
         (*total)++;
     }
     free(h);
     return s;
+}
+
+// Rows with a target and real rows of batches across the DP ranks: the loss denominators.
+static dsa_status global_counts(dsa_trainer *t, const dsa_batch *batches, int n, double counts[2]) {
+    counts[0] = counts[1] = 0;
+    for (int i = 0; i < n; i++) {
+        counts[0] += (double)batches[i].n_targets;
+        counts[1] += (double)batches[i].n_real;
+    }
+    return dsa_all_reduce_sum_f64(&t->par->dp, counts, 2);
+}
+
+// Sums of per-rank loss parts over the ranks that hold different rows (CP and DP; TP ranks agree).
+static dsa_status sum_over_data_ranks(dsa_trainer *t, double *vals, int n) {
+    DSA_TRY(dsa_all_reduce_sum_f64(&t->par->cp, vals, n));
+    return dsa_all_reduce_sum_f64(&t->par->dp, vals, n);
 }
 
 dsa_status dsa_trainer_evaluate(dsa_trainer *t, double *loss, double *accuracy) {
@@ -248,24 +348,28 @@ dsa_status dsa_trainer_evaluate(dsa_trainer *t, double *loss, double *accuracy) 
     dsa_forward_opts fo = {.attn_path = t->cfg.model.attn_path, .stage = stage,
                            .indexer_loss_coeff = t->cfg.optim.indexer_loss_coeff, .want_kl = false};
     bool prev = dsa_set_grad_enabled(t->ctx, false);
-    double sum = 0;
-    int64_t right = 0, total = 0;
+    double sums[3] = {0, 0, 0};  // loss, right answers, answers
     dsa_status s = DSA_OK;
     for (int64_t i = 0; i < t->cfg.train.eval_steps && s == DSA_OK; i++) {
         dsa_ctx_step_reset(t->ctx);
         const dsa_batch *hb;
         dsa_model_batch mb;
         dsa_forward_out fw;
+        double counts[2];
         s = dsa_loader_next(t->eval_loader, &hb);
+        if (s == DSA_OK) s = global_counts(t, hb, 1, counts);
         if (s == DSA_OK) s = upload_batch(t, hb, &mb);
+        mb.lm_rows = counts[0];
+        mb.n_real = counts[1];
         if (s == DSA_OK) s = dsa_model_forward(t->ctx, t->model, &mb, &fo, &fw);
-        if (s == DSA_OK) s = count_answers(fw.logits, hb, &right, &total);
-        if (s == DSA_OK) sum += scalar(fw.lm_loss);
+        if (s == DSA_OK) s = count_answers(fw.logits, hb, t->par->cp_size > 1 ? t->qidx : NULL, &sums[1], &sums[2]);
+        if (s == DSA_OK) sums[0] += scalar(fw.lm_loss);
     }
+    if (s == DSA_OK) s = sum_over_data_ranks(t, sums, 3);
     dsa_set_grad_enabled(t->ctx, prev);
     dsa_ctx_step_reset(t->ctx);
-    *loss = sum / (double)t->cfg.train.eval_steps;
-    *accuracy = total ? (double)right / (double)total : NAN;
+    *loss = sums[0] / (double)t->cfg.train.eval_steps;
+    *accuracy = sums[2] > 0 ? sums[1] / sums[2] : NAN;
     return s;
 }
 
@@ -274,21 +378,38 @@ typedef struct {
     int stage;
 } step_stats;
 
+// One optimizer step: grad_accum micro-batches per DP rank, each rank's loss part divided by the
+// global row counts (so the parts add up to the global mean), gradients combined over the layout by
+// dsa_model_reduce_grads, then clipping and AdamW (identical on every rank).
 static dsa_status train_step(dsa_trainer *t, step_stats *st) {
     double t0 = now_s();
     int stage = stage_at(t, t->step);
     apply_stage(t, stage);
-    dsa_ctx_step_reset(t->ctx);
     DSA_TRY(dsa_params_zero_grad(&t->model->params));
-    const dsa_batch *hb;
-    dsa_model_batch mb;
-    dsa_forward_out fw;
-    DSA_TRY(dsa_loader_next(t->train_loader, &hb));
-    DSA_TRY(upload_batch(t, hb, &mb));
+    int n_micro = (int)t->cfg.train.grad_accum;
+    for (int i = 0; i < n_micro; i++) {
+        const dsa_batch *hb;
+        DSA_TRY(dsa_loader_next(t->train_loader, &hb));
+        DSA_TRY(dsa_batch_copy(&t->micro[i], hb));
+    }
+    double counts[2], parts[2] = {0, 0};
+    DSA_TRY(global_counts(t, t->micro, n_micro, counts));
     dsa_forward_opts fo = {.attn_path = t->cfg.model.attn_path, .stage = stage,
                            .indexer_loss_coeff = t->cfg.optim.indexer_loss_coeff, .want_kl = true};
-    DSA_TRY(dsa_model_forward(t->ctx, t->model, &mb, &fo, &fw));
-    if (fw.loss->requires_grad) DSA_TRY(dsa_backward(t->ctx, fw.loss));
+    for (int i = 0; i < n_micro; i++) {
+        dsa_ctx_step_reset(t->ctx);
+        dsa_model_batch mb;
+        dsa_forward_out fw;
+        DSA_TRY(upload_batch(t, &t->micro[i], &mb));
+        mb.lm_rows = counts[0];
+        mb.n_real = counts[1];
+        DSA_TRY(dsa_model_forward(t->ctx, t->model, &mb, &fo, &fw));
+        if (fw.loss->requires_grad) DSA_TRY(dsa_backward(t->ctx, fw.loss));
+        parts[0] += scalar(fw.lm_loss);
+        parts[1] += fw.kl_loss ? scalar(fw.kl_loss) : 0.0;
+    }
+    DSA_TRY(dsa_model_reduce_grads(t->model));
+    DSA_TRY(sum_over_data_ranks(t, parts, 2));
 
     dsa_param_set *ps = &t->model->params;
     double sumsq = 0;
@@ -296,18 +417,28 @@ static dsa_status train_step(dsa_trainer *t, step_stats *st) {
     float scale = dsa_clip_scale(sumsq, t->cfg.optim.grad_clip, &st->grad_norm);
     st->lr = dsa_lr_at(&t->sched, t->step);
     DSA_TRY(dsa_adamw_step(&t->opt, ps->flat->data, ps->grad_flat->data, (float)st->lr, scale));
-    st->loss = scalar(fw.lm_loss);
-    st->kl = fw.kl_loss ? scalar(fw.kl_loss) : 0.0;
+    st->loss = parts[0];
+    st->kl = parts[1];
     DSA_TRY(dsa_device_sync(t->dev));
     double dt = now_s() - t0;
     t->step++;
     st->stage = stage;
     st->ms = 1e3 * dt;
-    st->tok_s = (double)hb->n_real / dt;
+    st->tok_s = counts[1] / dt;  // real tokens of the whole step (every DP rank and micro-batch)
     st->mem_mb = (double)dsa_ctx_peak_bytes(t->ctx, t->dev) / (1024.0 * 1024.0);
-    // MFU against the H100/H200 dense bf16 peak (989 TFLOP/s); GPU only.
-    st->mfu = t->dev == DSA_CUDA ? dsa_model_flops_per_token(t->model, t->cfg.data.doc_len) * st->tok_s / 989e12 : NAN;
+    // MFU against the H100/H200 dense bf16 peak (989 TFLOP/s) per GPU; GPU only.
+    st->mfu = t->dev == DSA_CUDA ? dsa_model_flops_per_token(t->model, t->cfg.data.doc_len) * st->tok_s / 989e12 /
+                                       (double)t->par->world.size
+                                 : NAN;
     if (!isfinite(st->loss)) return dsa_error_set(DSA_ERR_VALUE, "train: loss is %g at step %lld", st->loss, (long long)t->step);
+    return DSA_OK;
+}
+
+dsa_status dsa_trainer_step(dsa_trainer *t, double *loss, double *kl) {
+    step_stats st;
+    DSA_TRY(train_step(t, &st));
+    if (loss) *loss = st.loss;
+    if (kl) *kl = st.kl;
     return DSA_OK;
 }
 
@@ -316,6 +447,7 @@ static dsa_status train_step(dsa_trainer *t, step_stats *st) {
 static const char *stage_name(int stage) { return stage == DSA_STAGE_DENSE_WARMUP ? "dense_warmup" : "sparse"; }
 
 static void log_step(dsa_trainer *t, const step_stats *st) {
+    if (!t->main_rank) return;
     bool stage_changed = t->step > 1 && stage_at(t, t->step - 2) != st->stage;
     if (t->step % t->cfg.train.log_every == 0 || t->step == t->cfg.train.steps || t->step == 1 || stage_changed) {
         printf("step %5lld %-12s | loss %.4f | kl %.4f | lr %.2e | norm %.3f | %8.0f tok/s | %7.1f ms | mem %.1f MiB",
@@ -338,6 +470,7 @@ static void log_step(dsa_trainer *t, const step_stats *st) {
 }
 
 static void log_eval(dsa_trainer *t, double loss, double acc) {
+    if (!t->main_rank) return;
     printf("eval  %5lld | loss %.4f | answer accuracy %.4f\n", (long long)t->step, loss, acc);
     fflush(stdout);
     if (t->metrics) {
@@ -393,7 +526,7 @@ static void host_view_free(host_view *h) {
     free(h->v);
 }
 
-static dsa_status save_checkpoint(dsa_trainer *t) {
+static dsa_status write_checkpoint(dsa_trainer *t) {
     int64_t n = t->model->params.numel;
     host_view h = {0};
     dsa_status s = host_view_make(t, &h);
@@ -405,7 +538,8 @@ static dsa_status save_checkpoint(dsa_trainer *t) {
     dsa_ckpt_tensor *ts = s == DSA_OK ? ckpt_tensors(t, h.p, h.m, h.v) : NULL;
     if (s == DSA_OK && !ts) s = dsa_error_set(DSA_ERR_MEMORY, "checkpoint: no host memory");
     if (s == DSA_OK) {
-        dsa_ckpt_state st = {.step = t->step, .rng_seed = t->rng.seed, .rng_counter = t->rng.counter, .tp = 1, .cp = 1};
+        dsa_ckpt_state st = {.step = t->step, .rng_seed = t->rng.seed, .rng_counter = t->rng.counter,
+                             .tp = t->par->tp_size, .cp = t->par->cp_size};
         int64_t pos[DSA_LOADER_POS_LEN];
         dsa_loader_get_pos(t->train_loader, pos);
         st.n_data_pos = DSA_LOADER_POS_LEN;
@@ -413,15 +547,25 @@ static dsa_status save_checkpoint(dsa_trainer *t) {
         char path[1024];
         dsa_ckpt_path(path, sizeof path, t->cfg.train.out_dir, t->step);
         s = dsa_ckpt_save(path, t->config_text, &st, ts, t->model->params.n);
-        if (s == DSA_OK) {
-            printf("checkpoint %s\n", path);
-            t->last_saved_step = t->step;
-        }
+        if (s == DSA_OK) printf("checkpoint %s\n", path);
     }
     free(ts);
     host_view_free(&h);
     return s;
 }
+
+// Every rank holds the full parameters and moments (identical after each step), so world rank 0
+// writes the file for all; the others learn whether it worked, so no rank runs on after a failure.
+static dsa_status save_checkpoint(dsa_trainer *t) {
+    dsa_status s = t->main_rank ? write_checkpoint(t) : DSA_OK;
+    int64_t failed = s != DSA_OK;
+    if (t->par->world.size > 1) DSA_TRY(dsa_all_reduce_max_i64(&t->par->world, &failed, 1));
+    if (s == DSA_OK && failed) return dsa_error_set(DSA_ERR_IO, "checkpoint: rank 0 could not write the checkpoint");
+    if (s == DSA_OK) t->last_saved_step = t->step;
+    return s;
+}
+
+dsa_status dsa_trainer_save_checkpoint(dsa_trainer *t) { return save_checkpoint(t); }
 
 static dsa_status load_checkpoint(dsa_trainer *t, const char *path) {
     int64_t n = t->model->params.numel;
@@ -445,16 +589,31 @@ static dsa_status load_checkpoint(dsa_trainer *t, const char *path) {
         t->rng.seed = st.rng_seed;
         t->rng.counter = st.rng_counter;
         restore_group_steps(t);
-        printf("resumed from %s at step %lld\n", path, (long long)t->step);
+        if (t->main_rank) printf("resumed from %s at step %lld\n", path, (long long)t->step);
     }
     free(ts);
     host_view_free(&h);
     return s;
 }
 
+// A stop (signal) seen by any rank stops every rank at the same step.
+static bool stop_requested(dsa_trainer *t) {
+    int64_t flag = g_stop_requested != 0;
+    if (t->par->world.size > 1 && dsa_all_reduce_max_i64(&t->par->world, &flag, 1) != DSA_OK) return true;
+    if (flag) g_stop_requested = 1;
+    return flag != 0;
+}
+
+void dsa_trainer_abort(dsa_trainer *t, const char *msg) {
+    if (t && t->par && t->par->world.size > 1) dsa_comm_abort(&t->par->world, msg);
+}
+
+dsa_status dsa_trainer_load_checkpoint(dsa_trainer *t, const char *path) { return load_checkpoint(t, path); }
+
 // ---- the loop -----------------------------------------------------------------------------------
 
 static dsa_status open_run_folder(dsa_trainer *t) {
+    if (!t->main_rank) return DSA_OK;
     const char *dir = t->cfg.train.out_dir;
     char path[1100];
     for (char *p = strchr(strcpy(path, dir), '/'); p; p = strchr(p + 1, '/')) {
@@ -470,6 +629,7 @@ static dsa_status open_run_folder(dsa_trainer *t) {
 }
 
 static void print_header(const dsa_trainer *t) {
+    if (!t->main_rank) return;
     const dsa_config *c = &t->cfg;
     const dsa_param_set *ps = &t->model->params;
     int64_t n_idx = ps->class_numel[DSA_PCLASS_INDEXER_DECAY] + ps->class_numel[DSA_PCLASS_INDEXER_NODECAY];
@@ -480,6 +640,11 @@ static void print_header(const dsa_trainer *t) {
            (long long)c->train.tokens_per_step, (long long)c->train.steps);
     if (c->train.stage == DSA_STAGE_DENSE_WARMUP)
         printf(" (dense warm-up %lld)", (long long)c->train.dense_warmup_steps);
+    const dsa_parallel *p = t->par;
+    if (p->world.size > 1)
+        printf(" | %d ranks: tp %d x cp %d (%s) x dp %d", p->world.size, p->tp_size, p->cp_size,
+               c->parallel.cp_split == DSA_CP_ZIGZAG ? "zigzag" : "contiguous", p->dp_size);
+    if (c->train.grad_accum > 1) printf(" | grad_accum %lld", (long long)c->train.grad_accum);
     printf(" | out %s\n", c->train.out_dir);
 }
 
@@ -499,7 +664,7 @@ dsa_status dsa_trainer_run_until(dsa_trainer *t, int64_t stop_step, dsa_train_su
     print_header(t);
     const dsa_cfg_train *c = &t->cfg.train;
     int64_t first = t->step, limit = stop_step < c->steps ? stop_step : c->steps;
-    while (t->step < limit && !g_stop_requested) {
+    while (t->step < limit && !stop_requested(t)) {
         step_stats st;
         dsa_status s = train_step(t, &st);
         if (s != DSA_OK) {
