@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Multi-GPU checks on one host (NCCL): the collective tests under mpirun and under a torchrun-style
-# launch (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, NCCL id over TCP), and a rank that dies.
+# Multi-GPU checks on one host (NCCL): the collective tests and the TP/CP/DP training-equality test
+# under mpirun, the collective test under a torchrun-style launch (RANK/WORLD_SIZE/MASTER_ADDR/
+# MASTER_PORT, NCCL id over TCP), a rank that dies, then the small.cfg scaling table
+# (scripts/gpu_scaling.sh; scaling=0 skips it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-logs}"; mkdir -p "$OUT"
@@ -8,9 +10,10 @@ export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0 DSA_TEST_DEVICE=cuda
 N=$(nvidia-smi -L | wc -l)
 echo "== $N GPUs: $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs); commit $(git rev-parse --short HEAD 2>/dev/null)" | tee "$OUT/dist_summary.txt"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release > "$OUT/dist_build.log" 2>&1 &&
-  cmake --build build-gpu -j"$(nproc)" --target test_comm test_comm_ops >> "$OUT/dist_build.log" 2>&1 || { tail -30 "$OUT/dist_build.log"; exit 1; }
-MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none -x DSA_TEST_DEVICE -x NCCL_NVLS_ENABLE"
-for t in test_comm test_comm_ops; do
+  cmake --build build-gpu -j"$(nproc)" --target test_comm test_comm_ops test_parallel_train dsa >> "$OUT/dist_build.log" 2>&1 || { tail -30 "$OUT/dist_build.log"; exit 1; }
+export DSA_SOURCE_DIR="$PWD"
+MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none -x DSA_TEST_DEVICE -x NCCL_NVLS_ENABLE -x DSA_SOURCE_DIR"
+for t in test_comm test_comm_ops test_parallel_train; do
   $MPI -np "$N" build-gpu/$t > "$OUT/dist_mpirun_$t.log" 2>&1
   echo "== mpirun -np $N $t (NCCL): rc=$? $(grep -h 'passed' "$OUT/dist_mpirun_$t.log" | sort | uniq -c | xargs)" | tee -a "$OUT/dist_summary.txt"
 done
@@ -27,3 +30,4 @@ t0=$(date +%s); launch test_comm ""; rc=$?
 echo "== torchrun-style test_comm: rc=$rc ($(( $(date +%s) - t0 ))s) $(grep -h 'passed' "$OUT"/dist_tr_test_comm_r*.log | sort | uniq -c | xargs)" | tee -a "$OUT/dist_summary.txt"
 t0=$(date +%s); launch test_comm "DSA_TEST_DIE_RANK=1 DSA_COMM_TIMEOUT_S=15"; rc=$?
 echo "== torchrun-style, rank 1 dies: rc=$rc after $(( $(date +%s) - t0 ))s (must be non-zero, no hang): $(grep -h 'stopping\|exiting' "$OUT"/dist_tr_test_comm_r*.log | head -2 | xargs)" | tee -a "$OUT/dist_summary.txt"
+[ "${scaling:-1}" = 1 ] && DSA_TEST_DEVICE= scripts/gpu_scaling.sh build-gpu "${steps:-12}"
