@@ -12,7 +12,7 @@ OUT="${OUT:-$PWD/gpu-logs}"; mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 OMP_WAIT_POLICY=PASSIVE
 N=$(nvidia-smi -L | wc -l)
 MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE"
-COMMON="train.stage=sparse train.steps=$STEPS train.log_every=1 train.eval_every=0 train.resume=none"
+COMMON="train.stage=sparse train.dense_warmup_steps=0 train.steps=$STEPS train.log_every=1 train.eval_every=0 train.resume=none"
 median() {  # $1 = metrics.jsonl -> "ms tok_s mem_mb" medians over steps >= 4
   python3 - "$1" <<'PY'
 import json, statistics, sys
