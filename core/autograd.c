@@ -3,6 +3,7 @@
 #include <string.h>
 #include "context.h"
 #include "device.h"
+#include "profile.h"
 
 bool dsa_set_grad_enabled(dsa_ctx *c, bool enabled) {
     bool prev = c->grad_enabled;
@@ -12,6 +13,7 @@ bool dsa_set_grad_enabled(dsa_ctx *c, bool enabled) {
 
 dsa_node *dsa_record(dsa_ctx *c, const char *op, dsa_backward_fn backward, dsa_tensor *const *in, int n_in,
                      dsa_tensor *const *out, int n_out) {
+    dsa_profile_mark(op, DSA_PROF_FWD);  // the op's forward work ends here
     bool any = false;
     for (int i = 0; i < n_in; i++) any |= in[i] && in[i]->requires_grad;
     if (!any || !c->grad_enabled) return NULL;
@@ -58,7 +60,9 @@ static dsa_status run_tape(dsa_ctx *c) {
         bool has_grad = false;
         for (int i = 0; i < n->n_out; i++) has_grad |= n->out[i] && n->out[i]->grad;
         if (!has_grad) continue;
+        dsa_profile_mark("(autograd)", DSA_PROF_OTHER);
         dsa_status s = n->backward(c, n);
+        dsa_profile_mark(n->op, DSA_PROF_BWD);
         if (s != DSA_OK) {
             dsa_error_context("backward of %s", n->op);
             c->tape.n = 0;

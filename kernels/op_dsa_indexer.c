@@ -1,5 +1,6 @@
 // Front ends of the lightning indexer ops (SPEC 1, 2, 6): dense logits, top-k, fused indexer top-k,
 // and the logits at the selected slots. Autograd flows to q, k, w.
+#include "core/profile.h"
 #include "kernels/op_dsa_internal.h"
 
 static dsa_status indexer_logits_backward(dsa_ctx *c, dsa_node *n) {
@@ -50,7 +51,9 @@ dsa_status dsa_topk(dsa_ctx *c, dsa_tensor *logits, int64_t K, dsa_tensor **idx,
     DSA_TRY(new_topk_outputs(c, op, logits->device, logits->dtype, logits->shape[0], K, idx, topk_length, score));
     dsa_tensor *tl = topk_length ? *topk_length : NULL, *sc = score ? *score : NULL;
     if (logits->shape[0] == 0) return DSA_OK;
-    return DSA_ON_DEVICE(logits->device, dsa_topk_cpu(logits, K, *idx, tl, sc), dsa_topk_cuda(logits, K, *idx, tl, sc));
+    dsa_status s = DSA_ON_DEVICE(logits->device, dsa_topk_cpu(logits, K, *idx, tl, sc), dsa_topk_cuda(logits, K, *idx, tl, sc));
+    dsa_profile_mark(op, DSA_PROF_FWD);  // no gradient: not on the tape
+    return s;
 }
 
 dsa_status dsa_indexer_topk(dsa_ctx *c, dsa_tensor *q, dsa_tensor *k, dsa_tensor *w, dsa_tensor *start,
@@ -62,8 +65,10 @@ dsa_status dsa_indexer_topk(dsa_ctx *c, dsa_tensor *q, dsa_tensor *k, dsa_tensor
     DSA_TRY(new_topk_outputs(c, op, q->device, q->dtype, q->shape[0], K, idx, topk_length, score));
     dsa_tensor *tl = topk_length ? *topk_length : NULL, *sc = score ? *score : NULL;
     if (q->shape[0] == 0) return DSA_OK;
-    return DSA_ON_DEVICE(q->device, dsa_indexer_topk_cpu(q, k, w, start, end, K, *idx, tl, sc),
-                         dsa_indexer_topk_cuda(q, k, w, start, end, K, *idx, tl, sc));
+    dsa_status s = DSA_ON_DEVICE(q->device, dsa_indexer_topk_cpu(q, k, w, start, end, K, *idx, tl, sc),
+                                 dsa_indexer_topk_cuda(q, k, w, start, end, K, *idx, tl, sc));
+    dsa_profile_mark(op, DSA_PROF_FWD);  // no gradient: not on the tape
+    return s;
 }
 
 static dsa_status gather_backward(dsa_ctx *c, dsa_node *n) {

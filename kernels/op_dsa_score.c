@@ -1,4 +1,5 @@
 // Front ends of the KL-loss inputs (SPEC 5, no gradient) and the KL indexer loss (SPEC 6).
+#include "core/profile.h"
 #include "kernels/op_dsa_internal.h"
 
 // q [T, H, D], kv [S, D], lse [T, H] (f32 or f64).
@@ -29,6 +30,7 @@ dsa_tensor *dsa_attn_score_headsum(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, ds
     if (out && dsa_numel(out) > 0)
         DSA_TRY_NULL(DSA_ON_DEVICE(q->device, dsa_attn_score_headsum_cpu(q, kv, idx, topk_length, lse, sigma, out),
                                    dsa_attn_score_headsum_cuda(q, kv, idx, topk_length, lse, sigma, out)));
+    dsa_profile_mark("dsa_attn_score_headsum", DSA_PROF_FWD);  // no gradient: not on the tape
     return out;
 }
 
@@ -41,6 +43,7 @@ dsa_tensor *dsa_attn_score_headsum_dense(dsa_ctx *c, dsa_tensor *q, dsa_tensor *
     if (out && dsa_numel(out) > 0)
         DSA_TRY_NULL(DSA_ON_DEVICE(q->device, dsa_attn_score_headsum_dense_cpu(q, kv, start, end, lse, sigma, out),
                                    dsa_attn_score_headsum_dense_cuda(q, kv, start, end, lse, sigma, out)));
+    dsa_profile_mark("dsa_attn_score_headsum_dense", DSA_PROF_FWD);  // no gradient: not on the tape
     return out;
 }
 
@@ -53,6 +56,7 @@ dsa_tensor *dsa_attn_lse_dense(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa_te
     if (lse && dsa_numel(lse) > 0)
         DSA_TRY_NULL(DSA_ON_DEVICE(q->device, dsa_attn_lse_dense_cpu(q, kv, start, end, sigma, lse),
                                    dsa_attn_lse_dense_cuda(q, kv, start, end, sigma, lse)));
+    dsa_profile_mark("dsa_attn_lse_dense", DSA_PROF_FWD);  // no gradient: not on the tape
     return lse;
 }
 
@@ -61,6 +65,7 @@ dsa_tensor *dsa_normalize_rows_l1(dsa_ctx *c, dsa_tensor *x) {
     dsa_tensor *out = new2(c, x->dtype, x->device, x->shape[0], x->shape[1]);
     if (out && dsa_numel(out) > 0)
         DSA_TRY_NULL(DSA_ON_DEVICE(x->device, dsa_normalize_rows_l1_cpu(x, out), dsa_normalize_rows_l1_cuda(x, out)));
+    dsa_profile_mark("dsa_normalize_rows_l1", DSA_PROF_FWD);  // no gradient: not on the tape
     return out;
 }
 

@@ -8,6 +8,7 @@
 #include <time.h>
 #include "core/context.h"
 #include "core/device.h"
+#include "core/profile.h"
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -384,6 +385,7 @@ typedef struct {
 static dsa_status train_step(dsa_trainer *t, step_stats *st) {
     double t0 = now_s();
     int stage = stage_at(t, t->step);
+    dsa_profile_mark("(between steps)", DSA_PROF_OTHER);
     apply_stage(t, stage);
     DSA_TRY(dsa_params_zero_grad(&t->model->params));
     int n_micro = (int)t->cfg.train.grad_accum;
@@ -394,6 +396,7 @@ static dsa_status train_step(dsa_trainer *t, step_stats *st) {
     }
     double counts[2], parts[2] = {0, 0};
     DSA_TRY(global_counts(t, t->micro, n_micro, counts));
+    dsa_profile_mark("data: next batch, counts", DSA_PROF_OTHER);
     dsa_forward_opts fo = {.attn_path = t->cfg.model.attn_path, .stage = stage,
                            .indexer_loss_coeff = t->cfg.optim.indexer_loss_coeff, .want_kl = true};
     for (int i = 0; i < n_micro; i++) {
@@ -403,13 +406,17 @@ static dsa_status train_step(dsa_trainer *t, step_stats *st) {
         DSA_TRY(upload_batch(t, &t->micro[i], &mb));
         mb.lm_rows = counts[0];
         mb.n_real = counts[1];
+        dsa_profile_mark("upload batch", DSA_PROF_OTHER);
         DSA_TRY(dsa_model_forward(t->ctx, t->model, &mb, &fo, &fw));
+        dsa_profile_mark("(forward, not an op)", DSA_PROF_FWD);
         if (fw.loss->requires_grad) DSA_TRY(dsa_backward(t->ctx, fw.loss));
         parts[0] += scalar(fw.lm_loss);
         parts[1] += fw.kl_loss ? scalar(fw.kl_loss) : 0.0;
+        dsa_profile_mark("(backward, not a node)", DSA_PROF_BWD);
     }
     DSA_TRY(dsa_model_reduce_grads(t->model));
     DSA_TRY(sum_over_data_ranks(t, parts, 2));
+    dsa_profile_mark("gradient all-reduce", DSA_PROF_OTHER);
 
     dsa_param_set *ps = &t->model->params;
     double sumsq = 0;
@@ -417,6 +424,7 @@ static dsa_status train_step(dsa_trainer *t, step_stats *st) {
     float scale = dsa_clip_scale(sumsq, t->cfg.optim.grad_clip, &st->grad_norm);
     st->lr = dsa_lr_at(&t->sched, t->step);
     DSA_TRY(dsa_adamw_step(&t->opt, ps->flat->data, ps->grad_flat->data, (float)st->lr, scale));
+    dsa_profile_mark("grad norm, clip, adamw", DSA_PROF_OTHER);
     st->loss = parts[0];
     st->kl = parts[1];
     DSA_TRY(dsa_device_sync(t->dev));
@@ -664,8 +672,10 @@ dsa_status dsa_trainer_run_until(dsa_trainer *t, int64_t stop_step, dsa_train_su
     print_header(t);
     const dsa_cfg_train *c = &t->cfg.train;
     int64_t first = t->step, limit = stop_step < c->steps ? stop_step : c->steps;
+    dsa_profile_start();
     while (t->step < limit && !stop_requested(t)) {
         step_stats st;
+        if (t->step == first + 1) dsa_profile_reset();  // leave the first step's allocations out
         dsa_status s = train_step(t, &st);
         if (s != DSA_OK) {
             dsa_error_context("step %lld", (long long)t->step + 1);
@@ -680,6 +690,7 @@ dsa_status dsa_trainer_run_until(dsa_trainer *t, int64_t stop_step, dsa_train_su
         }
         if (c->checkpoint_every > 0 && t->step % c->checkpoint_every == 0 && t->step < c->steps) DSA_TRY(save_checkpoint(t));
     }
+    if (t->main_rank) dsa_profile_report(stdout, (int)(t->step - first - 1));
     sum->interrupted = g_stop_requested != 0;
     if (sum->interrupted) printf("stop requested: saving a checkpoint at step %lld\n", (long long)t->step);
     if (t->step != t->last_saved_step) DSA_TRY(save_checkpoint(t));
