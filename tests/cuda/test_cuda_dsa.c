@@ -487,6 +487,7 @@ int main(void) {
         check_topk(40, 200, 300);
         check_topk_ties();
         check_indexer("indexer f32 H5 D16", DSA_F32, 24, 60, 5, 16, 7);
+        check_indexer("indexer bf16 H16 D32 T13 S70 (mma)", DSA_BF16, 13, 70, 16, 32, 9);
         check_dense_scores(DSA_F32, 20, 5, 24, 40, 0.2);
     } else {
         const double s576 = 1.0 / 16.0;  // GLM-5 style sigma (explicit, not 576^-1/2)
@@ -506,6 +507,8 @@ int main(void) {
         check_indexer("indexer f64 H8 D32 K300", DSA_F64, 256, 512, 8, 32, 300);
         check_indexer("indexer f32 H64 D128 K64", DSA_F32, 96, 384, 64, 128, 64);
         check_indexer("indexer bf16 H64 D128 K256", DSA_BF16, 64, 512, 64, 128, 256);
+        // Tensor-core logits path at ragged shapes: T % 8, S % 64 and S odd (scalar stores), H 32.
+        check_indexer("indexer bf16 H32 D64 T77 S333 K40 (mma)", DSA_BF16, 77, 333, 32, 64, 40);
         check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
         check_dense_scores(DSA_F32, 128, 20, 64, 256, 0.125);
         check_dense_scores(DSA_BF16, 64, 16, 576, 300, 1.0 / 16.0);
