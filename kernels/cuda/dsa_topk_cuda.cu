@@ -1,8 +1,22 @@
-// Top-k selection per row (SPEC 2), for any K. One CTA per row: the logits are mapped to ordered
-// uint32 keys (larger float -> larger key; -inf and NaN are "not allowed"), a 4-pass 8-bit radix
-// select finds the K-th largest key, then one pass in key-index order compacts the picks (every key
-// above the threshold, and the lowest-index ties at it), so the output is deterministic and in
-// ascending key order. When a row allows <= K keys, all of them are selected.
+// Top-k selection per row (SPEC 2), for any K. The logits are mapped to ordered uint32 keys (larger
+// float -> larger key; -inf and NaN are "not allowed"), a radix select finds the K-th largest key,
+// then one pass in key-index order compacts the picks (every key above the threshold, and the
+// lowest-index ties at it), so the output is deterministic and in ascending key order. When a row
+// allows <= K keys, all of them are selected.
+//
+// Two kernels compute exactly the same output:
+// - topk_kernel_fast (rows whose keys fit in shared memory, S up to ~55K on H100): one CTA of 256
+//   threads per row reads the row from global memory once (cp.async for aligned f32 rows) into shared
+//   memory as keys, building the first 11-bit histogram on the way; the select then runs over shared
+//   memory (11 + 11 + 10 bit digits, stopping early once the threshold bin is taken whole), and the
+//   compaction scans shared memory. Several rows are in flight per SM, so loads of one row overlap
+//   the select of another.
+// - topk_kernel_simple (any S; the reference): one CTA of 1024 threads per row, 4 passes of 8-bit
+//   digits, rereading the row from global memory on every pass.
+#include <climits>
+#include <stdint.h>
+#include <stdlib.h>
+#include <type_traits>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
@@ -32,7 +46,7 @@ __device__ __forceinline__ int block_scan01(int flag, int *warp_tot, int *total)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(TOPK_NT) topk_kernel(const T *__restrict__ logits, int64_t S, int64_t K,
+__global__ void __launch_bounds__(TOPK_NT) topk_kernel_simple(const T *__restrict__ logits, int64_t S, int64_t K,
                                                         int *__restrict__ idx, int *__restrict__ topk_length,
                                                         T *__restrict__ score) {
     __shared__ unsigned hist[256];
@@ -105,30 +119,349 @@ __global__ void __launch_bounds__(TOPK_NT) topk_kernel(const T *__restrict__ log
     if (tid == 0 && topk_length) topk_length[t] = (int)written;
 }
 
+// ---- fast path: the row's keys live in shared memory ------------------------------------------------
+// 256 threads per row: an 8192-key row takes ~41 KB of shared memory (8 KB histogram + 32 KB keys),
+// so 5 rows are in flight per SM and one row's loads overlap the barrier-bound select of the others.
+#define TOPK_FAST_NT 256
+#define TOPK_FAST_NW (TOPK_FAST_NT / 32)
+#define TOPK_HBINS 2048  // 11-bit digits (bits 31..21, then 20..10); the last pass uses 1024 bins (9..0)
+
+typedef unsigned long long topk_u64;
+
+// Key of a value, 0 when the value is not allowed. Allowed keys are >= 0x00800000 (the key of
+// -FLT_MAX); only a negative NaN maps to key 0, so 0 is free to mean "not allowed".
+__device__ __forceinline__ unsigned topk_key(float f) { return allowed(f) ? ordered_key(f) : 0u; }
+
+// Inverse of ordered_key.
+__device__ __forceinline__ float topk_key_to_float(unsigned key) {
+    return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
+}
+
+// The logit behind a picked key. f32 comes back bit-exactly from its key, bf16 too (bf16 -> f32 is
+// exact, so f32 -> bf16 of it is exact); f64 keys are of the value rounded to f32, so f64 rereads it.
+template <typename T> __device__ __forceinline__ T topk_value(const T *row, int s, unsigned key);
+template <> __device__ __forceinline__ float topk_value<float>(const float *, int, unsigned key) {
+    return topk_key_to_float(key);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 topk_value<__nv_bfloat16>(const __nv_bfloat16 *, int, unsigned key) {
+    return __float2bfloat16(topk_key_to_float(key));
+}
+template <> __device__ __forceinline__ double topk_value<double>(const double *row, int s, unsigned) {
+    return row[s];
+}
+
+// 16-byte global -> shared copy that bypasses registers and L1 (sm_80+).
+__device__ __forceinline__ void topk_cp_async16(void *smem, const void *gmem) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    size_t g = __cvta_generic_to_global(gmem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(g) : "memory");
+}
+__device__ __forceinline__ void topk_cp_async_wait_all() {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
+
+// Exclusive prefix (in thread order) of N 64-bit values per thread over the CTA, and the CTA totals.
+// buf holds N * TOPK_FAST_NW values. It is written before the barrier inside and read after it, so
+// callers alternate between two buffers: a buffer is rewritten only after one more barrier, which
+// every thread passes only once it has finished reading the buffer.
+template <int N>
+__device__ __forceinline__ void topk_block_scan(const topk_u64 v[N], topk_u64 *buf, topk_u64 ex[N],
+                                                topk_u64 tot[N]) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    topk_u64 inc[N];
+#pragma unroll
+    for (int n = 0; n < N; n++) inc[n] = v[n];
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+#pragma unroll
+        for (int n = 0; n < N; n++) {
+            topk_u64 x = __shfl_up_sync(0xffffffffu, inc[n], o);
+            if (lane >= o) inc[n] += x;
+        }
+    }
+    if (lane == 31) {
+#pragma unroll
+        for (int n = 0; n < N; n++) buf[n * TOPK_FAST_NW + warp] = inc[n];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int n = 0; n < N; n++) {
+        topk_u64 before = 0, all = 0;
+#pragma unroll
+        for (int w = 0; w < TOPK_FAST_NW; w++) {
+            topk_u64 x = buf[n * TOPK_FAST_NW + w];
+            before += w < warp ? x : 0;
+            all += x;
+        }
+        ex[n] = before + inc[n] - v[n];
+        tot[n] = all;
+    }
+}
+
+struct topk_sel {
+    unsigned bin;  // bin holding the r-th largest key
+    unsigned rem;  // rank of that key within its bin (r minus the keys in higher bins), >= 1
+    unsigned cnt;  // keys in that bin
+};
+
+// Finds the bin holding the r-th largest key of hist[NB] (1 <= r <= the total; r == 0 finds nothing)
+// and returns the histogram's total. Thread i owns bins [NB - (i+1)B, NB - iB), so thread order is
+// descending bin order and the exclusive scan of the per-thread sums is, for each thread, the count of
+// keys above its bins. The one thread whose bins hold the r-th key writes *sel, which the others read
+// after the caller's next barrier. hist is read only before the scan's barrier.
+template <int NB>
+__device__ __forceinline__ unsigned topk_select_bin(const unsigned *hist, unsigned r, topk_u64 *scan_buf,
+                                                    topk_sel *sel) {
+    constexpr int B = NB / TOPK_FAST_NT;
+    static_assert(B % 4 == 0 && B * TOPK_FAST_NT == NB, "bins per thread must be whole uint4s");
+    int lo = NB - ((int)threadIdx.x + 1) * B;
+    unsigned h[B];
+#pragma unroll
+    for (int j = 0; j < B / 4; j++) {
+        uint4 v = reinterpret_cast<const uint4 *>(hist + lo)[j];
+        h[4 * j] = v.x, h[4 * j + 1] = v.y, h[4 * j + 2] = v.z, h[4 * j + 3] = v.w;
+    }
+    topk_u64 local = 0, ex, tot;
+#pragma unroll
+    for (int j = 0; j < B; j++) local += h[j];
+    topk_block_scan<1>(&local, scan_buf, &ex, &tot);
+    if (ex < r && r <= ex + local) {
+        unsigned cum = (unsigned)ex;
+        bool found = false;
+#pragma unroll
+        for (int j = B - 1; j >= 0; j--) {  // descending bins
+            if (!found && cum + h[j] >= r) {
+                sel->bin = (unsigned)(lo + j);
+                sel->rem = r - cum;
+                sel->cnt = h[j];
+                found = true;
+            }
+            cum += h[j];
+        }
+    }
+    return (unsigned)tot;
+}
+
+// One more digit of the select: histogram of the digit key >> shift (NB bins) over the keys whose bits
+// above prev_shift equal P, then the bin of the r-th largest of them (in *sel after return).
+template <int NB>
+__device__ __forceinline__ void topk_refine(const uint4 *keys4, int n4, unsigned *hist, unsigned P,
+                                            int prev_shift, int shift, unsigned r, topk_u64 *scan_buf,
+                                            topk_sel *sel) {
+    for (int i = threadIdx.x; i < NB / 4; i += TOPK_FAST_NT)
+        reinterpret_cast<uint4 *>(hist)[i] = make_uint4(0, 0, 0, 0);
+    __syncthreads();  // hist is clear (its last readers finished before the previous barrier)
+    for (int v = threadIdx.x; v < n4; v += TOPK_FAST_NT) {
+        uint4 x = keys4[v];
+        unsigned k[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            if ((k[e] >> prev_shift) == P) atomicAdd(&hist[(k[e] >> shift) & (NB - 1)], 1u);
+    }
+    __syncthreads();  // the histogram is complete
+    topk_select_bin<NB>(hist, r, scan_buf, sel);
+    __syncthreads();  // *sel is written
+}
+
+// 5 CTAs per SM (48 registers; 5 x 41 KB of shared memory for an 8192-key row); the f64 variant
+// would spill at 48 registers and is not the hot path, so it gets 4.
+#define TOPK_FAST_MIN_CTAS(T) (sizeof(T) == 8 ? 4 : 5)
+
+// One CTA per row; dynamic shared memory: hist[TOPK_HBINS] then keys[4 * ceil(S / 4)].
+// Same output as topk_kernel_simple (see the file's header).
+template <typename T>
+__global__ void __launch_bounds__(TOPK_FAST_NT, TOPK_FAST_MIN_CTAS(T))
+    topk_kernel_fast(const T *__restrict__ logits, int S, int64_t K, int *__restrict__ idx,
+                     int *__restrict__ topk_length, T *__restrict__ score) {
+    extern __shared__ __align__(16) unsigned char topk_smem[];
+    unsigned *hist = (unsigned *)topk_smem;
+    unsigned *keys = hist + TOPK_HBINS;
+    uint4 *keys4 = (uint4 *)keys;
+    __shared__ topk_u64 scan_buf[2][2 * TOPK_FAST_NW];
+    __shared__ topk_sel sel;
+    const int tid = threadIdx.x, n4 = (S + 3) >> 2;
+    const int64_t t = blockIdx.x;
+    const T *row = logits + t * (int64_t)S;
+    int sb = 0;  // which scan buffer is next (see topk_block_scan)
+
+    if (K <= 0) {  // nothing to pick (what the simple kernel yields too)
+        if (tid == 0 && topk_length) topk_length[t] = 0;
+        return;
+    }
+
+    // 1. Keys into shared memory, and the histogram of their top 11 bits. Not-allowed keys (0) stay out
+    // of every histogram: a causal row's masked half costs no atomics.
+    bool vec = std::is_same<T, float>::value && (S & 3) == 0 && ((uintptr_t)row & 15) == 0;
+    if (vec)
+        for (int v = tid; v < n4; v += TOPK_FAST_NT) topk_cp_async16(keys + 4 * v, row + 4 * (int64_t)v);
+    for (int i = tid; i < TOPK_HBINS / 4; i += TOPK_FAST_NT)
+        reinterpret_cast<uint4 *>(hist)[i] = make_uint4(0, 0, 0, 0);
+    if (vec) topk_cp_async_wait_all();
+    __syncthreads();  // hist is clear
+    if (vec) {
+        // Each thread converts exactly the vectors it copied: after its wait they are visible to it, and
+        // no other thread touches them before the next barrier.
+        for (int v = tid; v < n4; v += TOPK_FAST_NT) {
+            uint4 x = keys4[v];
+            x.x = topk_key(__uint_as_float(x.x));
+            x.y = topk_key(__uint_as_float(x.y));
+            x.z = topk_key(__uint_as_float(x.z));
+            x.w = topk_key(__uint_as_float(x.w));
+            keys4[v] = x;
+            if (x.x) atomicAdd(&hist[x.x >> 21], 1u);
+            if (x.y) atomicAdd(&hist[x.y >> 21], 1u);
+            if (x.z) atomicAdd(&hist[x.z >> 21], 1u);
+            if (x.w) atomicAdd(&hist[x.w >> 21], 1u);
+        }
+    } else {
+        for (int s = tid; s < S; s += TOPK_FAST_NT) {
+            unsigned k = topk_key((float)dsa_to_float(row[s]));
+            keys[s] = k;
+            if (k) atomicAdd(&hist[k >> 21], 1u);
+        }
+        if (tid < 4 * n4 - S) keys[S + tid] = 0u;  // pad the last uint4
+    }
+    __syncthreads();  // keys and the first histogram are complete
+
+    // 2. Radix select. The threshold is described by (P, shift, r): keys with key >> shift > P are taken,
+    // and of the keys with key >> shift == P the r lowest-index ones. take_all is (0, 0, 0): every
+    // allowed key is above and none ties.
+    unsigned P = 0, r = 0;
+    int shift = 0;
+    unsigned r1 = K < (int64_t)S ? (unsigned)K : 0u;  // K >= S: take_all, nothing to find
+    unsigned n_allowed = topk_select_bin<TOPK_HBINS>(hist, r1, scan_buf[sb], &sel);
+    sb ^= 1;
+    __syncthreads();  // sel is written
+    const bool take_all = (int64_t)n_allowed <= K;
+    if (!take_all) {
+        P = sel.bin, r = sel.rem, shift = 21;
+        // Once the threshold bin is taken whole (cnt == r), its lowest key is the K-th largest and all
+        // its ties are taken: the set is already exact.
+        if (sel.cnt != r) {
+            topk_refine<TOPK_HBINS>(keys4, n4, hist, P, 21, 10, r, scan_buf[sb], &sel);
+            sb ^= 1;
+            P = (P << 11) | sel.bin, r = sel.rem, shift = 10;
+            if (sel.cnt != r) {
+                topk_refine<TOPK_HBINS / 2>(keys4, n4, hist, P, 10, 0, r, scan_buf[sb], &sel);
+                sb ^= 1;
+                P = (P << 10) | sel.bin, r = sel.rem, shift = 0;  // P is the K-th largest key itself
+            }
+        }
+    }
+
+    // 3. Compaction in key-index order. A picked key at index s lands at (keys above before s) +
+    // min(ties before s, r). Groups of 4 tiles of 4 * NT keys, thread i holding keys [4i, 4i + 4) of each
+    // tile; the per-tile counts (<= 4 * NT) are packed in 16-bit fields so one scan covers a group.
+    const int64_t out0 = t * K;
+    unsigned carryA = 0, carryT = 0;
+    for (int g = 0; g < S; g += 16 * TOPK_FAST_NT) {
+        unsigned amask = 0, tmask = 0;
+        topk_u64 pk[2] = {0, 0};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int e0 = g + j * 4 * TOPK_FAST_NT + 4 * tid;
+            uint4 x = e0 < S ? keys4[e0 >> 2] : make_uint4(0, 0, 0, 0);
+            unsigned k[4] = {x.x, x.y, x.z, x.w}, a = 0, ti = 0;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                unsigned hi = k[e] >> shift;
+                a |= (unsigned)(hi > P) << e;
+                ti |= (unsigned)(hi == P && k[e] != 0u) << e;
+            }
+            amask |= a << (4 * j);
+            tmask |= ti << (4 * j);
+            pk[j >> 1] |= ((topk_u64)__popc(a) | ((topk_u64)__popc(ti) << 16)) << (32 * (j & 1));
+        }
+        topk_u64 ex[2], tot[2];
+        topk_block_scan<2>(pk, scan_buf[sb], ex, tot);
+        sb ^= 1;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int sh = 32 * (j & 1);
+            unsigned A = carryA + (unsigned)((ex[j >> 1] >> sh) & 0xffffu);
+            unsigned Tn = carryT + (unsigned)((ex[j >> 1] >> (sh + 16)) & 0xffffu);
+            int e0 = g + j * 4 * TOPK_FAST_NT + 4 * tid;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int bit = 4 * j + e;
+                bool pick = false;
+                unsigned pos = 0;
+                if ((amask >> bit) & 1u) {
+                    pick = true;
+                    pos = A + min(Tn, r);
+                    A++;
+                } else if ((tmask >> bit) & 1u) {
+                    pick = Tn < r;
+                    pos = A + Tn;
+                    Tn++;
+                }
+                if (pick && (int64_t)pos < K) {  // pos < K always holds for a pick; kept as a guard
+                    idx[out0 + pos] = e0 + e;
+                    if (score) score[out0 + pos] = topk_value<T>(row, e0 + e, keys[e0 + e]);
+                }
+            }
+            carryA += (unsigned)((tot[j >> 1] >> sh) & 0xffffu);
+            carryT += (unsigned)((tot[j >> 1] >> (sh + 16)) & 0xffffu);
+        }
+    }
+    int64_t written = take_all ? (int64_t)n_allowed : K;
+    for (int64_t j = written + tid; j < K; j += TOPK_FAST_NT) {
+        idx[out0 + j] = -1;
+        if (score) score[out0 + j] = dsa_from_double<T>(-INFINITY);
+    }
+    if (tid == 0 && topk_length) topk_length[t] = (int)written;
+}
+
+// DSA_TOPK_SIMPLE=1 in the environment forces the simple kernel (A/B checks and timings on the GPU).
+static bool topk_force_simple(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("DSA_TOPK_SIMPLE");
+        v = e && e[0] == '1';
+    }
+    return v == 1;
+}
+
+// Launches the fast kernel when the row's keys fit in shared memory, the simple one otherwise.
+template <typename T>
+static dsa_status topk_launch(const dsa_tensor *logits, int64_t K, int *pi, int *pl, dsa_tensor *score) {
+    int64_t T_ = logits->shape[0], S = logits->shape[1];
+    const T *pg = (const T *)logits->data;
+    T *ps = score ? (T *)score->data : NULL;
+    size_t smem = (size_t)TOPK_HBINS * 4 + (size_t)((S + 3) / 4) * 16;
+    int dev = 0, max_optin = 0;
+    cudaFuncAttributes fa;
+    CUDA_TRY(cudaGetDevice(&dev));
+    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    CUDA_TRY(cudaFuncGetAttributes(&fa, topk_kernel_fast<T>));
+    if (!topk_force_simple() && S <= INT_MAX && smem + fa.sharedSizeBytes <= (size_t)max_optin) {
+        DSA_TRY(dsa_smem_setup(topk_kernel_fast<T>, smem, "dsa_topk"));
+        // All of the unified L1/shared memory as shared: the kernel reads global memory with cp.async.cg
+        // (L2 only), and more shared memory is more rows in flight.
+        CUDA_TRY(cudaFuncSetAttribute(topk_kernel_fast<T>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                      cudaSharedmemCarveoutMaxShared));
+        topk_kernel_fast<T><<<(unsigned)T_, TOPK_FAST_NT, smem, dsa_stream()>>>(pg, (int)S, K, pi, pl, ps);
+    } else {
+        topk_kernel_simple<T><<<(unsigned)T_, TOPK_NT, 0, dsa_stream()>>>(pg, S, K, pi, pl, ps);
+    }
+    CUDA_LAUNCH_CHECK("topk");
+    return DSA_OK;
+}
+
 // logits [T, S] -> idx [T, K], topk_length [T] (or NULL), score [T, K] (or NULL; logits' dtype).
 extern "C" dsa_status dsa_topk_cuda(const dsa_tensor *logits, int64_t K, dsa_tensor *idx, dsa_tensor *topk_length,
-                         dsa_tensor *score) {
-    int64_t T_ = logits->shape[0], S = logits->shape[1];
+                                    dsa_tensor *score) {
+    int64_t T_ = logits->shape[0];
     if (T_ == 0) return DSA_OK;
     if (score && score->dtype != logits->dtype)
         return dsa_error_set(DSA_ERR_DTYPE, "dsa_topk (cuda): score dtype %s differs from the logits' %s",
                              dsa_dtype_name(score->dtype), dsa_dtype_name(logits->dtype));
     int *pi = (int *)idx->data, *pl = topk_length ? (int *)topk_length->data : NULL;
     switch (logits->dtype) {
-    case DSA_F32:
-        topk_kernel<float><<<(unsigned)T_, TOPK_NT, 0, dsa_stream()>>>((const float *)logits->data, S, K, pi, pl,
-                                                                       score ? (float *)score->data : NULL);
-        break;
-    case DSA_BF16:
-        topk_kernel<__nv_bfloat16><<<(unsigned)T_, TOPK_NT, 0, dsa_stream()>>>(
-            (const __nv_bfloat16 *)logits->data, S, K, pi, pl, score ? (__nv_bfloat16 *)score->data : NULL);
-        break;
-    case DSA_F64:
-        topk_kernel<double><<<(unsigned)T_, TOPK_NT, 0, dsa_stream()>>>((const double *)logits->data, S, K, pi, pl,
-                                                                        score ? (double *)score->data : NULL);
-        break;
+    case DSA_F32: return topk_launch<float>(logits, K, pi, pl, score);
+    case DSA_BF16: return topk_launch<__nv_bfloat16>(logits, K, pi, pl, score);
+    case DSA_F64: return topk_launch<double>(logits, K, pi, pl, score);
     default: return dsa_error_set(DSA_ERR_DTYPE, "dsa_topk (cuda): unsupported dtype %s", dsa_dtype_name(logits->dtype));
     }
-    CUDA_LAUNCH_CHECK("topk");
-    return DSA_OK;
 }

@@ -503,6 +503,8 @@ int main(void) {
         check_topk(4096, 4096, 64);
         check_topk(512, 8192, 3000);
         check_topk(256, 1000, 5000);
+        check_topk(4, 70000, 2048);  // a row larger than shared memory: the simple kernel
+        check_topk(64, 1001, 100);   // S not a multiple of 4: scalar loads in the fast kernel
         check_topk_ties();
         check_indexer("indexer f64 H8 D32 K300", DSA_F64, 256, 512, 8, 32, 300);
         check_indexer("indexer f32 H64 D128 K64", DSA_F32, 96, 384, 64, 128, 64);
