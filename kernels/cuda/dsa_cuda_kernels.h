@@ -24,6 +24,9 @@ dsa_status dsa_indexer_logits_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k,
 // SPEC 2: top-k over logits [T, S]; fused indexer + top-k that never materializes [T, S].
 dsa_status dsa_topk_cuda(const dsa_tensor *logits, int64_t K, dsa_tensor *idx, dsa_tensor *topk_length,
                          dsa_tensor *score);
+// Top-k of logits that are -inf outside [start[t], end[t]) (i32 [T] each): reads only the window.
+dsa_status dsa_topk_window_cuda(const dsa_tensor *logits, const dsa_tensor *start, const dsa_tensor *end, int64_t K,
+                                dsa_tensor *idx, dsa_tensor *topk_length, dsa_tensor *score);
 dsa_status dsa_indexer_topk_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                  const dsa_tensor *start, const dsa_tensor *end, int64_t K, dsa_tensor *idx,
                                  dsa_tensor *topk_length, dsa_tensor *score);

@@ -582,8 +582,19 @@ extern "C" dsa_status dsa_indexer_topk_cuda(const dsa_tensor *q, const dsa_tenso
     int64_t rows = (int64_t)((256u << 20) / ((size_t)(S > 0 ? S : 1) * lsz));
     if (rows < 1) rows = 1;
     if (rows > T_) rows = T_;
-    void *scratch = NULL;
-    DSA_TRY(dsa_device_malloc(DSA_CUDA, (size_t)rows * (S > 0 ? S : 1) * lsz, &scratch));
+    // The logits scratch is kept between calls (grown when a call needs more): no allocation and no
+    // device sync per call, and stream order keeps one call's kernels off the next one's scratch.
+    static void *scratch = NULL;
+    static size_t scratch_bytes = 0;
+    size_t need = (size_t)rows * (S > 0 ? S : 1) * lsz;
+    if (need > scratch_bytes) {
+        DSA_TRY(dsa_device_sync(DSA_CUDA));  // earlier calls' kernels are done with the old buffer
+        dsa_device_free(DSA_CUDA, scratch);
+        scratch = NULL;
+        scratch_bytes = 0;
+        DSA_TRY(dsa_device_malloc(DSA_CUDA, need, &scratch));
+        scratch_bytes = need;
+    }
     dsa_status st = DSA_OK;
     for (int64_t r0 = 0; r0 < T_ && st == DSA_OK; r0 += rows) {
         int64_t n = T_ - r0 < rows ? T_ - r0 : rows;
@@ -614,10 +625,8 @@ extern "C" dsa_status dsa_indexer_topk_cuda(const dsa_tensor *q, const dsa_tenso
             sc.data = (char *)score->data + (size_t)r0 * K * dsa_dtype_size(score->dtype);
         }
         st = dsa_indexer_logits_fwd_cuda(&qs, k, &ws, &st_, &en, &lg);
-        if (st == DSA_OK) st = dsa_topk_cuda(&lg, K, &ix, topk_length ? &tl : NULL, score ? &sc : NULL);
+        // Outside the window the scratch holds -inf, so the top-k reads only the window.
+        if (st == DSA_OK) st = dsa_topk_window_cuda(&lg, &st_, &en, K, &ix, topk_length ? &tl : NULL, score ? &sc : NULL);
     }
-    // The scratch is freed after the queued kernels are done with it.
-    dsa_status st2 = dsa_device_sync(DSA_CUDA);
-    dsa_device_free(DSA_CUDA, scratch);
-    return st != DSA_OK ? st : st2;
+    return st;
 }
