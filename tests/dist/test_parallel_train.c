@@ -8,6 +8,7 @@
 //   AdamW moments, so every step is compared from the same weights (otherwise AdamW turns 1e-7
 //   differences of near-zero gradients into diverging weights over the steps). A DP layout is compared with a reference that accumulates the same
 //   dp micro-batches (train.grad_accum = dp), which is what a DP step computes.
+// DP with gradient accumulation is compared with one process accumulating dp * grad_accum batches.
 // Then checkpoints across layouts: a TP = 2 checkpoint loaded by one process and a one-process
 // checkpoint loaded at TP = 2 give bit-identical parameters and the same next step.
 // The layouts depend on the world size (tests/dist.cmake runs np 2 and np 4).
@@ -28,6 +29,7 @@
 typedef struct {
     int tp, cp, split;   // split: DSA_CP_CONTIGUOUS | DSA_CP_ZIGZAG
     bool dense;          // model.attn_path = dense (the reference path) instead of sparse
+    int accum;           // train.grad_accum of the parallel run (0 = 1); the reference takes dp * accum
 } layout;
 
 static dsa_device g_dev;
@@ -54,7 +56,8 @@ static bool load_config(dsa_config *cfg, const layout *L, int dp, bool reference
     snprintf(o[n++], 128, "parallel.tp=%d", reference ? 1 : L->tp);
     snprintf(o[n++], 128, "parallel.cp=%d", reference ? 1 : L->cp);
     snprintf(o[n++], 128, "parallel.cp_split=%s", L->split == DSA_CP_ZIGZAG ? "zigzag" : "contiguous");
-    snprintf(o[n++], 128, "train.grad_accum=%d", reference ? dp : 1);
+    int accum = L->accum > 0 ? L->accum : 1;
+    snprintf(o[n++], 128, "train.grad_accum=%d", reference ? dp * accum : accum);
     char *ov[16];
     for (int i = 0; i < n; i++) ov[i] = o[i];
     return CHECK_OK(dsa_config_load(cfg, path, n, ov));
@@ -123,8 +126,11 @@ static bool step_and_compare(dsa_trainer *par, dsa_trainer *ref, const char *nam
 }
 
 static void layout_name(const layout *L, int dp, char *buf, size_t n) {
-    snprintf(buf, n, "tp %d x cp %d%s x dp %d%s", L->tp, L->cp,
-             L->cp > 1 ? (L->split == DSA_CP_ZIGZAG ? " zigzag" : " contiguous") : "", dp, L->dense ? " (dense path)" : "");
+    char acc[32] = "";
+    if (L->accum > 1) snprintf(acc, sizeof acc, ", grad_accum %d", L->accum);
+    snprintf(buf, n, "tp %d x cp %d%s x dp %d%s%s", L->tp, L->cp,
+             L->cp > 1 ? (L->split == DSA_CP_ZIGZAG ? " zigzag" : " contiguous") : "", dp, acc,
+             L->dense ? " (dense path)" : "");
 }
 
 static void run_layout(const layout *L, int world) {
@@ -157,7 +163,7 @@ static bool same_params(const dsa_trainer *a, const dsa_trainer *b, const char *
 
 // TP 2 -> 1 and 1 -> 2 (world = 2: tp 2; world = 4: tp 2 x cp 2).
 static void checkpoint_across_layouts(int world) {
-    layout L = {2, world / 2, DSA_CP_ZIGZAG, false};
+    layout L = {2, world / 2, DSA_CP_ZIGZAG, false, 0};
     char name[96], dir_par[64] = "dist_ckpt_parallel", dir_one[64], path[256];
     layout_name(&L, 1, name, sizeof name);
     snprintf(dir_one, sizeof dir_one, "dist_ckpt_single_rank%d", g_rank);
@@ -205,13 +211,14 @@ int main(void) {
     dsa_set_matmul_precision(1);
     int W = li.world_size;
     const layout two[] = {
-        {2, 1, DSA_CP_CONTIGUOUS, false}, {1, 2, DSA_CP_CONTIGUOUS, false}, {1, 2, DSA_CP_ZIGZAG, false},
-        {1, 1, DSA_CP_CONTIGUOUS, false}, {2, 1, DSA_CP_CONTIGUOUS, true},  {1, 2, DSA_CP_ZIGZAG, true},
+        {2, 1, DSA_CP_CONTIGUOUS, false, 0}, {1, 2, DSA_CP_CONTIGUOUS, false, 0}, {1, 2, DSA_CP_ZIGZAG, false, 0},
+        {1, 1, DSA_CP_CONTIGUOUS, false, 0}, {2, 1, DSA_CP_CONTIGUOUS, true, 0},  {1, 2, DSA_CP_ZIGZAG, true, 0},
+        {1, 1, DSA_CP_CONTIGUOUS, false, 2},  // DP 2 with 2 micro-batches each = one process with 4
     };
     const layout four[] = {
-        {2, 2, DSA_CP_CONTIGUOUS, false}, {2, 2, DSA_CP_ZIGZAG, false}, {1, 2, DSA_CP_ZIGZAG, false},
-        {2, 1, DSA_CP_CONTIGUOUS, false}, {4, 1, DSA_CP_CONTIGUOUS, false}, {1, 4, DSA_CP_ZIGZAG, false},
-        {2, 2, DSA_CP_ZIGZAG, true},
+        {2, 2, DSA_CP_CONTIGUOUS, false, 0}, {2, 2, DSA_CP_ZIGZAG, false, 0}, {1, 2, DSA_CP_ZIGZAG, false, 0},
+        {2, 1, DSA_CP_CONTIGUOUS, false, 0}, {4, 1, DSA_CP_CONTIGUOUS, false, 0}, {1, 4, DSA_CP_ZIGZAG, false, 0},
+        {2, 2, DSA_CP_ZIGZAG, true, 0},
     };
     const layout *ls = W == 4 ? four : two;
     int n = W == 4 ? (int)(sizeof four / sizeof *four) : W == 2 ? (int)(sizeof two / sizeof *two) : 0;
