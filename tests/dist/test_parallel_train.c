@@ -205,6 +205,9 @@ int main(void) {
     dsa_launch_info li = dsa_launch_detect();
     if (li.world_size < 2) test_skip("needs >= 2 ranks (run under mpirun -np 2 or 4)");
     if (g_dev == DSA_CUDA && dsa_cuda_device_count(NULL) < li.world_size) test_skip("needs one GPU per rank");
+    // This rank's GPU before any trainer exists: the one-process reference must run on the same GPU
+    // as the parallel run (the communicator picks local_rank, and CUDA is set up once per process).
+    if (g_dev == DSA_CUDA && !CHECK_OK(dsa_cuda_init(li.local_rank % dsa_cuda_device_count(NULL)))) return test_finish();
     g_rank = li.world_rank;
     // fp32 GEMMs on GPUs (the default there is bf16 tensor cores, whose input rounding would turn
     // reduction-order differences of 1e-7 into 1e-3): the test is about the layouts, not bf16.
