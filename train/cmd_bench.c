@@ -373,16 +373,21 @@ static void run_torch(const bench_opts *o) {
 }
 
 static void print_table(void) {
-    printf("\n| op | T | H | ours ms | ours TFLOP/s | %% of GEMM | min-bytes GB/s | %% of copy BW | ours mem MiB | "
-           "PyTorch ms | PyTorch TFLOP/s | PyTorch peak MiB | speed-up vs PyTorch |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    printf("\n| op | T | H | ours ms | ours TFLOP/s | %% of GEMM | min-bytes GB/s | %% of copy BW | compute floor ms | "
+           "memory floor ms | gap | ours mem MiB | PyTorch ms | PyTorch TFLOP/s | PyTorch peak MiB | speed-up vs PyTorch |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < N_ROWS; i++) {
         bench_row *r = &ROWS[i];
         double tf = r->flops > 0 ? r->flops / (r->ms * 1e-3) / 1e12 : 0, gbs = r->bytes / (r->ms * 1e-3) / 1e9;
         printf("| %s | %lld | %lld | %.3f | ", r->op, (long long)r->T, (long long)r->H, r->ms);
         if (r->flops > 0) printf("%.1f | %.1f%% | ", tf, 100 * tf / GEMM_TFLOPS);
         else printf("- | - | ");
-        printf("%.0f | %.1f%% | %.0f | ", gbs, 100 * gbs / COPY_GBS, r->mem / 1048576.0);
+        // Roofline: the time at the measured GEMM rate and at the measured copy rate; gap = measured over
+        // the larger of the two.
+        double cfl = r->flops / (GEMM_TFLOPS * 1e12) * 1e3, mfl = r->bytes / (COPY_GBS * 1e9) * 1e3;
+        double fl = cfl > mfl ? cfl : mfl;
+        printf("%.0f | %.1f%% | %.3f | %.3f | %.1fx | %.0f | ", gbs, 100 * gbs / COPY_GBS, cfl, mfl, fl > 0 ? r->ms / fl : 0,
+               r->mem / 1048576.0);
         if (r->torch_ms > 0)
             printf("%.3f | %s%.1f | %.0f | %.2fx |\n", r->torch_ms, "", r->flops > 0 ? r->flops / (r->torch_ms * 1e-3) / 1e12 : 0,
                    r->torch_mem / 1048576.0, r->torch_ms / r->ms);
@@ -391,7 +396,8 @@ static void print_table(void) {
     }
     printf("\nFLOPs: sparse fwd 2*T*H*K*(D+Dv), bwd 2*T*H*K*(3D+2Dv), score headsum 2*T*H*K*D, indexer "
            "2*(valid pairs)*H_I*D_I (gather: T*K pairs; gather bwd 3x). min-bytes: each input read once, each "
-           "output written once. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch).\n");
+           "output written once. Floors: FLOPs at the measured GEMM rate, min-bytes at the measured copy rate; "
+           "gap = ours / the larger floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch).\n");
 }
 
 static int parse_list(const char *s, int64_t *out, int max) {
