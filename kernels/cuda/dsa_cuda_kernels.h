@@ -48,6 +48,11 @@ dsa_status dsa_sparse_mqa_bwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, co
                                    const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                    const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv, int64_t h0,
                                    int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink);
+// The deterministic dkv / dsink of the above (DSA_DETERMINISTIC=1 routes there; no atomics).
+dsa_status dsa_sparse_mqa_bwd_det_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                       const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
+                                       const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv,
+                                       int64_t h0, int64_t h1, dsa_tensor *dkv, dsa_tensor *dsink);
 
 // SPEC 5: score recompute (no gradient).
 dsa_status dsa_attn_score_headsum_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
