@@ -395,6 +395,360 @@ __global__ void __launch_bounds__(IDX_NT) indexer_gather_bwd_kernel(
         for (int i = tid; i < H; i += IDX_NT) dw[t * H + i] += sdw[i];
 }
 
+// ---- tensor-core path of the gathered logits and their backward (bf16 q/k/w, fp32 accumulators) -----
+// Same GEMM shape as the dense logits above, but every query row has its own K keys (the top-k
+// picks), so nothing is shared between rows: a CTA owns one row t and walks tiles of 64 slots whose
+// key rows are gathered into shared memory with 16-byte cp.async (slots that are invalid -- idx < 0
+// or >= S, or j >= topk_length[t] -- load zeros and come out as -inf / contribute nothing).
+// The fragment layouts and ldmatrix address mappings are those described above the dense kernel;
+// the backward also uses ldmatrix .trans, where register i of lane (g, c) receives elements
+// [2c][g] and [2c + 1][g] of matrix i (rows = the 8 addressed shared rows). So for an operand
+// B[k][n] stored k-major (rows = k, n contiguous: the key tile [key][d] for dq, q [head][d] for dk):
+//   B pair of n8 tiles (k k0..k0+15, n n0..n0+15): lane -> row k0 + (lane & 7) + 8 ((lane >> 3) & 1),
+//   col n0 + 8 (lane >> 4); r0, r1 = b0, b1 of n8 tile n0, r2, r3 = b0, b1 of n8 tile n0 + 8.
+// and for an operand A[m][k] stored k-major (G^T for dk: G is stored [head][key], A = G^T [key][head]):
+//   A tile (m m0.., k k0..): lane -> row k0 + (lane & 7) + 8 (lane >> 4), col m0 + 8 ((lane >> 3) & 1).
+// The C fragment of two adjacent n8 tiles is the A fragment of one m16k16 tile (c0 c1 of tile 2p =
+// a0, c2 c3 = a1, tile 2p + 1 gives a2, a3), so G = f(S) goes from the S accumulators straight into
+// the dq product without shared memory.
+#define IDXG_KT 64  // slots per tile
+
+__device__ __forceinline__ void idxm_ldmatrix_x4_trans(unsigned r[4], const __nv_bfloat16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+// Waits until at most one of this thread's cp.async groups (the newest) is still in flight.
+__device__ __forceinline__ void idxm_cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+__device__ __forceinline__ unsigned idxg_pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(unsigned *)&v;
+}
+
+// Forward. NW warps per CTA, one row per CTA; warp w takes the tiles w, w + NW, ... and gathers its
+// own keys into its own STAGES shared tiles, so the only CTA barrier is the one after q lands.
+// STAGES 2: double buffered, tile i + NW loads while tile i is multiplied (NW 4: one warp per SM
+// sub-partition); STAGES 1: a warp waits for its own tile and the other warp of its sub-partition
+// hides the latency (NW 8, same shared memory). Per tile the warp computes the
+// 16 MT x 64 scores (M = heads, N = 64 gathered keys, K = D) and folds the heads away exactly as the
+// dense kernel does; a tile without a valid slot writes -inf and skips the loads and the mma.
+// VEC: K even and out 4-byte aligned, so a lane's two adjacent slots go out as one bf16x2 store.
+template <int NW, int STAGES, int MT, bool VEC>
+__global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
+    const int *__restrict__ idx, const int *__restrict__ topk_length, __nv_bfloat16 *__restrict__ out, int64_t T,
+    int D, int64_t K, int64_t S) {
+    const int NT = 32 * NW, H = 16 * MT, ldq = D + 8, D8 = D / 8;
+    extern __shared__ __align__(16) unsigned char dsa_smem[];
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2;
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem;
+    __nv_bfloat16 *sk = sq + H * ldq + warp * STAGES * IDXG_KT * ldq;  // this warp's key tiles
+    int *skey = (int *)(sq + H * ldq + NW * STAGES * IDXG_KT * ldq) + warp * STAGES * IDXG_KT;  // their keys
+    // Rows with short top-k lists (the first rows of a causal document) come last: a short tail.
+    int64_t t = T - 1 - (int64_t)blockIdx.x;
+    for (int i = tid; i < H * D8; i += NT) {
+        int r = i / D8, v = i % D8;
+        idxm_cp_async16(sq + r * ldq + v * 8, q + (t * H + r) * (int64_t)D + v * 8, true);
+    }
+    idxm_cp_async_commit();  // group: q
+    int64_t n_tiles = (K + IDXG_KT - 1) / IDXG_KT;
+    const int dj = 32 / D8, dv = 32 % D8;
+    // Gathers tile `tile` into buffer `buf` (one cp.async group); returns whether any slot is valid.
+    auto fetch = [&](int64_t tile, int buf) -> bool {
+        int64_t j0 = tile * IDXG_KT;
+        int s0 = dsa_slot_key(idx, topk_length, t, K, j0 + lane, S);
+        int s1 = dsa_slot_key(idx, topk_length, t, K, j0 + 32 + lane, S);
+        __syncwarp();  // every lane is done reading this buffer's previous keys
+        skey[buf * IDXG_KT + lane] = s0;
+        skey[buf * IDXG_KT + 32 + lane] = s1;
+        bool any = __any_sync(0xffffffffu, s0 >= 0 || s1 >= 0);
+        __syncwarp();
+        if (any) {
+            // Chunk i = lane + 32 r is (key j, 16-byte piece v) = (i / D8, i % D8), stepped without
+            // a division per chunk (D8 is a runtime value).
+            __nv_bfloat16 *dst = sk + buf * IDXG_KT * ldq;
+            int j = lane / D8, v = lane % D8;
+            for (int i = lane; i < IDXG_KT * D8; i += 32) {
+                int s = skey[buf * IDXG_KT + j];
+                idxm_cp_async16(dst + j * ldq + v * 8, k + (int64_t)(s >= 0 ? s : 0) * D + v * 8, s >= 0);
+                j += dj;
+                v += dv;
+                if (v >= D8) {
+                    v -= D8;
+                    j++;
+                }
+            }
+        }
+        idxm_cp_async_commit();
+        return any;
+    };
+    bool any_cur = false;
+    if (STAGES == 2 && warp < n_tiles) any_cur = fetch(warp, 0);
+    else idxm_cp_async_commit();  // keep the group count uniform (an empty group)
+    idxm_cp_async_wait_1();       // this thread's part of q landed
+    __syncthreads();              // ... and everybody's
+
+    float wl[MT], wh[MT];
+#pragma unroll
+    for (int mi = 0; mi < MT; mi++) {
+        wl[mi] = __bfloat162float(w[t * H + mi * 16 + g]);
+        wh[mi] = __bfloat162float(w[t * H + mi * 16 + g + 8]);
+    }
+    const __nv_bfloat16 *qa = sq + ((lane & 7) + 8 * ((lane >> 3) & 1)) * ldq + 8 * (lane >> 4);
+    const int b_off = ((lane & 7) + 8 * (lane >> 4)) * ldq + 8 * ((lane >> 3) & 1);
+    __nv_bfloat16 *orow = out + t * K;
+    const __nv_bfloat16 ninf = dsa_from_float<__nv_bfloat16>(-INFINITY);
+
+    int buf = 0;  // STAGES 1: always 0
+    for (int64_t tile = warp; tile < n_tiles; tile += NW, buf ^= STAGES - 1) {
+        bool any_next = false;
+        if (STAGES == 1) {
+            any_cur = fetch(tile, 0);
+            idxm_cp_async_wait_all();
+        } else {
+            if (tile + NW < n_tiles) any_next = fetch(tile + NW, buf ^ 1);
+            else idxm_cp_async_commit();
+            idxm_cp_async_wait_1();  // every group but the newest: this tile
+        }
+        __syncwarp();  // the tile landed for every lane of the warp
+        int64_t j = tile * IDXG_KT + 2 * lane;  // this lane stores slots j and j + 1
+        if (!any_cur) {
+            if (VEC && j + 1 < K) *(__nv_bfloat162 *)(orow + j) = __floats2bfloat162_rn(-INFINITY, -INFINITY);
+            else
+                for (int e = 0; e < 2; e++)
+                    if (j + e < K) orow[j + e] = ninf;
+            any_cur = any_next;
+            continue;
+        }
+        const __nv_bfloat16 *kb = sk + buf * IDXG_KT * ldq + b_off;
+        float acc[MT][8][4];
+#pragma unroll
+        for (int mi = 0; mi < MT; mi++)
+#pragma unroll
+            for (int nj = 0; nj < 8; nj++) acc[mi][nj][0] = acc[mi][nj][1] = acc[mi][nj][2] = acc[mi][nj][3] = 0.f;
+#pragma unroll 2
+        for (int k0 = 0; k0 < D; k0 += 16) {
+            unsigned b[8][2];
+#pragma unroll
+            for (int p = 0; p < 4; p++) {
+                unsigned r[4];
+                idxm_ldmatrix_x4(r, kb + 16 * p * ldq + k0);
+                b[2 * p][0] = r[0];
+                b[2 * p][1] = r[1];
+                b[2 * p + 1][0] = r[2];
+                b[2 * p + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int mi = 0; mi < MT; mi++) {
+                unsigned a[4];
+                idxm_ldmatrix_x4(a, qa + 16 * mi * ldq + k0);
+#pragma unroll
+                for (int nj = 0; nj < 8; nj++) dsa_mma_bf16_16816(acc[mi][nj], a, b[nj]);
+            }
+        }
+        float v[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = 0.f;
+#pragma unroll
+        for (int mi = 0; mi < MT; mi++)
+#pragma unroll
+            for (int nj = 0; nj < 8; nj++) {
+                v[2 * nj] = fmaf(wl[mi], fmaxf(acc[mi][nj][0], 0.f), v[2 * nj]);
+                v[2 * nj + 1] = fmaf(wl[mi], fmaxf(acc[mi][nj][1], 0.f), v[2 * nj + 1]);
+                v[2 * nj] = fmaf(wh[mi], fmaxf(acc[mi][nj][2], 0.f), v[2 * nj]);
+                v[2 * nj + 1] = fmaf(wh[mi], fmaxf(acc[mi][nj][3], 0.f), v[2 * nj + 1]);
+            }
+        // Head sums of tile keys 2 lane and 2 lane + 1 end up in v[0], v[1] (see the dense kernel).
+        idxm_reduce_scatter<8>(v, lane);
+        idxm_reduce_scatter<4>(v, lane);
+        idxm_reduce_scatter<2>(v, lane);
+        const int *kk = skey + buf * IDXG_KT + 2 * lane;
+        float r0 = kk[0] >= 0 ? v[0] : -INFINITY, r1 = kk[1] >= 0 ? v[1] : -INFINITY;
+        if (VEC && j + 1 < K) *(__nv_bfloat162 *)(orow + j) = __floats2bfloat162_rn(r0, r1);
+        else {
+            if (j < K) orow[j] = dsa_from_float<__nv_bfloat16>(r0);
+            if (j + 1 < K) orow[j + 1] = dsa_from_float<__nv_bfloat16>(r1);
+        }
+        any_cur = any_next;
+    }
+    idxm_cp_async_wait_all();  // no copy may still be in flight when the CTA exits
+}
+
+// Backward, given Gd = dL/dlogits [T, K] (fp32). One CTA per row t with MT warps: warp w owns heads
+// 16w .. 16w + 15 for the whole row, so its dw and dq (16 x DD fp32 accumulators) stay in registers
+// and need no reduction. The CTA walks tiles of 64 slots (keys gathered into a shared tile, double
+// buffered, the next one loading during this one). Per tile:
+//   1. S = q_w K^T (16 heads x 64 keys, K = DD), dw += sum_j dout_j ReLU(S), and
+//      G = dout_j w_h 1[S > 0] (bf16), kept as mma A fragments and stored to shared memory [head][key];
+//   2. dq_w += G K (M = 16 heads, N = DD, K = 64 keys; the key tile read with ldmatrix .trans);
+//   3. after a barrier, dk_j += G^T q for 16-key blocks spread over the warps (M = 16 keys, N = DD,
+//      K = H heads; G^T and q read with ldmatrix .trans), added with 16-byte fp32 atomics.
+// The simple kernel's semantics: 1[S > 0] is false for NaN; invalid slots have dout = 0 and zero keys.
+template <int MT, int DD>
+__global__ void __launch_bounds__(32 * MT) indexer_gather_bwd_mma_kernel(
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
+    const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
+    float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S) {
+    constexpr int NW = MT, NT = 32 * NW, H = 16 * MT, ldq = DD + 8, D8 = DD / 8, ldg = IDXG_KT + 8;
+    extern __shared__ __align__(16) unsigned char dsa_smem[];
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem, *sk = sq + H * ldq, *sg = sk + 2 * IDXG_KT * ldq;
+    int *skey = (int *)(sg + H * ldg);
+    float *sdo = (float *)(skey + 2 * IDXG_KT);
+    int64_t t = T - 1 - (int64_t)blockIdx.x;
+    for (int i = tid; i < H * D8; i += NT) {
+        int r = i / D8, v = i % D8;
+        idxm_cp_async16(sq + r * ldq + v * 8, q + (t * H + r) * (int64_t)DD + v * 8, true);
+    }
+    int64_t n_tiles = (K + IDXG_KT - 1) / IDXG_KT;
+    // Gathers tile `tile` (keys, their indices, dout with 0 at invalid slots) into buffer `buf`.
+    auto fetch = [&](int64_t tile, int buf) {
+        int64_t j0 = tile * IDXG_KT;
+        for (int j = tid; j < IDXG_KT; j += NT) {
+            int s = dsa_slot_key(idx, topk_length, t, K, j0 + j, S);
+            skey[buf * IDXG_KT + j] = s;
+            sdo[buf * IDXG_KT + j] = s >= 0 ? Gd[t * K + j0 + j] : 0.f;
+        }
+        __nv_bfloat16 *dst = sk + buf * IDXG_KT * ldq;
+        for (int i = tid; i < IDXG_KT * D8; i += NT) {
+            int j = i / D8, v = i % D8, s = dsa_slot_key(idx, topk_length, t, K, j0 + j, S);
+            idxm_cp_async16(dst + j * ldq + v * 8, k + (int64_t)(s >= 0 ? s : 0) * DD + v * 8, s >= 0);
+        }
+    };
+    if (n_tiles > 0) fetch(0, 0);
+    idxm_cp_async_commit();  // group: q and tile 0
+
+    const int h0 = 16 * warp;
+    const float w_lo = __bfloat162float(w[t * H + h0 + g]), w_hi = __bfloat162float(w[t * H + h0 + g + 8]);
+    float dqa[DD / 8][4];
+#pragma unroll
+    for (int n = 0; n < DD / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.f;
+    float dw_lo = 0.f, dw_hi = 0.f;
+    // ldmatrix lane offsets: q rows of this warp's heads (A, non-trans), key tile (B for S, non-trans),
+    // key tile / q as k-major B (trans), G^T as k-major A (trans).
+    const __nv_bfloat16 *qa = sq + (h0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ldq + 8 * (lane >> 4);
+    const int b_off = ((lane & 7) + 8 * (lane >> 4)) * ldq + 8 * ((lane >> 3) & 1);
+    const int bt_off = ((lane & 7) + 8 * ((lane >> 3) & 1)) * ldq + 8 * (lane >> 4);
+    const int at_off = ((lane & 7) + 8 * (lane >> 4)) * ldg + 8 * ((lane >> 3) & 1);
+
+    for (int64_t it = 0; it < n_tiles; it++) {
+        int buf = (int)(it & 1);
+        idxm_cp_async_wait_all();
+        __syncthreads();  // tile it landed for every thread; every warp is done with tile it - 1
+        if (it + 1 < n_tiles) fetch(it + 1, buf ^ 1);
+        idxm_cp_async_commit();
+        const int *kt = skey + buf * IDXG_KT;
+        if (!__any_sync(0xffffffffu, kt[lane] >= 0 || kt[lane + 32] >= 0)) continue;  // CTA-uniform
+        const __nv_bfloat16 *kb = sk + buf * IDXG_KT * ldq;
+        // 1. Scores of this warp's 16 heads against the 64 keys.
+        float acc[8][4];
+#pragma unroll
+        for (int nj = 0; nj < 8; nj++) acc[nj][0] = acc[nj][1] = acc[nj][2] = acc[nj][3] = 0.f;
+#pragma unroll
+        for (int k0 = 0; k0 < DD; k0 += 16) {
+            unsigned a[4], b[8][2];
+            idxm_ldmatrix_x4(a, qa + k0);
+#pragma unroll
+            for (int p = 0; p < 4; p++) {
+                unsigned r[4];
+                idxm_ldmatrix_x4(r, kb + b_off + 16 * p * ldq + k0);
+                b[2 * p][0] = r[0];
+                b[2 * p][1] = r[1];
+                b[2 * p + 1][0] = r[2];
+                b[2 * p + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int nj = 0; nj < 8; nj++) dsa_mma_bf16_16816(acc[nj], a, b[nj]);
+        }
+        // G and dw. Lane (g, c) holds heads h0 + g (acc[.][0..1]) and h0 + g + 8 (acc[.][2..3]) at
+        // keys 8 nj + 2c + {0, 1}.
+        unsigned ga[4][4];
+        const float *dot = sdo + buf * IDXG_KT;
+#pragma unroll
+        for (int nj = 0; nj < 8; nj++) {
+            float2 d2 = *(const float2 *)(dot + 8 * nj + 2 * c);
+            float s0 = acc[nj][0], s1 = acc[nj][1], s2 = acc[nj][2], s3 = acc[nj][3];
+            dw_lo += (s0 > 0.f ? d2.x * s0 : 0.f) + (s1 > 0.f ? d2.y * s1 : 0.f);
+            dw_hi += (s2 > 0.f ? d2.x * s2 : 0.f) + (s3 > 0.f ? d2.y * s3 : 0.f);
+            unsigned lo = idxg_pack(s0 > 0.f ? d2.x * w_lo : 0.f, s1 > 0.f ? d2.y * w_lo : 0.f);
+            unsigned hi = idxg_pack(s2 > 0.f ? d2.x * w_hi : 0.f, s3 > 0.f ? d2.y * w_hi : 0.f);
+            ga[nj >> 1][(nj & 1) * 2] = lo;      // a0 / a2: head g, keys 16 (nj / 2) + 8 (nj & 1) + 2c
+            ga[nj >> 1][(nj & 1) * 2 + 1] = hi;  // a1 / a3: head g + 8
+            *(unsigned *)(sg + (h0 + g) * ldg + 8 * nj + 2 * c) = lo;
+            *(unsigned *)(sg + (h0 + g + 8) * ldg + 8 * nj + 2 * c) = hi;
+        }
+        // 2. dq_w += G K: K-dim = the 64 keys in 4 steps, N = DD in pairs of n8 tiles.
+        if (dq) {
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+                for (int dp = 0; dp < DD / 16; dp++) {
+                    unsigned r[4];
+                    idxm_ldmatrix_x4_trans(r, kb + bt_off + 16 * ks * ldq + 16 * dp);
+                    unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+                    dsa_mma_bf16_16816(dqa[2 * dp], ga[ks], b0);
+                    dsa_mma_bf16_16816(dqa[2 * dp + 1], ga[ks], b1);
+                }
+        }
+        __syncthreads();  // G of every head is in shared memory
+        // 3. dk of 16-key blocks: M = keys, N = DD, K-dim = heads.
+        if (dk)
+            for (int kb0 = 16 * warp; kb0 < IDXG_KT; kb0 += 16 * NW) {
+                int key_lo = kt[kb0 + g], key_hi = kt[kb0 + g + 8];
+                if (!__any_sync(0xffffffffu, key_lo >= 0 || key_hi >= 0)) continue;  // warp-uniform
+                float dka[DD / 8][4];
+#pragma unroll
+                for (int n = 0; n < DD / 8; n++) dka[n][0] = dka[n][1] = dka[n][2] = dka[n][3] = 0.f;
+#pragma unroll
+                for (int hk = 0; hk < MT; hk++) {
+                    unsigned a[4];
+                    idxm_ldmatrix_x4_trans(a, sg + at_off + 16 * hk * ldg + kb0);
+#pragma unroll
+                    for (int dp = 0; dp < DD / 16; dp++) {
+                        unsigned r[4];
+                        idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + 16 * dp);
+                        unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+                        dsa_mma_bf16_16816(dka[2 * dp], a, b0);
+                        dsa_mma_bf16_16816(dka[2 * dp + 1], a, b1);
+                    }
+                }
+                // Lane pairs (c, c ^ 1) trade halves so that each lane owns 4 adjacent d of one key:
+                // even c: key kb0 + g, d 8n + 2c .. 2c + 3; odd c: key kb0 + g + 8, d 8n + 2c - 2 .. 2c + 1.
+                bool odd = c & 1;
+                int key = odd ? key_hi : key_lo, d0 = 2 * (c & ~1);
+#pragma unroll
+                for (int n = 0; n < DD / 8; n++) {
+                    float x0 = odd ? dka[n][0] : dka[n][2], x1 = odd ? dka[n][1] : dka[n][3];
+                    float y0 = __shfl_xor_sync(0xffffffffu, x0, 1), y1 = __shfl_xor_sync(0xffffffffu, x1, 1);
+                    float4 v = odd ? make_float4(y0, y1, dka[n][2], dka[n][3]) : make_float4(dka[n][0], dka[n][1], y0, y1);
+                    if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + 8 * n + d0), v);
+                }
+            }
+    }
+    idxm_cp_async_wait_all();
+    // dq and dw of the row belong to this CTA alone: plain read-modify-write.
+    if (dq) {
+        float *r_lo = dq + (t * H + h0 + g) * DD + 2 * c, *r_hi = r_lo + 8 * DD;
+#pragma unroll
+        for (int n = 0; n < DD / 8; n++) {
+            float2 a = *(float2 *)(r_lo + 8 * n), b = *(float2 *)(r_hi + 8 * n);
+            *(float2 *)(r_lo + 8 * n) = make_float2(a.x + dqa[n][0], a.y + dqa[n][1]);
+            *(float2 *)(r_hi + 8 * n) = make_float2(b.x + dqa[n][2], b.y + dqa[n][3]);
+        }
+    }
+    if (dw) {
+        dw_lo += __shfl_xor_sync(0xffffffffu, dw_lo, 1);
+        dw_lo += __shfl_xor_sync(0xffffffffu, dw_lo, 2);
+        dw_hi += __shfl_xor_sync(0xffffffffu, dw_hi, 1);
+        dw_hi += __shfl_xor_sync(0xffffffffu, dw_hi, 2);
+        if (c == 0) {
+            dw[t * H + h0 + g] += dw_lo;
+            dw[t * H + h0 + g + 8] += dw_hi;
+        }
+    }
+}
+
 template <typename T, typename A, typename O>
 static dsa_status launch_logits(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                 const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
@@ -522,6 +876,145 @@ static dsa_status launch_gather_bwd(const dsa_tensor *q, const dsa_tensor *k, co
     return DSA_OK;
 }
 
+// ---- dispatch of the gathered logits (forward and backward) to the tensor-core kernels ----------
+// DSA_GATHER_SIMT=1 forces the simple kernels (for comparisons). The forward runs 4 warps per CTA
+// with double-buffered tiles (one CTA per SM at H 64, D 128); for tuning, DSA_GATHER_NW=2 takes 2
+// double-buffered warps (two CTAs per SM) and DSA_GATHER_NW=8 8 single-buffered warps.
+static bool gather_simt() {
+    static int simt = -1;
+    if (simt < 0) simt = getenv("DSA_GATHER_SIMT") && atoi(getenv("DSA_GATHER_SIMT")) != 0;
+    return simt != 0;
+}
+static int gather_nw() {
+    static int nw = -1;
+    if (nw < 0) {
+        int e = getenv("DSA_GATHER_NW") ? atoi(getenv("DSA_GATHER_NW")) : 4;
+        nw = e == 2 || e == 8 ? e : 4;
+    }
+    return nw;
+}
+static size_t gather_max_smem() {
+    static int max_optin = -1;
+    if (max_optin < 0) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            max_optin = 0;
+    }
+    return (size_t)max_optin;
+}
+static size_t gather_mma_smem(int nw, int64_t H, int64_t D) {
+    int tiles = nw == 8 ? 8 : 2 * nw;  // NW 8 is single buffered
+    return sizeof(__nv_bfloat16) * (size_t)(H + tiles * IDXG_KT) * (size_t)(D + 8) + sizeof(int) * tiles * IDXG_KT;
+}
+static size_t gather_bwd_mma_smem(int64_t H, int64_t D) {
+    return sizeof(__nv_bfloat16) * ((size_t)(H + 2 * IDXG_KT) * (size_t)(D + 8) + (size_t)H * (IDXG_KT + 8)) +
+           (sizeof(int) + sizeof(float)) * 2 * IDXG_KT;
+}
+// Shared conditions: bf16 q, k, w; H in {16, 32, 48, 64}; D % 16 == 0; 16-byte aligned q and k (the
+// cp.async rows); i32 slot indices.
+static bool gather_mma_inputs(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *idx) {
+    if (gather_simt()) return false;
+    int64_t H = q->shape[1], D = q->shape[2];
+    if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16 || idx->dtype != DSA_I32) return false;
+    if (H % 16 != 0 || H < 16 || H > 64 || D % 16 != 0 || D < 16 || k->shape[0] > INT_MAX) return false;
+    return ((uintptr_t)q->data | (uintptr_t)k->data) % 16 == 0;
+}
+// Forward: bf16 logits (the op's output dtype is q's) and shared memory that fits.
+static bool use_gather_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *idx,
+                           const dsa_tensor *out) {
+    if (!gather_mma_inputs(q, k, w, idx) || out->dtype != DSA_BF16) return false;
+    return gather_mma_smem(gather_nw(), q->shape[1], q->shape[2]) <= gather_max_smem();
+}
+// Backward: additionally D in {32, 64, 128} (dq and dk blocks are DD / 2 fp32 registers per lane),
+// fp32 dout / dq / dk / dw, dk 16-byte and dq 8-byte aligned (vector atomics and stores).
+static bool use_gather_bwd_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *idx,
+                               const dsa_tensor *G, const dsa_tensor *dq, const dsa_tensor *dk, const dsa_tensor *dw) {
+    if (!gather_mma_inputs(q, k, w, idx)) return false;
+    int64_t D = q->shape[2];
+    if (D != 32 && D != 64 && D != 128) return false;
+    if (G->dtype != DSA_F32 || (dq && dq->dtype != DSA_F32) || (dk && dk->dtype != DSA_F32) ||
+        (dw && dw->dtype != DSA_F32))
+        return false;
+    if ((dk && (uintptr_t)dk->data % 16 != 0) || (dq && (uintptr_t)dq->data % 8 != 0)) return false;
+    return gather_bwd_mma_smem(q->shape[1], D) <= gather_max_smem();
+}
+
+template <int NW, int STAGES, bool VEC>
+static dsa_status launch_gather_mma_nw(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                       const dsa_tensor *idx, const dsa_tensor *topk_length, dsa_tensor *out) {
+    int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = k->shape[0], K = idx->shape[1];
+    size_t smem = gather_mma_smem(NW, H, D);
+    void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
+                 __nv_bfloat16 *, int64_t, int, int64_t, int64_t);
+    switch (H) {
+    case 16: kern = indexer_gather_mma_kernel<NW, STAGES, 1, VEC>; break;
+    case 32: kern = indexer_gather_mma_kernel<NW, STAGES, 2, VEC>; break;
+    case 48: kern = indexer_gather_mma_kernel<NW, STAGES, 3, VEC>; break;
+    default: kern = indexer_gather_mma_kernel<NW, STAGES, 4, VEC>; break;
+    }
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits (mma)"));
+    kern<<<(unsigned)T_, 32 * NW, smem, dsa_stream()>>>(
+        (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
+        (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, (__nv_bfloat16 *)out->data, T_,
+        (int)D, K, S);
+    CUDA_LAUNCH_CHECK("indexer_gather_mma");
+    return DSA_OK;
+}
+
+static dsa_status launch_gather_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                    const dsa_tensor *idx, const dsa_tensor *topk_length, dsa_tensor *out) {
+    int64_t T_ = q->shape[0], K = idx->shape[1];
+    if (T_ == 0 || K == 0) return DSA_OK;
+    bool vec = K % 2 == 0 && (uintptr_t)out->data % 4 == 0;
+    switch (gather_nw()) {
+    case 2:
+        return vec ? launch_gather_mma_nw<2, 2, true>(q, k, w, idx, topk_length, out)
+                   : launch_gather_mma_nw<2, 2, false>(q, k, w, idx, topk_length, out);
+    case 8:
+        return vec ? launch_gather_mma_nw<8, 1, true>(q, k, w, idx, topk_length, out)
+                   : launch_gather_mma_nw<8, 1, false>(q, k, w, idx, topk_length, out);
+    default:
+        return vec ? launch_gather_mma_nw<4, 2, true>(q, k, w, idx, topk_length, out)
+                   : launch_gather_mma_nw<4, 2, false>(q, k, w, idx, topk_length, out);
+    }
+}
+
+template <int DD>
+static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                          const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
+                                          dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+    int64_t T_ = q->shape[0], H = q->shape[1], S = k->shape[0], K = idx->shape[1];
+    size_t smem = gather_bwd_mma_smem(H, DD);
+    void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
+                 const float *, float *, float *, float *, int64_t, int64_t, int64_t);
+    switch (H) {
+    case 16: kern = indexer_gather_bwd_mma_kernel<1, DD>; break;
+    case 32: kern = indexer_gather_bwd_mma_kernel<2, DD>; break;
+    case 48: kern = indexer_gather_bwd_mma_kernel<3, DD>; break;
+    default: kern = indexer_gather_bwd_mma_kernel<4, DD>; break;
+    }
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
+    kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
+        (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
+        (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, (const float *)G->data,
+        dq ? (float *)dq->data : NULL, dk ? (float *)dk->data : NULL, dw ? (float *)dw->data : NULL, T_, K, S);
+    CUDA_LAUNCH_CHECK("indexer_gather_bwd_mma");
+    return DSA_OK;
+}
+
+static dsa_status launch_gather_bwd_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                        const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
+                                        dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+    int64_t T_ = q->shape[0], D = q->shape[2], K = idx->shape[1];
+    if (T_ == 0 || K == 0 || (!dq && !dk && !dw)) return DSA_OK;
+    switch (D) {
+    case 32: return launch_gather_bwd_mma_d<32>(q, k, w, idx, topk_length, G, dq, dk, dw);
+    case 64: return launch_gather_bwd_mma_d<64>(q, k, w, idx, topk_length, G, dq, dk, dw);
+    default: return launch_gather_bwd_mma_d<128>(q, k, w, idx, topk_length, G, dq, dk, dw);
+    }
+}
+
 #define IDX_DISPATCH(dt, name, call_f32, call_bf16, call_f64)                                                   \
     switch (dt) {                                                                                              \
     case DSA_F32: return call_f32;                                                                             \
@@ -546,6 +1039,8 @@ extern "C" dsa_status dsa_indexer_logits_fwd_cuda(const dsa_tensor *q, const dsa
 
 extern "C" dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                    const dsa_tensor *idx, const dsa_tensor *topk_length, dsa_tensor *out) {
+    if (use_gather_mma(q, k, w, idx, out))  // bf16 inputs: tensor cores
+        return launch_gather_mma(q, k, w, idx, topk_length, out);
     IDX_DISPATCH(q->dtype, "dsa_indexer_gather_logits", (launch_gather<float, float>(q, k, w, idx, topk_length, out)),
                  (launch_gather<__nv_bfloat16, float>(q, k, w, idx, topk_length, out)),
                  (launch_gather<double, double>(q, k, w, idx, topk_length, out)));
@@ -554,6 +1049,8 @@ extern "C" dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa
 extern "C" dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                                const dsa_tensor *idx, const dsa_tensor *topk_length,
                                                const dsa_tensor *G, dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+    if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw))  // bf16 inputs, fp32 gradients: tensor cores
+        return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw);
     IDX_DISPATCH(q->dtype, "dsa_indexer_gather_logits backward",
                  (launch_gather_bwd<float, float, false>(q, k, w, idx, topk_length, NULL, NULL, G, dq, dk, dw)),
                  (launch_gather_bwd<__nv_bfloat16, float, false>(q, k, w, idx, topk_length, NULL, NULL, G, dq, dk, dw)),

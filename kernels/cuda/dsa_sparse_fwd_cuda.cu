@@ -152,7 +152,7 @@ static dsa_status launch_fwd(const dsa_tensor *q, const dsa_tensor *kv, const ds
 }
 
 
-// ---- tensor-core path (bf16, Dv = 512): mma.sync m16n8k16, fp32 accumulators -------------------------
+// ---- tensor-core path v1 (bf16, Dv = 512; reference, DSA_SPARSE_FWD_V1=1): mma.sync m16n8k16 ----------
 // One CTA per (query row t, block of 64 heads), 8 warps. Warp (rg = warp & 3, ch = warp >> 2) owns
 // heads rg*16 .. +16 and half ch of Dv (256 columns: 32 n8-tiles, 128 fp32 accumulators). Per tile of
 // 32 valid slots: S = Q K^T (each warp 16 heads x 16 slots) -> smem; online softmax per head row
@@ -162,7 +162,7 @@ static dsa_status launch_fwd(const dsa_tensor *q, const dsa_tensor *kv, const ds
 
 
 template <int NJ>  // n8-tiles per warp: Dv = 16 * NJ
-__global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_kernel(
+__global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v1_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out,
     float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t K, int64_t S_kv, float sigma) {
@@ -284,26 +284,349 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_kernel(
     }
 }
 
-static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+static dsa_status launch_fwd_mma_v1(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                  const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma, int64_t h0,
                                  int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], K = idx->shape[1], S = kv->shape[0];
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     size_t smem = 2 * (size_t)(MMA_HB + MMA_BK) * (D + 8) + 4 * (size_t)MMA_HB * (MMA_BK + 1) +
                   2 * (size_t)MMA_HB * (MMA_BK + 8) + 4 * 3 * MMA_HB + 4 * (2 * MMA_BK + 1);
-    auto kern = sparse_mqa_fwd_mma_kernel<32>;
-    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (mma)"));
+    auto kern = sparse_mqa_fwd_mma_v1_kernel<32>;
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (mma v1)"));
     int64_t n_hb = (h1 - h0 + MMA_HB - 1) / MMA_HB;
     kern<<<(unsigned)(T_ * n_hb), 256, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, K, S, (float)sigma);
-    CUDA_LAUNCH_CHECK("sparse_mqa_fwd_mma");
+    CUDA_LAUNCH_CHECK("sparse_mqa_fwd_mma_v1");
     return DSA_OK;
 }
 
+// ---- tensor-core path v2 (the default): ldmatrix operands, cp.async gather, FA2-style softmax -----------
+// Same CTA shape as v1: one CTA per (query row t, block of 64 heads), 8 warps, warp (rg = warp & 3,
+// ch = warp >> 2) owns heads rg*16 .. +16 and Dv columns ch*256 .. +256 of O (128 fp32 accumulators).
+// What changed, and why:
+//  - The kv rows of slot tile i + NST - 1 are gathered with 16-byte cp.async while tile i computes
+//    (NST shared-memory stages), so the L2 latency of the random row gather is off the critical path.
+//    Invalid slots are not compacted: their rows are zero-filled in shared memory (never read from
+//    global) and their scores are masked to -inf, so every tile has the same shape.
+//  - All mma operands come from ldmatrix (.trans for V), instead of 32-bit / 16-bit scalar loads.
+//  - S stays in registers. The two warps of a head group (ch = 0, 1) split S's reduction over D in
+//    halves, swap their partial 16 x 32 tiles through a small shared buffer (a 64-thread named barrier),
+//    and each adds the other's half: a + b == b + a in IEEE, so both warps hold bit-identical S and
+//    run the same online softmax without further exchange. P feeds P V straight from registers (the
+//    C fragment of m16n8k16 is the A fragment of the next mma).
+//  - One __syncthreads per tile (v1: five).
+// Numerics as v1: fp32 scores and online softmax (running max m, per-lane partial sums l reduced over
+// the quad at the end), P rounded to bf16 for P V only, lse = m + log l, out = acc / l * sigmoid(lse - sink).
+#define FWD2_HB 64
+#define FWD2_BK 32
+#define FWD2_RING 4  // key-ring entries: a tile's keys live from their fetch (tile - NST) to its compute
+
+__device__ __forceinline__ unsigned fwd2_smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+// Four 8x8 b16 matrices; lanes 8m .. 8m+7 give the row addresses of matrix m, register m receives it.
+__device__ __forceinline__ void fwd2_ldsm_x4(unsigned r[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+// The same, each matrix transposed on the way (row-major V tile -> col-major B operand).
+__device__ __forceinline__ void fwd2_ldsm_x4_trans(unsigned r[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void fwd2_cp_async16(unsigned dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void fwd2_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void fwd2_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Barrier of the two warps (64 threads) that share a head group; ids 1..4 (0 is __syncthreads).
+__device__ __forceinline__ void fwd2_pair_sync(int id) { asm volatile("bar.sync %0, 64;\n" ::"r"(id) : "memory"); }
+__device__ __forceinline__ unsigned fwd2_pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
+    return *(unsigned *)&v;
+}
+
+template <int NST>  // shared-memory stages of the kv gather (2 or 3)
+__global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
+    const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out,
+    float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t K, int64_t S_kv, float sigma) {
+    const int HB = FWD2_HB, BK = FWD2_BK, RING = FWD2_RING, NJ = 32, Dv = 512;
+    extern __shared__ __align__(16) unsigned char dsa_smem[];
+    int n_hb = (hend - hbeg + HB - 1) / HB;
+    int hblk = blockIdx.x % n_hb, h0 = hbeg + hblk * HB, nh = min(HB, hend - h0);
+    int64_t t = blockIdx.x / n_hb;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
+    int rg = warp & 3, ch = warp >> 2, r0 = rg * 16;
+    // Rows padded by 8 bf16: the row pitch is an odd number of 16-byte units, so the 8 row addresses
+    // of each ldmatrix matrix (and the cp.async writes) hit distinct bank groups.
+    int ldq = D + 8, D8 = D / 8;
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem;  // [HB][ldq]
+    __nv_bfloat16 *skv = sq + HB * ldq;             // [NST][BK][ldq]
+    float4 *sx = (float4 *)(skv + NST * BK * ldq);  // [8 warps][4 n8-tiles][32 lanes] partial S
+    int *rkeys = (int *)(sx + 8 * 4 * 32);          // [RING][BK] kv row per slot, -1 if invalid
+    unsigned *rmask = (unsigned *)(rkeys + RING * BK);  // [RING] valid-slot bit mask per tile
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+
+    int64_t k_end = K;
+    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int nt = (int)((k_end + BK - 1) / BK);
+    // Warp 0 reads slot tile `tile` one tile ahead of its use (the raw idx, a plain load whose latency
+    // hides behind a tile of math), then publishes keys + mask to the ring.
+    auto slot_raw = [&](int tile) -> int {
+        int64_t j = (int64_t)tile * BK + lane;
+        return j < k_end ? idx[t * K + j] : -1;
+    };
+    auto publish = [&](int tile, int raw) {
+        int key = (raw >= 0 && (int64_t)raw < S_kv) ? raw : -1;
+        unsigned m = __ballot_sync(0xffffffffu, key >= 0);
+        rkeys[(tile % RING) * BK + lane] = key;
+        if (lane == 0) rmask[tile % RING] = m;
+    };
+    // Warp w gathers rows 4w .. 4w+3 of a tile, lanes striding the row's 16-byte chunks (coalesced).
+    auto issue_tile = [&](int tile) {
+        __nv_bfloat16 *dst = skv + (tile % NST) * BK * ldq;
+        const int *keys = rkeys + (tile % RING) * BK;
+#pragma unroll
+        for (int rr = 0; rr < 4; rr++) {
+            int r = warp * 4 + rr, key = keys[r];
+            __nv_bfloat16 *drow = dst + r * ldq;
+            if (key >= 0) {
+                const __nv_bfloat16 *src = kv + (int64_t)key * D;
+                for (int v = lane; v < D8; v += 32) fwd2_cp_async16(fwd2_smem_addr(drow + v * 8), src + v * 8);
+            } else {  // invalid slot: zeros (P = 0 must meet finite values), nothing read
+                for (int v = lane; v < D8; v += 32) *(uint4 *)(drow + v * 8) = zero4;
+            }
+        }
+    };
+
+    // Prologue: Q (joins the first cp.async group), the first NST key tiles, the first NST - 1 kv tiles.
+    for (int r = warp * 8; r < warp * 8 + 8; r++) {
+        __nv_bfloat16 *drow = sq + r * ldq;
+        if (r < nh) {
+            const __nv_bfloat16 *src = q + ((t * H) + h0 + r) * D;
+            for (int v = lane; v < D8; v += 32) fwd2_cp_async16(fwd2_smem_addr(drow + v * 8), src + v * 8);
+        } else {
+            for (int v = lane; v < D8; v += 32) *(uint4 *)(drow + v * 8) = zero4;
+        }
+    }
+    int pre = -1;
+    if (warp == 0) {
+        for (int s = 0; s < NST && s < nt; s++) publish(s, slot_raw(s));
+        pre = slot_raw(NST);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int s = 0; s < NST - 1; s++) {
+        if (s < nt) issue_tile(s);
+        fwd2_cp_async_commit();  // always commit: group i is tile i (tile 0 also carries Q)
+    }
+
+    float acc[NJ][4];
+#pragma unroll
+    for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.f, l_hi = 0.f;  // rows r0+g, r0+g+8
+
+    // Per-lane ldmatrix row addresses (bytes). A (Q, 16x16 at k0): lanes 0-15 rows 0-15 at col k0,
+    // lanes 16-31 the same rows at col k0+8 -> a0..a3 = (g, 2c), (g+8, 2c), (g, 2c+8), (g+8, 2c+8).
+    unsigned q_addr = fwd2_smem_addr(sq + (r0 + (lane & 15)) * ldq + (lane >> 4) * 8);
+    // B of S (K rows, 16 keys x 16 d): matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7),
+    // (keys 8-15, d 8-15) -> {b0, b1} of key n8-tile 0, then of n8-tile 1.
+    int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
+    // B of P V (V rows, 16 keys x 16 columns, transposed): matrices (keys 0-7, cols 0-7), (keys 8-15,
+    // cols 0-7), (keys 0-7, cols 8-15), (keys 8-15, cols 8-15) -> {b0, b1} of column n8-tile 0, then 1.
+    int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = ch * (NJ * 8) + (lane >> 4) * 8;
+    int nk = D / 16, kb = ch == 0 ? 0 : nk / 2, ke = ch == 0 ? nk / 2 : nk;
+    float4 *x_mine = sx + warp * 4 * 32, *x_peer = sx + (warp ^ 4) * 4 * 32;
+
+    for (int i = 0; i < nt; i++) {
+        fwd2_cp_async_wait<NST - 2>();  // this thread's copies of tile i have landed
+        __syncthreads();  // ... everyone's; tile i-1's readers are done (its stage and ring slot are free)
+        if (i + NST - 1 < nt) issue_tile(i + NST - 1);
+        fwd2_cp_async_commit();
+        if (warp == 0 && i + NST < nt) {
+            publish(i + NST, pre);
+            pre = slot_raw(i + NST + 1);
+        }
+        const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
+        unsigned kv_base = fwd2_smem_addr(kvs);
+        unsigned vmask = rmask[i % RING];
+        // No valid slot: the tile would leave m, l and O exactly as they are (CTA-uniform, so both
+        // warps of every pair skip the pair barrier together).
+        if (vmask == 0) continue;
+
+        // S partial = Q K^T over this warp's half of D: 16 heads x 32 keys (4 n8-tiles).
+        float s[4][4];
+#pragma unroll
+        for (int x = 0; x < 4; x++) s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
+        unsigned kb_addr = kv_base + (unsigned)((k_row * ldq + k_col) * 2);
+#pragma unroll 2
+        for (int k = kb; k < ke; k++) {
+            unsigned a[4], b0[4], b1[4];
+            fwd2_ldsm_x4(a, q_addr + k * 32);
+            fwd2_ldsm_x4(b0, kb_addr + k * 32);
+            fwd2_ldsm_x4(b1, kb_addr + 16 * ldq * 2 + k * 32);
+            dsa_mma_bf16_16816(s[0], a, b0);
+            dsa_mma_bf16_16816(s[1], a, b0 + 2);
+            dsa_mma_bf16_16816(s[2], a, b1);
+            dsa_mma_bf16_16816(s[3], a, b1 + 2);
+        }
+        // Swap halves with the peer warp (same heads, other half of D). The slot is rewritten only
+        // after the next __syncthreads, which the peer reaches after reading it.
+#pragma unroll
+        for (int x = 0; x < 4; x++) x_mine[x * 32 + lane] = make_float4(s[x][0], s[x][1], s[x][2], s[x][3]);
+        fwd2_pair_sync(1 + rg);
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+            float4 o = x_peer[x * 32 + lane];
+            s[x][0] += o.x;
+            s[x][1] += o.y;
+            s[x][2] += o.z;
+            s[x][3] += o.w;
+        }
+
+        // Online softmax in registers: this lane holds keys 8x + 2c + {0,1} of rows g and g+8; the row
+        // max is reduced over the quad (lanes 4g .. 4g+3).
+        float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                bool ok = (vmask >> (8 * x + 2 * c + e)) & 1u;
+                s[x][e] = ok ? s[x][e] * sigma : -INFINITY;
+                s[x][2 + e] = ok ? s[x][2 + e] * sigma : -INFINITY;
+                mx_lo = fmaxf(mx_lo, s[x][e]);
+                mx_hi = fmaxf(mx_hi, s[x][2 + e]);
+            }
+        }
+#pragma unroll
+        for (int o = 1; o <= 2; o <<= 1) {
+            mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o));
+            mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o));
+        }
+        float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+        // A row with no valid slot so far keeps m = -inf; exponentiate against 0 then, so that
+        // exp(-inf - ref) = 0 instead of NaN.
+        float ref_lo = mn_lo == -INFINITY ? 0.f : mn_lo, ref_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
+        float al_lo = __expf(m_lo - ref_lo), al_hi = __expf(m_hi - ref_hi);
+        m_lo = mn_lo;
+        m_hi = mn_hi;
+        float ps_lo = 0.f, ps_hi = 0.f;
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+            s[x][0] = __expf(s[x][0] - ref_lo);
+            s[x][1] = __expf(s[x][1] - ref_lo);
+            s[x][2] = __expf(s[x][2] - ref_hi);
+            s[x][3] = __expf(s[x][3] - ref_hi);
+            ps_lo += s[x][0] + s[x][1];
+            ps_hi += s[x][2] + s[x][3];
+        }
+        l_lo = l_lo * al_lo + ps_lo;
+        l_hi = l_hi * al_hi + ps_hi;
+        if (__any_sync(0xffffffffu, al_lo != 1.f || al_hi != 1.f)) {  // the max moved somewhere in the warp
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                acc[j][0] *= al_lo;
+                acc[j][1] *= al_lo;
+                acc[j][2] *= al_hi;
+                acc[j][3] *= al_hi;
+            }
+        }
+        // P as the A operand of P V: k16 step kk covers keys 16kk .. 16kk+15 = S n8-tiles 2kk, 2kk+1.
+        unsigned pa[2][4];
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++) {
+            pa[kk][0] = fwd2_pack(s[2 * kk][0], s[2 * kk][1]);
+            pa[kk][1] = fwd2_pack(s[2 * kk][2], s[2 * kk][3]);
+            pa[kk][2] = fwd2_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[kk][3] = fwd2_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+        // O += P V over this warp's 256 columns (V = the first Dv columns of the kv rows).
+        unsigned v_addr = kv_base + (unsigned)((v_row * ldq + v_col) * 2);
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++) {
+#pragma unroll
+            for (int jj = 0; jj < NJ / 2; jj++) {
+                unsigned b[4];
+                fwd2_ldsm_x4_trans(b, v_addr + (unsigned)((kk * 16 * ldq + jj * 16) * 2));
+                dsa_mma_bf16_16816(acc[2 * jj], pa[kk], b);
+                dsa_mma_bf16_16816(acc[2 * jj + 1], pa[kk], b + 2);
+            }
+        }
+    }
+    fwd2_cp_async_wait<0>();  // nothing may be in flight at exit (only empty groups are left)
+
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1) {
+        l_lo += __shfl_xor_sync(0xffffffffu, l_lo, o);
+        l_hi += __shfl_xor_sync(0xffffffffu, l_hi, o);
+    }
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int row = r0 + g + 8 * half;
+        float l = half ? l_hi : l_lo, m = half ? m_hi : m_lo;
+        float lse_h = l > 0 ? m + logf(l) : -INFINITY, scale = l > 0 ? 1.f / l : 0.f;
+        if (row < nh) {
+            if (sink && l > 0) scale /= 1.f + expf((float)dsa_ld_any(sink, sink_dt, h0 + row) - lse_h);
+            __nv_bfloat16 *orow = out + ((t * H) + h0 + row) * Dv + ch * (NJ * 8) + 2 * c;
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                __nv_bfloat162 v = __floats2bfloat162_rn(acc[j][2 * half] * scale, acc[j][2 * half + 1] * scale);
+                *(__nv_bfloat162 *)(orow + j * 8) = v;
+            }
+            if (ch == 0 && c == 0) lse[t * H + h0 + row] = lse_h;
+        }
+    }
+}
+
+static size_t fwd2_smem_bytes(int64_t D, int nst) {
+    return 2 * (size_t)(FWD2_HB + nst * FWD2_BK) * (size_t)(D + 8) + 16 * 8 * 4 * 32 +
+           4 * (size_t)FWD2_RING * (FWD2_BK + 1);
+}
+
+template <int NST>
+static dsa_status launch_fwd_mma_v2_nst(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                        const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
+                                        int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
+    int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], K = idx->shape[1], S = kv->shape[0];
+    auto kern = sparse_mqa_fwd_mma_v2_kernel<NST>;
+    size_t smem = fwd2_smem_bytes(D, NST);
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (mma v2)"));
+    int64_t n_hb = (h1 - h0 + FWD2_HB - 1) / FWD2_HB;
+    kern<<<(unsigned)(T_ * n_hb), 256, smem, dsa_stream()>>>(
+        (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
+        topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
+        (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, K, S, (float)sigma);
+    CUDA_LAUNCH_CHECK("sparse_mqa_fwd_mma_v2");
+    return DSA_OK;
+}
+
+// Three gather stages when shared memory allows (D <= 656 with the 227 KB of an H100/H200), else two
+// (D <= 832), else v1 (its single kv buffer fits up to D = 1024).
+static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                 const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma, int64_t h0,
+                                 int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
+    static int v1 = -1;
+    if (v1 < 0) v1 = getenv("DSA_SPARSE_FWD_V1") && atoi(getenv("DSA_SPARSE_FWD_V1")) != 0;
+    if (q->shape[0] == 0 || h1 <= h0) return DSA_OK;
+    int dev = 0, max_optin = 0;
+    CUDA_TRY(cudaGetDevice(&dev));
+    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    int64_t D = q->shape[2];
+    if (!v1 && fwd2_smem_bytes(D, 3) <= (size_t)max_optin)
+        return launch_fwd_mma_v2_nst<3>(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
+    if (!v1 && fwd2_smem_bytes(D, 2) <= (size_t)max_optin)
+        return launch_fwd_mma_v2_nst<2>(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
+    return launch_fwd_mma_v1(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
+}
+
 // The tensor-core path takes bf16 with Dv = 512 and D a multiple of 16 (up to 1024); DSA_SPARSE_SIMT=1
-// forces the SIMT kernel (for comparisons).
+// forces the SIMT kernel, DSA_SPARSE_FWD_V1=1 the v1 tensor-core kernel (for comparisons).
 static bool use_mma_fwd(const dsa_tensor *q, int64_t dv) {
     static int simt = -1;
     if (simt < 0) simt = getenv("DSA_SPARSE_SIMT") && atoi(getenv("DSA_SPARSE_SIMT")) != 0;

@@ -118,6 +118,19 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
     CHECK(e_dkv <= 2e-2, "%s dkv rel L2 %.3e", name, e_dkv);
     CHECK(e_ds <= 2e-2, "%s dsink rel L2 %.3e", name, e_ds);
     CHECK(e_chunk <= 1e-5, "%s head-chunked vs whole %.3e", name, e_chunk);
+    // DSA_DETERMINISTIC=1: a second backward gives the same bits (dkv and dsink without atomics).
+    const char *det = getenv("DSA_DETERMINISTIC");
+    if (det && det[0] == '1') {
+        pair dq3 = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dkv3 = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
+        pair ds3 = zeros_pair(gd, gd, 1, DSA_SHAPE(H));
+        CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, 0, H, dq3.g, dkv3.g,
+                                         sink_on ? ds3.g : NULL));
+        CHECK_OK(dsa_device_sync(DSA_CUDA));
+        double b_dkv = test_max_abs_diff(dkv3.g, dkv.g), b_dq = test_max_abs_diff(dq3.g, dq.g);
+        double b_ds = sink_on ? test_max_abs_diff(ds3.g, ds.g) : 0.0;
+        printf("%-34s deterministic: repeat max |diff| dkv %.1e dq %.1e dsink %.1e\n", name, b_dkv, b_dq, b_ds);
+        CHECK(b_dkv == 0 && b_dq == 0 && b_ds == 0, "%s deterministic backward differs between runs", name);
+    }
 
     // Score recompute at the selected slots (inputs of the KL target).
     pair hs = zeros_pair(cd, dt, 2, DSA_SHAPE(T, K));
@@ -408,6 +421,40 @@ static void check_indexer(const char *name, dsa_dtype dt, int64_t T, int64_t S, 
     free(len);
 }
 
+// Gathered logits and their backward alone (no dense logits, no top-k), at shapes that walk many
+// 64-slot tiles: K not a multiple of 64 (K odd: scalar stores), every head count of the bf16
+// tensor-core path, with and without topk_length. DSA_GATHER_SIMT=1 runs the same on the simple kernels.
+static void check_gather(const char *name, int64_t T, int64_t S, int64_t H, int64_t D, int64_t K, bool len_on) {
+    dsa_dtype dt = DSA_BF16;
+    pair q = rand_pair(dt, 3, DSA_SHAPE(T, H, D), 1.0), k = rand_pair(dt, 2, DSA_SHAPE(S, D), 1.0);
+    pair w = rand_pair(dt, 2, DSA_SHAPE(T, H), 1.0 / sqrt((double)D));
+    int32_t *idx = malloc(sizeof(int32_t) * T * K), *len = malloc(sizeof(int32_t) * T);
+    make_indices(T, K, S, idx, len);
+    pair gi = int_pair(idx, 2, DSA_SHAPE(T, K)), gl = int_pair(len, 1, DSA_SHAPE(T));
+    const dsa_tensor *lc = len_on ? gl.c : NULL, *lg = len_on ? gl.g : NULL;
+    pair gsc = zeros_pair(DSA_F32, dt, 2, DSA_SHAPE(T, K));
+    CHECK_OK(dsa_indexer_gather_fwd_cpu(q.c, k.c, w.c, gi.c, lc, gsc.c));
+    CHECK_OK(dsa_indexer_gather_fwd_cuda(q.g, k.g, w.g, gi.g, lg, gsc.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    bool pat;
+    double emax = logits_rel(gsc.g, gsc.c, &pat), e = finite_rel_l2(gsc.g, gsc.c);
+    printf("%-34s gathered logits rel L2 (finite) %.2e (tol 4e-3)  max elementwise %.2e  -inf pattern %s\n", name, e,
+           emax, pat ? "identical" : "DIFFERENT");
+    CHECK(e <= 4e-3 && pat, "%s gathered rel %.3e pattern %d", name, e, pat);
+    pair Gd = rand_pair(DSA_F32, 2, DSA_SHAPE(T, K), 1.0);
+    pair dq = rand_pair(DSA_F32, 3, DSA_SHAPE(T, H, D), 0.1), dk = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(S, D));
+    pair dw = rand_pair(DSA_F32, 2, DSA_SHAPE(T, H), 0.1);  // dq, dw accumulate into what is there
+    CHECK_OK(dsa_indexer_gather_bwd_cpu(q.c, k.c, w.c, gi.c, lc, Gd.c, dq.c, dk.c, dw.c));
+    CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, lg, Gd.g, dq.g, dk.g, dw.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    printf("%-34s gathered backward:\n", name);
+    check_grad("dq", dq.g, dq.c);
+    check_grad("dk", dk.g, dk.c);
+    check_grad("dw", dw.g, dw.c);
+    free(idx);
+    free(len);
+}
+
 // ---- SPEC 5 dense + SPEC 6 KL --------------------------------------------------------------------
 static void check_dense_scores(dsa_dtype dt, int64_t T, int64_t H, int64_t D, int64_t S, double sigma) {
     pair q = rand_pair(dt, 3, DSA_SHAPE(T, H, D), 1.0), kv = rand_pair(dt, 2, DSA_SHAPE(S, D), 1.0);
@@ -483,17 +530,21 @@ int main(void) {
         check_mqa("mqa bf16 H20 D40/32 K37 sink", DSA_BF16, 16, 20, 40, 32, 100, 37, true, true, 0.15);
         check_mqa("mqa f32 H16 D64 K33", DSA_F32, 9, 16, 64, 64, 50, 33, false, true, 0.125);
         check_mqa("mqa bf16 H20 D576/512 K37 sink (mma)", DSA_BF16, 8, 20, 576, 512, 100, 37, true, true, 1.0 / 16);
+        check_mqa("mqa bf16 H20 D768/512 K45 sink (mma 2-stage)", DSA_BF16, 8, 20, 768, 512, 100, 45, true, true, 1.0 / 16);
         check_topk(40, 200, 17);
         check_topk(40, 200, 300);
         check_topk_ties();
         check_indexer("indexer f32 H5 D16", DSA_F32, 24, 60, 5, 16, 7);
         check_indexer("indexer bf16 H16 D32 T13 S70 (mma)", DSA_BF16, 13, 70, 16, 32, 9);
+        check_gather("gather bf16 H48 D64 K131", 9, 150, 48, 64, 131, true);
         check_dense_scores(DSA_F32, 20, 5, 24, 40, 0.2);
     } else {
         const double s576 = 1.0 / 16.0;  // GLM-5 style sigma (explicit, not 576^-1/2)
         check_mqa("mqa bf16 H16 D576/512 K64 sink", DSA_BF16, 64, 16, 576, 512, 1024, 64, true, true, s576);
         check_mqa("mqa bf16 H64 D576/512 K2048", DSA_BF16, 16, 64, 576, 512, 4096, 2048, false, true, s576);
         check_mqa("mqa bf16 H128 D576/512 K300 sink", DSA_BF16, 16, 128, 576, 512, 2048, 300, true, false, s576);
+        // D = 768: the v2 forward runs with 2 gather stages (3 do not fit in shared memory).
+        check_mqa("mqa bf16 H72 D768/512 K200 sink (2-stage)", DSA_BF16, 24, 72, 768, 512, 600, 200, true, true, s576);
         check_mqa("mqa f32 H20 D512/512 K300 sink", DSA_F32, 24, 20, 512, 512, 1500, 300, true, true, 0.0442);
         check_mqa("mqa bf16 H20 D512/512 K300 sink", DSA_BF16, 24, 20, 512, 512, 1500, 300, true, true, 0.0442);
         check_mqa("mqa bf16 H80 D48/32 K50 (SIMT)", DSA_BF16, 16, 80, 48, 32, 200, 50, true, true, 0.15);
@@ -512,6 +563,10 @@ int main(void) {
         // Tensor-core logits path at ragged shapes: T % 8, S % 64 and S odd (scalar stores), H 32.
         check_indexer("indexer bf16 H32 D64 T77 S333 K40 (mma)", DSA_BF16, 77, 333, 32, 64, 40);
         check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
+        check_gather("gather bf16 H64 D128 K2048", 24, 4096, 64, 128, 2048, true);
+        check_gather("gather bf16 H48 D128 K301 no length", 40, 1000, 48, 128, 301, false);
+        check_gather("gather bf16 H32 D32 K200", 40, 300, 32, 32, 200, true);
+        check_gather("gather bf16 H16 D96 K77 (fwd mma, bwd simple)", 24, 500, 16, 96, 77, true);
         check_dense_scores(DSA_F32, 128, 20, 64, 256, 0.125);
         check_dense_scores(DSA_BF16, 64, 16, 576, 300, 1.0 / 16.0);
     }
