@@ -132,12 +132,14 @@ __global__ void __launch_bounds__(DET_NT) det_dkv(const T *__restrict__ q, const
 }
 
 // Device scratch of one call, freed after the queued kernels finish (the slow, exact path).
+#define DET_MAX_BUFFERS 16  // a call takes 10
 typedef struct {
-    void *p[8];
+    void *p[DET_MAX_BUFFERS];
     int n;
 } det_scratch;
 
 static dsa_status det_alloc(det_scratch *sc, size_t bytes, void **out) {
+    if (sc->n == DET_MAX_BUFFERS) return dsa_error_set(DSA_ERR_STATE, "deterministic backward: too many scratch buffers");
     DSA_TRY(dsa_device_malloc(DSA_CUDA, bytes > 0 ? bytes : 16, out));
     sc->p[sc->n++] = *out;
     return DSA_OK;
