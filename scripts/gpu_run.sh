@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build from source, run the ctest labels asked for, optional
 # compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
-#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [dist=0|1] [train=STEPS]
+#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [dist=0|1] [train=STEPS] [det=0|1]
+# det=1 (default) also runs test_cuda_dsa with DSA_DETERMINISTIC=1 (the atomic-free backward).
 # The device copy of the tree has no .git: pass the commit as DSA_COMMIT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ OUT="${OUT:-$PWD/gpu-logs}"
 mkdir -p "$OUT"
 for a in "$@"; do eval "$a"; done
 labels="${labels:-cuda}"; sanitize="${sanitize:-0}"; bench="${bench:-0}"; dist="${dist:-0}"; train="${train:-0}"
+det="${det:-1}"
 export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0
 {
   echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -25,6 +27,10 @@ for l in ${labels//,/ }; do
   echo "== ctest -L $l: $(grep -E 'tests passed|tests failed' "$OUT/ctest_$l.log" | tail -1)" | tee -a "$OUT/summary.txt"
   grep -E "Failed|\*\*\*|SKIP" "$OUT/ctest_$l.log" | head -20 | tee -a "$OUT/summary.txt"
 done
+if [ "$det" = 1 ] && [ -x build-gpu/test_cuda_dsa ]; then
+  DSA_DETERMINISTIC=1 build-gpu/test_cuda_dsa > "$OUT/test_cuda_dsa_det.log" 2>&1
+  echo "== DSA_DETERMINISTIC=1 test_cuda_dsa: rc=$? $(tail -1 "$OUT/test_cuda_dsa_det.log")" | tee -a "$OUT/summary.txt"
+fi
 if [ "$dist" = 1 ]; then
   for t in build-gpu/test_comm build-gpu/test_comm_ops; do
     DSA_TEST_DEVICE=cuda mpirun --allow-run-as-root --oversubscribe -np "$(nvidia-smi -L | wc -l)" $t > "$OUT/dist_$(basename $t).log" 2>&1
