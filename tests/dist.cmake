@@ -26,6 +26,10 @@ if(DSA_HAVE_MPI)
              train.out_dir=${run_dir}/tp2cp2)
     set_tests_properties(dist_train_tiny_tp2_cp2 PROPERTIES LABELS dist TIMEOUT 300
                          PASS_REGULAR_EXPRESSION "done: 60 steps.*answer accuracy")
+    add_test(NAME dist_train_tiny_dp2_zero1 COMMAND ${DSA_MPIRUN} ${DSA_MPI_FLAGS} -np 2 $<TARGET_FILE:dsa> train ${cfg}
+             parallel.zero1=true train.steps=60 train.eval_every=60 train.out_dir=${run_dir}/dp2zero1)
+    set_tests_properties(dist_train_tiny_dp2_zero1 PROPERTIES LABELS dist TIMEOUT 300
+                         PASS_REGULAR_EXPRESSION "done: 60 steps.*answer accuracy")
     add_test(NAME dist_train_tp_not_dividing_heads COMMAND ${DSA_MPIRUN} ${DSA_MPI_FLAGS} -np 2 $<TARGET_FILE:dsa> train
              ${cfg} parallel.tp=2 model.n_heads=3 train.out_dir=${run_dir}/bad_heads)
     set_tests_properties(dist_train_tp_not_dividing_heads PROPERTIES LABELS dist TIMEOUT 60

@@ -77,6 +77,7 @@ static const dsa_cfg_key KEYS[] = {
     K(parallel, tp,            DSA_CFG_INT,    "1",            1, 1024, NULL, "tensor-parallel ranks (split the main heads)"),
     K(parallel, cp,            DSA_CFG_INT,    "1",            1, 1024, NULL, "context-parallel ranks (split the query rows)"),
     K(parallel, cp_split,      DSA_CFG_ENUM,   "contiguous",   0, 0, "contiguous|zigzag", "how query rows are split across CP ranks"),
+    K(parallel, zero1,         DSA_CFG_BOOL,   "false",        0, 0, NULL, "shard the AdamW moments over the DP ranks (ZeRO stage 1): each updates its slice of the weights and broadcasts it"),
 };
 // clang-format on
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))

@@ -116,6 +116,7 @@ typedef struct {
     int64_t tp;
     int64_t cp;
     int cp_split;              // dsa_cfg_cp_split
+    bool zero1;                // AdamW moments sharded over the DP ranks
 } dsa_cfg_parallel;
 
 // Where each key's value came from, for error messages (filled by the parser).

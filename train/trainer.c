@@ -45,7 +45,17 @@ struct dsa_trainer {
     dsa_batch *micro;          // [grad_accum] host copies of this step's micro-batches
     int32_t *qidx, *cp_order;  // CP: this rank's query rows [T / cp]; global row -> gathered row [T]
     int64_t max_rows;          // room of qidx and cp_order
+    // ZeRO stage 1 (parallel.zero1 with dp > 1): this rank's AdamW moments cover only the flat range
+    // [shard_lo, shard_hi); without it the range is everything.
+    bool zero1;
+    int64_t shard_lo, shard_hi;
 };
+
+// The flat range DP rank r of dp updates under ZeRO-1: n split into dp nearly equal pieces.
+static void shard_bounds(int64_t n, int dp, int r, int64_t *lo, int64_t *hi) {
+    *lo = n * r / dp;
+    *hi = n * (r + 1) / dp;
+}
 
 static volatile sig_atomic_t g_stop_requested = 0;
 
@@ -137,18 +147,27 @@ dsa_status dsa_data_open_sharded(const dsa_config *cfg, int dp_rank, int dp_size
     return dsa_loader_create(*ds, &lo, eval);
 }
 
+// AdamW over this rank's range [shard_lo, shard_hi) of the flat buffer (all of it without ZeRO-1):
+// each parameter class's range, cut to the shard, is a group with offsets relative to shard_lo.
 static dsa_status make_optimizer(dsa_trainer *t) {
     const dsa_cfg_optim *o = &t->cfg.optim;
     const dsa_param_set *ps = &t->model->params;
-    DSA_TRY(dsa_adamw_init(&t->opt, t->dev, ps->numel, (float)o->beta1, (float)o->beta2, (float)o->eps));
+    t->zero1 = t->cfg.parallel.zero1 && t->par->dp_size > 1;
+    t->shard_lo = 0;
+    t->shard_hi = ps->numel;
+    if (t->zero1) shard_bounds(ps->numel, t->par->dp_size, t->par->dp_rank, &t->shard_lo, &t->shard_hi);
+    DSA_TRY(dsa_adamw_init(&t->opt, t->dev, t->shard_hi - t->shard_lo, (float)o->beta1, (float)o->beta2, (float)o->eps));
     static const char *NAMES[DSA_PCLASS_COUNT] = {"trunk", "trunk_no_decay", "indexer", "indexer_no_decay"};
     float idx_mult = o->indexer_lr > 0 && o->lr > 0 ? (float)(o->indexer_lr / o->lr) : 1.0f;
     for (int k = 0; k < DSA_PCLASS_COUNT; k++) {
         t->group_of_class[k] = -1;
-        if (ps->class_numel[k] == 0) continue;
+        int64_t a = ps->class_offset[k], b = a + ps->class_numel[k];
+        a = a > t->shard_lo ? a : t->shard_lo;
+        b = b < t->shard_hi ? b : t->shard_hi;
+        if (b <= a) continue;
         bool indexer = k == DSA_PCLASS_INDEXER_DECAY || k == DSA_PCLASS_INDEXER_NODECAY;
         bool decay = k == DSA_PCLASS_TRUNK_DECAY || k == DSA_PCLASS_INDEXER_DECAY;
-        DSA_TRY(dsa_adamw_add_group(&t->opt, NAMES[k], ps->class_offset[k], ps->class_numel[k],
+        DSA_TRY(dsa_adamw_add_group(&t->opt, NAMES[k], a - t->shard_lo, b - a,
                                     indexer ? idx_mult : 1.0f, decay ? (float)o->weight_decay : 0.0f,
                                     &t->group_of_class[k]));
     }
@@ -245,8 +264,54 @@ dsa_status dsa_trainer_copy_state(dsa_trainer *dst, const dsa_trainer *src) {
                              (long long)a->numel, (long long)b->numel);
     size_t bytes = (size_t)a->numel * dsa_dtype_size(a->dtype);
     DSA_TRY(dsa_memcpy(dst->dev, a->flat->data, src->dev, b->flat->data, bytes));
-    DSA_TRY(dsa_memcpy(dst->dev, dst->opt.m, src->dev, src->opt.m, (size_t)a->numel * sizeof(float)));
-    return dsa_memcpy(dst->dev, dst->opt.v, src->dev, src->opt.v, (size_t)a->numel * sizeof(float));
+    // Moments: dst's range out of src's (src must hold it: unsharded, or the same shard).
+    if (dst->shard_lo < src->shard_lo || dst->shard_hi > src->shard_hi)
+        return dsa_error_set(DSA_ERR_STATE, "train: copy_state: moments [%lld, %lld) not held by the source [%lld, %lld)",
+                             (long long)dst->shard_lo, (long long)dst->shard_hi, (long long)src->shard_lo,
+                             (long long)src->shard_hi);
+    int64_t off = dst->shard_lo - src->shard_lo, n = dst->shard_hi - dst->shard_lo;
+    DSA_TRY(dsa_memcpy(dst->dev, dst->opt.m, src->dev, src->opt.m + off, (size_t)n * sizeof(float)));
+    return dsa_memcpy(dst->dev, dst->opt.v, src->dev, src->opt.v + off, (size_t)n * sizeof(float));
+}
+
+// Full-length copies of the AdamW moments (every rank's shard under ZeRO-1, gathered over DP by one
+// broadcast per DP rank: a collective every rank of the DP group must call). m, v: [numel] on dev.
+static dsa_status gather_moments(dsa_trainer *t, float *m, float *v) {
+    int64_t n = t->model->params.numel;
+    if (!t->zero1) {
+        DSA_TRY(dsa_memcpy(t->dev, m, t->dev, t->opt.m, (size_t)n * sizeof(float)));
+        return dsa_memcpy(t->dev, v, t->dev, t->opt.v, (size_t)n * sizeof(float));
+    }
+    size_t own = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
+    DSA_TRY(dsa_memcpy(t->dev, m + t->shard_lo, t->dev, t->opt.m, own));
+    DSA_TRY(dsa_memcpy(t->dev, v + t->shard_lo, t->dev, t->opt.v, own));
+    for (int r = 0; r < t->par->dp_size; r++) {
+        int64_t lo, hi;
+        shard_bounds(n, t->par->dp_size, r, &lo, &hi);
+        DSA_TRY(dsa_broadcast_raw(&t->par->dp, m + lo, hi - lo, DSA_F32, t->dev, r));
+        DSA_TRY(dsa_broadcast_raw(&t->par->dp, v + lo, hi - lo, DSA_F32, t->dev, r));
+    }
+    return DSA_OK;
+}
+
+dsa_status dsa_trainer_moments_to_host(dsa_trainer *t, double *m, double *v) {
+    int64_t n = t->model->params.numel;
+    float *dm = NULL, *dv = NULL, *hm = malloc((size_t)n * sizeof(float)), *hv = malloc((size_t)n * sizeof(float));
+    dsa_status s = hm && hv ? DSA_OK : dsa_error_set(DSA_ERR_MEMORY, "train: no host memory for the moments");
+    if (s == DSA_OK) s = dsa_device_malloc(t->dev, (size_t)n * sizeof(float), (void **)&dm);
+    if (s == DSA_OK) s = dsa_device_malloc(t->dev, (size_t)n * sizeof(float), (void **)&dv);
+    if (s == DSA_OK) s = gather_moments(t, dm, dv);
+    if (s == DSA_OK) s = dsa_memcpy(DSA_CPU, hm, t->dev, dm, (size_t)n * sizeof(float));
+    if (s == DSA_OK) s = dsa_memcpy(DSA_CPU, hv, t->dev, dv, (size_t)n * sizeof(float));
+    for (int64_t i = 0; s == DSA_OK && i < n; i++) {
+        m[i] = hm[i];
+        v[i] = hv[i];
+    }
+    if (dm) dsa_device_free(t->dev, dm);
+    if (dv) dsa_device_free(t->dev, dv);
+    free(hm);
+    free(hv);
+    return s;
 }
 int64_t dsa_trainer_step_count(const dsa_trainer *t) { return t->step; }
 
@@ -423,7 +488,14 @@ static dsa_status train_step(dsa_trainer *t, step_stats *st) {
     DSA_TRY(dsa_grad_sumsq(t->dev, ps->grad_flat->data, ps->numel, &sumsq));
     float scale = dsa_clip_scale(sumsq, t->cfg.optim.grad_clip, &st->grad_norm);
     st->lr = dsa_lr_at(&t->sched, t->step);
-    DSA_TRY(dsa_adamw_step(&t->opt, ps->flat->data, ps->grad_flat->data, (float)st->lr, scale));
+    DSA_TRY(dsa_adamw_step(&t->opt, (float *)ps->flat->data + t->shard_lo, (const float *)ps->grad_flat->data + t->shard_lo,
+                           (float)st->lr, scale));
+    if (t->zero1)  // every DP rank updated its slice: each slice goes to the others
+        for (int r = 0; r < t->par->dp_size; r++) {
+            int64_t lo, hi;
+            shard_bounds(ps->numel, t->par->dp_size, r, &lo, &hi);
+            DSA_TRY(dsa_broadcast_raw(&t->par->dp, (float *)ps->flat->data + lo, hi - lo, DSA_F32, t->dev, r));
+        }
     dsa_profile_mark("grad norm, clip, adamw", DSA_PROF_OTHER);
     st->loss = parts[0];
     st->kl = parts[1];
@@ -513,9 +585,10 @@ typedef struct {
     bool owned;
 } host_view;
 
+// The flat buffers themselves on the CPU (unsharded moments), else owned host copies.
 static dsa_status host_view_make(dsa_trainer *t, host_view *h) {
     int64_t n = t->model->params.numel;
-    if (t->dev == DSA_CPU) {
+    if (t->dev == DSA_CPU && !t->zero1) {
         *h = (host_view){t->model->params.flat->data, t->opt.m, t->opt.v, false};
         return DSA_OK;
     }
@@ -534,14 +607,15 @@ static void host_view_free(host_view *h) {
     free(h->v);
 }
 
-static dsa_status write_checkpoint(dsa_trainer *t) {
+// m_full, v_full: the whole moments on t->dev (gather_moments under ZeRO-1; else t->opt's own).
+static dsa_status write_checkpoint(dsa_trainer *t, const float *m_full, const float *v_full) {
     int64_t n = t->model->params.numel;
     host_view h = {0};
     dsa_status s = host_view_make(t, &h);
     if (s == DSA_OK && h.owned) {
         s = dsa_memcpy(DSA_CPU, h.p, t->dev, t->model->params.flat->data, (size_t)n * sizeof(float));
-        if (s == DSA_OK) s = dsa_memcpy(DSA_CPU, h.m, t->dev, t->opt.m, (size_t)n * sizeof(float));
-        if (s == DSA_OK) s = dsa_memcpy(DSA_CPU, h.v, t->dev, t->opt.v, (size_t)n * sizeof(float));
+        if (s == DSA_OK) s = dsa_memcpy(DSA_CPU, h.m, t->dev, m_full, (size_t)n * sizeof(float));
+        if (s == DSA_OK) s = dsa_memcpy(DSA_CPU, h.v, t->dev, v_full, (size_t)n * sizeof(float));
     }
     dsa_ckpt_tensor *ts = s == DSA_OK ? ckpt_tensors(t, h.p, h.m, h.v) : NULL;
     if (s == DSA_OK && !ts) s = dsa_error_set(DSA_ERR_MEMORY, "checkpoint: no host memory");
@@ -562,10 +636,24 @@ static dsa_status write_checkpoint(dsa_trainer *t) {
     return s;
 }
 
-// Every rank holds the full parameters and moments (identical after each step), so world rank 0
-// writes the file for all; the others learn whether it worked, so no rank runs on after a failure.
+// Every rank holds the full parameters (identical after each step) and, under ZeRO-1, its DP group
+// gathers the moments first; world rank 0 writes the file for all, and the others learn whether it
+// worked, so no rank runs on after a failure.
 static dsa_status save_checkpoint(dsa_trainer *t) {
-    dsa_status s = t->main_rank ? write_checkpoint(t) : DSA_OK;
+    int64_t n = t->model->params.numel;
+    float *m = t->opt.m, *v = t->opt.v;
+    dsa_status s = DSA_OK;
+    if (t->zero1) {
+        m = v = NULL;
+        s = dsa_device_malloc(t->dev, (size_t)n * sizeof(float), (void **)&m);
+        if (s == DSA_OK) s = dsa_device_malloc(t->dev, (size_t)n * sizeof(float), (void **)&v);
+        if (s == DSA_OK) s = gather_moments(t, m, v);
+    }
+    if (s == DSA_OK && t->main_rank) s = write_checkpoint(t, m, v);
+    if (t->zero1) {
+        if (m) dsa_device_free(t->dev, m);
+        if (v) dsa_device_free(t->dev, v);
+    }
     int64_t failed = s != DSA_OK;
     if (t->par->world.size > 1) DSA_TRY(dsa_all_reduce_max_i64(&t->par->world, &failed, 1));
     if (s == DSA_OK && failed) return dsa_error_set(DSA_ERR_IO, "checkpoint: rank 0 could not write the checkpoint");
@@ -585,10 +673,11 @@ static dsa_status load_checkpoint(dsa_trainer *t, const char *path) {
                       : dsa_error_set(DSA_ERR_MEMORY, "checkpoint: no host memory");
     if (s == DSA_OK && st.n_data_pos != DSA_LOADER_POS_LEN)
         s = dsa_error_set(DSA_ERR_IO, "%s: data_pos has %d entries, expected %d", path, st.n_data_pos, DSA_LOADER_POS_LEN);
-    if (s == DSA_OK && h.owned) {
+    if (s == DSA_OK && h.owned) {  // the moments of this rank's range (all of them without ZeRO-1)
+        size_t own = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
         s = dsa_memcpy(t->dev, t->model->params.flat->data, DSA_CPU, h.p, (size_t)n * sizeof(float));
-        if (s == DSA_OK) s = dsa_memcpy(t->dev, t->opt.m, DSA_CPU, h.m, (size_t)n * sizeof(float));
-        if (s == DSA_OK) s = dsa_memcpy(t->dev, t->opt.v, DSA_CPU, h.v, (size_t)n * sizeof(float));
+        if (s == DSA_OK) s = dsa_memcpy(t->dev, t->opt.m, DSA_CPU, h.m + t->shard_lo, own);
+        if (s == DSA_OK) s = dsa_memcpy(t->dev, t->opt.v, DSA_CPU, h.v + t->shard_lo, own);
     }
     if (s == DSA_OK) s = dsa_loader_set_pos(t->train_loader, st.data_pos);
     if (s == DSA_OK) {

@@ -47,6 +47,9 @@ const dsa_param_set *dsa_trainer_params(const dsa_trainer *t);
 // Copies parameters and AdamW moments of src into dst (same model; any layouts): lets a test compare
 // each step of two layouts from identical weights, so drift of earlier steps does not pile up.
 dsa_status dsa_trainer_copy_state(dsa_trainer *dst, const dsa_trainer *src);
+// The full AdamW moments as doubles [numel] (gathered over DP under parallel.zero1: every rank of
+// the DP group must call it).
+dsa_status dsa_trainer_moments_to_host(dsa_trainer *t, double *m, double *v);
 int64_t dsa_trainer_step_count(const dsa_trainer *t);
 // Writes out_dir/step_XXXXXXXX.h5 now (world rank 0 writes; every rank returns its outcome).
 dsa_status dsa_trainer_save_checkpoint(dsa_trainer *t);

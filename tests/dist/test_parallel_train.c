@@ -30,6 +30,7 @@ typedef struct {
     int tp, cp, split;   // split: DSA_CP_CONTIGUOUS | DSA_CP_ZIGZAG
     bool dense;          // model.attn_path = dense (the reference path) instead of sparse
     int accum;           // train.grad_accum of the parallel run (0 = 1); the reference takes dp * accum
+    bool zero1;          // parallel.zero1 (AdamW moments sharded over DP) in the parallel run
 } layout;
 
 static dsa_device g_dev;
@@ -38,7 +39,7 @@ static int g_rank;
 
 static bool load_config(dsa_config *cfg, const layout *L, int dp, bool reference, const char *out_dir) {
     const char *src = getenv("DSA_SOURCE_DIR");
-    char path[1024], o[16][128];
+    char path[1024], o[20][128];
     snprintf(path, sizeof path, "%s/configs/tiny.cfg", src ? src : ".");
     int n = 0;
     // Step 1 is the dense warm-up (indexer only, dense KL), steps 2.. sparse; sinks on.
@@ -58,7 +59,8 @@ static bool load_config(dsa_config *cfg, const layout *L, int dp, bool reference
     snprintf(o[n++], 128, "parallel.cp_split=%s", L->split == DSA_CP_ZIGZAG ? "zigzag" : "contiguous");
     int accum = L->accum > 0 ? L->accum : 1;
     snprintf(o[n++], 128, "train.grad_accum=%d", reference ? dp * accum : accum);
-    char *ov[16];
+    snprintf(o[n++], 128, "parallel.zero1=%s", !reference && L->zero1 ? "true" : "false");
+    char *ov[20];
     for (int i = 0; i < n; i++) ov[i] = o[i];
     return CHECK_OK(dsa_config_load(cfg, path, n, ov));
 }
@@ -114,12 +116,25 @@ static bool step_and_compare(dsa_trainer *par, dsa_trainer *ref, const char *nam
     const char *where = "-";
     double ge = gp && gr ? grad_error(dsa_trainer_params(ref), gp, gr, &where) : INFINITY;
     double le = rel(lp, lr), ke = kr != 0 ? rel(kp, kr) : fabs(kp);
-    bool ok = CHECK(le <= TOL && ke <= TOL && ge <= TOL && isfinite(lp) && isfinite(lr),
-                    "%s step %d: loss %.9g vs %.9g (rel %.2e), kl %.9g vs %.9g (rel %.2e), grads worst rel %.2e at %s",
-                    name, step, lp, lr, le, kp, kr, ke, ge, where);
+    // AdamW moments after the update (gathered over DP when sharded), per parameter like the grads.
+    const dsa_param_set *ps = dsa_trainer_params(ref);
+    double *mp = malloc(2 * (size_t)ps->numel * sizeof(double)), *mr = malloc(2 * (size_t)ps->numel * sizeof(double));
+    const char *mwhere = "-", *vwhere = "-";
+    double me = INFINITY, ve = INFINITY;
+    if (mp && mr && CHECK_OK(dsa_trainer_moments_to_host(par, mp, mp + ps->numel)) &&
+        CHECK_OK(dsa_trainer_moments_to_host(ref, mr, mr + ps->numel))) {
+        me = grad_error(ps, mp, mr, &mwhere);
+        ve = grad_error(ps, mp + ps->numel, mr + ps->numel, &vwhere);
+    }
+    bool ok = CHECK(le <= TOL && ke <= TOL && ge <= TOL && me <= TOL && ve <= TOL && isfinite(lp) && isfinite(lr),
+                    "%s step %d: loss %.9g vs %.9g (rel %.2e), kl %.9g vs %.9g (rel %.2e), grads worst rel %.2e at %s, "
+                    "moments m %.2e at %s, v %.2e at %s",
+                    name, step, lp, lr, le, kp, kr, ke, ge, where, me, mwhere, ve, vwhere);
     if (ok && g_rank == 0)
-        printf("  %-34s step %d | loss %.7f (ref %.7f, rel %.1e) | kl %.7f (rel %.1e) | grads rel %.1e\n", name, step, lp,
-               lr, le, kp, ke, ge);
+        printf("  %-34s step %d | loss %.7f (ref %.7f, rel %.1e) | kl %.7f (rel %.1e) | grads rel %.1e | m, v rel %.1e, %.1e\n",
+               name, step, lp, lr, le, kp, ke, ge, me, ve);
+    free(mp);
+    free(mr);
     free(gp);
     free(gr);
     return ok;
@@ -128,9 +143,9 @@ static bool step_and_compare(dsa_trainer *par, dsa_trainer *ref, const char *nam
 static void layout_name(const layout *L, int dp, char *buf, size_t n) {
     char acc[32] = "";
     if (L->accum > 1) snprintf(acc, sizeof acc, ", grad_accum %d", L->accum);
-    snprintf(buf, n, "tp %d x cp %d%s x dp %d%s%s", L->tp, L->cp,
+    snprintf(buf, n, "tp %d x cp %d%s x dp %d%s%s%s", L->tp, L->cp,
              L->cp > 1 ? (L->split == DSA_CP_ZIGZAG ? " zigzag" : " contiguous") : "", dp, acc,
-             L->dense ? " (dense path)" : "");
+             L->zero1 ? ", zero1" : "", L->dense ? " (dense path)" : "");
 }
 
 static void run_layout(const layout *L, int world) {
@@ -163,7 +178,7 @@ static bool same_params(const dsa_trainer *a, const dsa_trainer *b, const char *
 
 // TP 2 -> 1 and 1 -> 2 (world = 2: tp 2; world = 4: tp 2 x cp 2).
 static void checkpoint_across_layouts(int world) {
-    layout L = {2, world / 2, DSA_CP_ZIGZAG, false, 0};
+    layout L = {2, world / 2, DSA_CP_ZIGZAG, false, 0, false};
     char name[96], dir_par[64] = "dist_ckpt_parallel", dir_one[64], path[256];
     layout_name(&L, 1, name, sizeof name);
     snprintf(dir_one, sizeof dir_one, "dist_ckpt_single_rank%d", g_rank);
@@ -198,6 +213,51 @@ static void checkpoint_across_layouts(int world) {
     dsa_trainer_free(one);
 }
 
+static bool same_moments(dsa_trainer *a, dsa_trainer *b, const char *what) {
+    int64_t n = dsa_trainer_params(a)->numel, bad = -1;
+    double *ma = malloc(2 * (size_t)n * sizeof(double)), *mb = malloc(2 * (size_t)n * sizeof(double));
+    bool got = ma && mb && CHECK_OK(dsa_trainer_moments_to_host(a, ma, ma + n)) &&
+               CHECK_OK(dsa_trainer_moments_to_host(b, mb, mb + n));
+    for (int64_t i = 0; got && i < 2 * n && bad < 0; i++)
+        if (ma[i] != mb[i]) bad = i;
+    bool ok = CHECK(got && bad < 0, "%s: AdamW moments differ first at %lld", what, (long long)bad);
+    free(ma);
+    free(mb);
+    return ok;
+}
+
+// ZeRO-1 (moments sharded over DP = world): its checkpoint holds the whole moments, which one process
+// loads bit for bit, and a one-process checkpoint loads back into the shards.
+static void checkpoint_zero1(int world) {
+    layout L = {1, 1, DSA_CP_CONTIGUOUS, false, 0, true};
+    char name[96], dir_par[64] = "dist_ckpt_zero1", dir_one[64], path[256];
+    layout_name(&L, world, name, sizeof name);
+    snprintf(dir_one, sizeof dir_one, "dist_ckpt_zero1_single_rank%d", g_rank);
+    mkdir(dir_par, 0755);
+    mkdir(dir_one, 0755);
+    dsa_config pc, rc;
+    if (!load_config(&pc, &L, world, false, dir_par) || !load_config(&rc, &L, world, true, dir_one)) return;
+    dsa_parallel single;
+    dsa_parallel_single(&single);
+    dsa_trainer *par = NULL, *one = NULL, *par2 = NULL;
+    if (CHECK_OK(dsa_trainer_create(&pc, &par)) && CHECK_OK(dsa_trainer_step(par, NULL, NULL)) &&
+        CHECK_OK(dsa_trainer_step(par, NULL, NULL)) && CHECK_OK(dsa_trainer_save_checkpoint(par)) &&
+        CHECK_OK(dsa_trainer_create_ex(&rc, &single, &one))) {
+        snprintf(path, sizeof path, "%s/step_00000002.h5", dir_par);
+        if (CHECK_OK(dsa_trainer_load_checkpoint(one, path)) && same_params(par, one, "zero1 checkpoint loaded at dp 1") &&
+            same_moments(par, one, "zero1 checkpoint loaded at dp 1") && g_rank == 0)
+            printf("  checkpoint %s -> one process: parameters and moments identical\n", name);
+        snprintf(path, sizeof path, "%s/step_00000002.h5", dir_one);
+        if (CHECK_OK(dsa_trainer_save_checkpoint(one)) && CHECK_OK(dsa_trainer_create(&pc, &par2)) &&
+            CHECK_OK(dsa_trainer_load_checkpoint(par2, path)) && same_params(par2, one, "one-process checkpoint at zero1") &&
+            same_moments(par2, one, "one-process checkpoint at zero1") && g_rank == 0)
+            printf("  checkpoint one process -> %s: parameters and moments identical\n", name);
+    }
+    dsa_trainer_free(par2);
+    dsa_trainer_free(par);
+    dsa_trainer_free(one);
+}
+
 int main(void) {
     g_devname = getenv("DSA_TEST_DEVICE");
     if (!g_devname || strcmp(g_devname, "cuda")) g_devname = "cpu";
@@ -214,14 +274,16 @@ int main(void) {
     dsa_set_matmul_precision(1);
     int W = li.world_size;
     const layout two[] = {
-        {2, 1, DSA_CP_CONTIGUOUS, false, 0}, {1, 2, DSA_CP_CONTIGUOUS, false, 0}, {1, 2, DSA_CP_ZIGZAG, false, 0},
-        {1, 1, DSA_CP_CONTIGUOUS, false, 0}, {2, 1, DSA_CP_CONTIGUOUS, true, 0},  {1, 2, DSA_CP_ZIGZAG, true, 0},
-        {1, 1, DSA_CP_CONTIGUOUS, false, 2},  // DP 2 with 2 micro-batches each = one process with 4
+        {2, 1, DSA_CP_CONTIGUOUS, false, 0, false}, {1, 2, DSA_CP_CONTIGUOUS, false, 0, false}, {1, 2, DSA_CP_ZIGZAG, false, 0, false},
+        {1, 1, DSA_CP_CONTIGUOUS, false, 0, false}, {2, 1, DSA_CP_CONTIGUOUS, true, 0, false},  {1, 2, DSA_CP_ZIGZAG, true, 0, false},
+        {1, 1, DSA_CP_CONTIGUOUS, false, 2, false},  // DP 2 with 2 micro-batches each = one process with 4
+        {1, 1, DSA_CP_CONTIGUOUS, false, 0, true},  // DP 2, moments sharded (ZeRO-1)
     };
     const layout four[] = {
-        {2, 2, DSA_CP_CONTIGUOUS, false, 0}, {2, 2, DSA_CP_ZIGZAG, false, 0}, {1, 2, DSA_CP_ZIGZAG, false, 0},
-        {2, 1, DSA_CP_CONTIGUOUS, false, 0}, {4, 1, DSA_CP_CONTIGUOUS, false, 0}, {1, 4, DSA_CP_ZIGZAG, false, 0},
-        {2, 2, DSA_CP_ZIGZAG, true, 0},
+        {2, 2, DSA_CP_CONTIGUOUS, false, 0, false}, {2, 2, DSA_CP_ZIGZAG, false, 0, false}, {1, 2, DSA_CP_ZIGZAG, false, 0, false},
+        {2, 1, DSA_CP_CONTIGUOUS, false, 0, false}, {4, 1, DSA_CP_CONTIGUOUS, false, 0, false}, {1, 4, DSA_CP_ZIGZAG, false, 0, false},
+        {2, 2, DSA_CP_ZIGZAG, true, 0, false},
+        {2, 1, DSA_CP_CONTIGUOUS, false, 0, true}, {1, 2, DSA_CP_ZIGZAG, false, 0, true},  // ZeRO-1 over DP 2
     };
     const layout *ls = W == 4 ? four : two;
     int n = W == 4 ? (int)(sizeof four / sizeof *four) : W == 2 ? (int)(sizeof two / sizeof *two) : 0;
@@ -229,6 +291,7 @@ int main(void) {
     if (g_rank == 0) printf("%d ranks on %s: parallel runs against a one-process reference, %d steps each\n", W, g_devname, STEPS);
     for (int i = 0; i < n; i++) run_layout(&ls[i], W);
     checkpoint_across_layouts(W);
+    checkpoint_zero1(W);
     int rc = test_finish();
     dsa_comm_finalize();
     return rc;
