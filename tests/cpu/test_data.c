@@ -121,6 +121,18 @@ static void test_packing_and_cp(void) {
             if (cases[k][3]) CHECK(b->T == dsa_loader_max_rows(L), "pad_to_budget: T %lld", (long long)b->T);
             for (int64_t r = 0; r < b->T; r++) bad_pad += !b->real[r] && (b->targets[r] != -1 || b->tokens[r] != 0);
             total_T += b->T;
+            // A deep copy (what the trainer keeps of each micro-batch) is the same batch and outlives it.
+            dsa_batch copy = {0};
+            CHECK_OK(dsa_batch_copy(&copy, b));
+            bool same = copy.T == b->T && copy.n_docs == b->n_docs && copy.n_real == b->n_real &&
+                        copy.n_targets == b->n_targets && copy.n_answers == b->n_answers &&
+                        !memcmp(copy.tokens, b->tokens, (size_t)b->T * 4) && !memcmp(copy.targets, b->targets, (size_t)b->T * 4) &&
+                        !memcmp(copy.positions, b->positions, (size_t)b->T * 4) && !memcmp(copy.real, b->real, (size_t)b->T) &&
+                        !memcmp(copy.answer, b->answer, (size_t)b->T) &&
+                        !memcmp(copy.cu_seqlens_padded, b->cu_seqlens_padded, (size_t)(b->n_docs + 1) * 4) &&
+                        !memcmp(copy.cu_seqlens, b->cu_seqlens, (size_t)(b->n_docs + 1) * 4);
+            CHECK(same && copy.tokens != b->tokens, "case %d step %d: dsa_batch_copy differs from the batch", k, s);
+            dsa_batch_free(&copy);
             // CP splits: every row exactly once over the ranks, T/cp rows each, ascending.
             for (int cp = 1; cp <= P / 2 || cp == 1; cp *= 2) {
                 if (P % (2 * cp) != 0 && cp > 1) break;
