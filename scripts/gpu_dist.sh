@@ -13,9 +13,16 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release > "$OUT/dist_build.log" 2>&1 
   cmake --build build-gpu -j"$(nproc)" --target test_comm test_comm_ops test_parallel_train dsa >> "$OUT/dist_build.log" 2>&1 || { tail -30 "$OUT/dist_build.log"; exit 1; }
 export DSA_SOURCE_DIR="$PWD"
 MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none -x DSA_TEST_DEVICE -x NCCL_NVLS_ENABLE -x DSA_SOURCE_DIR"
-for t in test_comm test_comm_ops test_parallel_train; do
+for t in test_comm test_comm_ops; do
   $MPI -np "$N" build-gpu/$t > "$OUT/dist_mpirun_$t.log" 2>&1
   echo "== mpirun -np $N $t (NCCL): rc=$? $(grep -h 'passed' "$OUT/dist_mpirun_$t.log" | sort | uniq -c | xargs)" | tee -a "$OUT/dist_summary.txt"
+done
+# The training-equality test has layouts for 2 and 4 ranks (ranks r use GPU r).
+for np in 2 4; do
+  [ "$np" -le "$N" ] || continue
+  $MPI -np "$np" build-gpu/test_parallel_train > "$OUT/dist_mpirun_parallel_train_np$np.log" 2>&1
+  echo "== mpirun -np $np test_parallel_train (NCCL): rc=$? $(grep -h 'passed' "$OUT/dist_mpirun_parallel_train_np$np.log" | sort | uniq -c | xargs)" | tee -a "$OUT/dist_summary.txt"
+  grep -h "FAIL" "$OUT/dist_mpirun_parallel_train_np$np.log" | head -5
 done
 # torchrun-style launch: no MPI; the NCCL id travels over TCP from rank 0.
 launch() {  # $1 = test binary, $2 = extra env
