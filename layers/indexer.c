@@ -27,6 +27,10 @@ dsa_status dsa_indexer_forward(dsa_ctx *c, const dsa_model *m, const dsa_indexer
 
     // ReLU commutes with a positive scale, so D_I^-1/2 folds into the weights (SPEC 1).
     out->w = dsa_scale(c, linear(c, xd, p->weights_proj), 1.0 / sqrt((double)HI) / sqrt((double)DI));
+    // The indexer ops take them in model.dsa_dtype (their gradients come back in fp32).
+    out->q = dsa_model_ops_in(c, m, out->q);
+    out->k = dsa_model_ops_in(c, m, out->k);
+    out->w = dsa_model_ops_in(c, m, out->w);
     if (!out->q || !out->k || !out->w) {
         dsa_error_context("indexer forward");
         return dsa_error_status();
@@ -46,6 +50,7 @@ dsa_status dsa_indexer_select(dsa_ctx *c, const dsa_model *m, const dsa_indexer_
 // The target p: the heads' attention probabilities summed (over every head: the TP ranks' partial
 // sums are all-reduced) and L1-normalized per row. No gradient.
 static dsa_tensor *kl_target(dsa_ctx *c, const dsa_model *m, dsa_tensor *heads) {
+    heads = dsa_model_ops_out(c, m, heads);  // the target and the loss in the model's dtype
     if (heads && m->par->tp_size > 1 && dsa_all_reduce_sum(&m->par->tp, heads) != DSA_OK) return NULL;
     return dsa_normalize_rows_l1(c, heads);
 }
@@ -58,7 +63,7 @@ dsa_tensor *dsa_indexer_sparse_kl(dsa_ctx *c, const dsa_model *m, const dsa_inde
                                                dsa_detach(c, lse), m->sigma);
     dsa_tensor *target = kl_target(c, m, heads);
     dsa_set_grad_enabled(c, prev);
-    dsa_tensor *logits = dsa_indexer_gather_logits(c, a->q, a->k, a->w, idx, topk_length);
+    dsa_tensor *logits = dsa_model_ops_out(c, m, dsa_indexer_gather_logits(c, a->q, a->k, a->w, idx, topk_length));
     dsa_tensor *kl = dsa_kl_indexer_loss(c, logits, target, b->is_real, coeff, b->n_real);
     if (!kl) dsa_error_context("sparse indexer KL loss");
     return kl;
@@ -72,7 +77,7 @@ dsa_tensor *dsa_indexer_dense_kl(dsa_ctx *c, const dsa_model *m, const dsa_index
                                                      dsa_detach(c, lse), m->sigma);
     dsa_tensor *target = kl_target(c, m, heads);
     dsa_set_grad_enabled(c, prev);
-    dsa_tensor *logits = dsa_indexer_logits(c, a->q, a->k, a->w, b->start, b->end);
+    dsa_tensor *logits = dsa_model_ops_out(c, m, dsa_indexer_logits(c, a->q, a->k, a->w, b->start, b->end));
     dsa_tensor *kl = dsa_kl_indexer_loss(c, logits, target, b->is_real, coeff, b->n_real);
     if (!kl) dsa_error_context("dense indexer KL loss");
     return kl;

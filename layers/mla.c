@@ -65,14 +65,15 @@ static dsa_tensor *absorb(dsa_ctx *c, const mla_acts *a) {
     return dsa_concat(c, ql, a->q_pe, 2);
 }
 
-// Sparse path: o [T, H_l, v] from SparseMQA over the top-k, then W_vc per head.
-static dsa_tensor *sparse_attention(dsa_ctx *c, const dsa_model *m, const mla_acts *a, dsa_tensor *q_abs,
-                                    dsa_tensor *idx, dsa_tensor *len, dsa_tensor **lse) {
+// Sparse path: o [T, H_l, v] from SparseMQA over the top-k, then W_vc per head. q_in, kv_in: the
+// absorbed query and keys as the op's inputs (model.dsa_dtype).
+static dsa_tensor *sparse_attention(dsa_ctx *c, const dsa_model *m, const mla_acts *a, dsa_tensor *q_in,
+                                    dsa_tensor *kv_in, dsa_tensor *idx, dsa_tensor *len, dsa_tensor **lse) {
     dsa_sparse_mqa_args args = {.sigma = m->sigma, .dv = m->cfg.kv_lora_rank, .max_heads_per_kernel = 0};
-    dsa_tensor *o_lat = NULL;
-    if (!q_abs || !a->kv) return NULL;
-    if (dsa_sparse_mqa(c, q_abs, a->kv, idx, len, a->sink, &args, &o_lat, lse) != DSA_OK) return NULL;
-    dsa_tensor *ol = dsa_permute(c, o_lat, SWAP01);                   // [H, T, L]
+    dsa_tensor *o_lat = NULL, *sink = a->sink ? dsa_model_ops_in(c, m, a->sink) : NULL;
+    if (!q_in || !kv_in || (a->sink && !sink)) return NULL;
+    if (dsa_sparse_mqa(c, q_in, kv_in, idx, len, sink, &args, &o_lat, lse) != DSA_OK) return NULL;
+    dsa_tensor *ol = dsa_permute(c, dsa_model_ops_out(c, m, o_lat), SWAP01); // [H, T, L]
     return dsa_permute(c, dsa_matmul(c, ol, a->w_vc, false, true), SWAP01); // [T, H, v]
 }
 
@@ -147,10 +148,10 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
         return NULL;
     }
 
-    dsa_tensor *q_abs = NULL, *kv = a.kv, *lse = NULL, *heads;
+    dsa_tensor *q_abs = NULL, *kv = dsa_model_ops_in(c, m, a.kv), *lse = NULL, *heads;
     if (o->attn_path == DSA_ATTN_SPARSE) {  // dense warm-up: *idx selects every key of the window
-        q_abs = absorb(c, &a);
-        heads = sparse_attention(c, m, &a, q_abs, *idx, *topk_length, &lse);
+        q_abs = dsa_model_ops_in(c, m, absorb(c, &a));
+        heads = sparse_attention(c, m, &a, q_abs, kv, *idx, *topk_length, &lse);
     } else {
         dsa_tensor *mask = sparse_stage ? dsa_sparse_mask(c, *idx, *topk_length, b->start, b->end, b->S, h->dtype)
                                         : dsa_window_mask(c, b->start, b->end, b->S, h->dtype);
@@ -158,7 +159,7 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
         heads = dense_attention(c, m, p, &a, b, mask, &lse);
         if (heads && p->has_indexer && o->want_kl) {  // absorbed inputs of the KL target only
             bool prev = dsa_set_grad_enabled(c, false);
-            q_abs = absorb(c, &a);
+            q_abs = dsa_model_ops_in(c, m, absorb(c, &a));
             dsa_set_grad_enabled(c, prev);
         }
     }

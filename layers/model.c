@@ -163,6 +163,16 @@ dsa_status dsa_model_batch_make(dsa_ctx *c, dsa_device dev, const int32_t *token
     return dsa_model_batch_make_part(c, dev, tokens, targets, cu_seqlens, cu_seqlens_padded, n_docs, NULL, 0, NULL, out);
 }
 
+dsa_tensor *dsa_model_ops_in(dsa_ctx *c, const dsa_model *m, dsa_tensor *x) {
+    if (!x || m->cfg.dsa_dtype != DSA_OPS_BF16 || x->dtype == DSA_BF16) return x;
+    return dsa_cast(c, x, DSA_BF16);
+}
+
+dsa_tensor *dsa_model_ops_out(dsa_ctx *c, const dsa_model *m, dsa_tensor *x) {
+    if (!x || x->dtype == m->params.dtype) return x;
+    return dsa_cast(c, x, m->params.dtype);
+}
+
 // ---- parallel layout --------------------------------------------------------------------------------
 
 static dsa_parallel g_single;  // the layout of one process: every communicator of size 1

@@ -130,6 +130,11 @@ dsa_status dsa_model_batch_make_part(dsa_ctx *c, dsa_device dev, const int32_t *
                                      const int32_t *query_indices, int64_t n_q, const int32_t *cp_order,
                                      dsa_model_batch *out);
 
+// model.dsa_dtype: x as an input of the DSA ops (a bf16 copy whose gradient flows back in x's dtype
+// when the config asks for bf16, x itself otherwise), and a DSA op's output back in the model's dtype.
+dsa_tensor *dsa_model_ops_in(dsa_ctx *c, const dsa_model *m, dsa_tensor *x);
+dsa_tensor *dsa_model_ops_out(dsa_ctx *c, const dsa_model *m, dsa_tensor *x);
+
 // Uses the layout of par (kept by pointer; NULL = one process). Errors: heads or mlp_hidden not
 // divisible by par->tp_size.
 dsa_status dsa_model_set_parallel(dsa_model *m, const dsa_parallel *par);

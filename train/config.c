@@ -50,6 +50,7 @@ static const dsa_cfg_key KEYS[] = {
     K(model, attn_sink,        DSA_CFG_BOOL,   "false",        0, 0, NULL, "learned per-head attention sink logit"),
     K(model, tie_embeddings,   DSA_CFG_BOOL,   "false",        0, 0, NULL, "output head shares the token embedding"),
     K(model, attn_path,        DSA_CFG_ENUM,   "sparse",       0, 0, "sparse|dense", "main attention path: sparse (top-k) or dense (materialized mask, the numerical reference)"),
+    K(model, dsa_dtype,        DSA_CFG_ENUM,   "f32",          0, 0, "f32|bf16", "input dtype of the DSA ops (sparse attention, score recompute, indexer): bf16 runs the tensor-core kernels; weights, other ops and losses stay fp32"),
     K(model, backend,          DSA_CFG_ENUM,   "auto",         0, 0, "reference|fast|auto", "kernels: reference ops, fast (optimized; error if unavailable) or auto"),
     K(model, softmax_scale,    DSA_CFG_FLOAT,  "0",            0, NOLIM, NULL, "attention scale sigma (0 = (qk_nope_head_dim + qk_rope_head_dim)^-1/2)"),
     K(model, init_std,         DSA_CFG_FLOAT,  "0.02",         0, NOLIM, NULL, "std of the normal init of weight matrices"),

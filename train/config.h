@@ -38,6 +38,7 @@ typedef enum { DSA_DEVICE_CPU, DSA_DEVICE_CUDA, DSA_DEVICE_AUTO } dsa_cfg_device
 typedef enum { DSA_STAGE_DENSE_WARMUP, DSA_STAGE_SPARSE } dsa_cfg_stage;           // train.stage
 typedef enum { DSA_DTYPE_F32 } dsa_cfg_dtype;                                      // train.dtype
 typedef enum { DSA_ATTN_SPARSE, DSA_ATTN_DENSE } dsa_cfg_attn_path;                // model.attn_path
+typedef enum { DSA_OPS_F32, DSA_OPS_BF16 } dsa_cfg_dsa_dtype;                      // model.dsa_dtype
 typedef enum { DSA_BACKEND_REFERENCE, DSA_BACKEND_FAST, DSA_BACKEND_AUTO } dsa_cfg_backend; // model.backend
 typedef enum { DSA_SCHEDULE_COSINE, DSA_SCHEDULE_CONSTANT } dsa_cfg_schedule;      // optim.schedule
 typedef enum { DSA_SOURCE_SYNTHETIC, DSA_SOURCE_TEXT, DSA_SOURCE_TOKENS } dsa_cfg_source; // data.source
@@ -83,6 +84,7 @@ typedef struct {
     bool attn_sink;
     bool tie_embeddings;
     int attn_path;             // dsa_cfg_attn_path
+    int dsa_dtype;             // dsa_cfg_dsa_dtype
     int backend;               // dsa_cfg_backend
     double softmax_scale;      // 0 = derived: (qk_nope + qk_rope)^-1/2 (dsa_config_softmax_scale)
     double init_std;           // std of the normal init of weight matrices

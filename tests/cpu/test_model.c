@@ -89,6 +89,55 @@ static void check_fd(const dsa_config *cfg, int stage, const char *what) {
     dsa_ctx_free(c);
 }
 
+// model.dsa_dtype = bf16 against the fp32 model (same weights, the fp32 run's top-k replayed so both
+// attend to the same keys): bf16 rounding of the DSA ops' inputs only. Loss within 1e-2 relative,
+// the whole gradient within 3e-2 relative L2 and cosine >= 0.999; nothing NaN.
+static void check_bf16(const dsa_config *cfg32, int stage, const char *what) {
+    dsa_config cfg16 = *cfg32;
+    cfg16.model.dsa_dtype = DSA_OPS_BF16;
+    dsa_ctx *c = dsa_ctx_create(DSA_CPU), *cb = dsa_ctx_create(DSA_CPU), *store = dsa_ctx_create(DSA_CPU);
+    dsa_model *m32 = NULL, *m16 = NULL;
+    if (!CHECK_OK(dsa_model_create(&m32, cfg32, c, DSA_F32, DSA_CPU, 7)) ||
+        !CHECK_OK(dsa_model_create(&m16, &cfg16, c, DSA_F32, DSA_CPU, 7)))
+        return;
+    dsa_rng r;
+    dsa_rng_init(&r, 99);
+    dsa_model_batch b;
+    CHECK_OK(make_batch(cb, cfg32, &r, &b));
+    int L = (int)cfg32->model.n_layers;
+    dsa_topk_cache cache = {.mode = DSA_TOPK_RECORD, .store = store, .idx = calloc(L, sizeof(dsa_tensor *)),
+                            .len = calloc(L, sizeof(dsa_tensor *))};
+    dsa_forward_opts o = {.attn_path = DSA_ATTN_SPARSE, .stage = stage, .indexer_loss_coeff = 0.7, .want_kl = true,
+                          .topk = &cache};
+    dsa_model_result a32 = {0}, a16 = {0};
+    if (CHECK_OK(dsa_model_loss_and_grads(c, m32, &b, &o, true, &a32))) {
+        cache.mode = DSA_TOPK_REPLAY;
+        if (CHECK_OK(dsa_model_loss_and_grads(c, m16, &b, &o, true, &a16))) {
+            double dot = 0, n32 = 0, n16 = 0, diff = 0;
+            for (int64_t i = 0; i < m32->params.numel; i++) {
+                dot += a32.grads[i] * a16.grads[i];
+                n32 += a32.grads[i] * a32.grads[i];
+                n16 += a16.grads[i] * a16.grads[i];
+                diff += (a32.grads[i] - a16.grads[i]) * (a32.grads[i] - a16.grads[i]);
+            }
+            double cosine = dot / sqrt(n32 * n16), rel_l2 = sqrt(diff / n32), loss_rel = fabs(a16.loss - a32.loss) / fabs(a32.loss);
+            printf("%s: bf16 DSA ops vs fp32: loss %.6f vs %.6f (rel %.2e), grads rel L2 %.2e, cosine %.6f\n", what, a16.loss,
+                   a32.loss, loss_rel, rel_l2, cosine);
+            CHECK(loss_rel <= 1e-2 && rel_l2 <= 3e-2 && cosine >= 0.999 && n32 > 0,
+                  "%s: bf16 DSA ops: loss rel %.3e, grads rel L2 %.3e, cosine %.6f", what, loss_rel, rel_l2, cosine);
+        }
+    }
+    free(a32.grads);
+    free(a16.grads);
+    free(cache.idx);
+    free(cache.len);
+    dsa_model_free(m32);
+    dsa_model_free(m16);
+    dsa_ctx_free(store);
+    dsa_ctx_free(cb);
+    dsa_ctx_free(c);
+}
+
 int main(void) {
     dsa_config cfg;
     tiny_config(&cfg);
@@ -96,6 +145,8 @@ int main(void) {
     check_paths(&cfg, DSA_STAGE_DENSE_WARMUP, "dense warm-up");
     check_fd(&cfg, DSA_STAGE_SPARSE, "sparse stage");
     check_fd(&cfg, DSA_STAGE_DENSE_WARMUP, "dense warm-up");
+    check_bf16(&cfg, DSA_STAGE_SPARSE, "sparse stage");
+    check_bf16(&cfg, DSA_STAGE_DENSE_WARMUP, "dense warm-up");
     cfg.model.attn_sink = false;
     cfg.model.index_share_every = 1;
     cfg.model.tie_embeddings = true;
