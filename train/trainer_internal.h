@@ -63,6 +63,11 @@ typedef struct {
     int stage;
 } dsa_step_stats;
 
+// trainer_state.c
+// ZeRO-1: every DP rank's slice of buf [numel] (on t->dev) to the other DP ranks, one broadcast per
+// DP rank (a collective of the DP group). Nothing to do without ZeRO-1.
+dsa_status dsa_trainer_share_shards(dsa_trainer *t, float *buf);
+
 // trainer_step.c
 int dsa_trainer_stage_at(const dsa_trainer *t, int64_t step);  // DSA_STAGE_* of a step
 // Each AdamW group's step count, from the step and the stage plan (a resumed run's bias correction).

@@ -23,6 +23,16 @@ dsa_status dsa_trainer_copy_state(dsa_trainer *dst, const dsa_trainer *src) {
     return dsa_memcpy(dst->dev, dst->opt.v, src->dev, src->opt.v + off, (size_t)n * sizeof(float));
 }
 
+dsa_status dsa_trainer_share_shards(dsa_trainer *t, float *buf) {
+    if (!t->zero1) return DSA_OK;
+    for (int r = 0; r < t->par->dp_size; r++) {
+        int64_t lo, hi;
+        dsa_trainer_shard_bounds(t->model->params.numel, t->par->dp_size, r, &lo, &hi);
+        DSA_TRY(dsa_broadcast_raw(&t->par->dp, buf + lo, hi - lo, DSA_F32, t->dev, r));
+    }
+    return DSA_OK;
+}
+
 // Full-length copies of the AdamW moments (every rank's shard under ZeRO-1, gathered over DP by one
 // broadcast per DP rank: a collective every rank of the DP group must call). m, v: [numel] on dev.
 static dsa_status gather_moments(dsa_trainer *t, float *m, float *v) {
@@ -34,13 +44,8 @@ static dsa_status gather_moments(dsa_trainer *t, float *m, float *v) {
     size_t own = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
     DSA_TRY(dsa_memcpy(t->dev, m + t->shard_lo, t->dev, t->opt.m, own));
     DSA_TRY(dsa_memcpy(t->dev, v + t->shard_lo, t->dev, t->opt.v, own));
-    for (int r = 0; r < t->par->dp_size; r++) {
-        int64_t lo, hi;
-        dsa_trainer_shard_bounds(n, t->par->dp_size, r, &lo, &hi);
-        DSA_TRY(dsa_broadcast_raw(&t->par->dp, m + lo, hi - lo, DSA_F32, t->dev, r));
-        DSA_TRY(dsa_broadcast_raw(&t->par->dp, v + lo, hi - lo, DSA_F32, t->dev, r));
-    }
-    return DSA_OK;
+    DSA_TRY(dsa_trainer_share_shards(t, m));
+    return dsa_trainer_share_shards(t, v);
 }
 
 dsa_status dsa_trainer_moments_to_host(dsa_trainer *t, double *m, double *v) {

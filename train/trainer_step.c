@@ -47,12 +47,12 @@ static dsa_status upload_batch(dsa_trainer *t, const dsa_batch *hb, dsa_model_ba
                                     hb->n_docs, mb);
     if (hb->T > t->max_rows) return dsa_error_set(DSA_ERR_STATE, "train: batch of %lld rows > %lld", (long long)hb->T, (long long)t->max_rows);
     int64_t n = 0, Tl = hb->T / p->cp_size;
-    for (int r = 0; r < p->cp_size; r++) {
+    // Every rank's rows, for the gather order; this rank's come last and stay in qidx.
+    for (int i = 1; i <= p->cp_size; i++) {
+        int r = (p->cp_rank + i) % p->cp_size;
         DSA_TRY(dsa_cp_query_indices(hb->cu_seqlens_padded, hb->n_docs, p->cp_size, r, t->cfg.parallel.cp_split, t->qidx, &n));
-        for (int64_t i = 0; i < n; i++) t->cp_order[t->qidx[i]] = (int32_t)(r * Tl + i);
+        for (int64_t j = 0; j < n; j++) t->cp_order[t->qidx[j]] = (int32_t)(r * Tl + j);
     }
-    DSA_TRY(dsa_cp_query_indices(hb->cu_seqlens_padded, hb->n_docs, p->cp_size, p->cp_rank, t->cfg.parallel.cp_split,
-                                 t->qidx, &n));
     return dsa_model_batch_make_part(t->ctx, t->dev, hb->tokens, hb->targets, hb->cu_seqlens, hb->cu_seqlens_padded,
                                      hb->n_docs, t->qidx, n, t->cp_order, mb);
 }
@@ -141,14 +141,18 @@ dsa_status dsa_trainer_train_step(dsa_trainer *t, dsa_step_stats *st) {
     dsa_profile_mark("(between steps)", DSA_PROF_OTHER);
     apply_stage(t, stage);
     DSA_TRY(dsa_params_zero_grad(&t->model->params));
+    // The micro-batches are all counted before the first forward (the loss denominators), so with
+    // several they are copied out of the loader; a single one is used where it is.
     int n_micro = (int)t->cfg.train.grad_accum;
+    const dsa_batch *batches = t->micro;
     for (int i = 0; i < n_micro; i++) {
         const dsa_batch *hb;
         DSA_TRY(dsa_loader_next(t->train_loader, &hb));
-        DSA_TRY(dsa_batch_copy(&t->micro[i], hb));
+        if (n_micro == 1) batches = hb;
+        else DSA_TRY(dsa_batch_copy(&t->micro[i], hb));
     }
     double counts[2], parts[2] = {0, 0};
-    DSA_TRY(global_counts(t, t->micro, n_micro, counts));
+    DSA_TRY(global_counts(t, batches, n_micro, counts));
     dsa_profile_mark("data: next batch, counts", DSA_PROF_OTHER);
     dsa_forward_opts fo = {.attn_path = t->cfg.model.attn_path, .stage = stage,
                            .indexer_loss_coeff = t->cfg.optim.indexer_loss_coeff, .want_kl = true};
@@ -156,7 +160,7 @@ dsa_status dsa_trainer_train_step(dsa_trainer *t, dsa_step_stats *st) {
         dsa_ctx_step_reset(t->ctx);
         dsa_model_batch mb;
         dsa_forward_out fw;
-        DSA_TRY(upload_batch(t, &t->micro[i], &mb));
+        DSA_TRY(upload_batch(t, &batches[i], &mb));
         mb.lm_rows = counts[0];
         mb.n_real = counts[1];
         dsa_profile_mark("upload batch", DSA_PROF_OTHER);
@@ -178,12 +182,7 @@ dsa_status dsa_trainer_train_step(dsa_trainer *t, dsa_step_stats *st) {
     st->lr = dsa_lr_at(&t->sched, t->step);
     DSA_TRY(dsa_adamw_step(&t->opt, (float *)ps->flat->data + t->shard_lo, (const float *)ps->grad_flat->data + t->shard_lo,
                            (float)st->lr, scale));
-    if (t->zero1)  // every DP rank updated its slice: each slice goes to the others
-        for (int r = 0; r < t->par->dp_size; r++) {
-            int64_t lo, hi;
-            dsa_trainer_shard_bounds(ps->numel, t->par->dp_size, r, &lo, &hi);
-            DSA_TRY(dsa_broadcast_raw(&t->par->dp, (float *)ps->flat->data + lo, hi - lo, DSA_F32, t->dev, r));
-        }
+    DSA_TRY(dsa_trainer_share_shards(t, ps->flat->data));  // ZeRO-1: each DP rank updated its slice only
     dsa_profile_mark("grad norm, clip, adamw", DSA_PROF_OTHER);
     st->loss = parts[0];
     st->kl = parts[1];

@@ -65,25 +65,17 @@ static bool load_config(dsa_config *cfg, const layout *L, int dp, bool reference
     return CHECK_OK(dsa_config_load(cfg, path, n, ov));
 }
 
-static double *grads_to_host(const dsa_trainer *t) {
-    const dsa_param_set *ps = dsa_trainer_params(t);
-    double *h = malloc((size_t)ps->numel * sizeof *h);
-    if (h && dsa_to_host_f64(ps->grad_flat, h) != DSA_OK) {
+// A host copy (malloc'd, NULL on failure) of one of the trainer's flat buffers: flat or grad_flat.
+static double *flat_to_host(const dsa_tensor *flat) {
+    double *h = malloc((size_t)dsa_numel(flat) * sizeof *h);
+    if (h && dsa_to_host_f64(flat, h) != DSA_OK) {
         free(h);
         return NULL;
     }
     return h;
 }
-
-static double *params_to_host(const dsa_trainer *t) {
-    const dsa_param_set *ps = dsa_trainer_params(t);
-    double *h = malloc((size_t)ps->numel * sizeof *h);
-    if (h && dsa_to_host_f64(ps->flat, h) != DSA_OK) {
-        free(h);
-        return NULL;
-    }
-    return h;
-}
+static double *grads_to_host(const dsa_trainer *t) { return flat_to_host(dsa_trainer_params(t)->grad_flat); }
+static double *params_to_host(const dsa_trainer *t) { return flat_to_host(dsa_trainer_params(t)->flat); }
 
 static double rel(double a, double ref) { return fabs(a - ref) / (fabs(ref) > 1e-30 ? fabs(ref) : 1e-30); }
 
