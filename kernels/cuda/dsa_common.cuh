@@ -87,3 +87,32 @@ __device__ __forceinline__ unsigned dsa_pack_bf16x2(__nv_bfloat16 lo, __nv_bfloa
 }
 // Two adjacent bf16 (4-byte aligned) as one 32-bit load.
 __device__ __forceinline__ unsigned dsa_ld_bf16x2(const __nv_bfloat16 *p) { return *(const unsigned *)p; }
+// Shared-memory address of a generic pointer (for ldmatrix / cp.async).
+__device__ __forceinline__ unsigned dsa_smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+// Four 8x8 b16 matrices; lanes 8m .. 8m+7 give the row addresses of matrix m, register m receives it.
+__device__ __forceinline__ void dsa_ldsm_x4(unsigned r[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+// The same, each matrix transposed on the way (row-major V tile -> col-major B operand).
+__device__ __forceinline__ void dsa_ldsm_x4_trans(unsigned r[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+// 16-byte global -> shared copy that bypasses the registers (and L1); completes at a wait_group.
+__device__ __forceinline__ void dsa_cp_async16(unsigned dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void dsa_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void dsa_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Two fp32 rounded to bf16 in one register (lo in the low half): a C fragment becomes an A fragment.
+__device__ __forceinline__ unsigned dsa_pack_f32x2(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
+    return *(unsigned *)&v;
+}
+

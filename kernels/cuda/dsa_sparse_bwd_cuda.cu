@@ -337,6 +337,307 @@ static dsa_status launch_bwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
     return DSA_OK;
 }
 
+// ---- tensor-core path v2 (the default; DSA_SPARSE_BWD_V1=1 runs v1 above) ----------------------------
+// Same CTA shape as v1: one CTA per (query row t, block of 64 heads), 8 warps. Per tile of 32 slots:
+//  A. warp (rg = warp & 3, kc = warp >> 2) computes S = Q K^T and dP = dO V^T for heads rg*16 .. +16
+//     and slots kc*16 .. +16 over the full D (no partial sums to exchange). The kv fragment of a k16
+//     step below Dv serves both products, so A reads 3 ldmatrix per 4 mma. P = exp(sigma S - log Z)
+//     and sigma dS = sigma P (dP - Delta) go to shared memory as bf16 ([head][slot]).
+//  B. dq (registers: this warp's 16 heads x half ch = warp >> 2 of D) += sigma dS K, all 32 slots.
+//  C. dkv[slot] += (sigma dS)^T Q + P^T dO: warp w takes the 16-column chunks w, w + 8, ... of D
+//     (M = 32 slots, K = 64 heads), operands by ldmatrix.trans, then one float4 atomic per lane per
+//     16x8 tile (lane pairs swap halves so that each lane holds 4 consecutive columns of one row).
+// What changed from v1, and why: the kv rows of tile i + 1 are gathered with cp.async while tile i
+// computes (v1 stalls on every gather); every mma operand comes from ldmatrix (v1 packs the
+// transposed dkv operands from 16-bit scalar loads); dkv takes float4 atomics (v1: float2), halving
+// the atomic operations; invalid slots are zero rows with P = dS = 0 instead of a compaction pass;
+// two __syncthreads per tile (v1: four). Numerics as v1: fp32 S, dP, dq and dkv accumulation; P and
+// dS rounded to bf16 as mma operands; Delta from the fp32 dout, dO rounded to bf16 for dP and P^T dO.
+#define BWD2_HB 64
+#define BWD2_BK 32
+#define BWD2_RING 4  // key-ring entries: a tile's keys are read from their publication to its atomics
+
+static size_t bwd2_smem_bytes(int64_t D, int64_t Dv) {
+    return 2 * ((size_t)BWD2_HB * (D + 8) + (size_t)BWD2_HB * (Dv + 8) + 2 * (size_t)BWD2_BK * (D + 8) +
+                2 * (size_t)BWD2_HB * (BWD2_BK + 8)) +
+           4 * (2 * (size_t)BWD2_HB + BWD2_RING * (BWD2_BK + 1));
+}
+
+template <int NJQ>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
+__global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
+    const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
+    const float *__restrict__ lse, const float *__restrict__ dout, float *dq, float *dkv, float *dsink, int H,
+    int hbeg, int hend, int64_t K, int64_t S_kv, float sigma) {
+    const int HB = BWD2_HB, BK = BWD2_BK, RING = BWD2_RING, D = 16 * NJQ, Dv = 512, NST = 2;
+    extern __shared__ __align__(16) unsigned char dsa_smem[];
+    int n_hb = (hend - hbeg + HB - 1) / HB;
+    int hblk = blockIdx.x % n_hb, h0 = hbeg + hblk * HB, nh = min(HB, hend - h0);
+    int64_t t = blockIdx.x / n_hb;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
+    int rg = warp & 3, ch = warp >> 2, r0 = rg * 16;
+    // Row pitches padded by 8 bf16 (an odd number of 16-byte units: conflict-free ldmatrix rows).
+    const int ldq = D + 8, ldo = Dv + 8, ldp = BK + 8, D8 = D / 8;
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem;  // [HB][ldq]
+    __nv_bfloat16 *sdo = sq + HB * ldq;              // [HB][ldo]
+    __nv_bfloat16 *skv = sdo + HB * ldo;             // [NST][BK][ldq]
+    __nv_bfloat16 *sP = skv + NST * BK * ldq;        // [HB][ldp]
+    __nv_bfloat16 *sdS = sP + HB * ldp;              // [HB][ldp]
+    float *sdelta = (float *)(sdS + HB * ldp), *slogz = sdelta + HB;
+    int *rkeys = (int *)(slogz + HB);                    // [RING][BK] kv row per slot, -1 if invalid
+    unsigned *rmask = (unsigned *)(rkeys + RING * BK);  // [RING] valid-slot bit mask per tile
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+
+    int64_t k_end = K;
+    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int nt = (int)((k_end + BK - 1) / BK);
+    auto slot_raw = [&](int tile) -> int {
+        int64_t j = (int64_t)tile * BK + lane;
+        return j < k_end ? idx[t * K + j] : -1;
+    };
+    auto publish = [&](int tile, int raw) {
+        int key = (raw >= 0 && (int64_t)raw < S_kv) ? raw : -1;
+        unsigned m = __ballot_sync(0xffffffffu, key >= 0);
+        rkeys[(tile % RING) * BK + lane] = key;
+        if (lane == 0) rmask[tile % RING] = m;
+    };
+    auto issue_tile = [&](int tile) {  // warp w gathers rows 4w .. 4w+3, lanes over 16-byte chunks
+        __nv_bfloat16 *dst = skv + (tile % NST) * BK * ldq;
+        const int *keys = rkeys + (tile % RING) * BK;
+#pragma unroll
+        for (int rr = 0; rr < 4; rr++) {
+            int r = warp * 4 + rr, key = keys[r];
+            __nv_bfloat16 *drow = dst + r * ldq;
+            if (key >= 0) {
+                const __nv_bfloat16 *src = kv + (int64_t)key * D;
+                for (int v = lane; v < D8; v += 32) dsa_cp_async16(dsa_smem_addr(drow + v * 8), src + v * 8);
+            } else {  // invalid slot: zeros (P = dS = 0 must meet finite values), nothing read
+                for (int v = lane; v < D8; v += 32) *(uint4 *)(drow + v * 8) = zero4;
+            }
+        }
+    };
+
+    // Prologue. Q by cp.async (joins tile 0's group); dO rounded to bf16 and Delta = out . dout
+    // (fp32 dout) in one pass, warp w owning heads 8w .. 8w+7; log Z = logaddexp(lse, sink); dsink.
+    for (int r = warp * 8; r < warp * 8 + 8; r++) {
+        __nv_bfloat16 *qrow = sq + r * ldq, *orow = sdo + r * ldo;
+        float part = 0.f;
+        if (r < nh) {
+            const __nv_bfloat16 *src = q + ((t * H) + h0 + r) * D;
+            for (int v = lane; v < D8; v += 32) dsa_cp_async16(dsa_smem_addr(qrow + v * 8), src + v * 8);
+            const float4 *dsrc = (const float4 *)(dout + ((t * H) + h0 + r) * Dv);
+            const uint2 *osrc = (const uint2 *)(out + ((t * H) + h0 + r) * Dv);
+#pragma unroll
+            for (int m = 0; m < Dv / 128; m++) {
+                float4 d4 = dsrc[lane + 32 * m];
+                uint2 o2 = osrc[lane + 32 * m];
+                float2 oa = __bfloat1622float2(*(__nv_bfloat162 *)&o2.x), ob = __bfloat1622float2(*(__nv_bfloat162 *)&o2.y);
+                part += oa.x * d4.x + oa.y * d4.y + ob.x * d4.z + ob.y * d4.w;
+                *(uint2 *)(orow + 4 * (lane + 32 * m)) = make_uint2(dsa_pack_f32x2(d4.x, d4.y), dsa_pack_f32x2(d4.z, d4.w));
+            }
+        } else {
+            for (int v = lane; v < D8; v += 32) *(uint4 *)(qrow + v * 8) = zero4;
+            for (int v = lane; v < Dv / 8; v += 32) *(uint4 *)(orow + v * 8) = zero4;
+        }
+        float delta = dsa_warp_sum(part);
+        if (lane == 0) {
+            float l = r < nh ? lse[t * H + h0 + r] : -INFINITY, logz = l;
+            if (sink && r < nh) {
+                float sk = (float)dsa_ld_any(sink, sink_dt, h0 + r), mx = fmaxf(l, sk);
+                logz = mx + logf(expf(l - mx) + expf(sk - mx));
+                if (dsink) atomicAdd(&dsink[h0 + r], -delta * expf(sk - logz));
+            }
+            sdelta[r] = delta;
+            // exp(sigma S - inf) = 0: padding heads (and rows whose lse is -inf, i.e. no valid slot and
+            // no sink, where every slot is invalid anyway) give P = dS = 0.
+            slogz[r] = r < nh && logz > -INFINITY ? logz : INFINITY;
+        }
+    }
+    int pre = -1;
+    if (warp == 0) {
+        for (int s = 0; s < NST && s < nt; s++) publish(s, slot_raw(s));
+        pre = slot_raw(NST);
+    }
+    __syncthreads();
+    if (nt > 0) issue_tile(0);
+    dsa_cp_async_commit();  // group 0: Q and tile 0
+
+    float gq[NJQ][4];
+#pragma unroll
+    for (int j = 0; j < NJQ; j++) gq[j][0] = gq[j][1] = gq[j][2] = gq[j][3] = 0.f;
+    float dl_lo = sdelta[r0 + g], dl_hi = sdelta[r0 + g + 8], lz_lo = slogz[r0 + g], lz_hi = slogz[r0 + g + 8];
+
+    // Per-lane ldmatrix offsets (elements). A (16 rows x 16 at k0): lanes 0-15 rows 0-15 at col 0,
+    // lanes 16-31 the same rows at col 8.
+    int a_row = lane & 15, a_col = (lane >> 4) * 8;
+    // B from row-major rows (16 rows n x 16 k): {b0, b1} of n8-tile 0, then of n8-tile 1.
+    int b_row = (lane & 7) + ((lane >> 4) << 3), b_col = ((lane >> 3) & 1) * 8;
+    // B from k-major rows, transposed (16 rows k x 16 cols n): {b0, b1} of n8-tile 0, then 1.
+    int t_row = (lane & 7) + ((lane >> 3) & 1) * 8, t_col = (lane >> 4) * 8;
+    // A^T from k-major rows (16 rows k x 16 cols m), transposed: a0..a3.
+    int at_row = (lane & 7) + ((lane >> 4) << 3), at_col = ((lane >> 3) & 1) * 8;
+    const int kc = ch * 16;  // phase A: this warp's slots
+
+    for (int i = 0; i < nt; i++) {
+        dsa_cp_async_wait<0>();  // this thread's copies of tile i have landed
+        __syncthreads();         // ... everyone's; tile i-1 is fully consumed (stage, sP, sdS, ring)
+        if (i + 1 < nt) issue_tile(i + 1);
+        dsa_cp_async_commit();
+        if (warp == 0 && i + NST < nt) {
+            publish(i + NST, pre);
+            pre = slot_raw(i + NST + 1);
+        }
+        unsigned vmask = rmask[i % RING];
+        if (vmask == 0) continue;  // CTA-uniform: nothing to add from this tile
+        const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
+        unsigned kv_base = dsa_smem_addr(kvs);
+
+        {  // A. S and dP for heads r0 .. +16, slots kc .. +16
+            float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+            unsigned qa = dsa_smem_addr(sq + (r0 + a_row) * ldq + a_col), da = dsa_smem_addr(sdo + (r0 + a_row) * ldo + a_col);
+            unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
+#pragma unroll 4
+            for (int k = 0; k < Dv / 16; k++) {
+                unsigned a[4], d[4], b[4];
+                dsa_ldsm_x4(a, qa + k * 32);
+                dsa_ldsm_x4(d, da + k * 32);
+                dsa_ldsm_x4(b, kb + k * 32);
+                dsa_mma_bf16_16816(s[0], a, b);
+                dsa_mma_bf16_16816(s[1], a, b + 2);
+                dsa_mma_bf16_16816(dp[0], d, b);
+                dsa_mma_bf16_16816(dp[1], d, b + 2);
+            }
+#pragma unroll
+            for (int k = Dv / 16; k < D / 16; k++) {
+                unsigned a[4], b[4];
+                dsa_ldsm_x4(a, qa + k * 32);
+                dsa_ldsm_x4(b, kb + k * 32);
+                dsa_mma_bf16_16816(s[0], a, b);
+                dsa_mma_bf16_16816(s[1], a, b + 2);
+            }
+#pragma unroll
+            for (int x = 0; x < 2; x++) {
+                int col = kc + 8 * x + 2 * c;
+                bool ok0 = (vmask >> col) & 1u, ok1 = (vmask >> (col + 1)) & 1u;
+                float p0 = ok0 ? __expf(s[x][0] * sigma - lz_lo) : 0.f, p1 = ok1 ? __expf(s[x][1] * sigma - lz_lo) : 0.f;
+                float p2 = ok0 ? __expf(s[x][2] * sigma - lz_hi) : 0.f, p3 = ok1 ? __expf(s[x][3] * sigma - lz_hi) : 0.f;
+                *(unsigned *)(sP + (r0 + g) * ldp + col) = dsa_pack_f32x2(p0, p1);
+                *(unsigned *)(sP + (r0 + g + 8) * ldp + col) = dsa_pack_f32x2(p2, p3);
+                *(unsigned *)(sdS + (r0 + g) * ldp + col) =
+                    dsa_pack_f32x2(sigma * p0 * (dp[x][0] - dl_lo), sigma * p1 * (dp[x][1] - dl_lo));
+                *(unsigned *)(sdS + (r0 + g + 8) * ldp + col) =
+                    dsa_pack_f32x2(sigma * p2 * (dp[x][2] - dl_hi), sigma * p3 * (dp[x][3] - dl_hi));
+            }
+        }
+        __syncthreads();  // P and dS of all 64 heads x 32 slots are in shared memory
+        if (dq) {  // B. dq[heads r0 .. +16, this warp's half of D] += sigma dS K
+            unsigned dsa_ = dsa_smem_addr(sdS + (r0 + a_row) * ldp + a_col);
+            unsigned kt = kv_base + (unsigned)((t_row * ldq + ch * (NJQ * 8) + t_col) * 2);
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                if (((vmask >> (16 * kk)) & 0xffffu) == 0) continue;  // warp-uniform: all 16 slots invalid
+                unsigned a[4];
+                dsa_ldsm_x4(a, dsa_ + kk * 32);
+#pragma unroll
+                for (int jj = 0; jj < NJQ / 2; jj++) {
+                    unsigned b[4];
+                    dsa_ldsm_x4_trans(b, kt + (unsigned)((kk * 16 * ldq + jj * 16) * 2));
+                    dsa_mma_bf16_16816(gq[2 * jj], a, b);
+                    dsa_mma_bf16_16816(gq[2 * jj + 1], a, b + 2);
+                }
+            }
+        }
+        if (dkv) {  // C. dkv[slot, chunk of 16 columns] += (sigma dS)^T Q + P^T dO
+            const int *keys = rkeys + (i % RING) * BK;
+            unsigned ds_t = dsa_smem_addr(sdS + at_row * ldp + at_col), p_t = dsa_smem_addr(sP + at_row * ldp + at_col);
+            for (int chunk = warp; chunk < D / 16; chunk += 8) {
+                int col0 = chunk * 16;
+                bool with_do = col0 < Dv;  // warp-uniform
+                float acc[2][2][4];
+#pragma unroll
+                for (int m = 0; m < 2; m++)
+#pragma unroll
+                    for (int n = 0; n < 2; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
+                unsigned qt = dsa_smem_addr(sq + t_row * ldq + col0 + t_col), ot = dsa_smem_addr(sdo + t_row * ldo + col0 + t_col);
+#pragma unroll
+                for (int kk = 0; kk < HB / 16; kk++) {
+                    unsigned bq[4], a0[4], a1[4];
+                    dsa_ldsm_x4_trans(bq, qt + kk * 16 * ldq * 2);
+                    dsa_ldsm_x4_trans(a0, ds_t + kk * 16 * ldp * 2);
+                    dsa_ldsm_x4_trans(a1, ds_t + (kk * 16 * ldp + 16) * 2);
+                    dsa_mma_bf16_16816(acc[0][0], a0, bq);
+                    dsa_mma_bf16_16816(acc[0][1], a0, bq + 2);
+                    dsa_mma_bf16_16816(acc[1][0], a1, bq);
+                    dsa_mma_bf16_16816(acc[1][1], a1, bq + 2);
+                    if (with_do) {
+                        unsigned bo[4];
+                        dsa_ldsm_x4_trans(bo, ot + kk * 16 * ldo * 2);
+                        dsa_ldsm_x4_trans(a0, p_t + kk * 16 * ldp * 2);
+                        dsa_ldsm_x4_trans(a1, p_t + (kk * 16 * ldp + 16) * 2);
+                        dsa_mma_bf16_16816(acc[0][0], a0, bo);
+                        dsa_mma_bf16_16816(acc[0][1], a0, bo + 2);
+                        dsa_mma_bf16_16816(acc[1][0], a1, bo);
+                        dsa_mma_bf16_16816(acc[1][1], a1, bo + 2);
+                    }
+                }
+                // Lane (g, c) holds rows g, g+8 at columns 2c, 2c+1 of each 16x8 tile. Lanes c and c^1
+                // swap: the even one takes row g, columns 2c .. 2c+3; the odd one row g+8, columns
+                // 2c-2 .. 2c+1. One float4 atomic each.
+                bool odd = c & 1;
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    int slot = m * 16 + g + (odd ? 8 : 0), key = keys[slot];
+#pragma unroll
+                    for (int n = 0; n < 2; n++) {
+                        float *a = acc[m][n];
+                        float s0 = odd ? a[0] : a[2], s1 = odd ? a[1] : a[3];
+                        float r0v = __shfl_xor_sync(0xffffffffu, s0, 1), r1v = __shfl_xor_sync(0xffffffffu, s1, 1);
+                        float4 v = odd ? make_float4(r0v, r1v, a[2], a[3]) : make_float4(a[0], a[1], r0v, r1v);
+                        int col = col0 + n * 8 + 2 * c - (odd ? 2 : 0);
+                        if (key >= 0) atomicAdd((float4 *)(dkv + (int64_t)key * D + col), v);
+                    }
+                }
+            }
+        }
+    }
+    dsa_cp_async_wait<0>();  // nothing in flight at exit
+    if (!dq) return;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int row = r0 + g + 8 * half;
+        if (row >= nh) continue;
+        float *qrow = dq + ((t * H) + h0 + row) * D + ch * (NJQ * 8) + 2 * c;
+#pragma unroll
+        for (int j = 0; j < NJQ; j++) {
+            float2 *p = (float2 *)(qrow + j * 8), v = *p;
+            v.x += gq[j][2 * half];
+            v.y += gq[j][2 * half + 1];
+            *p = v;
+        }
+    }
+}
+
+template <int NJQ>
+static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                    const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
+                                    const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv,
+                                    int64_t h0, int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
+    int64_t T_ = q->shape[0], H = q->shape[1], K = idx->shape[1], S = kv->shape[0];
+    if (T_ == 0 || h1 <= h0) return DSA_OK;
+    auto kern = sparse_mqa_bwd_mma_v2_kernel<NJQ>;
+    size_t smem = bwd2_smem_bytes(16 * NJQ, dv);
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (mma v2)"));
+    int64_t n_hb = (h1 - h0 + BWD2_HB - 1) / BWD2_HB;
+    kern<<<(unsigned)(T_ * n_hb), 256, smem, dsa_stream()>>>(
+        (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
+        topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
+        (const __nv_bfloat16 *)out->data, (const float *)lse->data, (const float *)dout->data,
+        dq ? (float *)dq->data : NULL, dkv ? (float *)dkv->data : NULL, dsink ? (float *)dsink->data : NULL, (int)H,
+        (int)h0, (int)h1, K, S, (float)sigma);
+    CUDA_LAUNCH_CHECK("sparse_mqa_bwd_mma_v2");
+    return DSA_OK;
+}
+
 // bf16 inputs with f32 gradients, Dv = 512, D = 576 or 512; DSA_SPARSE_SIMT=1 forces the SIMT kernel.
 static bool use_mma_bwd(const dsa_tensor *q, const dsa_tensor *dout, const dsa_tensor *dq, const dsa_tensor *dkv,
                         const dsa_tensor *dsink, int64_t dv) {
@@ -352,6 +653,16 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
                                const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv, int64_t h0,
                                int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
     if (use_mma_bwd(q, dout, dq, dkv, dsink, dv)) {
+        static int v1 = -1;
+        if (v1 < 0) v1 = getenv("DSA_SPARSE_BWD_V1") && atoi(getenv("DSA_SPARSE_BWD_V1")) != 0;
+        int dev = 0, max_optin = 0;
+        CUDA_TRY(cudaGetDevice(&dev));
+        CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        if (!v1 && bwd2_smem_bytes(q->shape[2], dv) <= (size_t)max_optin) {
+            if (q->shape[2] == 576)
+                return launch_bwd_mma_v2<36>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
+            return launch_bwd_mma_v2<32>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
+        }
         if (q->shape[2] == 576)
             return launch_bwd_mma<36>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
         return launch_bwd_mma<32>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);

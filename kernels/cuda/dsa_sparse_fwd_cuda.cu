@@ -323,33 +323,8 @@ static dsa_status launch_fwd_mma_v1(const dsa_tensor *q, const dsa_tensor *kv, c
 #define FWD2_BK 32
 #define FWD2_RING 4  // key-ring entries: a tile's keys live from their fetch (tile - NST) to its compute
 
-__device__ __forceinline__ unsigned fwd2_smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
-// Four 8x8 b16 matrices; lanes 8m .. 8m+7 give the row addresses of matrix m, register m receives it.
-__device__ __forceinline__ void fwd2_ldsm_x4(unsigned r[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-// The same, each matrix transposed on the way (row-major V tile -> col-major B operand).
-__device__ __forceinline__ void fwd2_ldsm_x4_trans(unsigned r[4], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-__device__ __forceinline__ void fwd2_cp_async16(unsigned dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void fwd2_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void fwd2_cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 // Barrier of the two warps (64 threads) that share a head group; ids 1..4 (0 is __syncthreads).
 __device__ __forceinline__ void fwd2_pair_sync(int id) { asm volatile("bar.sync %0, 64;\n" ::"r"(id) : "memory"); }
-__device__ __forceinline__ unsigned fwd2_pack(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
-    return *(unsigned *)&v;
-}
 
 template <int NST>  // shared-memory stages of the kv gather (2 or 3)
 __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
@@ -398,7 +373,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
             __nv_bfloat16 *drow = dst + r * ldq;
             if (key >= 0) {
                 const __nv_bfloat16 *src = kv + (int64_t)key * D;
-                for (int v = lane; v < D8; v += 32) fwd2_cp_async16(fwd2_smem_addr(drow + v * 8), src + v * 8);
+                for (int v = lane; v < D8; v += 32) dsa_cp_async16(dsa_smem_addr(drow + v * 8), src + v * 8);
             } else {  // invalid slot: zeros (P = 0 must meet finite values), nothing read
                 for (int v = lane; v < D8; v += 32) *(uint4 *)(drow + v * 8) = zero4;
             }
@@ -410,7 +385,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
         __nv_bfloat16 *drow = sq + r * ldq;
         if (r < nh) {
             const __nv_bfloat16 *src = q + ((t * H) + h0 + r) * D;
-            for (int v = lane; v < D8; v += 32) fwd2_cp_async16(fwd2_smem_addr(drow + v * 8), src + v * 8);
+            for (int v = lane; v < D8; v += 32) dsa_cp_async16(dsa_smem_addr(drow + v * 8), src + v * 8);
         } else {
             for (int v = lane; v < D8; v += 32) *(uint4 *)(drow + v * 8) = zero4;
         }
@@ -424,7 +399,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
 #pragma unroll
     for (int s = 0; s < NST - 1; s++) {
         if (s < nt) issue_tile(s);
-        fwd2_cp_async_commit();  // always commit: group i is tile i (tile 0 also carries Q)
+        dsa_cp_async_commit();  // always commit: group i is tile i (tile 0 also carries Q)
     }
 
     float acc[NJ][4];
@@ -434,7 +409,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
 
     // Per-lane ldmatrix row addresses (bytes). A (Q, 16x16 at k0): lanes 0-15 rows 0-15 at col k0,
     // lanes 16-31 the same rows at col k0+8 -> a0..a3 = (g, 2c), (g+8, 2c), (g, 2c+8), (g+8, 2c+8).
-    unsigned q_addr = fwd2_smem_addr(sq + (r0 + (lane & 15)) * ldq + (lane >> 4) * 8);
+    unsigned q_addr = dsa_smem_addr(sq + (r0 + (lane & 15)) * ldq + (lane >> 4) * 8);
     // B of S (K rows, 16 keys x 16 d): matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7),
     // (keys 8-15, d 8-15) -> {b0, b1} of key n8-tile 0, then of n8-tile 1.
     int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
@@ -445,16 +420,16 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
     float4 *x_mine = sx + warp * 4 * 32, *x_peer = sx + (warp ^ 4) * 4 * 32;
 
     for (int i = 0; i < nt; i++) {
-        fwd2_cp_async_wait<NST - 2>();  // this thread's copies of tile i have landed
+        dsa_cp_async_wait<NST - 2>();  // this thread's copies of tile i have landed
         __syncthreads();  // ... everyone's; tile i-1's readers are done (its stage and ring slot are free)
         if (i + NST - 1 < nt) issue_tile(i + NST - 1);
-        fwd2_cp_async_commit();
+        dsa_cp_async_commit();
         if (warp == 0 && i + NST < nt) {
             publish(i + NST, pre);
             pre = slot_raw(i + NST + 1);
         }
         const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
-        unsigned kv_base = fwd2_smem_addr(kvs);
+        unsigned kv_base = dsa_smem_addr(kvs);
         unsigned vmask = rmask[i % RING];
         // No valid slot: the tile would leave m, l and O exactly as they are (CTA-uniform, so both
         // warps of every pair skip the pair barrier together).
@@ -468,9 +443,9 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
 #pragma unroll 2
         for (int k = kb; k < ke; k++) {
             unsigned a[4], b0[4], b1[4];
-            fwd2_ldsm_x4(a, q_addr + k * 32);
-            fwd2_ldsm_x4(b0, kb_addr + k * 32);
-            fwd2_ldsm_x4(b1, kb_addr + 16 * ldq * 2 + k * 32);
+            dsa_ldsm_x4(a, q_addr + k * 32);
+            dsa_ldsm_x4(b0, kb_addr + k * 32);
+            dsa_ldsm_x4(b1, kb_addr + 16 * ldq * 2 + k * 32);
             dsa_mma_bf16_16816(s[0], a, b0);
             dsa_mma_bf16_16816(s[1], a, b0 + 2);
             dsa_mma_bf16_16816(s[2], a, b1);
@@ -541,10 +516,10 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
         unsigned pa[2][4];
 #pragma unroll
         for (int kk = 0; kk < 2; kk++) {
-            pa[kk][0] = fwd2_pack(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = fwd2_pack(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = fwd2_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = fwd2_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            pa[kk][0] = dsa_pack_f32x2(s[2 * kk][0], s[2 * kk][1]);
+            pa[kk][1] = dsa_pack_f32x2(s[2 * kk][2], s[2 * kk][3]);
+            pa[kk][2] = dsa_pack_f32x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[kk][3] = dsa_pack_f32x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
         }
         // O += P V over this warp's 256 columns (V = the first Dv columns of the kv rows).
         unsigned v_addr = kv_base + (unsigned)((v_row * ldq + v_col) * 2);
@@ -553,13 +528,13 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
 #pragma unroll
             for (int jj = 0; jj < NJ / 2; jj++) {
                 unsigned b[4];
-                fwd2_ldsm_x4_trans(b, v_addr + (unsigned)((kk * 16 * ldq + jj * 16) * 2));
+                dsa_ldsm_x4_trans(b, v_addr + (unsigned)((kk * 16 * ldq + jj * 16) * 2));
                 dsa_mma_bf16_16816(acc[2 * jj], pa[kk], b);
                 dsa_mma_bf16_16816(acc[2 * jj + 1], pa[kk], b + 2);
             }
         }
     }
-    fwd2_cp_async_wait<0>();  // nothing may be in flight at exit (only empty groups are left)
+    dsa_cp_async_wait<0>();  // nothing may be in flight at exit (only empty groups are left)
 
 #pragma unroll
     for (int o = 1; o <= 2; o <<= 1) {
