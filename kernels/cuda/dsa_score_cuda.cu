@@ -206,22 +206,19 @@ static dsa_status launch_headsum_mma(const dsa_tensor *q, const dsa_tensor *kv, 
 //    4 ldmatrix.x4 feed 8 mma per k16 step, which keeps shared-memory bandwidth below the mma rate.
 //    With only 32 slots per tile, 8 such warps need DS = 2 (H > 64) or 4 (H <= 64) warps per head
 //    block, each reducing over 1/DS of D; the partial S tiles are exchanged through a small buffer
-//    (named barrier of the DS warps) so that each warp ends with the complete S of its own slot
+//    (two CTA barriers per exchange round) so that each warp ends with the complete S of its own slot
 //    columns and applies exp to them (exp is not linear: partial S cannot be summed after it).
 //  - Shared rows are not padded but XOR-swizzled (16-byte chunk c of row r sits at c ^ (r & 7)):
 //    conflict-free ldmatrix and cp.async without the 8-element pad, whose 3 KB the exchange needs at
 //    H 128, D 576. D that is not a multiple of 64 gets its row rounded up to 8 chunks (zeros).
 //  - The head sum of a tile is complete inside the tile, so it is written (bf16) straight from a small
-//    double-buffered [2][heads/32][32] array one tile later: one __syncthreads per tile, and no [K]
+//    triple-buffered [3][heads/32][32] array one tile later: one __syncthreads per tile, and no [K]
 //    array (it would not fit next to Q at H 128, D 576). Deterministic: fixed summation order.
 // Numerics: fp32 S, p = 2^(S sigma log2e - lse log2e) (what __expf does), sums in fp32, bf16 once.
 #define HS2_BK 32
 #define HS2_RING 4  // key-ring entries: a tile's keys live from their fetch (tile - NST) to its compute
 #define HS2_LOG2E 1.4426950408889634f
 
-__device__ __forceinline__ void hs2_group_sync(int id, int nthreads) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(nthreads) : "memory");
-}
 __device__ __forceinline__ float hs2_exp2(float x) {  // 2^x; -inf -> 0
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
@@ -238,7 +235,7 @@ static __host__ __device__ inline hs2_layout hs2_make_layout(int P, int hc, int 
     L.q = o;     o += row * hc;
     L.kv = o;    o += row * HS2_BK * nst;
     L.xb = o;    o += (size_t)8 * (ds - 1) * 32 * 8 * 4;  // per warp and peer: 8 floats x 32 lanes
-    L.sred = o;  o += (size_t)2 * (8 / ds) * 32 * 4;
+    L.sred = o;  o += (size_t)3 * (8 / ds) * 32 * 4;  // three tiles' sums (see finish_tile)
     L.slse = o;  o += 4 * (size_t)hc;
     L.rkeys = o; o += 4 * (size_t)HS2_RING * HS2_BK;
     L.rmask = o; o += 4 * (size_t)HS2_RING;
@@ -315,6 +312,8 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
         }
     };
     // Tile `tile`'s head sums (sred, written one tile earlier) to out or the [K] array; invalid slots 0.
+    // sred holds three tiles: the tile being summed, the one warp 7 reads, and one more so that a write
+    // and a read of the same buffer are always two barriers apart.
     auto finish_tile = [&](int tile, unsigned m) {
         if (warp != 7) return;
         int64_t j = (int64_t)tile * BK + lane;
@@ -322,7 +321,7 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
         float v = 0.f;
         if ((m >> lane) & 1u)
 #pragma unroll
-            for (int b = 0; b < HBW; b++) v += sred[((tile & 1) * HBW + b) * 32 + lane];
+            for (int b = 0; b < HBW; b++) v += sred[((tile % 3) * HBW + b) * 32 + lane];
         if (chunked) ssum[j] += v;
         else out[t * K + j] = __float2bfloat16(v);
     };
@@ -386,7 +385,10 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
             for (int r = 0; r < NP; r++) cs[r][0] = cs[r][1] = 0.f;
             for (int hp = 0; hp < nh32; hp += HPP) {
                 int hbase = hp + hb * 32;
-                if (hbase >= nh32) continue;  // uniform over the DS warps of this head block
+                // Warps past the last head block compute nothing but still meet every barrier below
+                // (full-CTA barriers: compute-sanitizer's racecheck mis-orders the later sums when
+                // named barriers of warp subsets are mixed in).
+                const bool active = hbase < nh32;
                 float s[2][4][4];
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++)
@@ -394,7 +396,7 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
                     for (int x = 0; x < 4; x++) s[mt][x][0] = s[mt][x][1] = s[mt][x][2] = s[mt][x][3] = 0.f;
                 unsigned qa = sq_a + (unsigned)((hbase + (lane & 15)) * ROW);
 #pragma unroll 2
-                for (int k = kb; k < ke; k++) {
+                for (int k = kb; k < (active ? ke : kb); k++) {
                     unsigned oa = (unsigned)(((2 * k) ^ yA) << 4), ob = (unsigned)(((2 * k) ^ yB) << 4);
                     unsigned a0[4], a1[4], b0[4], b1[4];
                     dsa_ldsm_x4(a0, qa + oa);
@@ -417,15 +419,15 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
                 for (int r = 0; r < NP; r++) {
 #pragma unroll
                     for (int x = 0; x < 4; x++) {
-                        if (x % NP != r || x / NP == dp) continue;
+                        if (!active || x % NP != r || x / NP == dp) continue;
                         float4 *dst = region(hb + (x / NP) * HBW, dp);
                         dst[lane] = make_float4(s[0][x][0], s[0][x][1], s[0][x][2], s[0][x][3]);
                         dst[32 + lane] = make_float4(s[1][x][0], s[1][x][1], s[1][x][2], s[1][x][3]);
                     }
-                    hs2_group_sync(1 + hb, 32 * DS);
+                    __syncthreads();
 #pragma unroll
                     for (int x = 0; x < 4; x++) {
-                        if (x % NP != r || x / NP != dp) continue;
+                        if (!active || x % NP != r || x / NP != dp) continue;
 #pragma unroll
                         for (int sd = 0; sd < DS; sd++) {
                             if (sd == dp) continue;
@@ -435,8 +437,9 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
                             s[1][x][0] += w.x; s[1][x][1] += w.y; s[1][x][2] += w.z; s[1][x][3] += w.w;
                         }
                     }
-                    hs2_group_sync(1 + hb, 32 * DS);
+                    __syncthreads();
                 }
+                if (!active) continue;
                 // p = exp(sigma S - lse) of my own columns, summed over this lane's 4 head rows (g, g+8
                 // of both m16 tiles); padding heads have lse = +inf -> 0.
                 float l0 = slse[hbase + g], l1 = slse[hbase + g + 8], l2 = slse[hbase + g + 16],
@@ -462,7 +465,7 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
                     v += __shfl_xor_sync(0xffffffffu, v, 4);
                     v += __shfl_xor_sync(0xffffffffu, v, 8);
                     v += __shfl_xor_sync(0xffffffffu, v, 16);
-                    if (g == 0) sred[((i & 1) * HBW + hb) * 32 + (dp * NP + r) * 8 + 2 * c + e] = v;
+                    if (g == 0) sred[((i % 3) * HBW + hb) * 32 + (dp * NP + r) * 8 + 2 * c + e] = v;
                 }
         }
         dsa_cp_async_wait<0>();  // nothing may be in flight past the chunk (only empty groups are left)

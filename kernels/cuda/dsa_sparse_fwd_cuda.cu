@@ -7,6 +7,12 @@
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
+// v3 (wgmma, sm_90a): dsa_sparse_fwd_wgmma_cuda.cu.
+size_t dsa_fwd3_smem_bytes(int64_t D);
+dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                         const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
+                                         int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse);
+
 #define FWD_COLS 2  // output columns per thread: Dv <= 2 * 256
 
 // DENSE: the slots are the keys of the window [start[t], end[t]) (dsa_attn_lse_dense), idx unused.
@@ -593,6 +599,15 @@ static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     int64_t D = q->shape[2];
+    static int v3 = -1;  // v3 (wgmma) needs sm_90a (CC 9.0); DSA_SPARSE_FWD_V2=1 keeps v2
+    if (v3 < 0) {
+        int major = 0, minor = 0;
+        CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+        v3 = major == 9 && minor == 0 && !(getenv("DSA_SPARSE_FWD_V2") && atoi(getenv("DSA_SPARSE_FWD_V2")) != 0);
+    }
+    if (!v1 && v3 && D % 64 == 0 && D <= 576 && dsa_fwd3_smem_bytes(D) <= (size_t)max_optin)
+        return dsa_sparse_mqa_fwd_wgmma_cuda(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
     if (!v1 && fwd2_smem_bytes(D, 3) <= (size_t)max_optin)
         return launch_fwd_mma_v2_nst<3>(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
     if (!v1 && fwd2_smem_bytes(D, 2) <= (size_t)max_optin)

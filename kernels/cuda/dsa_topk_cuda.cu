@@ -4,7 +4,11 @@
 // lowest-index ties at it), so the output is deterministic and in ascending key order. When a row
 // allows <= K keys, all of them are selected.
 //
-// Two kernels compute exactly the same output:
+// Three kernels compute exactly the same output:
+// - topk_kernel_reg (f32 / bf16 rows of up to 32768 keys; the default there, DSA_TOPK_V1=1 turns it
+//   off): one CTA per row, each warp holding one contiguous chunk of the row in registers (up to 32
+//   keys a thread); 11 + 11 + 10 bit select passes on registers with shared-memory histograms, then a
+//   ballot-based compaction that writes each warp's picks as contiguous runs. See its section below.
 // - topk_kernel_fast (rows whose keys fit in shared memory, S up to ~55K on H100): one CTA of 256
 //   threads per row reads the row from global memory once (cp.async for aligned f32 rows) into shared
 //   memory as keys, building the first 11-bit histogram on the way; the select then runs over shared
@@ -444,7 +448,327 @@ __global__ void __launch_bounds__(TOPK_FAST_NT, TOPK_FAST_MIN_CTAS(T))
     if (tid == 0 && topk_length) topk_length[t] = (int)written;
 }
 
+// ---- register path: the row's keys live in registers ---------------------------------------------
+// For rows of up to 32 * NT keys (8192 with 256 threads). Why: the shared-memory path moves each key
+// through shared memory 5-6 times (cp.async in, convert in place, 1-2 refine passes, compaction) and
+// its 40 KB per row caps an SM at 5 rows; the compaction's per-thread 4-key groups need 64-bit shuffle
+// scans and scatter 4 stores per 128 keys. Here each warp owns one contiguous chunk of 32 * KPT keys,
+// lane l holding the keys chunk + 32m + l (m < KPT) in registers:
+// - the loads are coalesced 128-byte lines, all KPT of them in flight per thread (32 KB per CTA for an
+//   8192-key row, with 4 CTAs of 256 threads per SM at 64 registers: 128 KB in flight per SM);
+// - every select pass is ALU work on registers plus shared atomics for the (few) candidates;
+// - the compaction is one ballot per 32 keys: a warp's picks at step m land at consecutive positions
+//   in lane order, so each store instruction writes one contiguous run of the output;
+// - shared memory is only two histograms (16 KB), so registers alone bound the CTAs per SM;
+// - a warp whose chunk holds no allowed key (the masked tail of a causal row) skips every pass.
+// Same output as topk_kernel_simple (see the file's header).
+#define TOPK_R_NB 2048          // bins of the first two digits (bits 31..21, 20..10); the last has 1024
+// CTAs per SM the register budget must allow: 64 registers a thread (32 keys + the rest) at 1024
+// threads per SM; with 16 keys a thread, 48 registers and 5 CTAs of 256.
+#define TOPK_R_MIN_CTAS(NT, KPT) ((KPT) <= 16 && (NT) == 256 ? 5 : 1024 / (NT))
+#define TOPK_R_VALID_LO 0x00800000u  // keys of allowed values are in [VALID_LO, VALID_HI]: -FLT_MAX
+#define TOPK_R_VALID_HI 0xff800000u  // .. +inf (-inf, NaNs of either sign fall outside)
+
+// Key of a value's bits (see ordered_key), or inv (< VALID_LO) when the value is not allowed: one
+// compare instead of the isnan / -inf tests.
+__device__ __forceinline__ unsigned topk_r_key_bits(unsigned u, unsigned inv) {
+    unsigned k = u ^ ((unsigned)((int)u >> 31) | 0x80000000u);
+    return k - TOPK_R_VALID_LO <= TOPK_R_VALID_HI - TOPK_R_VALID_LO ? k : inv;
+}
+// Streaming loads (each logit is read once): f32 bits, and bf16 widened exactly to f32 bits.
+__device__ __forceinline__ unsigned topk_r_load_bits(const float *p) { return __float_as_uint(__ldcs(p)); }
+__device__ __forceinline__ unsigned topk_r_load_bits(const __nv_bfloat16 *p) {
+    return (unsigned)__ldcs(reinterpret_cast<const unsigned short *>(p)) << 16;
+}
+
+// Finds the bin holding the r-th largest key of hist[NB] (1 <= r <= total; r == 0 finds nothing) and
+// returns the histogram's total. Thread i owns bins [NB - (i+1)B, NB - iB), so thread order is
+// descending bin order. One barrier inside (warp totals through wbuf[NT / 32]); the thread whose bins
+// hold the r-th key writes *sel, read by the others after the caller's next barrier. hist is read only
+// before the barrier inside; wbuf is read only after it, so wbuf may be rewritten after one more
+// barrier. SKIP0: bins 0..3 hold the not-allowed keys (keys < VALID_LO) and count as empty.
+template <int NT, int NB, bool SKIP0>
+__device__ __forceinline__ unsigned topk_r_select(const unsigned *hist, unsigned r, unsigned *wbuf, topk_sel *sel) {
+    constexpr int B = NB / NT, NW = NT / 32;
+    static_assert(B * NT == NB && (B % 4 == 0 || B < 4), "bins per thread");
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lo = NB - ((int)threadIdx.x + 1) * B;
+    unsigned h[B], local = 0;
+    if (B % 4 == 0) {
+#pragma unroll
+        for (int j = 0; j < B / 4; j++) {
+            uint4 v = reinterpret_cast<const uint4 *>(hist + lo)[j];
+            h[4 * j] = v.x, h[4 * j + 1] = v.y, h[4 * j + 2] = v.z, h[4 * j + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < B; j++) h[j] = hist[lo + j];
+    }
+    if (SKIP0) {
+#pragma unroll
+        for (int j = 0; j < B; j++)
+            if (lo + j < (int)(TOPK_R_VALID_LO >> 21)) h[j] = 0;
+    }
+#pragma unroll
+    for (int j = 0; j < B; j++) local += h[j];
+    unsigned wsum = __reduce_add_sync(0xffffffffu, local);
+    if (lane == 0) wbuf[warp] = wsum;
+    __syncthreads();
+    // Every warp scans the warp totals (lane w holds warp w's); only the warp holding the r-th key
+    // goes on to scan its lanes.
+    unsigned wv = lane < NW ? wbuf[lane] : 0u, winc = wv;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned x = __shfl_up_sync(0xffffffffu, winc, o);
+        if (lane >= o) winc += x;
+    }
+    const unsigned total = __shfl_sync(0xffffffffu, winc, 31);
+    const unsigned wbefore = __shfl_sync(0xffffffffu, winc - wv, warp);
+    if (wbefore < r && r <= wbefore + wsum) {  // warp-uniform
+        unsigned inc = local;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned x = __shfl_up_sync(0xffffffffu, inc, o);
+            if (lane >= o) inc += x;
+        }
+        unsigned cum = wbefore + inc - local;  // keys in the bins above this thread's
+        if (cum < r && r <= cum + local) {
+            bool found = false;
+#pragma unroll
+            for (int j = B - 1; j >= 0; j--) {  // descending bins
+                if (!found && cum + h[j] >= r) {
+                    sel->bin = (unsigned)(lo + j);
+                    sel->rem = r - cum;
+                    sel->cnt = h[j];
+                    found = true;
+                }
+                cum += h[j];
+            }
+        }
+    }
+    return total;
+}
+
+// Adds 1 to the shared counter at shared address addr when p holds (the refine passes: few keys do).
+// The compiler still branches around the atomic (BSSY/BSYNC, ~8 instructions per key), but with the
+// address from a precomputed 32-bit shared base it does not rebuild the base for every key.
+__device__ __forceinline__ void topk_r_inc_if(bool p, unsigned addr) {
+    asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.u32 q, %1, 0;\n\t@q red.shared.add.u32 [%0], 1;\n\t}" ::"r"(addr),
+                 "r"((unsigned)p)
+                 : "memory");
+}
+// A pointer the compiler cannot see through: it would fold the row offset into every store's address.
+template <typename P> __device__ __forceinline__ P *topk_r_opaque(P *p) {
+    asm("mov.b64 %0, %0;" : "+l"(p));
+    return p;
+}
+// Predicated global stores of 32 / 16 bits. Written as `if (p) *a = v`, the compiler wraps each in a
+// branch, and it folds the row offset into every address (4 instructions of 64-bit arithmetic per
+// store where one multiply-add does).
+__device__ __forceinline__ void topk_r_st_if(bool p, int *a, int v) {
+    asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.u32 q, %2, 0;\n\t@q st.global.b32 [%0], %1;\n\t}" ::"l"(__cvta_generic_to_global(a)), "r"(v),
+                 "r"((unsigned)p)
+                 : "memory");
+}
+__device__ __forceinline__ void topk_r_st_if(bool p, float *a, float v) { topk_r_st_if(p, (int *)a, __float_as_int(v)); }
+__device__ __forceinline__ void topk_r_st_if(bool p, __nv_bfloat16 *a, __nv_bfloat16 v) {
+    asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.u32 q, %2, 0;\n\t@q st.global.b16 [%0], %1;\n\t}" ::"l"(__cvta_generic_to_global(a)),
+                 "h"(__bfloat16_as_ushort(v)), "r"((unsigned)p)
+                 : "memory");
+}
+
+// The compaction: writes the picks of this warp's chunk in index order, from position base (the
+// picks of the warps before). TIES = false: pick = key >= thr. TIES = true: the keys above tv, and of
+// the keys equal to tv those of tie rank < rt, where tbase counts the ties in the warps before (a
+// picked key lands at (keys above before it) + min(ties before it, rt)). out / sc point at the row's
+// output; sc only when SCORE.
+template <typename T, int KPT, bool TIES, bool SCORE>
+__device__ __forceinline__ void topk_r_write(const unsigned (&key)[KPT], int s0, unsigned base, unsigned tbase,
+                                             unsigned thr, unsigned tv, unsigned rt, int *out, T *sc, const T *row) {
+    const unsigned lt = (1u << (threadIdx.x & 31)) - 1u;
+#pragma unroll
+    for (int m = 0; m < KPT; m++) {
+        const unsigned k = key[m];
+        unsigned pos;
+        bool pick;
+        if (!TIES) {
+            pick = k >= thr;
+            const unsigned b = __ballot_sync(0xffffffffu, pick);
+            pos = base + __popc(b & lt);
+            base += __popc(b);
+        } else {
+            const bool above = k > tv, tie = k == tv;
+            const unsigned ab = __ballot_sync(0xffffffffu, above), tb = __ballot_sync(0xffffffffu, tie);
+            const unsigned a = base + __popc(ab & lt), tr = tbase + __popc(tb & lt);
+            pick = above || (tie && tr < rt);
+            pos = above ? a + min(tr, rt) : a + tr;
+            base += __popc(ab);
+            tbase += __popc(tb);
+        }
+        topk_r_st_if(pick, out + pos, s0 + 32 * m);
+        if (SCORE) topk_r_st_if(pick, sc + pos, topk_value<T>(row, s0 + 32 * m, k));
+    }
+}
+
+// One CTA of NT threads per row, S <= KPT * NT (the warps' chunks cover the row). With window bounds
+// (wstart, wend non-NULL) only [start[t], end[t]) is read: callers guarantee -inf outside.
+template <typename T, int NT, int KPT>
+__global__ void __launch_bounds__(NT, TOPK_R_MIN_CTAS(NT, KPT))
+    topk_kernel_reg(const T *__restrict__ logits, int S, int64_t K, int *__restrict__ idx,
+                    int *__restrict__ topk_length, T *__restrict__ score, const int *__restrict__ wstart,
+                    const int *__restrict__ wend) {
+    constexpr int NW = NT / 32, C = 32 * KPT;  // warps; keys per warp chunk
+    static_assert(NT >= 256 && NT <= 1024 && NT % 32 == 0, "the histogram clears assume 256..1024 threads");
+    __shared__ __align__(16) unsigned histA[TOPK_R_NB], histB[TOPK_R_NB];
+    __shared__ unsigned wbuf[2][NW], tbuf[NW];
+    __shared__ topk_sel sel;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t t = blockIdx.x;
+    const T *row = logits + t * (int64_t)S;
+    int lo = 0, hi = S;
+    if (wstart) {
+        lo = min(max(wstart[t], 0), S);
+        hi = min(max(wend[t], lo), S);
+    }
+    if (K <= 0) {  // nothing to pick (what the simple kernel yields too)
+        if (tid == 0 && topk_length) topk_length[t] = 0;
+        return;
+    }
+
+    // 1. Loads first (in flight while the histograms are cleared), then keys. Lane l's key m is at
+    // s0 + 32m: every load instruction of a warp reads one contiguous run.
+    const int c0 = warp * C, s0 = c0 + lane;
+    const T *p = row + s0;
+    const bool wread = c0 < hi && c0 + C > lo;  // warp-uniform: the chunk meets [lo, hi)
+    unsigned key[KPT];
+    if (wread && c0 >= lo && c0 + C <= hi) {  // the whole chunk is inside: no bounds checks
+#pragma unroll
+        for (int m = 0; m < KPT; m++) key[m] = topk_r_load_bits(p + 32 * m);
+    } else if (wread) {
+        const unsigned d = (unsigned)(s0 - lo), n = (unsigned)(hi - lo);
+#pragma unroll
+        for (int m = 0; m < KPT; m++) key[m] = d + 32 * m < n ? topk_r_load_bits(p + 32 * m) : 0xff800001u;  // a NaN: not allowed
+    } else {
+#pragma unroll
+        for (int m = 0; m < KPT; m++) key[m] = 0xff800001u;
+    }
+#pragma unroll
+    for (int j = 0; j < (TOPK_R_NB / 4 + NT - 1) / NT; j++) {  // both histograms, 2 x 8 KB
+        const int i = tid + j * NT;
+        if (i < TOPK_R_NB / 4) {
+            reinterpret_cast<uint4 *>(histA)[i] = make_uint4(0, 0, 0, 0);
+            reinterpret_cast<uint4 *>(histB)[i] = make_uint4(0, 0, 0, 0);
+        }
+    }
+    // A not-allowed key becomes (lane & 3) << 21: below every allowed key, so no threshold picks it,
+    // and in histogram bins 0..3, which no allowed key reaches and the first select skips. Spread over
+    // 4 bins, a warp's not-allowed keys collide 4x less on their atomics than in one bin.
+    const unsigned inv = (unsigned)(lane & 3) << 21;
+    unsigned kmax = 0;
+#pragma unroll
+    for (int m = 0; m < KPT; m++) {
+        key[m] = topk_r_key_bits(key[m], inv);
+        kmax = max(kmax, key[m]);
+    }
+    // Warp-uniform: this warp's chunk holds an allowed key. Warps without one skip every pass.
+    const bool wany = __any_sync(0xffffffffu, kmax >= TOPK_R_VALID_LO);
+    __syncthreads();  // the histograms are clear
+
+    // 2. Histogram of the top 11 bits, and the bin of the K-th largest key. The not-allowed keys are
+    // counted in bins 0..3, which the select skips: no branch per key (an `if` would wrap each atomic
+    // in its own branch).
+    if (wany) {
+#pragma unroll
+        for (int m = 0; m < KPT; m++) atomicAdd(&histA[key[m] >> 21], 1u);
+    }
+    __syncthreads();  // histA is complete
+    const unsigned r1 = K < (int64_t)S ? (unsigned)K : 0u;  // K >= S: take_all, nothing to find
+    const unsigned n_allowed = topk_r_select<NT, TOPK_R_NB, true>(histA, r1, wbuf[0], &sel);
+    if (tid < 1024 / 4) reinterpret_cast<uint4 *>(histA)[tid] = make_uint4(0, 0, 0, 0);  // histA is read:
+    // its low 1024 bins are cleared for digit 3 (NT >= 256 threads clear one uint4 each)
+    __syncthreads();  // sel is written, histA is clear
+    const bool take_all = (int64_t)n_allowed <= K;
+
+    // 3. Refine until the threshold bin is taken whole (it and the bins above hold exactly the K picks)
+    // or the full key is known. Result: thr (pick = key >= thr) or, with ties at the K-th largest key
+    // tv, rt = how many of them (the lowest-index ones) are taken.
+    unsigned thr = TOPK_R_VALID_LO, tv = 0u, rt = 0u;  // take_all: every allowed key
+    bool ties = false;
+    if (!take_all) {
+        unsigned P = sel.bin, r = sel.rem, cnt = sel.cnt;
+        const unsigned hA = (unsigned)__cvta_generic_to_shared(histA), hB = (unsigned)__cvta_generic_to_shared(histB);
+        int shift = 21;
+        if (cnt != r) {
+            if (wany) {
+#pragma unroll
+                for (int m = 0; m < KPT; m++)
+                    topk_r_inc_if((key[m] >> 21) == P, hB + ((key[m] >> 8) & ((TOPK_R_NB - 1) << 2)));
+            }
+            __syncthreads();  // histB is complete
+            topk_r_select<NT, TOPK_R_NB, false>(histB, r, wbuf[1], &sel);
+            __syncthreads();  // sel is written
+            P = (P << 11) | sel.bin, r = sel.rem, cnt = sel.cnt, shift = 10;
+            if (cnt != r) {
+                if (wany) {
+#pragma unroll
+                    for (int m = 0; m < KPT; m++)
+                        topk_r_inc_if((key[m] >> 10) == P, hA + ((key[m] & 1023u) << 2));
+                }
+                __syncthreads();  // histA (1024 bins) is complete
+                topk_r_select<NT, 1024, false>(histA, r, wbuf[0], &sel);
+                __syncthreads();  // sel is written
+                P = (P << 10) | sel.bin, r = sel.rem, cnt = sel.cnt, shift = 0;  // P: the K-th largest key
+            }
+        }
+        if (cnt == r) thr = P << shift;
+        else ties = true, tv = P, rt = r;  // shift is 0 here
+    }
+
+    // 4. Compaction in index order: per-warp pick counts, their exclusive scan, then the ballots.
+    unsigned ca = 0, ct = 0;  // picks (ties: keys above tv) and ties among this thread's keys
+    if (wany && !ties) {
+#pragma unroll
+        for (int m = 0; m < KPT; m++) ca += key[m] >= thr;
+    } else if (wany) {
+#pragma unroll
+        for (int m = 0; m < KPT; m++) ca += key[m] > tv, ct += key[m] == tv;
+    }
+    ca = __reduce_add_sync(0xffffffffu, ca);
+    ct = __reduce_add_sync(0xffffffffu, ct);
+    // wbuf[1] was last read before the barrier that follows the second select (or never).
+    if (lane == 0) wbuf[1][warp] = ca, tbuf[warp] = ct;
+    __syncthreads();  // the warp counts are written
+    unsigned va = lane < NW ? wbuf[1][lane] : 0u, vt = lane < NW ? tbuf[lane] : 0u;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned xa = __shfl_up_sync(0xffffffffu, va, o), xt = __shfl_up_sync(0xffffffffu, vt, o);
+        if (lane >= o) va += xa, vt += xt;
+    }
+    const unsigned a_before = __shfl_sync(0xffffffffu, va, warp) - ca;
+    const unsigned t_before = __shfl_sync(0xffffffffu, vt, warp) - ct;
+    const int64_t out0 = t * K;
+    int *out = topk_r_opaque(idx + out0);
+    T *sc = score ? topk_r_opaque(score + out0) : NULL;
+    if (wany) {
+        if (!ties) {
+            if (sc) topk_r_write<T, KPT, false, true>(key, s0, a_before, 0u, thr, 0u, 0u, out, sc, row);
+            else topk_r_write<T, KPT, false, false>(key, s0, a_before, 0u, thr, 0u, 0u, out, sc, row);
+        } else {
+            if (sc) topk_r_write<T, KPT, true, true>(key, s0, a_before, t_before, thr, tv, rt, out, sc, row);
+            else topk_r_write<T, KPT, true, false>(key, s0, a_before, t_before, thr, tv, rt, out, sc, row);
+        }
+    }
+    const int64_t written = take_all ? (int64_t)n_allowed : K;
+    for (int64_t j = written + tid; j < K; j += NT) {
+        out[j] = -1;
+        if (sc) sc[j] = dsa_from_double<T>(-INFINITY);
+    }
+    if (tid == 0 && topk_length) topk_length[t] = (int)written;
+}
+
 // DSA_TOPK_SIMPLE=1 in the environment forces the simple kernel (A/B checks and timings on the GPU);
+// DSA_TOPK_V1=1 skips the register kernel (rows of up to 32768 f32 / bf16 keys use it otherwise), so
+// the shared-memory kernel takes every row that fits in shared memory;
 // DSA_TOPK_AGG=1 turns on the warp-aggregated first histogram (measured slower on H200 for the
 // benchmark's indexer logits: 8192 x 8192, 0.296 ms against 0.242 ms without; kept as an option).
 static int topk_env(const char *name, int dflt) {
@@ -464,8 +788,25 @@ static dsa_status topk_launch_fast(const T *pg, int64_t T_, int64_t S, int64_t K
     return DSA_OK;
 }
 
-// Launches the fast kernel when the row's keys fit in shared memory, the simple one otherwise (which
-// reads whole rows; the window is only a shortcut).
+// The register kernel for rows of S <= 32768 keys: the smallest CTA whose chunks cover the row (8, 16,
+// then 32 keys per thread at 256 threads; 512 and 1024 threads beyond 8192 keys). Returns 0 when S is
+// too large (the caller picks another kernel).
+template <typename T>
+static int topk_launch_reg(const T *pg, int64_t T_, int64_t S, int64_t K, int *pi, int *pl, T *ps, const int *wstart,
+                           const int *wend) {
+    const int s = (int)S;
+    if (S <= 256 * 8) topk_kernel_reg<T, 256, 8><<<(unsigned)T_, 256, 0, dsa_stream()>>>(pg, s, K, pi, pl, ps, wstart, wend);
+    else if (S <= 256 * 16) topk_kernel_reg<T, 256, 16><<<(unsigned)T_, 256, 0, dsa_stream()>>>(pg, s, K, pi, pl, ps, wstart, wend);
+    else if (S <= 256 * 32) topk_kernel_reg<T, 256, 32><<<(unsigned)T_, 256, 0, dsa_stream()>>>(pg, s, K, pi, pl, ps, wstart, wend);
+    else if (S <= 512 * 32) topk_kernel_reg<T, 512, 32><<<(unsigned)T_, 512, 0, dsa_stream()>>>(pg, s, K, pi, pl, ps, wstart, wend);
+    else if (S <= 1024 * 32) topk_kernel_reg<T, 1024, 32><<<(unsigned)T_, 1024, 0, dsa_stream()>>>(pg, s, K, pi, pl, ps, wstart, wend);
+    else return 0;
+    return 1;
+}
+
+// Launches the register kernel for f32 / bf16 rows of up to 32768 keys, else the shared-memory kernel
+// when the row's keys fit in shared memory, else the simple one (which reads whole rows; the window is
+// only a shortcut).
 template <typename T>
 static dsa_status topk_launch(const dsa_tensor *logits, int64_t K, int *pi, int *pl, dsa_tensor *score,
                               const int *wstart, const int *wend) {
@@ -478,7 +819,14 @@ static dsa_status topk_launch(const dsa_tensor *logits, int64_t K, int *pi, int 
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     CUDA_TRY(cudaFuncGetAttributes(&fa, topk_kernel_fast<T, true>));
-    if (!topk_env("DSA_TOPK_SIMPLE", 0) && S <= INT_MAX && smem + fa.sharedSizeBytes <= (size_t)max_optin) {
+    const bool simple = topk_env("DSA_TOPK_SIMPLE", 0);
+    if constexpr (!std::is_same<T, double>::value) {  // f64 keys would need 2 registers each: no register path
+        if (!simple && !topk_env("DSA_TOPK_V1", 0) && topk_launch_reg<T>(pg, T_, S, K, pi, pl, ps, wstart, wend)) {
+            CUDA_LAUNCH_CHECK("topk");
+            return DSA_OK;
+        }
+    }
+    if (!simple && S <= INT_MAX && smem + fa.sharedSizeBytes <= (size_t)max_optin) {
         if (topk_env("DSA_TOPK_AGG", 0)) DSA_TRY((topk_launch_fast<T, true>(pg, T_, S, K, pi, pl, ps, wstart, wend, smem)));
         else DSA_TRY((topk_launch_fast<T, false>(pg, T_, S, K, pi, pl, ps, wstart, wend, smem)));
     } else {
