@@ -215,6 +215,11 @@ static dsa_status launch_headsum_mma(const dsa_tensor *q, const dsa_tensor *kv, 
 //    triple-buffered [3][heads/32][32] array one tile later: one __syncthreads per tile, and no [K]
 //    array (it would not fit next to Q at H 128, D 576). Deterministic: fixed summation order.
 // Numerics: fp32 S, p = 2^(S sigma log2e - lse log2e) (what __expf does), sums in fp32, bf16 once.
+// v3 (wgmma, sm_90a): dsa_score_wgmma_cuda.cu.
+dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                             const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
+                                             dsa_tensor *out);
+
 #define HS2_BK 32
 #define HS2_RING 4  // key-ring entries: a tile's keys live from their fetch (tile - NST) to its compute
 #define HS2_LOG2E 1.4426950408889634f
@@ -517,7 +522,8 @@ static dsa_status launch_headsum_mma_v2_cfg(const dsa_tensor *q, const dsa_tenso
     return DSA_OK;
 }
 
-// v2 unless DSA_HEADSUM_V1=1 (read once) or its shared memory does not fit the GPU's opt-in limit.
+// v3 (wgmma) on sm_90a for D % 64 == 0, D <= 576, H <= 128; else v2 unless DSA_HEADSUM_V1=1 (read once)
+// or its shared memory does not fit the GPU's opt-in limit.
 static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                          const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
                                          dsa_tensor *out) {
@@ -529,6 +535,17 @@ static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *
     size_t smem = 0;
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    static int v3 = -1;  // v3 (wgmma) needs sm_90a (CC 9.0); DSA_HEADSUM_V2=1 keeps v2
+    if (v3 < 0) {
+        int major = 0, minor = 0;
+        CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+        v3 = major == 9 && minor == 0 && !(getenv("DSA_HEADSUM_V2") && atoi(getenv("DSA_HEADSUM_V2")) != 0);
+    }
+    if (!v1 && v3 && H > 0 && H <= 128 && D % 64 == 0 && D <= 576) {
+        dsa_status st = dsa_attn_score_headsum_wgmma_cuda(q, kv, idx, topk_length, lse, sigma, out);
+        if (st != DSA_ERR_UNSUPPORTED) return st;  // else its shared memory does not fit: v2
+    }
     if (v1 || H == 0 || !hs2_pick(H, D, K, (size_t)max_optin, &ds, &nst, &hc, &smem))
         return launch_headsum_mma(q, kv, idx, topk_length, lse, sigma, out);
     if (ds == 2 && nst == 3) return launch_headsum_mma_v2_cfg<2, 3>(q, kv, idx, topk_length, lse, sigma, out, hc, smem);
