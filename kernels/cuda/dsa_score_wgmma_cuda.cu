@@ -38,58 +38,32 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
     if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
     int64_t t = blockIdx.x;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7, wl = warp & 3, g = lane >> 2, c = lane & 3;
-    const int D8 = D / 8;
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;  // [D/64][HQ][64]
     __nv_bfloat16 *skv = sq + HQ * D;           // [2][D/64][BK][64]
     float *slse = (float *)(skv + 2 * BK * D);  // [HQ]; +inf for padding heads
     float *sred = slse + HQ;                    // [2][8 warps][32 columns]
     int *rkeys = (int *)(sred + 2 * 8 * 32);    // [RING][64]
     unsigned long long *rmask = (unsigned long long *)(rkeys + RING * 64);
-    const uint4 zero4 = make_uint4(0, 0, 0, 0);
 
     int64_t k_end = K;
     if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
     int nt = (int)((k_end + BK - 1) / BK);
     for (int64_t j = (int64_t)nt * BK + tid; j < K; j += 256) out[t * K + j] = __float2bfloat16(0.f);
-    auto slot_raw = [&](int tile, int half) -> int {
-        int s = half * 32 + lane;
-        int64_t j = (int64_t)tile * BK + s;
-        return s < BK && j < k_end ? idx[t * K + j] : -1;
+    dsa_slot_ring64 ring{rkeys, rmask, RING, BK, idx + t * K, k_end, S_kv};
+    auto issue_tile = [&](int tile) {
+        const int *keys = ring.tile_keys(tile);
+        dsa_load_rows_sw128(skv + (tile & 1) * BK * D, BK, D, [&](int r) -> const __nv_bfloat16 * {
+            return keys[r] >= 0 ? kv + (int64_t)keys[r] * D : nullptr;
+        });
     };
-    auto publish = [&](int tile, int raw0, int raw1) {
-        int k0 = (raw0 >= 0 && (int64_t)raw0 < S_kv) ? raw0 : -1, k1 = (raw1 >= 0 && (int64_t)raw1 < S_kv) ? raw1 : -1;
-        unsigned m0 = __ballot_sync(0xffffffffu, k0 >= 0), m1 = __ballot_sync(0xffffffffu, k1 >= 0);
-        rkeys[(tile % RING) * 64 + lane] = k0;
-        rkeys[(tile % RING) * 64 + 32 + lane] = k1;
-        if (lane == 0) rmask[tile % RING] = (unsigned long long)m0 | ((unsigned long long)m1 << 32);
-    };
-    auto issue_tile = [&](int tile) {  // warp w gathers rows w, w + 8, ...
-        __nv_bfloat16 *dst = skv + (tile & 1) * BK * D;
-        const int *keys = rkeys + (tile % RING) * 64;
-        for (int r = warp; r < BK; r += 8) {
-            int key = keys[r];
-            for (int v = lane; v < D8; v += 32) {
-                __nv_bfloat16 *d = dst + dsa_sw128(r, v * 8, BK);
-                if (key >= 0) dsa_cp_async16(dsa_smem_addr(d), kv + (int64_t)key * D + v * 8);
-                else *(uint4 *)d = zero4;
-            }
-        }
-    };
-
-    for (int r = warp; r < HQ; r += 8) {  // Q rows (zeros for padding heads)
-        const __nv_bfloat16 *src = q + ((t * H) + r) * D;
-        for (int v = lane; v < D8; v += 32) {
-            __nv_bfloat16 *d = sq + dsa_sw128(r, v * 8, HQ);
-            if (r < H) dsa_cp_async16(dsa_smem_addr(d), src + v * 8);
-            else *(uint4 *)d = zero4;
-        }
-    }
+    dsa_load_rows_sw128(sq, HQ, D, [&](int r) -> const __nv_bfloat16 * {  // zeros for padding heads
+        return r < H ? q + ((t * H) + r) * D : nullptr;
+    });
     if (tid < HQ) slse[tid] = tid < H ? lse[t * H + tid] : INFINITY;  // exp(x - inf) = 0
-    int pre0 = -1, pre1 = -1;
+    int2 pre = make_int2(-1, -1);  // warp 0: the raw indices of the next tile to publish
     if (warp == 0) {
-        for (int s = 0; s < 3 && s < nt; s++) publish(s, slot_raw(s, 0), slot_raw(s, 1));
-        pre0 = slot_raw(3, 0);
-        pre1 = slot_raw(3, 1);
+        for (int s = 0; s < 3 && s < nt; s++) ring.publish(s, ring.raw(s));
+        pre = ring.raw(3);
     }
     __syncthreads();
     if (nt > 0) issue_tile(0);
@@ -144,9 +118,8 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
         if (i + 2 < nt) issue_tile(i + 2);
         dsa_cp_async_commit();
         if (warp == 0 && i + 3 < nt) {
-            publish(i + 3, pre0, pre1);
-            pre0 = slot_raw(i + 3 + 1, 0);
-            pre1 = slot_raw(i + 3 + 1, 1);
+            ring.publish(i + 3, pre);
+            pre = ring.raw(i + 4);
         }
         dsa_wgmma_fence();
         issue_scores(i + 1);
@@ -161,7 +134,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
 #pragma unroll
                 for (int w = 0; w < 8; w++) v += r[w * 32 + tid];
             }
-            bool ok = (rmask[i % RING] >> tid) & 1ull;
+            bool ok = (ring.tile_mask(i) >> tid) & 1ull;
             if (j < K) out[t * K + j] = __float2bfloat16(ok ? v : 0.f);
         }
         dsa_wgmma_wait0();

@@ -44,7 +44,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
     int hblk = blockIdx.x % n_hb, h0 = hbeg + hblk * HB, nh = min(HB, hend - h0);
     int64_t t = blockIdx.x / n_hb;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7, wl = warp & 3, g = lane >> 2, c = lane & 3;
-    const int D8 = D / 8;
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;     // [D/64][HB][64]
     __nv_bfloat16 *skv = sq + HB * D;              // [2][D/64][BK][64]
     __nv_bfloat16 *sp = skv + 2 * BK * D;          // [HB][64] (P, one 64-wide block)
@@ -52,50 +51,24 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
     float *ssum = smax;
     int *rkeys = (int *)(smax + 2 * HB);           // [RING][BK]
     unsigned long long *rmask = (unsigned long long *)(rkeys + RING * BK);  // [RING]
-    const uint4 zero4 = make_uint4(0, 0, 0, 0);
 
     int64_t k_end = K;
     if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
     int nt = (int)((k_end + BK - 1) / BK);
-    // Warp 0 reads the raw indices of a tile (two per lane) one tile ahead and publishes keys + mask.
-    auto slot_raw = [&](int tile, int half) -> int {
-        int64_t j = (int64_t)tile * BK + half * 32 + lane;
-        return j < k_end ? idx[t * K + j] : -1;
-    };
-    auto publish = [&](int tile, int raw0, int raw1) {
-        int k0 = (raw0 >= 0 && (int64_t)raw0 < S_kv) ? raw0 : -1, k1 = (raw1 >= 0 && (int64_t)raw1 < S_kv) ? raw1 : -1;
-        unsigned m0 = __ballot_sync(0xffffffffu, k0 >= 0), m1 = __ballot_sync(0xffffffffu, k1 >= 0);
-        rkeys[(tile % RING) * BK + lane] = k0;
-        rkeys[(tile % RING) * BK + 32 + lane] = k1;
-        if (lane == 0) rmask[tile % RING] = (unsigned long long)m0 | ((unsigned long long)m1 << 32);
-    };
-    // Warp w gathers rows 8w .. 8w+7 of a tile; lane = one 16-byte chunk of the row (D8 <= 72 chunks).
+    dsa_slot_ring64 ring{rkeys, rmask, RING, BK, idx + t * K, k_end, S_kv};
     auto issue_tile = [&](int tile) {
-        __nv_bfloat16 *dst = skv + (tile & 1) * BK * D;
-        const int *keys = rkeys + (tile % RING) * BK;
-        for (int rr = 0; rr < 8; rr++) {
-            int r = warp * 8 + rr, key = keys[r];
-            for (int v = lane; v < D8; v += 32) {
-                __nv_bfloat16 *d = dst + dsa_sw128(r, v * 8, BK);
-                if (key >= 0) dsa_cp_async16(dsa_smem_addr(d), kv + (int64_t)key * D + v * 8);
-                else *(uint4 *)d = zero4;
-            }
-        }
+        const int *keys = ring.tile_keys(tile);
+        dsa_load_rows_sw128(skv + (tile & 1) * BK * D, BK, D, [&](int r) -> const __nv_bfloat16 * {
+            return keys[r] >= 0 ? kv + (int64_t)keys[r] * D : nullptr;
+        });
     };
-
-    for (int r = warp * 8; r < warp * 8 + 8; r++) {  // Q rows (zeros for padding heads)
-        const __nv_bfloat16 *src = q + ((t * H) + h0 + r) * D;
-        for (int v = lane; v < D8; v += 32) {
-            __nv_bfloat16 *d = sq + dsa_sw128(r, v * 8, HB);
-            if (r < nh) dsa_cp_async16(dsa_smem_addr(d), src + v * 8);
-            else *(uint4 *)d = zero4;
-        }
-    }
-    int pre0 = -1, pre1 = -1;
+    dsa_load_rows_sw128(sq, HB, D, [&](int r) -> const __nv_bfloat16 * {  // zeros for padding heads
+        return r < nh ? q + ((t * H) + h0 + r) * D : nullptr;
+    });
+    int2 pre = make_int2(-1, -1);  // warp 0: the raw indices of the next tile to publish
     if (warp == 0) {
-        for (int s = 0; s < 3 && s < nt; s++) publish(s, slot_raw(s, 0), slot_raw(s, 1));
-        pre0 = slot_raw(3, 0);
-        pre1 = slot_raw(3, 1);
+        for (int s = 0; s < 3 && s < nt; s++) ring.publish(s, ring.raw(s));
+        pre = ring.raw(3);
     }
     __syncthreads();
     if (nt > 0) issue_tile(0);
@@ -132,7 +105,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
     // Per tile i: softmax of S(i) -> P(i); then P(i) V(i) and S(i + 1) go to the tensor cores back to
     // back (one wait for both), and the gather of tile i + 2 starts once tile i's stage is free.
     for (int i = 0; i < nt; i++) {
-        unsigned long long vmask = rmask[i % RING];
+        unsigned long long vmask = ring.tile_mask(i);
         // Mask, row max over this warpgroup's 32 slots (quad shuffles), swap with the other warpgroup.
         // A tile without valid slots runs the same code: P = 0, m and l unchanged.
         unsigned mk = (unsigned)(vmask >> (32 * wg));
@@ -206,9 +179,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
         if (i + 2 < nt) issue_tile(i + 2);
         dsa_cp_async_commit();
         if (warp == 0 && i + 3 < nt) {
-            publish(i + 3, pre0, pre1);
-            pre0 = slot_raw(i + 4, 0);
-            pre1 = slot_raw(i + 4, 1);
+            ring.publish(i + 3, pre);
+            pre = ring.raw(i + 4);
         }
     }
     dsa_cp_async_wait<0>();

@@ -63,3 +63,47 @@ __device__ __forceinline__ void dsa_wgmma_m64n256k16(float *d, unsigned long lon
     __trap();
 #endif
 }
+
+// ---- gathered operand tiles of the wgmma kernels -------------------------------------------------
+// Rows 0 .. R-1 of a swizzled tile loaded by 16-byte cp.async, warp w taking rows w, w + 8, ...;
+// row_src(r) gives the row's global address, or NULL for a row of zeros (padding head, invalid slot:
+// nothing is read). D % 8 == 0.
+template <typename RowSrc>
+__device__ __forceinline__ void dsa_load_rows_sw128(__nv_bfloat16 *dst, int R, int D, RowSrc row_src) {
+    int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    for (int r = threadIdx.x >> 5; r < R; r += nw) {
+        const __nv_bfloat16 *src = row_src(r);
+        for (int v = lane; v < D / 8; v += 32) {
+            __nv_bfloat16 *d = dst + dsa_sw128(r, v * 8, R);
+            if (src) dsa_cp_async16(dsa_smem_addr(d), src + v * 8);
+            else *(uint4 *)d = make_uint4(0, 0, 0, 0);
+        }
+    }
+}
+
+// Ring of published slot tiles (up to 64 slots each): warp 0 reads a tile's raw indices ahead of
+// use (two slots per lane) and publishes, for the whole CTA, each slot's kv row (-1 when the slot is
+// invalid: index < 0 or >= S_kv, or past the row's k_end) and the tile's valid-slot bit mask.
+struct dsa_slot_ring64 {
+    int *keys;                 // [n][64]
+    unsigned long long *mask;  // [n]
+    int n, bk;                 // ring entries; slots per tile (<= 64)
+    const int *row_idx;        // this query row's K indices
+    int64_t k_end, S_kv;
+
+    __device__ __forceinline__ int2 raw(int tile) const {
+        int lane = threadIdx.x & 31;
+        int64_t j = (int64_t)tile * bk + lane;
+        return make_int2(lane < bk && j < k_end ? row_idx[j] : -1, 32 + lane < bk && j + 32 < k_end ? row_idx[j + 32] : -1);
+    }
+    __device__ __forceinline__ void publish(int tile, int2 r) const {
+        int lane = threadIdx.x & 31;
+        int k0 = (r.x >= 0 && (int64_t)r.x < S_kv) ? r.x : -1, k1 = (r.y >= 0 && (int64_t)r.y < S_kv) ? r.y : -1;
+        unsigned m0 = __ballot_sync(0xffffffffu, k0 >= 0), m1 = __ballot_sync(0xffffffffu, k1 >= 0);
+        keys[(tile % n) * 64 + lane] = k0;
+        keys[(tile % n) * 64 + 32 + lane] = k1;
+        if (lane == 0) mask[tile % n] = (unsigned long long)m0 | ((unsigned long long)m1 << 32);
+    }
+    __device__ __forceinline__ const int *tile_keys(int tile) const { return keys + (tile % n) * 64; }
+    __device__ __forceinline__ unsigned long long tile_mask(int tile) const { return mask[tile % n]; }
+};
