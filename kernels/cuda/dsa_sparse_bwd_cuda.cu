@@ -4,6 +4,7 @@
 // for the whole row; dkv is accumulated with atomics into the fp32 gradient (cast once by the
 // caller); dsink gets one atomic per (t, head).
 #include <stdlib.h>
+#include <type_traits>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
@@ -363,7 +364,9 @@ static size_t bwd2_smem_bytes(int64_t D, int64_t Dv) {
            4 * (2 * (size_t)BWD2_HB + BWD2_RING * (BWD2_BK + 1));
 }
 
-template <int NJQ>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
+// W32: dkv in chunks of 32 columns (the A fragments of dS^T and P^T loaded once per 32 columns
+// instead of per 16; DSA_SPARSE_BWD_W32=1, opt-in until measured).
+template <int NJQ, bool W32>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
 __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
@@ -547,37 +550,44 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                 }
             }
         }
-        if (dkv) {  // C. dkv[slot, chunk of 16 columns] += (sigma dS)^T Q + P^T dO
+        if (dkv) {  // C. dkv[slot, chunk of 16 NB columns] += (sigma dS)^T Q + P^T dO
             const int *keys = rkeys + (i % RING) * BK;
             unsigned ds_t = dsa_smem_addr(sdS + at_row * ldp + at_col), p_t = dsa_smem_addr(sP + at_row * ldp + at_col);
-            for (int chunk = warp; chunk < D / 16; chunk += 8) {
-                int col0 = chunk * 16;
-                bool with_do = col0 < Dv;  // warp-uniform
-                float acc[2][2][4];
+            // NB 16-column blocks at col0: the A fragments (dS^T, P^T) of a k-step serve all NB blocks.
+            auto dkv_chunk = [&](auto nb, int col0, bool with_do) {
+                constexpr int NB = decltype(nb)::value;
+                float acc[2][2 * NB][4];
 #pragma unroll
                 for (int m = 0; m < 2; m++)
 #pragma unroll
-                    for (int n = 0; n < 2; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
+                    for (int n = 0; n < 2 * NB; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
                 unsigned qt = dsa_smem_addr(sq + t_row * ldq + col0 + t_col), ot = dsa_smem_addr(sdo + t_row * ldo + col0 + t_col);
 #pragma unroll
                 for (int kk = 0; kk < HB / 16; kk++) {
-                    unsigned bq[4], a0[4], a1[4];
-                    dsa_ldsm_x4_trans(bq, qt + kk * 16 * ldq * 2);
+                    unsigned a0[4], a1[4];
                     dsa_ldsm_x4_trans(a0, ds_t + kk * 16 * ldp * 2);
                     dsa_ldsm_x4_trans(a1, ds_t + (kk * 16 * ldp + 16) * 2);
-                    dsa_mma_bf16_16816(acc[0][0], a0, bq);
-                    dsa_mma_bf16_16816(acc[0][1], a0, bq + 2);
-                    dsa_mma_bf16_16816(acc[1][0], a1, bq);
-                    dsa_mma_bf16_16816(acc[1][1], a1, bq + 2);
+#pragma unroll
+                    for (int bb = 0; bb < NB; bb++) {
+                        unsigned bq[4];
+                        dsa_ldsm_x4_trans(bq, qt + (kk * 16 * ldq + 16 * bb) * 2);
+                        dsa_mma_bf16_16816(acc[0][2 * bb], a0, bq);
+                        dsa_mma_bf16_16816(acc[0][2 * bb + 1], a0, bq + 2);
+                        dsa_mma_bf16_16816(acc[1][2 * bb], a1, bq);
+                        dsa_mma_bf16_16816(acc[1][2 * bb + 1], a1, bq + 2);
+                    }
                     if (with_do) {
-                        unsigned bo[4];
-                        dsa_ldsm_x4_trans(bo, ot + kk * 16 * ldo * 2);
                         dsa_ldsm_x4_trans(a0, p_t + kk * 16 * ldp * 2);
                         dsa_ldsm_x4_trans(a1, p_t + (kk * 16 * ldp + 16) * 2);
-                        dsa_mma_bf16_16816(acc[0][0], a0, bo);
-                        dsa_mma_bf16_16816(acc[0][1], a0, bo + 2);
-                        dsa_mma_bf16_16816(acc[1][0], a1, bo);
-                        dsa_mma_bf16_16816(acc[1][1], a1, bo + 2);
+#pragma unroll
+                        for (int bb = 0; bb < NB; bb++) {
+                            unsigned bo[4];
+                            dsa_ldsm_x4_trans(bo, ot + (kk * 16 * ldo + 16 * bb) * 2);
+                            dsa_mma_bf16_16816(acc[0][2 * bb], a0, bo);
+                            dsa_mma_bf16_16816(acc[0][2 * bb + 1], a0, bo + 2);
+                            dsa_mma_bf16_16816(acc[1][2 * bb], a1, bo);
+                            dsa_mma_bf16_16816(acc[1][2 * bb + 1], a1, bo + 2);
+                        }
                     }
                 }
                 // Lane (g, c) holds rows g, g+8 at columns 2c, 2c+1 of each 16x8 tile. Lanes c and c^1
@@ -588,7 +598,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                 for (int m = 0; m < 2; m++) {
                     int slot = m * 16 + g + (odd ? 8 : 0), key = keys[slot];
 #pragma unroll
-                    for (int n = 0; n < 2; n++) {
+                    for (int n = 0; n < 2 * NB; n++) {
                         float *a = acc[m][n];
                         float s0 = odd ? a[0] : a[2], s1 = odd ? a[1] : a[3];
                         float r0v = __shfl_xor_sync(0xffffffffu, s0, 1), r1v = __shfl_xor_sync(0xffffffffu, s1, 1);
@@ -597,6 +607,13 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                         if (key >= 0) atomicAdd((float4 *)(dkv + (int64_t)key * D + col), v);
                     }
                 }
+            };
+            if (W32) {  // 32-column chunks over the first Dv columns, then the rest (q part only) by 16
+                for (int c32 = warp; c32 < Dv / 32; c32 += 8) dkv_chunk(std::integral_constant<int, 2>{}, c32 * 32, true);
+                for (int c16 = Dv / 16 + warp; c16 < D / 16; c16 += 8) dkv_chunk(std::integral_constant<int, 1>{}, c16 * 16, false);
+            } else {
+                for (int chunk = warp; chunk < D / 16; chunk += 8)
+                    dkv_chunk(std::integral_constant<int, 1>{}, chunk * 16, chunk * 16 < Dv);
             }
         }
     }
@@ -624,7 +641,9 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
                                     int64_t h0, int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
     int64_t T_ = q->shape[0], H = q->shape[1], K = idx->shape[1], S = kv->shape[0];
     if (T_ == 0 || h1 <= h0) return DSA_OK;
-    auto kern = sparse_mqa_bwd_mma_v2_kernel<NJQ>;
+    static int w32 = -1;
+    if (w32 < 0) w32 = getenv("DSA_SPARSE_BWD_W32") && atoi(getenv("DSA_SPARSE_BWD_W32")) != 0;
+    auto kern = w32 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true> : sparse_mqa_bwd_mma_v2_kernel<NJQ, false>;
     size_t smem = bwd2_smem_bytes(16 * NJQ, dv);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (mma v2)"));
     int64_t n_hb = (h1 - h0 + BWD2_HB - 1) / BWD2_HB;
