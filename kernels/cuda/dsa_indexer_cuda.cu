@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
-#include "kernels/cuda/dsa_wgmma.cuh"
 
 #define IDX_NT 256
 #define IDX_KT 64  // keys per CTA of the dense logits kernel
@@ -273,167 +272,6 @@ __global__ void __launch_bounds__(32 * ROWS, 8 / ROWS) indexer_logits_mma_kernel
         }
     }
     idxm_cp_async_wait_all();  // no copy may still be in flight when the CTA exits
-}
-
-// ---- wgmma path of the dense logits (sm_90a; H_I = 64, D_I % 64 == 0; DSA_INDEXER_WGMMA=1) ---------
-// Same tiles as the mma.sync kernel above (4 query rows per CTA, key tiles of 64 double-buffered by
-// cp.async, -inf outside the tile range without arithmetic, latest rows first), but the products run
-// on warpgroup MMA: warpgroup w computes C = Q_t K^T for its two rows t (64 heads x 64 keys, wgmma
-// m64n64k16 over D_I, both operands read from 128-byte-swizzled shared memory), so no ldmatrix and
-// no per-warp re-reads of the key tile. Epilogue: w ReLU(C) summed over the warp's 16 heads in
-// registers and shuffles (the reduce-scatter above), over the warpgroup's 4 warps through shared
-// memory, one coalesced store per key.
-#define IDXW_ROWS 4
-
-static size_t logits_wgmma_smem(int64_t D) {  // past the 1024-byte-aligned start
-    return 2 * (size_t)IDXW_ROWS * 64 * D + 2 * 2 * (size_t)IDXM_KT * D + 4 * 2 * 2 * 4 * 64 + 4 * 2 * IDXW_ROWS;
-}
-
-template <typename O>
-__global__ void __launch_bounds__(256, 2) indexer_logits_wgmma_kernel(
-    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
-    const int *__restrict__ start, const int *__restrict__ end, O *__restrict__ out, int64_t T, int D, int64_t S,
-    int smem_slack) {
-    const int ROWS = IDXW_ROWS, H = 64, KT = IDXM_KT;
-    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
-    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
-    __nv_bfloat16 *sq = (__nv_bfloat16 *)base;  // [ROWS][D/64][64 heads][64]
-    __nv_bfloat16 *sk = sq + ROWS * H * D;      // [2][D/64][64 keys][64]
-    float *red = (float *)(sk + 2 * KT * D);    // [2 wg][2 rows][4 warps][64 keys]
-    int *swin = (int *)(red + 2 * 2 * 4 * 64);  // lo[ROWS], hi[ROWS]
-    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7, wl = warp & 3, g = lane >> 2;
-    int64_t nblk = (T + ROWS - 1) / ROWS, t0 = (nblk - 1 - (int64_t)blockIdx.x) * ROWS;
-    if (tid < ROWS) {  // row windows clipped to [0, S); empty for rows past T
-        int lo = 0, hi = 0;
-        if (t0 + tid < T) {
-            int64_t a = max((int64_t)start[t0 + tid], (int64_t)0), b = min((int64_t)end[t0 + tid], S);
-            a = min(a, S);
-            lo = (int)a;
-            hi = (int)max(b, a);
-        }
-        swin[tid] = lo;
-        swin[ROWS + tid] = hi;
-    }
-    for (int r = 0; r < ROWS; r++)
-        dsa_load_rows_sw128(sq + r * H * D, H, D, [&](int h) -> const __nv_bfloat16 * {
-            return t0 + r < T ? q + ((t0 + r) * H + h) * (int64_t)D : nullptr;
-        });
-    __syncthreads();
-    int hlo = INT_MAX, hhi = 0;
-#pragma unroll
-    for (int r = 0; r < ROWS; r++)
-        if (swin[r] < swin[ROWS + r]) {
-            hlo = min(hlo, swin[r]);
-            hhi = max(hhi, swin[ROWS + r]);
-        }
-    int64_t k_lo = 0, n_tiles = 0;
-    auto load_tile = [&](int64_t it) {
-        int64_t s0 = k_lo + it * KT;
-        dsa_load_rows_sw128(sk + (it & 1) * KT * D, KT, D, [&](int r) -> const __nv_bfloat16 * {
-            return s0 + r < S ? k + (s0 + r) * (int64_t)D : nullptr;
-        });
-    };
-    if (hhi > 0) {
-        k_lo = (int64_t)(hlo / KT) * KT;
-        n_tiles = (hhi - k_lo + KT - 1) / KT;
-        load_tile(0);
-    }
-    dsa_cp_async_commit();  // group: q and the first key tile
-    {  // -inf outside the tile range, no arithmetic (overlaps the loads above)
-        int64_t k_hi = min(k_lo + n_tiles * KT, S);
-        const O ninf = dsa_from_float<O>(-INFINITY);
-        for (int r = 0; r < ROWS; r++) {
-            if (t0 + r >= T) break;
-            O *orow = out + (t0 + r) * S;
-            for (int64_t s = tid; s < k_lo; s += 256) orow[s] = ninf;
-            for (int64_t s = k_hi + tid; s < S; s += 256) orow[s] = ninf;
-        }
-    }
-    // This warpgroup's rows 2 wg, 2 wg + 1; the weights of this lane's heads 16 wl + g, + 8.
-    float w_lo[2], w_hi[2];
-#pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        int64_t t = t0 + 2 * wg + rr;
-        w_lo[rr] = t < T ? __bfloat162float(w[t * H + 16 * wl + g]) : 0.f;
-        w_hi[rr] = t < T ? __bfloat162float(w[t * H + 16 * wl + g + 8]) : 0.f;
-    }
-    const unsigned qa0 = dsa_smem_addr(sq + (2 * wg) * H * D), qa1 = dsa_smem_addr(sq + (2 * wg + 1) * H * D);
-    // The final sums: thread -> (row fr of the CTA, key fk of the tile).
-    const int fr = tid >> 6, fk = tid & 63;
-    const int f_lo = swin[fr], f_hi = swin[ROWS + fr];
-
-    for (int64_t it = 0; it < n_tiles; it++) {
-        dsa_cp_async_wait<0>();
-        dsa_fence_proxy_async();
-        __syncthreads();  // tile it landed; tile it - 1 and the sums of tile it - 1 are consumed
-        if (it + 1 < n_tiles) load_tile(it + 1);
-        dsa_cp_async_commit();
-        const unsigned kb = dsa_smem_addr(sk + (it & 1) * KT * D);
-        float c0[32], c1[32];
-        dsa_wgmma_fence();
-#pragma unroll 2
-        for (int kk = 0; kk < D / 16; kk++) {
-            unsigned off_q = (kk >> 2) * H * 128 + (kk & 3) * 32, off_k = (kk >> 2) * KT * 128 + (kk & 3) * 32;
-            unsigned long long db = dsa_wgmma_desc(kb + off_k, 16, 1024);
-            dsa_wgmma_m64n64k16(c0, dsa_wgmma_desc(qa0 + off_q, 16, 1024), db, kk > 0);
-            dsa_wgmma_m64n64k16(c1, dsa_wgmma_desc(qa1 + off_q, 16, 1024), db, kk > 0);
-        }
-        dsa_wgmma_commit();
-        dsa_wgmma_wait0();
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            const float *c = rr ? c1 : c0;
-            float v[16];
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                v[2 * j] = w_lo[rr] * fmaxf(c[4 * j], 0.f) + w_hi[rr] * fmaxf(c[4 * j + 2], 0.f);
-                v[2 * j + 1] = w_lo[rr] * fmaxf(c[4 * j + 1], 0.f) + w_hi[rr] * fmaxf(c[4 * j + 3], 0.f);
-            }
-            idxm_reduce_scatter<8>(v, lane);  // -> keys 2 lane, 2 lane + 1 over the warp's 16 heads
-            idxm_reduce_scatter<4>(v, lane);
-            idxm_reduce_scatter<2>(v, lane);
-            *(float2 *)(red + ((wg * 2 + rr) * 4 + wl) * 64 + 2 * lane) = make_float2(v[0], v[1]);
-        }
-        __syncthreads();  // every warp's head sums of tile it are in
-        int64_t s = k_lo + it * KT + fk, t = t0 + fr;
-        if (t < T && s < S) {
-            const float *r = red + ((fr >> 1) * 2 + (fr & 1)) * 4 * 64 + fk;
-            float v = r[0] + r[64] + r[128] + r[192];
-            out[t * S + s] = dsa_from_float<O>(s >= f_lo && s < f_hi ? v : -INFINITY);
-        }
-    }
-    dsa_cp_async_wait<0>();  // no copy may still be in flight when the CTA exits
-}
-
-template <typename O>
-static dsa_status launch_logits_wgmma_o(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
-                                        const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
-    int64_t T_ = q->shape[0], D = q->shape[2], S = k->shape[0];
-    int dev = 0, max_optin = 0;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    size_t smem = logits_wgmma_smem(D) + 1008;  // + alignment slack (the window is normally 1024-aligned)
-    DSA_TRY(dsa_smem_setup(indexer_logits_wgmma_kernel<O>, smem, "dsa_indexer_logits (wgmma)"));
-    unsigned grid = (unsigned)((T_ + IDXW_ROWS - 1) / IDXW_ROWS);
-    indexer_logits_wgmma_kernel<O><<<grid, 256, smem, dsa_stream()>>>(
-        (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
-        (const int *)start->data, (const int *)end->data, (O *)out->data, T_, (int)D, S, 1008);
-    CUDA_LAUNCH_CHECK("indexer_logits_wgmma");
-    return DSA_OK;
-}
-
-// DSA_INDEXER_WGMMA=1 (opt-in until measured): H_I 64, D_I % 64 == 0, sm_90a.
-static bool use_logits_wgmma(const dsa_tensor *q) {
-    static int on = -1;
-    if (on < 0) {
-        int dev = 0, major = 0, minor = 0;
-        on = getenv("DSA_INDEXER_WGMMA") && atoi(getenv("DSA_INDEXER_WGMMA")) != 0 && cudaGetDevice(&dev) == cudaSuccess &&
-             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
-             minor == 0;
-    }
-    return on && q->shape[1] == 64 && q->shape[2] % 64 == 0 && logits_wgmma_smem(q->shape[2]) + 1008 <= 232448;
 }
 
 // Gathered logits: one CTA per row; a warp per slot, a lane per head (q rows padded: no conflicts).
@@ -987,9 +825,6 @@ static dsa_status launch_logits_mma(const dsa_tensor *q, const dsa_tensor *k, co
                                     const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
     int64_t H = q->shape[1], D = q->shape[2], S = k->shape[0];
     if (S == 0) return DSA_OK;
-    if (use_logits_wgmma(q))
-        return out->dtype == DSA_F32 ? launch_logits_wgmma_o<float>(q, k, w, start, end, out)
-                                     : launch_logits_wgmma_o<__nv_bfloat16>(q, k, w, start, end, out);
     int rows = logits_mma_rows();
     size_t smem = logits_mma_smem(rows, H, D), osz = dsa_dtype_size(out->dtype);
     bool vec = S % 2 == 0 && (uintptr_t)out->data % (2 * osz) == 0, f32 = out->dtype == DSA_F32;
