@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build from source, run the ctest labels asked for, optional
 # compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
-#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [dist=0|1] [train=STEPS] [det=0|1]
+#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [variants=0|1] [dist=0|1] [train=STEPS] [det=0|1]
 # det=1 (default) also runs test_cuda_dsa with DSA_DETERMINISTIC=1 (the atomic-free backward).
+# variants=1 benches the older kernel versions (env switches, T 8192) beside the default ones.
+# The kernel call of record: scripts/gpu_run.sh labels=cuda sanitize=1 bench=1 variants=1
 # The device copy of the tree has no .git: pass the commit as DSA_COMMIT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,7 @@ OUT="${OUT:-$PWD/gpu-logs}"
 mkdir -p "$OUT"
 for a in "$@"; do eval "$a"; done
 labels="${labels:-cuda}"; sanitize="${sanitize:-0}"; bench="${bench:-0}"; dist="${dist:-0}"; train="${train:-0}"
-det="${det:-1}"
+det="${det:-1}"; variants="${variants:-0}"
 export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0
 {
   echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -50,6 +52,18 @@ if [ "$bench" = 1 ] && [ -x bench/run_bench.sh ]; then
   bench/run_bench.sh build-gpu > "$OUT/bench.md" 2>&1
   echo "== bench rc=$?" | tee -a "$OUT/summary.txt"
   tail -40 "$OUT/bench.md"
+fi
+if [ "$variants" = 1 ] && [ -x build-gpu/bench_dsa ]; then
+  run_variant() {  # name, --only, env...
+    local name=$1 only=$2; shift 2
+    env "$@" timeout 60 build-gpu/bench_dsa --T 8192 --H 64,128 --only "$only" --no-torch --runs 5 > "$OUT/bench_$name.md" 2>&1
+    echo "== bench [$*]" | tee -a "$OUT/summary.txt"
+    grep -E "^\| (sparse|score|topk|indexer_topk|indexer_logits)" "$OUT/bench_$name.md" | tee -a "$OUT/summary.txt"
+  }
+  run_variant fwd_v2 attention DSA_SPARSE_FWD_V2=1 DSA_HEADSUM_V2=1
+  run_variant bwd_v1 attention DSA_SPARSE_BWD_V1=1 DSA_HEADSUM_V1=1
+  run_variant bwd_w16 attention DSA_SPARSE_BWD_W16=1
+  run_variant topk_v1 indexer DSA_TOPK_V1=1
 fi
 if [ "$train" != 0 ]; then
   rm -rf /tmp/dsa-small
