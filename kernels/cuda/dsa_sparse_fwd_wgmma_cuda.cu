@@ -1,4 +1,4 @@
-// Sparse MQA attention forward, v3: Hopper warpgroup MMA (wgmma, sm_90a). bf16, Dv = 512, D % 64 == 0,
+// Sparse MQA attention forward, v3 / v4: Hopper warpgroup MMA (wgmma, sm_90a). bf16, Dv = 512, D % 64 == 0,
 // D <= 576. One CTA per (query row t, block of 64 heads): two warpgroups; tiles of 64 slots.
 //  - Q (64 heads x D) and each gathered kv tile (64 rows x D) sit in shared memory in the 128-byte
 //    swizzle layout of kernels/cuda/dsa_wgmma.cuh, written by 16-byte cp.async (2 kv stages: tile i+1
@@ -9,6 +9,12 @@
 //    so both rescale by the same factor; P (bf16) goes to shared memory in the swizzled A layout.
 //  - O += P V: warpgroup w owns output columns 256w .. 256w+255 (m64n256k16, 128 fp32 accumulators
 //    per thread); V is the kv tile itself read as a transposed (MN-major) B operand.
+// Two schedules of the same steps (template SEQ):
+//  - v4 (SEQ, default): S(i) -> softmax -> P(i) V(i). The gather of tile i + 1 is issued while S(i)
+//    is on the tensor cores and has the whole iteration to land.
+//  - v3 (DSA_SPARSE_FWD_V3=1): P(i) V(i) and S(i + 1) back to back; tile i + 2 can only be gathered
+//    once P(i) V(i) is done, so it has just the softmax of tile i + 1 to land (measured: the gather
+//    latency is exposed).
 // Numerics as v2: fp32 scores, softmax and accumulation, P rounded to bf16 for P V, lse = m + log l,
 // out = acc / l * sigmoid(lse - sink).
 #include <stdlib.h>
@@ -31,6 +37,7 @@ static size_t fwd3_tile_bytes(int64_t D) {
 // memory window normally starts 1024-aligned, and the kernel checks that it fits either way.
 size_t dsa_fwd3_smem_bytes(int64_t D) { return fwd3_tile_bytes(D); }
 
+template <bool SEQ>
 __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out,
@@ -76,8 +83,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
     dsa_cp_async_wait<0>();
     dsa_fence_proxy_async();  // this thread's cp.async / zero writes -> visible to wgmma
     __syncthreads();          // Q and tile 0 are in
-    if (nt > 1) issue_tile(1);
-    dsa_cp_async_commit();
 
     float o[128], s[16];
 #pragma unroll
@@ -96,19 +101,11 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
         }
         dsa_wgmma_commit();
     };
-    // Issued unconditionally, here and for tile i + 1 in the loop (a result past the last tile is
-    // never used): a wgmma under a branch the compiler cannot prove warpgroup-uniform is serialized.
-    dsa_wgmma_fence();
-    issue_scores(0);
-    dsa_wgmma_wait0();
-
-    // Per tile i: softmax of S(i) -> P(i); then P(i) V(i) and S(i + 1) go to the tensor cores back to
-    // back (one wait for both), and the gather of tile i + 2 starts once tile i's stage is free.
-    for (int i = 0; i < nt; i++) {
-        unsigned long long vmask = ring.tile_mask(i);
-        // Mask, row max over this warpgroup's 32 slots (quad shuffles), swap with the other warpgroup.
-        // A tile without valid slots runs the same code: P = 0, m and l unchanged.
-        unsigned mk = (unsigned)(vmask >> (32 * wg));
+    // Softmax of S(i) (in s) -> P(i) in shared memory, o rescaled; ends with P(i) visible to wgmma.
+    // Mask, row max over this warpgroup's 32 slots (quad shuffles), swap with the other warpgroup.
+    // A tile without valid slots runs the same code: P = 0, m and l unchanged.
+    auto softmax_to_p = [&](int i) {
+        unsigned mk = (unsigned)(ring.tile_mask(i) >> (32 * wg));
         float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
@@ -159,13 +156,10 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
             o[4 * j + 2] *= al_hi;
             o[4 * j + 3] *= al_hi;
         }
-        dsa_cp_async_wait<0>();   // this thread's copies of tile i + 1 have landed
-        dsa_fence_proxy_async();  // P and the tile's rows -> visible to wgmma
-        __syncthreads();          // P(i) and tile i + 1 are complete
-
-        // O[:, 256 wg .. +256] += P V over the 64 slots (4 k16 steps), then S(i + 1).
+    };
+    // O[:, 256 wg .. +256] += P(i) V(i) over the 64 slots (4 k16 steps), issued and committed.
+    auto issue_pv = [&](int i) {
         const unsigned kv_base = dsa_smem_addr(skv + (i & 1) * BK * D);
-        dsa_wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) {
             unsigned long long da = dsa_wgmma_desc(p_base + kk * 32, 16, 1024);
@@ -173,14 +167,59 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
             dsa_wgmma_m64n256k16(o, da, db, 1);
         }
         dsa_wgmma_commit();
-        issue_scores(i + 1);
-        dsa_wgmma_wait0();
-        __syncthreads();  // every read of tile i's stage and of P(i) is done
-        if (i + 2 < nt) issue_tile(i + 2);
-        dsa_cp_async_commit();
+    };
+    auto publish_ahead = [&](int i) {  // warp 0: tile i + 3's keys (its ring entry held tile i - 1)
         if (warp == 0 && i + 3 < nt) {
             ring.publish(i + 3, pre);
             pre = ring.raw(i + 4);
+        }
+    };
+
+    if (SEQ) {
+        // Sequential schedule: S(i), softmax, P(i) V(i), while the gather of tile i + 1 (issued right
+        // after S(i) goes to the tensor cores) has the whole iteration to land.
+        for (int i = 0; i < nt; i++) {
+            if (i > 0) {
+                dsa_cp_async_wait<0>();   // this thread's copies of tile i have landed
+                dsa_fence_proxy_async();  // -> visible to wgmma
+                __syncthreads();          // tile i is complete; every read of stage (i + 1) & 1 and P is done
+            }
+            dsa_wgmma_fence();
+            issue_scores(i);
+            if (i + 1 < nt) issue_tile(i + 1);
+            dsa_cp_async_commit();
+            publish_ahead(i);
+            dsa_wgmma_wait0();
+            softmax_to_p(i);
+            dsa_fence_proxy_async();  // P -> visible to wgmma
+            __syncthreads();          // P(i) is complete
+            dsa_wgmma_fence();
+            issue_pv(i);
+            dsa_wgmma_wait0();
+        }
+    } else {
+        // Overlapped schedule (v3): P(i) V(i) and S(i + 1) go to the tensor cores back to back (one
+        // wait for both), and the gather of tile i + 2 starts once tile i's stage is free. S(i + 1) is
+        // issued unconditionally, a result past the last tile unused: a wgmma under a branch the
+        // compiler cannot prove warpgroup-uniform is serialized.
+        if (nt > 1) issue_tile(1);
+        dsa_cp_async_commit();
+        dsa_wgmma_fence();
+        issue_scores(0);
+        dsa_wgmma_wait0();
+        for (int i = 0; i < nt; i++) {
+            softmax_to_p(i);
+            dsa_cp_async_wait<0>();   // this thread's copies of tile i + 1 have landed
+            dsa_fence_proxy_async();  // P and the tile's rows -> visible to wgmma
+            __syncthreads();          // P(i) and tile i + 1 are complete
+            dsa_wgmma_fence();
+            issue_pv(i);
+            issue_scores(i + 1);
+            dsa_wgmma_wait0();
+            __syncthreads();  // every read of tile i's stage and of P(i) is done
+            if (i + 2 < nt) issue_tile(i + 2);
+            dsa_cp_async_commit();
+            publish_ahead(i);
         }
     }
     dsa_cp_async_wait<0>();
@@ -227,13 +266,17 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     size_t smem = fwd3_tile_bytes(D);
     int slack = (int)((size_t)max_optin > smem ? ((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008) : 0);
     smem += (size_t)slack;
-    DSA_TRY(dsa_smem_setup(sparse_mqa_fwd_wgmma_kernel, smem, "dsa_sparse_mqa fwd (wgmma)"));
+    // Schedule: sequential by default (v4); DSA_SPARSE_FWD_V3=1 keeps the overlapped one (v3).
+    static int overlap = -1;
+    if (overlap < 0) overlap = getenv("DSA_SPARSE_FWD_V3") && atoi(getenv("DSA_SPARSE_FWD_V3")) != 0;
+    auto kern = overlap ? sparse_mqa_fwd_wgmma_kernel<false> : sparse_mqa_fwd_wgmma_kernel<true>;
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (wgmma)"));
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).
     const unsigned v_lbo = FWD3_BK * 128, v_sbo = 1024;
     int64_t n_hb = (h1 - h0 + FWD3_HB - 1) / FWD3_HB;
-    sparse_mqa_fwd_wgmma_kernel<<<(unsigned)(T_ * n_hb), 256, smem, dsa_stream()>>>(
+    kern<<<(unsigned)(T_ * n_hb), 256, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, K, S, (float)sigma, v_lbo, v_sbo, slack);
