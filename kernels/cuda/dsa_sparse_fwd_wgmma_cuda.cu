@@ -1,4 +1,4 @@
-// Sparse MQA attention forward, v3 / v4: Hopper warpgroup MMA (wgmma, sm_90a). bf16, Dv = 512, D % 64 == 0,
+// Sparse MQA attention forward, v3: Hopper warpgroup MMA (wgmma, sm_90a). bf16, Dv = 512, D % 64 == 0,
 // D <= 576. One CTA per (query row t, block of 64 heads): two warpgroups; tiles of 64 slots.
 //  - Q (64 heads x D) and each gathered kv tile (64 rows x D) sit in shared memory in the 128-byte
 //    swizzle layout of kernels/cuda/dsa_wgmma.cuh, written by 16-byte cp.async (2 kv stages: tile i+1
@@ -10,11 +10,11 @@
 //  - O += P V: warpgroup w owns output columns 256w .. 256w+255 (m64n256k16, 128 fp32 accumulators
 //    per thread); V is the kv tile itself read as a transposed (MN-major) B operand.
 // Two schedules of the same steps (template SEQ):
-//  - v4 (SEQ, default): S(i) -> softmax -> P(i) V(i). The gather of tile i + 1 is issued while S(i)
-//    is on the tensor cores and has the whole iteration to land.
-//  - v3 (DSA_SPARSE_FWD_V3=1): P(i) V(i) and S(i + 1) back to back; tile i + 2 can only be gathered
-//    once P(i) V(i) is done, so it has just the softmax of tile i + 1 to land (measured: the gather
-//    latency is exposed).
+//  - overlapped (v3, default): P(i) V(i) and S(i + 1) back to back; tile i + 2 can only be gathered
+//    once P(i) V(i) is done, so it has the softmax of tile i + 1 to land.
+//  - sequential (DSA_SPARSE_FWD_SEQ=1): S(i) -> softmax -> P(i) V(i); the gather of tile i + 1 is
+//    issued while S(i) is on the tensor cores and has the whole iteration to land.
+// Both run at the rate of the gather alone (a probe: about 3.7 us per 64-row tile per SM on the H200).
 // Numerics as v2: fp32 scores, softmax and accumulation, P rounded to bf16 for P V, lse = m + log l,
 // out = acc / l * sigmoid(lse - sink).
 #include <stdlib.h>
@@ -266,10 +266,11 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     size_t smem = fwd3_tile_bytes(D);
     int slack = (int)((size_t)max_optin > smem ? ((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008) : 0);
     smem += (size_t)slack;
-    // Schedule: sequential by default (v4); DSA_SPARSE_FWD_V3=1 keeps the overlapped one (v3).
-    static int overlap = -1;
-    if (overlap < 0) overlap = getenv("DSA_SPARSE_FWD_V3") && atoi(getenv("DSA_SPARSE_FWD_V3")) != 0;
-    auto kern = overlap ? sparse_mqa_fwd_wgmma_kernel<false> : sparse_mqa_fwd_wgmma_kernel<true>;
+    // Schedule: overlapped (v3) by default; DSA_SPARSE_FWD_SEQ=1 picks the sequential one (measured on
+    // the H200 at T 8192: 1% slower, both bound by the gather; see bench/RESULTS.md).
+    static int seq = -1;
+    if (seq < 0) seq = getenv("DSA_SPARSE_FWD_SEQ") && atoi(getenv("DSA_SPARSE_FWD_SEQ")) != 0;
+    auto kern = seq ? sparse_mqa_fwd_wgmma_kernel<true> : sparse_mqa_fwd_wgmma_kernel<false>;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (wgmma)"));
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a

@@ -708,7 +708,11 @@ __global__ void __launch_bounds__(NT, TOPK_R_MIN_CTAS(NT, KPT))
             topk_r_select<NT, TOPK_R_NB, false>(histB, r, wbuf[1], &sel);
             __syncthreads();  // sel is written
             P = (P << 11) | sel.bin, r = sel.rem, cnt = sel.cnt, shift = 10;
-            if (cnt != r) {
+            if (cnt != r && sizeof(T) == 2) {
+                // A bf16 key's low 16 bits are all 0 (value >= 0) or all 1 (< 0): the 22 known bits
+                // give the whole key, so the K-th largest is tied and a third pass would find nothing.
+                P = (P << 10) | ((P >> 21) & 1u ? 0u : 1023u), shift = 0;
+            } else if (cnt != r) {
                 if (wany) {
 #pragma unroll
                     for (int m = 0; m < KPT; m++)

@@ -260,6 +260,28 @@ static void check_topk_ties(void) {
     free(lg);
 }
 
+// bf16 logits with heavy ties at positive and at negative K-th values (the register kernel finds a
+// bf16 key in two passes): the same picks and scores as the CPU, ties to the lower key.
+static void check_topk_bf16_ties(int64_t K) {
+    int64_t T = 16, S = 3000;
+    float *lg = malloc(sizeof(float) * T * S);
+    for (int64_t i = 0; i < T * S; i++)
+        lg[i] = i % 11 == 0 ? -INFINITY : 0.5f * (float)((int)dsa_rng_below(&R, 9) - 4) + (i % 5 == 0 ? 0.0078125f : 0.f);
+    dsa_tensor *l32 = dsa_from_host(C, DSA_PERSIST, DSA_F32, DSA_CPU, 2, DSA_SHAPE(T, S), lg);
+    dsa_tensor *lc = dsa_copy(C, DSA_PERSIST, l32, DSA_CPU, DSA_BF16);
+    dsa_tensor *lgp = dsa_copy(G, DSA_PERSIST, lc, DSA_CUDA, DSA_BF16);
+    pair ix = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, K)), tl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
+    pair sc = zeros_pair(DSA_BF16, DSA_BF16, 2, DSA_SHAPE(T, K));
+    CHECK_OK(dsa_topk_cpu(lc, K, ix.c, tl.c, sc.c));
+    CHECK_OK(dsa_topk_cuda(lgp, K, ix.g, tl.g, sc.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    bool ok = same_ints(ix.g, ix.c) && same_ints(tl.g, tl.c) && same_ints(sc.g, sc.c);
+    printf("topk bf16 with heavy ties, K %lld (K-th value %s): %s\n", (long long)K, K < S / 2 ? "> 0" : "< 0",
+           ok ? "identical" : "DIFFERENT");
+    CHECK(ok, "topk bf16 ties K %lld differ", (long long)K);
+    free(lg);
+}
+
 // ---- SPEC 1 / 6: indexer ---------------------------------------------------------------------------
 static double cosine(const dsa_tensor *a, const dsa_tensor *b) {
     int64_t n = dsa_numel(a);
@@ -557,6 +579,8 @@ int main(void) {
         check_topk(4, 70000, 2048);  // a row larger than shared memory: the simple kernel
         check_topk(64, 1001, 100);   // S not a multiple of 4: scalar loads in the fast kernel
         check_topk_ties();
+        check_topk_bf16_ties(600);
+        check_topk_bf16_ties(2400);
         check_indexer("indexer f64 H8 D32 K300", DSA_F64, 256, 512, 8, 32, 300);
         check_indexer("indexer f32 H64 D128 K64", DSA_F32, 96, 384, 64, 128, 64);
         check_indexer("indexer bf16 H64 D128 K256", DSA_BF16, 64, 512, 64, 128, 256);
