@@ -246,7 +246,7 @@ fail:
 
 // ---- indexer (dense logits, top-k, fused, gathered fwd/bwd) ---------------------------------------------
 typedef struct {
-    dsa_tensor *q, *k, *w, *start, *end, *logits, *idx, *len, *score, *gl, *G, *dq, *dk, *dw;
+    dsa_tensor *q, *k, *w, *start, *end, *logits, *wlogits, *idx, *len, *score, *gl, *G, *dq, *dk, *dw;
     int64_t K;
 } idx_args;
 
@@ -257,6 +257,12 @@ static dsa_status run_logits(void *p) {
 static dsa_status run_topk(void *p) {
     idx_args *a = p;
     return dsa_topk_cuda(a->logits, a->K, a->idx, a->len, NULL);
+}
+// The fused op's second half alone: top-k with scores over bf16 logits that are -inf outside each
+// row's window (what the fused op's scratch holds).
+static dsa_status run_topk_window(void *p) {
+    idx_args *a = p;
+    return dsa_topk_window_cuda(a->wlogits, a->start, a->end, a->K, a->idx, a->len, a->score);
 }
 static dsa_status run_fused(void *p) {
     idx_args *a = p;
@@ -314,6 +320,13 @@ static int bench_indexer(const bench_opts *o, int64_t T) {
     ms = time_median_ms(run_topk, &a, 2, o->runs);
     if (ms < 0) goto fail;
     add_row("topk", T, 0, ms, 0, (double)T * S * 4 + (double)T * K * 4 + 4.0 * T, (double)T * S * 4 + (double)T * K * 4 + 4.0 * T);
+    if (run_topk(&a) != DSA_OK) goto fail;
+    // Bytes: the windows' bf16 logits read, idx and bf16 scores written.
+    a.wlogits = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, S), 1.0);
+    if (!a.wlogits || dsa_indexer_logits_fwd_cuda(a.q, a.k, a.w, a.start, a.end, a.wlogits) != DSA_OK) goto fail;
+    ms = time_median_ms(run_topk_window, &a, 2, o->runs);
+    if (ms < 0) goto fail;
+    add_row("topk_window_bf16", T, 0, ms, 0, pairs * 2 + (double)T * K * 6 + 8.0 * T, (double)T * S * 2 + (double)T * K * 6 + 8.0 * T);
     if (run_topk(&a) != DSA_OK) goto fail;
 
     a.gl = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, K), 1.0);

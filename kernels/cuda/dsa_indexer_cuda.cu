@@ -1066,85 +1066,24 @@ extern "C" dsa_status dsa_indexer_logits_bwd_cuda(const dsa_tensor *q, const dsa
                  (launch_gather_bwd<double, double, true>(q, k, w, NULL, NULL, start, end, dout, dq, dk, dw)));
 }
 
-// Chunks of rows the fused indexer top-k overlaps (DSA_INDEXER_TOPK_CHUNKS, default 4; 1 = one logits
-// launch, then one top-k launch).
-static int indexer_topk_chunks() {
-    static int n = -1;
-    if (n < 0) {
-        const char *e = getenv("DSA_INDEXER_TOPK_CHUNKS");
-        n = e && atoi(e) >= 1 ? (atoi(e) > 64 ? 64 : atoi(e)) : 4;
-    }
-    return n;
-}
-
-// Rows [r0, r0 + n) of the fused op: logits into lg_data, then their top-k.
-static dsa_status indexer_topk_rows(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
-                                    const dsa_tensor *start, const dsa_tensor *end, int64_t K, dsa_tensor *idx,
-                                    dsa_tensor *topk_length, dsa_tensor *score, dsa_dtype ldt, void *lg_data,
-                                    int64_t r0, int64_t n, cudaStream_t topk_stream, cudaEvent_t logits_done) {
-    int64_t H = q->shape[1], D = q->shape[2], S = k->shape[0];
-    size_t esz = dsa_dtype_size(q->dtype);
-    dsa_tensor qs = *q, ws = *w, st_ = *start, en = *end, lg = *q, ix = *idx, tl, sc;
-    qs.shape[0] = n;
-    qs.data = (char *)q->data + (size_t)r0 * H * D * esz;
-    ws.shape[0] = n;
-    ws.data = (char *)w->data + (size_t)r0 * H * esz;
-    st_.shape[0] = n;
-    st_.data = (int *)start->data + r0;
-    en.shape[0] = n;
-    en.data = (int *)end->data + r0;
-    lg.ndim = 2;
-    lg.dtype = ldt;
-    lg.shape[0] = n;
-    lg.shape[1] = S;
-    lg.data = lg_data;
-    ix.shape[0] = n;
-    ix.data = (int *)idx->data + r0 * K;
-    if (topk_length) {
-        tl = *topk_length;
-        tl.shape[0] = n;
-        tl.data = (int *)topk_length->data + r0;
-    }
-    if (score) {
-        sc = *score;
-        sc.shape[0] = n;
-        sc.data = (char *)score->data + (size_t)r0 * K * dsa_dtype_size(score->dtype);
-    }
-    DSA_TRY(dsa_indexer_logits_fwd_cuda(&qs, k, &ws, &st_, &en, &lg));
-    // Outside the window the scratch holds -inf, so the top-k reads only the window. With a side
-    // stream it runs there, after this chunk's logits, beside the next chunk's logits.
-    cudaStream_t main_stream = dsa_stream();
-    if (topk_stream) {
-        CUDA_TRY(cudaEventRecord(logits_done, main_stream));
-        CUDA_TRY(cudaStreamWaitEvent(topk_stream, logits_done, 0));
-        dsa_cuda()->stream = topk_stream;
-    }
-    dsa_status st = dsa_topk_window_cuda(&lg, &st_, &en, K, &ix, topk_length ? &tl : NULL, score ? &sc : NULL);
-    dsa_cuda()->stream = main_stream;
-    return st;
-}
-
-// Indexer logits + top-k without a [T, S] tensor: rows go through a scratch of at most ~256 MiB.
-//  - All rows fit: they go in chunks (indexer_topk_chunks), last rows first (under a causal mask the
-//    longest), and each chunk's top-k runs on a side stream beside the next chunk's logits (the
-//    logits are tensor-core bound, the top-k latency bound). The caller's stream waits for the side
-//    stream at the end, so stream order holds for what follows.
-//  - Otherwise: chunks of as many rows as fit, logits then top-k, one after the other.
+// Indexer logits + top-k without a [T, S] tensor: rows go through a scratch of at most ~256 MiB
+// in chunks (logits of a chunk of rows, then their top-k).
 extern "C" dsa_status dsa_indexer_topk_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                  const dsa_tensor *start, const dsa_tensor *end, int64_t K, dsa_tensor *idx,
                                  dsa_tensor *topk_length, dsa_tensor *score) {
-    int64_t T_ = q->shape[0], S = k->shape[0];
+    int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = k->shape[0];
     if (T_ == 0) return DSA_OK;
+    size_t esz = dsa_dtype_size(q->dtype);
     dsa_dtype ldt = score ? score->dtype : (q->dtype == DSA_BF16 ? DSA_F32 : q->dtype);
-    size_t lsz = dsa_dtype_size(ldt), row_bytes = (size_t)(S > 0 ? S : 1) * lsz;
-    int64_t rows = (int64_t)((256u << 20) / row_bytes);
+    size_t lsz = dsa_dtype_size(ldt);
+    int64_t rows = (int64_t)((256u << 20) / ((size_t)(S > 0 ? S : 1) * lsz));
     if (rows < 1) rows = 1;
     if (rows > T_) rows = T_;
     // The logits scratch is kept between calls (grown when a call needs more): no allocation and no
     // device sync per call, and stream order keeps one call's kernels off the next one's scratch.
     static void *scratch = NULL;
     static size_t scratch_bytes = 0;
-    size_t need = (size_t)rows * row_bytes;
+    size_t need = (size_t)rows * (S > 0 ? S : 1) * lsz;
     if (need > scratch_bytes) {
         DSA_TRY(dsa_device_sync(DSA_CUDA));  // earlier calls' kernels are done with the old buffer
         dsa_device_free(DSA_CUDA, scratch);
@@ -1153,38 +1092,38 @@ extern "C" dsa_status dsa_indexer_topk_cuda(const dsa_tensor *q, const dsa_tenso
         DSA_TRY(dsa_device_malloc(DSA_CUDA, need, &scratch));
         scratch_bytes = need;
     }
-    int nch = indexer_topk_chunks();
-    if (rows < T_ || nch == 1 || T_ < 2 * nch) {
-        dsa_status st = DSA_OK;
-        for (int64_t r0 = 0; r0 < T_ && st == DSA_OK; r0 += rows) {
-            int64_t n = T_ - r0 < rows ? T_ - r0 : rows;
-            st = indexer_topk_rows(q, k, w, start, end, K, idx, topk_length, score, ldt, scratch, r0, n, NULL, NULL);
-        }
-        return st;
-    }
-    static cudaStream_t side = NULL;
-    static cudaEvent_t ev[65];  // [0, 64): a chunk's logits are done; [64]: entry / exit
-    if (!side) {
-        CUDA_TRY(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-        for (int i = 0; i < 65; i++) CUDA_TRY(cudaEventCreateWithFlags(&ev[i], cudaEventDisableTiming));
-    }
-    cudaStream_t main_stream = dsa_stream();
-    // The side stream starts after the work queued before this call (it writes idx / score).
-    CUDA_TRY(cudaEventRecord(ev[64], main_stream));
-    CUDA_TRY(cudaStreamWaitEvent(side, ev[64], 0));
-    int64_t per = (T_ + nch - 1) / nch;
-    per = (per + 7) / 8 * 8;  // whole CTAs of the logits kernel
     dsa_status st = DSA_OK;
-    for (int c = nch - 1; c >= 0 && st == DSA_OK; c--) {
-        int64_t r0 = c * per, n = T_ - r0 < per ? T_ - r0 : per;
-        if (n <= 0) continue;
-        st = indexer_topk_rows(q, k, w, start, end, K, idx, topk_length, score, ldt, (char *)scratch + (size_t)r0 * row_bytes,
-                               r0, n, side, ev[c]);
+    for (int64_t r0 = 0; r0 < T_ && st == DSA_OK; r0 += rows) {
+        int64_t n = T_ - r0 < rows ? T_ - r0 : rows;
+        dsa_tensor qs = *q, ws = *w, st_ = *start, en = *end, lg = *q, ix = *idx, tl, sc;
+        qs.shape[0] = n;
+        qs.data = (char *)q->data + (size_t)r0 * H * D * esz;
+        ws.shape[0] = n;
+        ws.data = (char *)w->data + (size_t)r0 * H * esz;
+        st_.shape[0] = n;
+        st_.data = (int *)start->data + r0;
+        en.shape[0] = n;
+        en.data = (int *)end->data + r0;
+        lg.ndim = 2;
+        lg.dtype = ldt;
+        lg.shape[0] = n;
+        lg.shape[1] = S;
+        lg.data = scratch;
+        ix.shape[0] = n;
+        ix.data = (int *)idx->data + r0 * K;
+        if (topk_length) {
+            tl = *topk_length;
+            tl.shape[0] = n;
+            tl.data = (int *)topk_length->data + r0;
+        }
+        if (score) {
+            sc = *score;
+            sc.shape[0] = n;
+            sc.data = (char *)score->data + (size_t)r0 * K * dsa_dtype_size(score->dtype);
+        }
+        st = dsa_indexer_logits_fwd_cuda(&qs, k, &ws, &st_, &en, &lg);
+        // Outside the window the scratch holds -inf, so the top-k reads only the window.
+        if (st == DSA_OK) st = dsa_topk_window_cuda(&lg, &st_, &en, K, &ix, topk_length ? &tl : NULL, score ? &sc : NULL);
     }
-    // Join, even after an error: nothing queued later on the main stream may overtake the side one.
-    cudaError_t e1 = cudaEventRecord(ev[64], side), e2 = cudaStreamWaitEvent(main_stream, ev[64], 0);
-    if (st == DSA_OK && (e1 != cudaSuccess || e2 != cudaSuccess))
-        return dsa_error_set(DSA_ERR_DEVICE, "dsa_indexer_topk (cuda): stream join: %s",
-                             cudaGetErrorString(e1 != cudaSuccess ? e1 : e2));
     return st;
 }

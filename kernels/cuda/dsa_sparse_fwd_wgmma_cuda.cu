@@ -106,16 +106,17 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
     // A tile without valid slots runs the same code: P = 0, m and l unchanged.
     auto softmax_to_p = [&](int i) {
         unsigned mk = (unsigned)(ring.tile_mask(i) >> (32 * wg));
+        float x[16];  // scaled, masked scores (s itself is only written by wgmma)
         float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 bool ok = (mk >> (8 * j + 2 * c + e)) & 1u;
-                s[4 * j + e] = ok ? s[4 * j + e] * sigma : -INFINITY;
-                s[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma : -INFINITY;
-                mx_lo = fmaxf(mx_lo, s[4 * j + e]);
-                mx_hi = fmaxf(mx_hi, s[4 * j + 2 + e]);
+                x[4 * j + e] = ok ? s[4 * j + e] * sigma : -INFINITY;
+                x[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma : -INFINITY;
+                mx_lo = fmaxf(mx_lo, x[4 * j + e]);
+                mx_hi = fmaxf(mx_hi, x[4 * j + 2 + e]);
             }
         }
 #pragma unroll
@@ -139,8 +140,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
         float ps_lo = 0.f, ps_hi = 0.f;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            float p0 = __expf(s[4 * j] - ref_lo), p1 = __expf(s[4 * j + 1] - ref_lo);
-            float p2 = __expf(s[4 * j + 2] - ref_hi), p3 = __expf(s[4 * j + 3] - ref_hi);
+            float p0 = __expf(x[4 * j] - ref_lo), p1 = __expf(x[4 * j + 1] - ref_lo);
+            float p2 = __expf(x[4 * j + 2] - ref_hi), p3 = __expf(x[4 * j + 3] - ref_hi);
             ps_lo += p0 + p1;
             ps_hi += p2 + p3;
             int col = 32 * wg + 8 * j + 2 * c;
@@ -176,18 +177,20 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
     };
 
     if (SEQ) {
-        // Sequential schedule: S(i), softmax, P(i) V(i), while the gather of tile i + 1 (issued right
-        // after S(i) goes to the tensor cores) has the whole iteration to land.
+        // Sequential schedule: S(i), softmax, P(i) V(i), while the gather of tile i + 1 (issued just
+        // before S(i)) has the whole iteration to land.
         for (int i = 0; i < nt; i++) {
             if (i > 0) {
                 dsa_cp_async_wait<0>();   // this thread's copies of tile i have landed
                 dsa_fence_proxy_async();  // -> visible to wgmma
                 __syncthreads();          // tile i is complete; every read of stage (i + 1) & 1 and P is done
             }
-            dsa_wgmma_fence();
-            issue_scores(i);
+            // The gather is issued first: cp.async code between a wgmma and its wait made the compiler
+            // serialize the wgmma (ptxas C7515).
             if (i + 1 < nt) issue_tile(i + 1);
             dsa_cp_async_commit();
+            dsa_wgmma_fence();
+            issue_scores(i);
             publish_ahead(i);
             dsa_wgmma_wait0();
             softmax_to_p(i);
