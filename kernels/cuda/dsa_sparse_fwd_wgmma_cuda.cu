@@ -218,11 +218,12 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
             dsa_wgmma_fence();
             issue_pv(i);
             issue_scores(i + 1);
-            dsa_wgmma_wait0();
-            __syncthreads();  // every read of tile i's stage and of P(i) is done
-            if (i + 2 < nt) issue_tile(i + 2);
+            dsa_wgmma_wait1();  // P(i) V(i) is done (S(i + 1) may still run)
+            __syncthreads();    // every read of tile i's stage and of P(i) is done
+            if (i + 2 < nt) issue_tile(i + 2);  // the gather overlaps the rest of S(i + 1)
             dsa_cp_async_commit();
             publish_ahead(i);
+            dsa_wgmma_wait0();
         }
     }
     dsa_cp_async_wait<0>();

@@ -35,6 +35,12 @@ __device__ __forceinline__ void dsa_wgmma_wait0() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #endif
 }
+// Waits until at most one committed wgmma group is pending (the older groups are complete).
+__device__ __forceinline__ void dsa_wgmma_wait1() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+#endif
+}
 // Generic-proxy writes to shared memory (st.shared, cp.async) become visible to wgmma's async proxy.
 __device__ __forceinline__ void dsa_fence_proxy_async() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
