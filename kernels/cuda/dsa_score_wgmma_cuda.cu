@@ -115,14 +115,14 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
         dsa_cp_async_wait<0>();   // this thread's copies of tile i + 1 have landed
         dsa_fence_proxy_async();
         __syncthreads();  // tile i's warp sums are in; tile i + 1 is complete; tile i's stage is free
-        dsa_wgmma_fence();
-        issue_scores(i + 1);  // first: the gather's cp.async issue then overlaps S(i + 1)
         if (i + 2 < nt) issue_tile(i + 2);
         dsa_cp_async_commit();
         if (warp == 0 && i + 3 < nt) {
             ring.publish(i + 3, pre);
             pre = ring.raw(i + 4);
         }
+        dsa_wgmma_fence();
+        issue_scores(i + 1);
         if (tid < BK) {  // slot tid of tile i: the warps over its heads, in a fixed order
             int64_t j = (int64_t)i * BK + tid;
             const float *r = sred + (i & 1) * 8 * 32;
