@@ -220,6 +220,18 @@ static void make_windows(int64_t T, int64_t S, int32_t *st, int32_t *en) {
 }
 
 // ---- SPEC 2: top-k (exact sets on ties-free inputs) -------------------------------------------------
+// dsa_topk on the GPU against the CPU for logits lc (CPU) / lgp (GPU): idx, topk_length and (with
+// scores) the scores identical. Returns whether they are.
+static bool topk_matches_cpu(const dsa_tensor *lc, const dsa_tensor *lgp, int64_t K, bool scores) {
+    int64_t T = lc->shape[0];
+    pair ix = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, K)), tl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
+    pair sc = zeros_pair(lc->dtype, lc->dtype, 2, DSA_SHAPE(T, K));
+    CHECK_OK(dsa_topk_cpu(lc, K, ix.c, tl.c, scores ? sc.c : NULL));
+    CHECK_OK(dsa_topk_cuda(lgp, K, ix.g, tl.g, scores ? sc.g : NULL));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    return same_ints(ix.g, ix.c) && same_ints(tl.g, tl.c) && (!scores || same_ints(sc.g, sc.c));
+}
+
 static void check_topk(int64_t T, int64_t S, int64_t K) {
     int32_t *st = malloc(sizeof(int32_t) * T), *en = malloc(sizeof(int32_t) * T);
     make_windows(T, S, st, en);
@@ -230,12 +242,7 @@ static void check_topk(int64_t T, int64_t S, int64_t K) {
     dsa_tensor *lc = dsa_from_host(C, DSA_PERSIST, DSA_F64, DSA_CPU, 2, DSA_SHAPE(T, S), lg);
     dsa_tensor *l32 = dsa_copy(C, DSA_PERSIST, lc, DSA_CPU, DSA_F32);
     dsa_tensor *lgp = dsa_copy(G, DSA_PERSIST, l32, DSA_CUDA, DSA_F32);
-    pair ix = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, K)), tl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
-    pair sc = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(T, K));
-    CHECK_OK(dsa_topk_cpu(l32, K, ix.c, tl.c, sc.c));
-    CHECK_OK(dsa_topk_cuda(lgp, K, ix.g, tl.g, sc.g));
-    CHECK_OK(dsa_device_sync(DSA_CUDA));
-    bool ok = same_ints(ix.g, ix.c) && same_ints(tl.g, tl.c) && same_ints(sc.g, sc.c);
+    bool ok = topk_matches_cpu(l32, lgp, K, true);
     printf("topk T %lld S %lld K %lld: %s\n", (long long)T, (long long)S, (long long)K, ok ? "identical" : "DIFFERENT");
     CHECK(ok, "topk T %lld S %lld K %lld differs", (long long)T, (long long)S, (long long)K);
     free(st);
@@ -250,11 +257,7 @@ static void check_topk_ties(void) {
     for (int64_t i = 0; i < T * S; i++) lg[i] = (float)(dsa_rng_below(&R, 4)) - (i % 7 == 0 ? INFINITY : 0);
     dsa_tensor *lc = dsa_from_host(C, DSA_PERSIST, DSA_F32, DSA_CPU, 2, DSA_SHAPE(T, S), lg);
     dsa_tensor *lgp = dsa_copy(G, DSA_PERSIST, lc, DSA_CUDA, DSA_F32);
-    pair ix = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, K)), tl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
-    CHECK_OK(dsa_topk_cpu(lc, K, ix.c, tl.c, NULL));
-    CHECK_OK(dsa_topk_cuda(lgp, K, ix.g, tl.g, NULL));
-    CHECK_OK(dsa_device_sync(DSA_CUDA));
-    bool ok = same_ints(ix.g, ix.c) && same_ints(tl.g, tl.c);
+    bool ok = topk_matches_cpu(lc, lgp, K, false);
     printf("topk with heavy ties (ties -> lower key): %s\n", ok ? "identical" : "DIFFERENT");
     CHECK(ok, "topk ties differ");
     free(lg);
@@ -270,12 +273,7 @@ static void check_topk_bf16_ties(int64_t K) {
     dsa_tensor *l32 = dsa_from_host(C, DSA_PERSIST, DSA_F32, DSA_CPU, 2, DSA_SHAPE(T, S), lg);
     dsa_tensor *lc = dsa_copy(C, DSA_PERSIST, l32, DSA_CPU, DSA_BF16);
     dsa_tensor *lgp = dsa_copy(G, DSA_PERSIST, lc, DSA_CUDA, DSA_BF16);
-    pair ix = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, K)), tl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
-    pair sc = zeros_pair(DSA_BF16, DSA_BF16, 2, DSA_SHAPE(T, K));
-    CHECK_OK(dsa_topk_cpu(lc, K, ix.c, tl.c, sc.c));
-    CHECK_OK(dsa_topk_cuda(lgp, K, ix.g, tl.g, sc.g));
-    CHECK_OK(dsa_device_sync(DSA_CUDA));
-    bool ok = same_ints(ix.g, ix.c) && same_ints(tl.g, tl.c) && same_ints(sc.g, sc.c);
+    bool ok = topk_matches_cpu(lc, lgp, K, true);
     printf("topk bf16 with heavy ties, K %lld (K-th value %s): %s\n", (long long)K, K < S / 2 ? "> 0" : "< 0",
            ok ? "identical" : "DIFFERENT");
     CHECK(ok, "topk bf16 ties K %lld differ", (long long)K);
