@@ -623,8 +623,7 @@ __global__ void __launch_bounds__(NT, TOPK_R_MIN_CTAS(NT, KPT))
     __shared__ unsigned wbuf[2][NW], tbuf[NW];
     __shared__ topk_sel sel;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    // Last rows first: under causal windows they are the longest, so the grid's tail is short rows.
-    const int64_t t = (int64_t)gridDim.x - 1 - blockIdx.x;
+    const int64_t t = blockIdx.x;
     const T *row = logits + t * (int64_t)S;
     int lo = 0, hi = S;
     if (wstart) {
