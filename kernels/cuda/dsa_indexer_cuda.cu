@@ -438,7 +438,7 @@ template <int NW, int STAGES, int MT, bool VEC>
 __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, __nv_bfloat16 *__restrict__ out, int64_t T,
-    int D, int64_t K, int64_t S, int rows8) {
+    int D, int64_t K, int64_t S) {
     const int NT = 32 * NW, H = 16 * MT, ldq = D + 8, D8 = D / 8;
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2;
@@ -468,15 +468,6 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
             // Chunk i = lane + 32 r is (key j, 16-byte piece v) = (i / D8, i % D8), stepped without
             // a division per chunk (D8 is a runtime value).
             __nv_bfloat16 *dst = sk + buf * IDXG_KT * ldq;
-            if (rows8) {  // 8 lanes per key (D8 % 8 == 0): a warp's copy reads 4 keys
-                for (int jj = lane >> 3; jj < IDXG_KT; jj += 4) {
-                    int s = skey[buf * IDXG_KT + jj];
-                    for (int v = lane & 7; v < D8; v += 8)
-                        idxm_cp_async16(dst + jj * ldq + v * 8, k + (int64_t)(s >= 0 ? s : 0) * D + v * 8, s >= 0);
-                }
-                idxm_cp_async_commit();
-                return any;
-            }
             int j = lane / D8, v = lane % D8;
             for (int i = lane; i < IDXG_KT * D8; i += 32) {
                 int s = skey[buf * IDXG_KT + j];
@@ -598,7 +589,7 @@ template <int MT, int DD>
 __global__ void __launch_bounds__(32 * MT) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
-    float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S, int rows8) {
+    float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S) {
     constexpr int NW = MT, NT = 32 * NW, H = 16 * MT, ldq = DD + 8, D8 = DD / 8, ldg = IDXG_KT + 8;
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
@@ -620,17 +611,19 @@ __global__ void __launch_bounds__(32 * MT) indexer_gather_bwd_mma_kernel(
             sdo[buf * IDXG_KT + j] = s >= 0 ? Gd[t * K + j0 + j] : 0.f;
         }
         __nv_bfloat16 *dst = sk + buf * IDXG_KT * ldq;
-        if (rows8 && D8 % 8 == 0) {  // 8 threads per key: a warp's copy reads 4 keys
+        // 8 threads per key, a warp's copy reading 4 keys (H200, T 8192: 176.0 TFLOP/s against 165.1 with
+        // 16 threads per key; the forward gather, per warp, measured slower that way: 110.4 against 137.2).
+        if constexpr (D8 % 8 == 0) {
             for (int j = tid >> 3; j < IDXG_KT; j += NT / 8) {
                 int s = dsa_slot_key(idx, topk_length, t, K, j0 + j, S);
                 for (int v = tid & 7; v < D8; v += 8)
                     idxm_cp_async16(dst + j * ldq + v * 8, k + (int64_t)(s >= 0 ? s : 0) * DD + v * 8, s >= 0);
             }
-            return;
-        }
-        for (int i = tid; i < IDXG_KT * D8; i += NT) {
-            int j = i / D8, v = i % D8, s = dsa_slot_key(idx, topk_length, t, K, j0 + j, S);
-            idxm_cp_async16(dst + j * ldq + v * 8, k + (int64_t)(s >= 0 ? s : 0) * DD + v * 8, s >= 0);
+        } else {
+            for (int i = tid; i < IDXG_KT * D8; i += NT) {
+                int j = i / D8, v = i % D8, s = dsa_slot_key(idx, topk_length, t, K, j0 + j, S);
+                idxm_cp_async16(dst + j * ldq + v * 8, k + (int64_t)(s >= 0 ? s : 0) * DD + v * 8, s >= 0);
+            }
         }
     };
     if (n_tiles > 0) fetch(0, 0);
@@ -897,14 +890,6 @@ static dsa_status launch_gather_bwd(const dsa_tensor *q, const dsa_tensor *k, co
 // DSA_GATHER_SIMT=1 forces the simple kernels (for comparisons). The forward runs 4 warps per CTA
 // with double-buffered tiles (one CTA per SM at H 64, D 128); for tuning, DSA_GATHER_NW=2 takes 2
 // double-buffered warps (two CTAs per SM) and DSA_GATHER_NW=8 8 single-buffered warps.
-// DSA_INDEXER_GATHER_ROWS8=1: the gathers copy each key row with 8 lanes (a warp's copy reads 4 rows)
-// instead of 16 (2 rows); opt-in until measured.
-static bool gather_rows8() {
-    static int v = -1;
-    if (v < 0) v = getenv("DSA_INDEXER_GATHER_ROWS8") && atoi(getenv("DSA_INDEXER_GATHER_ROWS8")) != 0;
-    return v != 0;
-}
-
 static bool gather_simt() {
     static int simt = -1;
     if (simt < 0) simt = getenv("DSA_GATHER_SIMT") && atoi(getenv("DSA_GATHER_SIMT")) != 0;
@@ -971,7 +956,7 @@ static dsa_status launch_gather_mma_nw(const dsa_tensor *q, const dsa_tensor *k,
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = k->shape[0], K = idx->shape[1];
     size_t smem = gather_mma_smem(NW, H, D);
     void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
-                 __nv_bfloat16 *, int64_t, int, int64_t, int64_t, int);
+                 __nv_bfloat16 *, int64_t, int, int64_t, int64_t);
     switch (H) {
     case 16: kern = indexer_gather_mma_kernel<NW, STAGES, 1, VEC>; break;
     case 32: kern = indexer_gather_mma_kernel<NW, STAGES, 2, VEC>; break;
@@ -982,7 +967,7 @@ static dsa_status launch_gather_mma_nw(const dsa_tensor *q, const dsa_tensor *k,
     kern<<<(unsigned)T_, 32 * NW, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
         (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, (__nv_bfloat16 *)out->data, T_,
-        (int)D, K, S, (int)(gather_rows8() && D % 64 == 0));
+        (int)D, K, S);
     CUDA_LAUNCH_CHECK("indexer_gather_mma");
     return DSA_OK;
 }
@@ -1012,7 +997,7 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     int64_t T_ = q->shape[0], H = q->shape[1], S = k->shape[0], K = idx->shape[1];
     size_t smem = gather_bwd_mma_smem(H, DD);
     void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
-                 const float *, float *, float *, float *, int64_t, int64_t, int64_t, int);
+                 const float *, float *, float *, float *, int64_t, int64_t, int64_t);
     switch (H) {
     case 16: kern = indexer_gather_bwd_mma_kernel<1, DD>; break;
     case 32: kern = indexer_gather_bwd_mma_kernel<2, DD>; break;
@@ -1023,8 +1008,7 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
         (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, (const float *)G->data,
-        dq ? (float *)dq->data : NULL, dk ? (float *)dk->data : NULL, dw ? (float *)dw->data : NULL, T_, K, S,
-        (int)gather_rows8());
+        dq ? (float *)dq->data : NULL, dk ? (float *)dk->data : NULL, dw ? (float *)dw->data : NULL, T_, K, S);
     CUDA_LAUNCH_CHECK("indexer_gather_bwd_mma");
     return DSA_OK;
 }
