@@ -53,6 +53,13 @@ dsa_status dsa_sparse_mqa_bwd_det_cuda(const dsa_tensor *q, const dsa_tensor *kv
                                        const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                        const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv,
                                        int64_t h0, int64_t h1, dsa_tensor *dkv, dsa_tensor *dsink);
+// The indexer backward's dk in a fixed summation order (DSA_DETERMINISTIC=1 routes there): gathered
+// slots (idx, topk_length) or, with idx NULL, the dense logits' windows (start, end).
+dsa_status dsa_indexer_dk_det_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                   const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *start,
+                                   const dsa_tensor *end, const dsa_tensor *G, dsa_tensor *dk);
+// DSA_DETERMINISTIC=1 in the environment (read once).
+bool dsa_deterministic(void);
 
 // SPEC 5: score recompute (no gradient).
 dsa_status dsa_attn_score_headsum_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,

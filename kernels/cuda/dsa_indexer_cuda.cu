@@ -313,8 +313,9 @@ __global__ void __launch_bounds__(IDX_NT) indexer_gather_kernel(const T *__restr
 
 // Backward of the gathered logits, given G = dL/dlogits [T, K]. One CTA per row t; dq[t] (H x D)
 // lives in registers, dw[t] in shared memory; tiles of 8 slots: each warp recomputes r = q.k for
-// its slot and the coefficients c[h] = G w[h] 1[r > 0]; then every thread updates its dq elements
-// and dk[s] += sum_h c[h] q[h] goes out with atomics.
+// its slot and the coefficients c[h] = G w[h] 1[r > 0] and dw terms G relu(r); the dw terms are added
+// in slot order (dq and dw come out the same run to run); then every thread updates its dq elements
+// and dk[s] += sum_h c[h] q[h] goes out with atomics (DSA_DETERMINISTIC=1: key-major instead).
 // DENSE: the backward of the dense logits [T, S]: slot j is key start[t] + j of the window, and
 // G is read at [t, s].
 template <typename T, typename A, bool DENSE>
@@ -326,7 +327,8 @@ __global__ void __launch_bounds__(IDX_NT) indexer_gather_bwd_kernel(
     int64_t t = blockIdx.x;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, ld = D + 1;
     A *sq = (A *)dsa_smem, *sw = sq + H * ld, *sdw = sw + H, *skr = sdw + H, *sc = skr + IBW_SLOTS * D;
-    int *skey = (int *)(sc + IBW_SLOTS * H);
+    A *sr = sc + IBW_SLOTS * H;  // [slot][head] dw terms, added in slot order (deterministic dw)
+    int *skey = (int *)(sr + IBW_SLOTS * H);
     for (int i = tid; i < H * D; i += IDX_NT) sq[(i / D) * ld + i % D] = (A)dsa_to_float(q[t * H * D + i]);
     for (int i = tid; i < H; i += IDX_NT) {
         sw[i] = (A)dsa_to_float(w[t * H + i]);
@@ -362,9 +364,14 @@ __global__ void __launch_bounds__(IDX_NT) indexer_gather_bwd_kernel(
             if (s >= 0)
                 for (int d = 0; d < D; d++) r += qh[d] * kr[d];
             c[h] = r > 0 ? g * sw[h] : (A)0;
-            if (r > 0) atomicAdd(&sdw[h], g * r);
+            sr[warp * H + h] = r > 0 ? g * r : (A)0;
         }
         __syncthreads();
+        for (int h = tid; h < H; h += IDX_NT) {
+            A a = sdw[h];
+            for (int x = 0; x < IBW_SLOTS; x++) a += sr[x * H + h];
+            sdw[h] = a;
+        }
 #pragma unroll
         for (int e = 0; e < IBW_ELEMS; e++) {
             int i = tid + e * IDX_NT;
@@ -874,7 +881,7 @@ static dsa_status launch_gather_bwd(const dsa_tensor *q, const dsa_tensor *k, co
         return dsa_error_set(DSA_ERR_UNSUPPORTED, "dsa_indexer_gather_logits backward (cuda): H*D = %lld > %d",
                              (long long)(H * D), IBW_ELEMS * IDX_NT);
     if (T_ == 0 || K == 0) return DSA_OK;
-    size_t smem = sizeof(A) * ((size_t)H * (D + 1) + 2 * H + IBW_SLOTS * D + IBW_SLOTS * H) + sizeof(int) * IBW_SLOTS;
+    size_t smem = sizeof(A) * ((size_t)H * (D + 1) + 2 * H + IBW_SLOTS * D + 2 * IBW_SLOTS * H) + sizeof(int) * IBW_SLOTS;
     auto kern = indexer_gather_bwd_kernel<T, A, DENSE>;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward"));
     kern<<<(unsigned)T_, IDX_NT, smem, dsa_stream()>>>(
@@ -1059,6 +1066,11 @@ extern "C" dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa
 extern "C" dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                                const dsa_tensor *idx, const dsa_tensor *topk_length,
                                                const dsa_tensor *G, dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+    // DSA_DETERMINISTIC=1: dq and dw from the kernels below (fixed order already), dk key-major.
+    if (dk && dsa_deterministic()) {
+        if (dq || dw) DSA_TRY(dsa_indexer_gather_bwd_cuda(q, k, w, idx, topk_length, G, dq, NULL, dw));
+        return dsa_indexer_dk_det_cuda(q, k, w, idx, topk_length, NULL, NULL, G, dk);
+    }
     if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw))  // bf16 inputs, fp32 gradients: tensor cores
         return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw);
     IDX_DISPATCH(q->dtype, "dsa_indexer_gather_logits backward",
@@ -1070,6 +1082,10 @@ extern "C" dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa
 extern "C" dsa_status dsa_indexer_logits_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                                const dsa_tensor *start, const dsa_tensor *end, const dsa_tensor *dout,
                                                dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+    if (dk && dsa_deterministic()) {  // as the gathered backward: dk key-major, the rest below
+        if (dq || dw) DSA_TRY(dsa_indexer_logits_bwd_cuda(q, k, w, start, end, dout, dq, NULL, dw));
+        return dsa_indexer_dk_det_cuda(q, k, w, NULL, NULL, start, end, dout, dk);
+    }
     IDX_DISPATCH(q->dtype, "dsa_indexer_logits backward",
                  (launch_gather_bwd<float, float, true>(q, k, w, NULL, NULL, start, end, dout, dq, dk, dw)),
                  (launch_gather_bwd<__nv_bfloat16, float, true>(q, k, w, NULL, NULL, start, end, dout, dq, dk, dw)),

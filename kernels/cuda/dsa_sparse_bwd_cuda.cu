@@ -699,22 +699,13 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
     }
 }
 
-// DSA_DETERMINISTIC=1: dkv and dsink without atomics, in a fixed summation order
+// DSA_DETERMINISTIC=1 (dsa_deterministic): dkv and dsink without atomics, in a fixed summation order
 // (dsa_sparse_bwd_det_cuda.cu; slower: the scores are recomputed key-major). Default: fp32 atomics.
-static bool deterministic_bwd(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("DSA_DETERMINISTIC");
-        v = e && e[0] == '1';
-    }
-    return v == 1;
-}
-
 extern "C" dsa_status dsa_sparse_mqa_bwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                            const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                            const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv,
                                            int64_t h0, int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
-    if (!deterministic_bwd() || (!dkv && !dsink))
+    if (!dsa_deterministic() || (!dkv && !dsink))
         return bwd_dispatch(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
     if (dq) DSA_TRY(bwd_dispatch(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, NULL, NULL));
     return dsa_sparse_mqa_bwd_det_cuda(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dkv, dsink);

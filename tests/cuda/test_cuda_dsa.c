@@ -51,6 +51,29 @@ static pair zeros_pair(dsa_dtype cdt, dsa_dtype gdt, int ndim, const int64_t *sh
 // Top-k indices with the edge rows of SPEC 9, by row t % 8: 0 all -1; 1 -1 in the middle; 2 some
 // idx >= S (and very negative); 3 topk_length 0; 4 topk_length K; 5 a short window (few valid,
 // then -1); else random valid keys. len gets topk_length.
+// DSA_DETERMINISTIC=1 in the environment: the backwards sum in a fixed order, repeats must match bitwise.
+static bool det_env(void) {
+    const char *e = getenv("DSA_DETERMINISTIC");
+    return e && e[0] == '1';
+}
+
+// Under DSA_DETERMINISTIC=1: the indexer backward run again (gathered: idx set; dense: idx NULL) gives
+// the same dq, dk, dw bits as the first run (a, b, c), which started from zeros too.
+static void check_indexer_bwd_repeat(const char *name, const char *what, const dsa_tensor *q, const dsa_tensor *k,
+                                     const dsa_tensor *w, const dsa_tensor *idx, const dsa_tensor *len,
+                                     const dsa_tensor *st, const dsa_tensor *en, const dsa_tensor *G,
+                                     const dsa_tensor *dq, const dsa_tensor *dk, const dsa_tensor *dw) {
+    if (!det_env()) return;
+    dsa_dtype gd = dq->dtype;
+    pair dq3 = zeros_pair(gd, gd, 3, dq->shape), dk3 = zeros_pair(gd, gd, 2, dk->shape), dw3 = zeros_pair(gd, gd, 2, dw->shape);
+    if (idx) CHECK_OK(dsa_indexer_gather_bwd_cuda(q, k, w, idx, len, G, dq3.g, dk3.g, dw3.g));
+    else CHECK_OK(dsa_indexer_logits_bwd_cuda(q, k, w, st, en, G, dq3.g, dk3.g, dw3.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    double b_dk = test_max_abs_diff(dk3.g, dk), b_dq = test_max_abs_diff(dq3.g, dq), b_dw = test_max_abs_diff(dw3.g, dw);
+    printf("%-34s %s deterministic: repeat max |diff| dk %.1e dq %.1e dw %.1e\n", name, what, b_dk, b_dq, b_dw);
+    CHECK(b_dk == 0 && b_dq == 0 && b_dw == 0, "%s %s deterministic backward differs between runs", name, what);
+}
+
 static void make_indices(int64_t T, int64_t K, int64_t S, int32_t *idx, int32_t *len) {
     for (int64_t t = 0; t < T; t++) {
         int kind = (int)(t % 8);
@@ -119,8 +142,7 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
     CHECK(e_ds <= 2e-2, "%s dsink rel L2 %.3e", name, e_ds);
     CHECK(e_chunk <= 1e-5, "%s head-chunked vs whole %.3e", name, e_chunk);
     // DSA_DETERMINISTIC=1: a second backward gives the same bits (dkv and dsink without atomics).
-    const char *det = getenv("DSA_DETERMINISTIC");
-    if (det && det[0] == '1') {
+    if (det_env()) {
         pair dq3 = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dkv3 = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
         pair ds3 = zeros_pair(gd, gd, 1, DSA_SHAPE(H));
         CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, 0, H, dq3.g, dkv3.g,
@@ -424,6 +446,7 @@ static void check_indexer(const char *name, dsa_dtype dt, int64_t T, int64_t S, 
     check_grad("dq", dq.g, dq.c);
     check_grad("dk", dk.g, dk.c);
     check_grad("dw", dw.g, dw.c);
+    check_indexer_bwd_repeat(name, "gathered backward", q.g, k.g, w.g, gi.g, gl.g, NULL, NULL, Gd.g, dq.g, dk.g, dw.g);
 
     pair Gl = rand_pair(gd, 2, DSA_SHAPE(T, S), 1.0);
     pair dq2 = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dk2 = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
@@ -435,6 +458,7 @@ static void check_indexer(const char *name, dsa_dtype dt, int64_t T, int64_t S, 
     check_grad("dq", dq2.g, dq2.c);
     check_grad("dk", dk2.g, dk2.c);
     check_grad("dw", dw2.g, dw2.c);
+    check_indexer_bwd_repeat(name, "dense backward", q.g, k.g, w.g, NULL, NULL, pst.g, pen.g, Gl.g, dq2.g, dk2.g, dw2.g);
     free(st);
     free(en);
     free(idx);
