@@ -410,7 +410,9 @@ static void print_table(void) {
     printf("\nFLOPs: sparse fwd 2*T*H*K*(D+Dv), bwd 2*T*H*K*(3D+2Dv), score headsum 2*T*H*K*D, indexer "
            "2*(valid pairs)*H_I*D_I (gather: T*K pairs; gather bwd 3x). min-bytes: each input read once, each "
            "output written once. Floors: FLOPs at the measured GEMM rate, min-bytes at the measured copy rate; "
-           "gap = ours / the larger floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch).\n");
+           "gap = ours / the larger floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
+           "topk: dense f32 rows; topk_window_bf16: the fused op's top-k alone (bf16 logits, -inf outside the "
+           "causal windows, scores written).\n");
 }
 
 static int parse_list(const char *s, int64_t *out, int max) {
