@@ -50,27 +50,12 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
     int nt = (int)((k_end + BK - 1) / BK);
     for (int64_t j = (int64_t)nt * BK + tid; j < K; j += 256) out[t * K + j] = __float2bfloat16(0.f);
     dsa_slot_ring64 ring{rkeys, rmask, RING, BK, idx + t * K, k_end, S_kv};
-    auto issue_tile = [&](int tile) {
-        const int *keys = ring.tile_keys(tile);
-        dsa_load_rows_sw128(skv + (tile & 1) * BK * D, BK, D, [&](int r) -> const __nv_bfloat16 * {
-            return keys[r] >= 0 ? kv + (int64_t)keys[r] * D : nullptr;
-        });
-    };
+    auto issue_tile = [&](int tile) { ring.load_tile(skv + (tile & 1) * BK * D, tile, kv, D); };
     dsa_load_rows_sw128(sq, HQ, D, [&](int r) -> const __nv_bfloat16 * {  // zeros for padding heads
         return r < H ? q + ((t * H) + r) * D : nullptr;
     });
     if (tid < HQ) slse[tid] = tid < H ? lse[t * H + tid] : INFINITY;  // exp(x - inf) = 0
-    int2 pre = make_int2(-1, -1);  // warp 0: the raw indices of the next tile to publish
-    if (warp == 0) {
-        for (int s = 0; s < 3 && s < nt; s++) ring.publish(s, ring.raw(s));
-        pre = ring.raw(3);
-    }
-    __syncthreads();
-    if (nt > 0) issue_tile(0);
-    dsa_cp_async_commit();
-    dsa_cp_async_wait<0>();
-    dsa_fence_proxy_async();
-    __syncthreads();  // Q, lse and tile 0 are in
+    int2 pre = ring.start(nt, skv, kv, D);  // Q, lse and tile 0 are in; warp 0: the next raw indices
     if (nt > 1) issue_tile(1);
     dsa_cp_async_commit();
 
@@ -92,7 +77,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
     };
     dsa_wgmma_fence();
     issue_scores(0);
-    dsa_wgmma_wait0();
+    dsa_wgmma_wait<0>();
 
     for (int i = 0; i < nt; i++) {
         // This thread's two head rows, then the 8 lane groups of the warp: column sums of 16 heads.
@@ -117,10 +102,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
         __syncthreads();  // tile i's warp sums are in; tile i + 1 is complete; tile i's stage is free
         if (i + 2 < nt) issue_tile(i + 2);
         dsa_cp_async_commit();
-        if (warp == 0 && i + 3 < nt) {
-            ring.publish(i + 3, pre);
-            pre = ring.raw(i + 4);
-        }
+        if (warp == 0) ring.advance(i, nt, pre);
         dsa_wgmma_fence();
         issue_scores(i + 1);
         if (tid < BK) {  // slot tid of tile i: the warps over its heads, in a fixed order
@@ -137,7 +119,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
             bool ok = (ring.tile_mask(i) >> tid) & 1ull;
             if (j < K) out[t * K + j] = __float2bfloat16(ok ? v : 0.f);
         }
-        dsa_wgmma_wait0();
+        dsa_wgmma_wait<0>();
     }
     dsa_cp_async_wait<0>();
 }

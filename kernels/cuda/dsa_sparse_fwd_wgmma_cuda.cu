@@ -63,26 +63,11 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
     if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
     int nt = (int)((k_end + BK - 1) / BK);
     dsa_slot_ring64 ring{rkeys, rmask, RING, BK, idx + t * K, k_end, S_kv};
-    auto issue_tile = [&](int tile) {
-        const int *keys = ring.tile_keys(tile);
-        dsa_load_rows_sw128(skv + (tile & 1) * BK * D, BK, D, [&](int r) -> const __nv_bfloat16 * {
-            return keys[r] >= 0 ? kv + (int64_t)keys[r] * D : nullptr;
-        });
-    };
+    auto issue_tile = [&](int tile) { ring.load_tile(skv + (tile & 1) * BK * D, tile, kv, D); };
     dsa_load_rows_sw128(sq, HB, D, [&](int r) -> const __nv_bfloat16 * {  // zeros for padding heads
         return r < nh ? q + ((t * H) + h0 + r) * D : nullptr;
     });
-    int2 pre = make_int2(-1, -1);  // warp 0: the raw indices of the next tile to publish
-    if (warp == 0) {
-        for (int s = 0; s < 3 && s < nt; s++) ring.publish(s, ring.raw(s));
-        pre = ring.raw(3);
-    }
-    __syncthreads();
-    if (nt > 0) issue_tile(0);
-    dsa_cp_async_commit();
-    dsa_cp_async_wait<0>();
-    dsa_fence_proxy_async();  // this thread's cp.async / zero writes -> visible to wgmma
-    __syncthreads();          // Q and tile 0 are in
+    int2 pre = ring.start(nt, skv, kv, D);  // Q and tile 0 are in; warp 0: the next raw indices
 
     float o[128], s[16];
 #pragma unroll
@@ -170,10 +155,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
         dsa_wgmma_commit();
     };
     auto publish_ahead = [&](int i) {  // warp 0: tile i + 3's keys (its ring entry held tile i - 1)
-        if (warp == 0 && i + 3 < nt) {
-            ring.publish(i + 3, pre);
-            pre = ring.raw(i + 4);
-        }
+        if (warp == 0) ring.advance(i, nt, pre);
     };
 
     if (SEQ) {
@@ -192,13 +174,13 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
             dsa_wgmma_fence();
             issue_scores(i);
             publish_ahead(i);
-            dsa_wgmma_wait0();
+            dsa_wgmma_wait<0>();
             softmax_to_p(i);
             dsa_fence_proxy_async();  // P -> visible to wgmma
             __syncthreads();          // P(i) is complete
             dsa_wgmma_fence();
             issue_pv(i);
-            dsa_wgmma_wait0();
+            dsa_wgmma_wait<0>();
         }
     } else {
         // Overlapped schedule (v3): P(i) V(i) and S(i + 1) go to the tensor cores back to back (one
@@ -209,7 +191,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
         dsa_cp_async_commit();
         dsa_wgmma_fence();
         issue_scores(0);
-        dsa_wgmma_wait0();
+        dsa_wgmma_wait<0>();
         for (int i = 0; i < nt; i++) {
             softmax_to_p(i);
             dsa_cp_async_wait<0>();   // this thread's copies of tile i + 1 have landed
@@ -218,12 +200,12 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
             dsa_wgmma_fence();
             issue_pv(i);
             issue_scores(i + 1);
-            dsa_wgmma_wait1();  // P(i) V(i) is done (S(i + 1) may still run)
+            dsa_wgmma_wait<1>();  // P(i) V(i) is done (S(i + 1) may still run)
             __syncthreads();    // every read of tile i's stage and of P(i) is done
             if (i + 2 < nt) issue_tile(i + 2);  // the gather overlaps the rest of S(i + 1)
             dsa_cp_async_commit();
             publish_ahead(i);
-            dsa_wgmma_wait0();
+            dsa_wgmma_wait<0>();
         }
     }
     dsa_cp_async_wait<0>();

@@ -30,15 +30,11 @@ __device__ __forceinline__ void dsa_wgmma_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void dsa_wgmma_wait0() {
+// Waits until at most N committed wgmma groups are pending (the older ones are complete).
+template <int N>
+__device__ __forceinline__ void dsa_wgmma_wait() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
-}
-// Waits until at most one committed wgmma group is pending (the older groups are complete).
-__device__ __forceinline__ void dsa_wgmma_wait1() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
 // Generic-proxy writes to shared memory (st.shared, cp.async) become visible to wgmma's async proxy.
@@ -117,4 +113,37 @@ struct dsa_slot_ring64 {
     }
     __device__ __forceinline__ const int *tile_keys(int tile) const { return keys + (tile % n) * 64; }
     __device__ __forceinline__ unsigned long long tile_mask(int tile) const { return mask[tile % n]; }
+
+    // Warp 0, before the first tile: publishes tiles 0, 1, 2 and returns tile 3's raw indices (the
+    // next to publish; the caller's barrier makes the published ones visible).
+    __device__ __forceinline__ int2 prime(int nt) const {
+        for (int s = 0; s < 3 && s < nt; s++) publish(s, raw(s));
+        return raw(3);
+    }
+    // Warp 0, once tile i - 1's entry is free: publishes tile i + 3 from pre, reads tile i + 4's.
+    __device__ __forceinline__ void advance(int i, int nt, int2 &pre) const {
+        if (i + 3 < nt) {
+            publish(i + 3, pre);
+            pre = raw(i + 4);
+        }
+    }
+    // The whole CTA, once the caller has queued its own cp.async (Q): publishes tiles 0-2, gathers
+    // tile 0 into stage0, and returns (warp 0: tile 3's raw indices) when all of it has landed and is
+    // visible to wgmma.
+    __device__ __forceinline__ int2 start(int nt, __nv_bfloat16 *stage0, const __nv_bfloat16 *kv, int D) const {
+        int2 pre = make_int2(-1, -1);
+        if ((threadIdx.x >> 5) == 0) pre = prime(nt);
+        __syncthreads();
+        if (nt > 0) load_tile(stage0, 0, kv, D);
+        dsa_cp_async_commit();
+        dsa_cp_async_wait<0>();
+        dsa_fence_proxy_async();  // this thread's cp.async / zero writes -> visible to wgmma
+        __syncthreads();
+        return pre;
+    }
+    // Gathers tile `tile`'s kv rows (zeros for invalid slots) into the swizzled stage dst (bk rows of D).
+    __device__ __forceinline__ void load_tile(__nv_bfloat16 *dst, int tile, const __nv_bfloat16 *kv, int D) const {
+        const int *k = tile_keys(tile);
+        dsa_load_rows_sw128(dst, bk, D, [&](int r) -> const __nv_bfloat16 * { return k[r] >= 0 ? kv + (int64_t)k[r] * D : nullptr; });
+    }
 };
