@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
     unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
     if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
     int64_t t = blockIdx.x;
-    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7, wl = warp & 3, g = lane >> 2, c = lane & 3;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = dsa_warpgroup_index(), wl = warp & 3, g = lane >> 2, c = lane & 3;
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;  // [D/64][HQ][64]
     __nv_bfloat16 *skv = sq + HQ * D;           // [2][D/64][BK][64]
     float *slse = (float *)(skv + 2 * BK * D);  // [HQ]; +inf for padding heads
@@ -63,17 +63,11 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
     const unsigned q_base = dsa_smem_addr(sq) + (HQ == 128 ? wg * 64 * 128 : 0);
     const unsigned k_off = HQ == 64 ? wg * 32 * 128 : 0;
     const int head_lo = (HQ == 128 ? 64 * wg : 0) + 16 * wl + g, head_hi = head_lo + 8;
-    const float lse_lo = slse[head_lo], lse_hi = slse[head_hi];
+    // p = exp(sigma S - lse) = 2^(sigma log2(e) S - lse log2(e)): one FMA and the ex2 per score.
+    const float sigma2 = sigma * 1.44269504f, lse_lo = slse[head_lo] * 1.44269504f, lse_hi = slse[head_hi] * 1.44269504f;
     float s[16];
     auto issue_scores = [&](int tile) {  // issued unconditionally (a result past the last tile is unused)
-        const unsigned kv_base = dsa_smem_addr(skv + (tile & 1) * BK * D) + k_off;
-#pragma unroll 4
-        for (int k = 0; k < D / 16; k++) {
-            unsigned long long da = dsa_wgmma_desc(q_base + (k >> 2) * HQ * 128 + (k & 3) * 32, 16, 1024);
-            unsigned long long db = dsa_wgmma_desc(kv_base + (k >> 2) * BK * 128 + (k & 3) * 32, 16, 1024);
-            dsa_wgmma_m64n32k16(s, da, db, k > 0);
-        }
-        dsa_wgmma_commit();
+        dsa_wgmma_scores_m64n32(s, q_base, HQ, dsa_smem_addr(skv + (tile & 1) * BK * D) + k_off, BK, D);
     };
     dsa_wgmma_fence();
     issue_scores(0);
@@ -86,7 +80,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
         for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                float v = __expf(s[4 * j + e] * sigma - lse_lo) + __expf(s[4 * j + 2 + e] * sigma - lse_hi);
+                float v = dsa_exp2(s[4 * j + e] * sigma2 - lse_lo) + dsa_exp2(s[4 * j + 2 + e] * sigma2 - lse_hi);
                 v += __shfl_xor_sync(0xffffffffu, v, 4);
                 v += __shfl_xor_sync(0xffffffffu, v, 8);
                 v += __shfl_xor_sync(0xffffffffu, v, 16);

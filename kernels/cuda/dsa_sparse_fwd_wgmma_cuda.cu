@@ -1,20 +1,20 @@
-// Sparse MQA attention forward, v3: Hopper warpgroup MMA (wgmma, sm_90a). bf16, Dv = 512, D % 64 == 0,
-// D <= 576. One CTA per (query row t, block of 64 heads): two warpgroups; tiles of 64 slots.
+// Sparse MQA attention forward, wgmma kernels (sm_90a). bf16, Dv = 512, D % 64 == 0, D <= 576. One
+// CTA per (query row t, block of 64 heads); tiles of 64 slots. Both kernels do the same math:
 //  - Q (64 heads x D) and each gathered kv tile (64 rows x D) sit in shared memory in the 128-byte
-//    swizzle layout of kernels/cuda/dsa_wgmma.cuh, written by 16-byte cp.async (2 kv stages: tile i+1
-//    is gathered while tile i computes; invalid slots are zero rows, masked to -inf).
-//  - S = Q K^T: warpgroup w takes slots 32w .. 32w+31 (wgmma m64n32k16 over D, operands read by the
-//    tensor cores straight from shared memory: no ldmatrix, no per-warp duplicate reads).
+//    swizzle layout of kernels/cuda/dsa_wgmma.cuh, written by 16-byte cp.async (2 kv stages;
+//    invalid slots are zero rows, masked to -inf).
+//  - S = Q K^T: math warpgroup w takes slots 32w .. 32w+31 (wgmma m64n32k16 over D, operands read by
+//    the tensor cores straight from shared memory).
 //  - Online softmax in fp32 registers; the two warpgroups swap their row maxima through shared memory
 //    so both rescale by the same factor; P (bf16) goes to shared memory in the swizzled A layout.
 //  - O += P V: warpgroup w owns output columns 256w .. 256w+255 (m64n256k16, 128 fp32 accumulators
 //    per thread); V is the kv tile itself read as a transposed (MN-major) B operand.
-// Two schedules of the same steps (template SEQ):
-//  - overlapped (v3, default): P(i) V(i) and S(i + 1) back to back; tile i + 2 can only be gathered
-//    once P(i) V(i) is done, so it has the softmax of tile i + 1 to land.
-//  - sequential (DSA_SPARSE_FWD_SEQ=1): S(i) -> softmax -> P(i) V(i); the gather of tile i + 1 is
-//    issued while S(i) is on the tensor cores and has the whole iteration to land.
-// Both run at the rate of the gather alone (a probe: about 3.7 us per 64-row tile per SM on the H200).
+// They differ in who gathers:
+//  - v4 (default, warp-specialized): a third warpgroup only gathers. It fills the stage of tile i + 2
+//    as soon as both math warpgroups have released it (after P(i) V(i)), signalling each full stage on
+//    an mbarrier, so the gather runs beside S, the softmax and P V instead of between them.
+//  - v3 (DSA_SPARSE_FWD_V3=1): the two math warpgroups gather themselves, tile i + 2 issued once
+//    P(i) V(i) is done and awaited before S(i + 2).
 // Numerics as v2: fp32 scores, softmax and accumulation, P rounded to bf16 for P V, lse = m + log l,
 // out = acc / l * sigmoid(lse - sink).
 #include <stdlib.h>
@@ -26,71 +26,45 @@
 #define FWD3_BK 64
 #define FWD3_RING 4
 #define FWD3_DV 512
+// v4's register split: launched at 168 registers a thread (65536 / 384, rounded down to 8), the gather
+// warpgroup drops to FWD4_REGS_GATHER and the math warpgroups take what it frees. setmaxnreg.inc
+// waits until the registers are free, so a split above the launch total hangs the CTA.
+#define FWD4_REGS_GATHER 56
+#define FWD4_REGS_MATH 224
+static_assert(128 * FWD4_REGS_GATHER + 256 * FWD4_REGS_MATH <= 384 * 168, "v4 register split exceeds the launch budget");
 
 // Bytes past the 1024-byte-aligned start: Q, two kv stages, P, the row maxima (reused for the row
-// sums at the end), the key ring and its masks.
+// sums at the end), the key ring and its masks, v4's four mbarriers.
 static size_t fwd3_tile_bytes(int64_t D) {
     return 2 * (size_t)FWD3_HB * D + 2 * 2 * (size_t)FWD3_BK * D + 2 * (size_t)FWD3_HB * FWD3_BK + 4 * 2 * FWD3_HB +
-           4 * FWD3_RING * FWD3_BK + 8 * FWD3_RING;
+           4 * FWD3_RING * FWD3_BK + 8 * FWD3_RING + 8 * 4;
 }
 // The launch asks for 1008 bytes more (alignment slack) when the GPU allows it: the dynamic shared
 // memory window normally starts 1024-aligned, and the kernel checks that it fits either way.
 size_t dsa_fwd3_smem_bytes(int64_t D) { return fwd3_tile_bytes(D); }
 
-template <bool SEQ>
-__global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
-    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
-    const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out,
-    float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t K, int64_t S_kv, float sigma, unsigned v_lbo, unsigned v_sbo, int smem_slack) {
-    const int HB = FWD3_HB, BK = FWD3_BK, RING = FWD3_RING, Dv = FWD3_DV;
-    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    // The swizzle pattern repeats every 1024 bytes: operand tiles start on 1024-byte boundaries.
-    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
-    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
-    int n_hb = (hend - hbeg + HB - 1) / HB;
-    int hblk = blockIdx.x % n_hb, h0 = hbeg + hblk * HB, nh = min(HB, hend - h0);
-    int64_t t = blockIdx.x / n_hb;
-    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7, wl = warp & 3, g = lane >> 2, c = lane & 3;
-    __nv_bfloat16 *sq = (__nv_bfloat16 *)base;     // [D/64][HB][64]
-    __nv_bfloat16 *skv = sq + HB * D;              // [2][D/64][BK][64]
-    __nv_bfloat16 *sp = skv + 2 * BK * D;          // [HB][64] (P, one 64-wide block)
-    float *smax = (float *)(sp + HB * BK);         // [2 wg][HB] row maxima; row sums at the end
-    float *ssum = smax;
-    int *rkeys = (int *)(smax + 2 * HB);           // [RING][BK]
-    unsigned long long *rmask = (unsigned long long *)(rkeys + RING * BK);  // [RING]
+// The math of both kernels for one math warpgroup `wg` (threads 128 wg .. +127): S of a tile, its
+// softmax into P, P V, and the epilogue. Row maxima and sums are swapped through `smax` between the
+// two math warpgroups with named barrier 1 (256 threads).
+struct fwd3_math {
+    const __nv_bfloat16 *skv;  // [2][D/64][BK][64] kv stages
+    __nv_bfloat16 *sp;         // [HB][64] P
+    float *smax;               // [2][HB] row maxima, then row sums
+    unsigned q_base, p_base, v_lbo, v_sbo;
+    int D, wg, row_lo, row_hi, c;
+    float sigma2, m_lo, m_hi, l_lo, l_hi;  // sigma log2(e); running max (log2 units) and sum of rows row_lo, row_hi
 
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
-    int nt = (int)((k_end + BK - 1) / BK);
-    dsa_slot_ring64 ring{rkeys, rmask, RING, BK, idx + t * K, k_end, S_kv};
-    auto issue_tile = [&](int tile) { ring.load_tile(skv + (tile & 1) * BK * D, tile, kv, D); };
-    dsa_load_rows_sw128(sq, HB, D, [&](int r) -> const __nv_bfloat16 * {  // zeros for padding heads
-        return r < nh ? q + ((t * H) + h0 + r) * D : nullptr;
-    });
-    int2 pre = ring.start(nt, skv, kv, D);  // Q and tile 0 are in; warp 0: the next raw indices
-
-    float o[128], s[16];
-#pragma unroll
-    for (int j = 0; j < 128; j++) o[j] = 0.f;
-    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.f, l_hi = 0.f;  // rows 16 wl + g, + 8
-    const int row_lo = 16 * wl + g, row_hi = row_lo + 8;
-    const unsigned q_base = dsa_smem_addr(sq), p_base = dsa_smem_addr(sp);
+    __device__ __forceinline__ unsigned stage_addr(int tile) const { return dsa_smem_addr(skv + (tile & 1) * FWD3_BK * D); }
     // S = Q K^T of tile `tile` for slots 32 wg .. +32 (rows 32 wg .. of the kv tile), issued, not waited.
-    auto issue_scores = [&](int tile) {
-        const unsigned kv_base = dsa_smem_addr(skv + (tile & 1) * BK * D);
-#pragma unroll 4
-        for (int k = 0; k < D / 16; k++) {
-            unsigned long long da = dsa_wgmma_desc(q_base + (k >> 2) * HB * 128 + (k & 3) * 32, 16, 1024);
-            unsigned long long db = dsa_wgmma_desc(kv_base + (k >> 2) * BK * 128 + wg * 32 * 128 + (k & 3) * 32, 16, 1024);
-            dsa_wgmma_m64n32k16(s, da, db, k > 0);
-        }
-        dsa_wgmma_commit();
-    };
-    // Softmax of S(i) (in s) -> P(i) in shared memory, o rescaled; ends with P(i) visible to wgmma.
-    // Mask, row max over this warpgroup's 32 slots (quad shuffles), swap with the other warpgroup.
-    // A tile without valid slots runs the same code: P = 0, m and l unchanged.
-    auto softmax_to_p = [&](int i) {
-        unsigned mk = (unsigned)(ring.tile_mask(i) >> (32 * wg));
+    __device__ __forceinline__ void issue_scores(float *s, int tile) const {
+        dsa_wgmma_scores_m64n32(s, q_base, FWD3_HB, stage_addr(tile) + wg * 32 * 128, FWD3_BK, D);
+    }
+    // Softmax of S (in s; `valid` = the tile's valid-slot mask) -> P in shared memory, o rescaled.
+    // Mask, row max over this warpgroup's 32 slots (quad shuffles), swap with the other warpgroup. A
+    // tile without valid slots runs the same code: P = 0, m and l unchanged. The caller makes P
+    // visible (proxy fence, barrier) before P V.
+    __device__ __forceinline__ void softmax_to_p(const float *s, float *o, unsigned long long valid) {
+        unsigned mk = (unsigned)(valid >> (32 * wg));
         float x[16];  // scaled, masked scores (s itself is only written by wgmma)
         float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
@@ -98,8 +72,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 bool ok = (mk >> (8 * j + 2 * c + e)) & 1u;
-                x[4 * j + e] = ok ? s[4 * j + e] * sigma : -INFINITY;
-                x[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma : -INFINITY;
+                x[4 * j + e] = ok ? s[4 * j + e] * sigma2 : -INFINITY;
+                x[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma2 : -INFINITY;
                 mx_lo = fmaxf(mx_lo, x[4 * j + e]);
                 mx_hi = fmaxf(mx_hi, x[4 * j + 2 + e]);
             }
@@ -110,31 +84,34 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
             mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, x));
         }
         if (c == 0) {
-            smax[wg * HB + row_lo] = mx_lo;
-            smax[wg * HB + row_hi] = mx_hi;
+            smax[wg * FWD3_HB + row_lo] = mx_lo;
+            smax[wg * FWD3_HB + row_hi] = mx_hi;
         }
-        __syncthreads();  // both warpgroups' maxima are in
-        mx_lo = fmaxf(mx_lo, smax[(wg ^ 1) * HB + row_lo]);
-        mx_hi = fmaxf(mx_hi, smax[(wg ^ 1) * HB + row_hi]);
+        dsa_bar_sync(1, 256);  // both warpgroups' maxima are in
+        mx_lo = fmaxf(mx_lo, smax[(wg ^ 1) * FWD3_HB + row_lo]);
+        mx_hi = fmaxf(mx_hi, smax[(wg ^ 1) * FWD3_HB + row_hi]);
         float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
         // A row with no valid slot so far keeps m = -inf; exponentiate against 0 then (exp(-inf) = 0).
         float ref_lo = mn_lo == -INFINITY ? 0.f : mn_lo, ref_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
-        float al_lo = __expf(m_lo - ref_lo), al_hi = __expf(m_hi - ref_hi);
+        float al_lo = dsa_exp2(m_lo - ref_lo), al_hi = dsa_exp2(m_hi - ref_hi);
         m_lo = mn_lo;
         m_hi = mn_hi;
         float ps_lo = 0.f, ps_hi = 0.f;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            float p0 = __expf(x[4 * j] - ref_lo), p1 = __expf(x[4 * j + 1] - ref_lo);
-            float p2 = __expf(x[4 * j + 2] - ref_hi), p3 = __expf(x[4 * j + 3] - ref_hi);
+            float p0 = dsa_exp2(x[4 * j] - ref_lo), p1 = dsa_exp2(x[4 * j + 1] - ref_lo);
+            float p2 = dsa_exp2(x[4 * j + 2] - ref_hi), p3 = dsa_exp2(x[4 * j + 3] - ref_hi);
             ps_lo += p0 + p1;
             ps_hi += p2 + p3;
             int col = 32 * wg + 8 * j + 2 * c;
-            *(unsigned *)(sp + dsa_sw128(row_lo, col, HB)) = dsa_pack_f32x2(p0, p1);
-            *(unsigned *)(sp + dsa_sw128(row_hi, col, HB)) = dsa_pack_f32x2(p2, p3);
+            *(unsigned *)(sp + dsa_sw128(row_lo, col, FWD3_HB)) = dsa_pack_f32x2(p0, p1);
+            *(unsigned *)(sp + dsa_sw128(row_hi, col, FWD3_HB)) = dsa_pack_f32x2(p2, p3);
         }
         l_lo = l_lo * al_lo + ps_lo;
         l_hi = l_hi * al_hi + ps_hi;
+        // O is rescaled only when a row max of this warp moved (alpha != 1); once the maxima settle,
+        // most tiles skip the 128 multiplies. Exact: a skipped alpha is exactly 1.
+        if (__any_sync(0xffffffffu, al_lo != 1.f || al_hi != 1.f))
 #pragma unroll
         for (int j = 0; j < 32; j++) {
             o[4 * j] *= al_lo;
@@ -142,101 +119,218 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(
             o[4 * j + 2] *= al_hi;
             o[4 * j + 3] *= al_hi;
         }
-    };
-    // O[:, 256 wg .. +256] += P(i) V(i) over the 64 slots (4 k16 steps), issued and committed.
-    auto issue_pv = [&](int i) {
-        const unsigned kv_base = dsa_smem_addr(skv + (i & 1) * BK * D);
+    }
+    // O[:, 256 wg .. +256] += P V(tile) over the 64 slots (4 k16 steps), issued and committed.
+    __device__ __forceinline__ void issue_pv(float *o, int tile) const {
+        const unsigned long long dp = dsa_wgmma_desc(p_base, 16, 1024),
+                                 dv = dsa_wgmma_desc(stage_addr(tile) + (4 * wg) * FWD3_BK * 128, v_lbo, v_sbo);
 #pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            unsigned long long da = dsa_wgmma_desc(p_base + kk * 32, 16, 1024);
-            unsigned long long db = dsa_wgmma_desc(kv_base + (4 * wg) * BK * 128 + kk * 16 * 128, v_lbo, v_sbo);
-            dsa_wgmma_m64n256k16(o, da, db, 1);
-        }
+        for (int kk = 0; kk < FWD3_BK / 16; kk++) dsa_wgmma_m64n256k16(o, dp + 2 * kk, dv + kk * (16 * 128 / 16), 1);
         dsa_wgmma_commit();
-    };
-    auto publish_ahead = [&](int i) {  // warp 0: tile i + 3's keys (its ring entry held tile i - 1)
-        if (warp == 0) ring.advance(i, nt, pre);
-    };
-
-    if (SEQ) {
-        // Sequential schedule: S(i), softmax, P(i) V(i), while the gather of tile i + 1 (issued just
-        // before S(i)) has the whole iteration to land.
-        for (int i = 0; i < nt; i++) {
-            if (i > 0) {
-                dsa_cp_async_wait<0>();   // this thread's copies of tile i have landed
-                dsa_fence_proxy_async();  // -> visible to wgmma
-                __syncthreads();          // tile i is complete; every read of stage (i + 1) & 1 and P is done
+    }
+    // Row sums over both warpgroups, then out = O / l * sigmoid(lse - sink) and lse for rows < nh.
+    __device__ __forceinline__ void finish(const float *o, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *out,
+                                           float *lse, int64_t t, int H, int h0, int nh) {
+#pragma unroll
+        for (int x = 1; x <= 2; x <<= 1) {
+            l_lo += __shfl_xor_sync(0xffffffffu, l_lo, x);
+            l_hi += __shfl_xor_sync(0xffffffffu, l_hi, x);
+        }
+        dsa_bar_sync(1, 256);  // every read of the last maxima is done: smax becomes the row sums
+        if (c == 0) {
+            smax[wg * FWD3_HB + row_lo] = l_lo;
+            smax[wg * FWD3_HB + row_hi] = l_hi;
+        }
+        dsa_bar_sync(1, 256);
+        l_lo += smax[(wg ^ 1) * FWD3_HB + row_lo];
+        l_hi += smax[(wg ^ 1) * FWD3_HB + row_hi];
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int row = half ? row_hi : row_lo;
+            float l = half ? l_hi : l_lo, m = half ? m_hi : m_lo;
+            float lse_h = l > 0 ? m * 0.69314718f + logf(l) : -INFINITY, scale = l > 0 ? 1.f / l : 0.f;
+            if (row < nh) {
+                if (sink && l > 0) scale /= 1.f + expf((float)dsa_ld_any(sink, sink_dt, h0 + row) - lse_h);
+                __nv_bfloat16 *orow = out + ((t * H) + h0 + row) * FWD3_DV + 256 * wg + 2 * c;
+#pragma unroll
+                for (int j = 0; j < 32; j++)
+                    *(__nv_bfloat162 *)(orow + 8 * j) =
+                        __floats2bfloat162_rn(o[4 * j + 2 * half] * scale, o[4 * j + 2 * half + 1] * scale);
+                if (wg == 0 && c == 0) lse[t * H + h0 + row] = lse_h;
             }
-            // The gather is issued first: cp.async code between a wgmma and its wait made the compiler
-            // serialize the wgmma (ptxas C7515).
-            if (i + 1 < nt) issue_tile(i + 1);
-            dsa_cp_async_commit();
-            dsa_wgmma_fence();
-            issue_scores(i);
-            publish_ahead(i);
-            dsa_wgmma_wait<0>();
-            softmax_to_p(i);
-            dsa_fence_proxy_async();  // P -> visible to wgmma
-            __syncthreads();          // P(i) is complete
-            dsa_wgmma_fence();
-            issue_pv(i);
-            dsa_wgmma_wait<0>();
         }
-    } else {
-        // Overlapped schedule (v3): P(i) V(i) and S(i + 1) go to the tensor cores back to back (one
-        // wait for both), and the gather of tile i + 2 starts once tile i's stage is free. S(i + 1) is
-        // issued unconditionally, a result past the last tile unused: a wgmma under a branch the
-        // compiler cannot prove warpgroup-uniform is serialized.
-        if (nt > 1) issue_tile(1);
-        dsa_cp_async_commit();
+    }
+};
+
+// Shared-memory carve-up of both kernels, from the 1024-byte-aligned base (the swizzle pattern repeats
+// every 1024 bytes: operand tiles start on 1024-byte boundaries).
+struct fwd3_smem {
+    __nv_bfloat16 *sq, *skv, *sp;  // Q [D/64][HB][64]; kv [2][D/64][BK][64]; P [HB][64]
+    float *smax;                   // [2 wg][HB]
+    int *rkeys;                    // [RING][BK]
+    unsigned long long *rmask;     // [RING]
+    unsigned long long *bars;      // v4: full[2], empty[2]
+    __device__ __forceinline__ fwd3_smem(unsigned char *base, int D) {
+        sq = (__nv_bfloat16 *)base;
+        skv = sq + FWD3_HB * D;
+        sp = skv + 2 * FWD3_BK * D;
+        smax = (float *)(sp + FWD3_HB * FWD3_BK);
+        rkeys = (int *)(smax + 2 * FWD3_HB);
+        rmask = (unsigned long long *)(rkeys + FWD3_RING * FWD3_BK);
+        bars = rmask + FWD3_RING;
+    }
+};
+
+__device__ __forceinline__ unsigned char *fwd3_base(unsigned char *raw, int smem_slack) {
+    unsigned char *base = (unsigned char *)(((uintptr_t)raw + 1023) & ~(uintptr_t)1023);
+    if (base - raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+    return base;
+}
+
+#define FWD3_ARGS                                                                                                   \
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,          \
+        const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out, \
+        float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t K, int64_t S_kv, float sigma,          \
+        unsigned v_lbo, unsigned v_sbo, int smem_slack
+
+// This CTA's work: query row t, heads h0 .. h0 + nh - 1, tiles 0 .. nt - 1 (slots below k_end).
+struct fwd3_work {
+    int64_t t, k_end;
+    int h0, nh, nt;
+    __device__ __forceinline__ fwd3_work(int hbeg, int hend, int64_t K, const int *topk_length) {
+        int n_hb = (hend - hbeg + FWD3_HB - 1) / FWD3_HB;
+        h0 = hbeg + (int)(blockIdx.x % n_hb) * FWD3_HB;
+        nh = min(FWD3_HB, hend - h0);
+        t = blockIdx.x / n_hb;
+        k_end = topk_length ? min((int64_t)max(topk_length[t], 0), K) : K;
+        nt = (int)((k_end + FWD3_BK - 1) / FWD3_BK);
+    }
+    // Queues (cp.async, not committed) the block's Q rows into the swizzled sq; zeros for padding heads.
+    __device__ __forceinline__ void load_q(__nv_bfloat16 *sq, const __nv_bfloat16 *q, int H, int D) const {
+        dsa_load_rows_sw128(sq, FWD3_HB, D, [&](int r) -> const __nv_bfloat16 * { return r < nh ? q + ((t * H) + h0 + r) * D : nullptr; });
+    }
+    // The math of the calling thread's warpgroup, with zero running sums.
+    __device__ __forceinline__ fwd3_math math(const fwd3_smem &sm, unsigned v_lbo, unsigned v_sbo, int D, float sigma) const {
+        int lane = threadIdx.x & 31, row_lo = 16 * ((threadIdx.x >> 5) & 3) + (lane >> 2);
+        return fwd3_math{sm.skv, sm.sp, sm.smax, dsa_smem_addr(sm.sq), dsa_smem_addr(sm.sp), v_lbo, v_sbo, D, dsa_warpgroup_index(),
+                         row_lo, row_lo + 8, lane & 3, sigma * 1.44269504f, -INFINITY, -INFINITY, 0.f, 0.f};
+    }
+};
+
+// v3: the two math warpgroups gather too (256 threads).
+__global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(FWD3_ARGS) {
+    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
+    fwd3_smem sm(fwd3_base(dsa_smem_raw, smem_slack), D);
+    const fwd3_work w(hbeg, hend, K, topk_length);
+    const int nt = w.nt, warp = threadIdx.x >> 5;
+    dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
+    auto issue_tile = [&](int tile) { ring.load_tile(sm.skv + (tile & 1) * FWD3_BK * D, tile, kv, D); };
+    w.load_q(sm.sq, q, H, D);
+    int2 pre = ring.start(nt, sm.skv, kv, D);  // Q and tile 0 are in; warp 0: the next raw indices
+
+    float o[128], s[16];
+#pragma unroll
+    for (int j = 0; j < 128; j++) o[j] = 0.f;
+    fwd3_math mt = w.math(sm, v_lbo, v_sbo, D, sigma);
+    // P(i) V(i) and S(i + 1) go to the tensor cores back to back (one wait for both), and the gather of
+    // tile i + 2 starts once tile i's stage is free. S(i + 1) is issued unconditionally, a result past
+    // the last tile unused: a wgmma under a branch the compiler cannot prove warpgroup-uniform is
+    // serialized.
+    if (nt > 1) issue_tile(1);
+    dsa_cp_async_commit();
+    dsa_wgmma_fence();
+    mt.issue_scores(s, 0);
+    dsa_wgmma_wait<0>();
+    for (int i = 0; i < nt; i++) {
+        mt.softmax_to_p(s, o, ring.tile_mask(i));
+        dsa_cp_async_wait<0>();   // this thread's copies of tile i + 1 have landed
+        dsa_fence_proxy_async();  // P and the tile's rows -> visible to wgmma
+        __syncthreads();          // P(i) and tile i + 1 are complete
         dsa_wgmma_fence();
-        issue_scores(0);
+        mt.issue_pv(o, i);
+        mt.issue_scores(s, i + 1);
+        dsa_wgmma_wait<1>();  // P(i) V(i) is done (S(i + 1) may still run)
+        __syncthreads();      // every read of tile i's stage and of P(i) is done
+        if (i + 2 < nt) issue_tile(i + 2);  // the gather overlaps the rest of S(i + 1)
+        dsa_cp_async_commit();
+        if (warp == 0) ring.advance(i, nt, pre);  // tile i + 3's keys (its ring entry held tile i - 1)
         dsa_wgmma_wait<0>();
-        for (int i = 0; i < nt; i++) {
-            softmax_to_p(i);
-            dsa_cp_async_wait<0>();   // this thread's copies of tile i + 1 have landed
-            dsa_fence_proxy_async();  // P and the tile's rows -> visible to wgmma
-            __syncthreads();          // P(i) and tile i + 1 are complete
-            dsa_wgmma_fence();
-            issue_pv(i);
-            issue_scores(i + 1);
-            dsa_wgmma_wait<1>();  // P(i) V(i) is done (S(i + 1) may still run)
-            __syncthreads();    // every read of tile i's stage and of P(i) is done
-            if (i + 2 < nt) issue_tile(i + 2);  // the gather overlaps the rest of S(i + 1)
-            dsa_cp_async_commit();
-            publish_ahead(i);
-            dsa_wgmma_wait<0>();
-        }
     }
     dsa_cp_async_wait<0>();
+    mt.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh);
+}
 
-#pragma unroll
-    for (int x = 1; x <= 2; x <<= 1) {
-        l_lo += __shfl_xor_sync(0xffffffffu, l_lo, x);
-        l_hi += __shfl_xor_sync(0xffffffffu, l_hi, x);
-    }
-    __syncthreads();  // smax / ssum reuse
-    if (c == 0) {
-        ssum[wg * HB + row_lo] = l_lo;
-        ssum[wg * HB + row_hi] = l_hi;
-    }
-    __syncthreads();
-    l_lo += ssum[(wg ^ 1) * HB + row_lo];
-    l_hi += ssum[(wg ^ 1) * HB + row_hi];
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        int row = half ? row_hi : row_lo;
-        float l = half ? l_hi : l_lo, m = half ? m_hi : m_lo;
-        float lse_h = l > 0 ? m + logf(l) : -INFINITY, scale = l > 0 ? 1.f / l : 0.f;
-        if (row < nh) {
-            if (sink && l > 0) scale /= 1.f + expf((float)dsa_ld_any(sink, sink_dt, h0 + row) - lse_h);
-            __nv_bfloat16 *orow = out + ((t * H) + h0 + row) * Dv + 256 * wg + 2 * c;
-#pragma unroll
-            for (int j = 0; j < 32; j++)
-                *(__nv_bfloat162 *)(orow + 8 * j) = __floats2bfloat162_rn(o[4 * j + 2 * half] * scale, o[4 * j + 2 * half + 1] * scale);
-            if (wg == 0 && c == 0) lse[t * H + h0 + row] = lse_h;
+// v4: warp-specialized (384 threads). Warpgroups 0 and 1 do the math; warpgroup 2 gathers. Stage
+// tile & 1 holds tile `tile`: full[st] completes (128 gather-thread arrivals) when its rows have
+// landed, empty[st] (256 math-thread arrivals) when P V of the tile it held is done. The gather
+// warpgroup also publishes each tile's keys and valid mask (ring entry tile % 4) before filling it;
+// full[st]'s release / acquire makes them visible to the math warpgroups.
+__global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
+    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
+    fwd3_smem sm(fwd3_base(dsa_smem_raw, smem_slack), D);
+    unsigned long long *full = sm.bars, *empty = sm.bars + 2;
+    const fwd3_work w(hbeg, hend, K, topk_length);
+    const int nt = w.nt, tid = threadIdx.x;
+    if (tid == 0) {
+        for (int b = 0; b < 2; b++) {
+            dsa_mbar_init(full + b, 128);
+            dsa_mbar_init(empty + b, 256);
         }
     }
+    w.load_q(sm.sq, q, H, D);
+    dsa_cp_async_commit();
+    dsa_cp_async_wait<0>();
+    dsa_fence_proxy_async();  // Q -> visible to wgmma
+    __syncthreads();          // Q and the barriers are ready
+
+    if (tid >= 256) {
+        // Gather warpgroup: tiles 0 .. nt - 1 (at least one: with nt = 0 the math still reads a zero
+        // tile 0), each into stage tile & 1 once the math has released that stage.
+        dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
+        int ptid = tid - 256, nfill = max(nt, 1);
+        dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
+        int2 pre = make_int2(-1, -1);
+        if (ptid < 32) pre = ring.raw(0);
+        for (int j = 0; j < nfill; j++) {
+            int st = j & 1;
+            if (j >= 2) dsa_mbar_wait(empty + st, ((j >> 1) - 1) & 1);
+            if (ptid < 32) {
+                ring.publish(j, pre);
+                pre = ring.raw(j + 1);  // read ahead: lands while this tile is gathered
+            }
+            dsa_bar_sync(2, 128);  // tile j's keys are published
+            ring.load_tile(sm.skv + st * FWD3_BK * D, j, kv, D, ptid, 128);
+            dsa_cp_async_commit();
+            dsa_cp_async_wait<0>();
+            dsa_fence_proxy_async();  // this thread's rows (cp.async and zero rows) -> visible to wgmma
+            dsa_mbar_arrive(full + st);
+        }
+        return;
+    }
+    dsa_setmaxnreg_inc<FWD4_REGS_MATH>();
+    float o[128], s[16];
+#pragma unroll
+    for (int j = 0; j < 128; j++) o[j] = 0.f;
+    fwd3_math mt = w.math(sm, v_lbo, v_sbo, D, sigma);
+    dsa_mbar_wait(full, 0);
+    dsa_wgmma_fence();
+    mt.issue_scores(s, 0);
+    dsa_wgmma_wait<0>();
+    for (int i = 0; i < nt; i++) {
+        mt.softmax_to_p(s, o, sm.rmask[i % FWD3_RING]);
+        dsa_fence_proxy_async();  // P -> visible to wgmma
+        dsa_bar_sync(1, 256);     // P(i) is complete
+        dsa_wgmma_fence();
+        mt.issue_pv(o, i);
+        // S(i + 1) waits for its tile while P(i) V(i) runs; issued unconditionally (see v3), past the
+        // last tile it reads a stage nobody writes any more and its result is unused.
+        if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
+        mt.issue_scores(s, i + 1);
+        dsa_wgmma_wait<1>();              // P(i) V(i) is done (S(i + 1) may still run)
+        dsa_mbar_arrive(empty + (i & 1));  // this thread is done with tile i's stage and P(i)
+        dsa_wgmma_wait<0>();
+    }
+    mt.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh);
 }
 
 // Called by the forward dispatcher (dsa_sparse_fwd_cuda.cu) for bf16, Dv = 512, D % 64 == 0, D <= 576,
@@ -252,18 +346,17 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     size_t smem = fwd3_tile_bytes(D);
     int slack = (int)((size_t)max_optin > smem ? ((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008) : 0);
     smem += (size_t)slack;
-    // Schedule: overlapped (v3) by default; DSA_SPARSE_FWD_SEQ=1 picks the sequential one (measured on
-    // the H200 at T 8192: 1% slower, both bound by the gather; see bench/RESULTS.md).
-    static int seq = -1;
-    if (seq < 0) seq = getenv("DSA_SPARSE_FWD_SEQ") && atoi(getenv("DSA_SPARSE_FWD_SEQ")) != 0;
-    auto kern = seq ? sparse_mqa_fwd_wgmma_kernel<true> : sparse_mqa_fwd_wgmma_kernel<false>;
-    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (wgmma)"));
+    // v4 (warp-specialized) by default; DSA_SPARSE_FWD_V3=1 picks v3 (the math warpgroups gather).
+    static int v3 = -1;
+    if (v3 < 0) v3 = getenv("DSA_SPARSE_FWD_V3") && atoi(getenv("DSA_SPARSE_FWD_V3")) != 0;
+    auto kern = v3 ? sparse_mqa_fwd_wgmma_kernel : sparse_mqa_fwd_ws_kernel;
+    DSA_TRY(dsa_smem_setup(kern, smem, v3 ? "dsa_sparse_mqa fwd (wgmma v3)" : "dsa_sparse_mqa fwd (wgmma v4)"));
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).
     const unsigned v_lbo = FWD3_BK * 128, v_sbo = 1024;
     int64_t n_hb = (h1 - h0 + FWD3_HB - 1) / FWD3_HB;
-    kern<<<(unsigned)(T_ * n_hb), 256, smem, dsa_stream()>>>(
+    kern<<<(unsigned)(T_ * n_hb), v3 ? 256 : 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, K, S, (float)sigma, v_lbo, v_sbo, slack);

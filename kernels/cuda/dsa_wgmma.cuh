@@ -43,6 +43,47 @@ __device__ __forceinline__ void dsa_fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
+// Named barrier `id` (1..15; 0 is __syncthreads) over the first `n` arriving threads (n % 32 == 0):
+// lets a subset of warps (the math warpgroups of a warp-specialized kernel) synchronize alone.
+__device__ __forceinline__ void dsa_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+// Register budget of a warpgroup after the role split of a warp-specialized kernel (all its warps
+// execute it): the gather warpgroup gives registers back, the math warpgroups take them.
+template <int N>
+__device__ __forceinline__ void dsa_setmaxnreg_dec() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+__device__ __forceinline__ void dsa_setmaxnreg_inc() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+// Shared-memory mbarriers (phase-parity protocol): init with the number of arrivals that completes a
+// phase; arrive (release); wait until the phase of parity `parity` has completed (acquire).
+__device__ __forceinline__ void dsa_mbar_init(unsigned long long *bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(dsa_smem_addr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void dsa_mbar_arrive(unsigned long long *bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(dsa_smem_addr(bar)) : "memory");
+}
+__device__ __forceinline__ void dsa_mbar_wait(unsigned long long *bar, unsigned parity) {
+    unsigned done = 0, addr = dsa_smem_addr(bar);
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(addr), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+// 2^x by the special-function unit (ex2.approx.ftz: the instruction __expf(x) itself uses, after
+// its multiply by log2 e). The kernels fold log2 e into their score scale, saving that multiply.
+__device__ __forceinline__ float dsa_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
 // D[64 x 32] (+)= A[64 x 16] . B[16 x 32], A and B from shared-memory descriptors, both K-major.
 __device__ __forceinline__ void dsa_wgmma_m64n32k16(float *d, unsigned long long da, unsigned long long db, int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -66,6 +107,26 @@ __device__ __forceinline__ void dsa_wgmma_m64n256k16(float *d, unsigned long lon
 #endif
 }
 
+// S[64 x 32] = A B^T over D (D % 64 == 0), both operands K-major swizzled tiles in shared memory: A's
+// 64 rows start at a_base in a tile of a_rows rows, B's 32 rows at b_base in a tile of b_rows rows (a
+// 64-column block of a tile of R rows is R x 128 bytes). Issued and committed, not waited.
+// The descriptors advance by adding to their address field (bytes / 16): +2 per k16 step inside a
+// 64-column block, one block further per 4 steps. Built per step instead (address masks, shifts,
+// register-to-uniform moves), they cost more issue slots than the tensor cores took for the
+// m64n32k16 itself. Callers pass warp-uniform addresses (see dsa_warpgroup_index).
+__device__ __forceinline__ void dsa_wgmma_scores_m64n32(float *s, unsigned a_base, int a_rows, unsigned b_base, int b_rows, int D) {
+    const unsigned long long da = dsa_wgmma_desc(a_base, 16, 1024), db = dsa_wgmma_desc(b_base, 16, 1024);
+    for (int b = 0; b < D / 64; b++) {
+        const unsigned long long ab = da + b * (a_rows * 128 / 16), bb = db + b * (b_rows * 128 / 16);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) dsa_wgmma_m64n32k16(s, ab + 2 * kk, bb + 2 * kk, (b | kk) != 0);
+    }
+    dsa_wgmma_commit();
+}
+// threadIdx.x / 128 read from lane 0: provably warp-uniform, so the compiler keeps wgmma descriptors
+// built from it in uniform registers.
+__device__ __forceinline__ int dsa_warpgroup_index() { return __shfl_sync(0xffffffffu, (int)(threadIdx.x >> 7), 0); }
+
 // ---- gathered operand tiles of the wgmma kernels -------------------------------------------------
 // Rows 0 .. R-1 of a swizzled tile loaded by 16-byte cp.async, 8 threads per row (row r: threads
 // 8r' .. 8r'+7 with r' = r mod blockDim.x / 8); row_src(r) gives the row's global address, or NULL for
@@ -75,10 +136,12 @@ __device__ __forceinline__ void dsa_wgmma_m64n256k16(float *d, unsigned long lon
 // R * 128 bytes apart, on the same banks: a 4-way conflict on every shared-memory write. Measured
 // (a probe gathering 64-row x 576 tiles on the H200): 2.7 TB/s with a warp per row, 6.7-7.4 TB/s
 // with 8 threads per row.
+// The copying threads are tid 0 .. nthr-1 (default: the whole CTA; nthr % 8 == 0).
 template <typename RowSrc>
-__device__ __forceinline__ void dsa_load_rows_sw128(__nv_bfloat16 *dst, int R, int D, RowSrc row_src) {
-    int sub = threadIdx.x & 7, nr = blockDim.x >> 3;
-    for (int r = threadIdx.x >> 3; r < R; r += nr) {
+__device__ __forceinline__ void dsa_load_rows_sw128(__nv_bfloat16 *dst, int R, int D, RowSrc row_src, int tid = threadIdx.x,
+                                                    int nthr = blockDim.x) {
+    int sub = tid & 7, nr = nthr >> 3;
+    for (int r = tid >> 3; r < R; r += nr) {
         const __nv_bfloat16 *src = row_src(r);
         for (int v = sub; v < D / 8; v += 8) {
             __nv_bfloat16 *d = dst + dsa_sw128(r, v * 8, R);
@@ -142,8 +205,10 @@ struct dsa_slot_ring64 {
         return pre;
     }
     // Gathers tile `tile`'s kv rows (zeros for invalid slots) into the swizzled stage dst (bk rows of D).
-    __device__ __forceinline__ void load_tile(__nv_bfloat16 *dst, int tile, const __nv_bfloat16 *kv, int D) const {
+    __device__ __forceinline__ void load_tile(__nv_bfloat16 *dst, int tile, const __nv_bfloat16 *kv, int D, int tid = threadIdx.x,
+                                              int nthr = blockDim.x) const {
         const int *k = tile_keys(tile);
-        dsa_load_rows_sw128(dst, bk, D, [&](int r) -> const __nv_bfloat16 * { return k[r] >= 0 ? kv + (int64_t)k[r] * D : nullptr; });
+        dsa_load_rows_sw128(
+            dst, bk, D, [&](int r) -> const __nv_bfloat16 * { return k[r] >= 0 ? kv + (int64_t)k[r] * D : nullptr; }, tid, nthr);
     }
 };
