@@ -1,4 +1,4 @@
-// Score head sums (SPEC 5), v3: Hopper warpgroup MMA (wgmma, sm_90a). bf16 q / kv, D % 64 == 0,
+// Score head sums (SPEC 5), v3 and v4: Hopper warpgroup MMA (wgmma, sm_90a). bf16 q / kv, D % 64 == 0,
 // D <= 576, H <= 128, bf16 out. One CTA per query row, two warpgroups, every head's Q in shared
 // memory (128-byte swizzle, kernels/cuda/dsa_wgmma.cuh), kv tiles gathered by cp.async (2 stages).
 //  - HQ = 64 (H <= 64): tiles of 64 slots; warpgroup w scores slots 32w .. 32w+31 for all heads.
@@ -8,8 +8,9 @@
 // Per tile: p = exp(sigma S - lse[h]) is summed over the thread's two head rows, then over the 8 rows
 // of its lane group (shuffles), then over the warps through a small double-buffered shared array;
 // 32 or 64 threads add the warps in a fixed order and write the bf16 sums (0 for invalid slots), so
-// the result is deterministic. S(i+1) is on the tensor cores while tile i's sums are written, and
-// the gather of tile i+2 starts as soon as tile i's stage is free: one barrier per tile.
+// the result is deterministic. S(i+1) is on the tensor cores while tile i's sums are written.
+// v3 (the default) gathers with the math warpgroups; v4 (DSA_HEADSUM_WS=1) adds a gather warpgroup
+// (as the forward's v4) and signals full and free stages on mbarriers.
 #include <stdlib.h>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
@@ -21,60 +22,71 @@ template <int HQ>
 static size_t hs3_tile_bytes(int64_t D) {
     const int BK = HQ == 64 ? 64 : 32;
     return 2 * (size_t)HQ * D + 2 * 2 * (size_t)BK * D + 4 * (size_t)HQ + 4 * 2 * 8 * 32 + 4 * HS3_RING * 64 +
-           8 * HS3_RING;
+           8 * HS3_RING + 8 * 4;
 }
 
+// Shared-memory carve-up of both kernels from the 1024-byte-aligned base.
 template <int HQ>
-__global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat16 *__restrict__ q,
-                                                             const __nv_bfloat16 *__restrict__ kv,
-                                                             const int *__restrict__ idx,
-                                                             const int *__restrict__ topk_length,
-                                                             const float *__restrict__ lse, __nv_bfloat16 *out,
-                                                             int H, int D, int64_t K, int64_t S_kv, float sigma,
-                                                             int smem_slack) {
-    const int BK = HQ == 64 ? 64 : 32, RING = HS3_RING;
-    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
-    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
-    int64_t t = blockIdx.x;
-    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = dsa_warpgroup_index(), wl = warp & 3, g = lane >> 2, c = lane & 3;
-    __nv_bfloat16 *sq = (__nv_bfloat16 *)base;  // [D/64][HQ][64]
-    __nv_bfloat16 *skv = sq + HQ * D;           // [2][D/64][BK][64]
-    float *slse = (float *)(skv + 2 * BK * D);  // [HQ]; +inf for padding heads
-    float *sred = slse + HQ;                    // [2][8 warps][32 columns]
-    int *rkeys = (int *)(sred + 2 * 8 * 32);    // [RING][64]
-    unsigned long long *rmask = (unsigned long long *)(rkeys + RING * 64);
+struct hs3_smem {
+    static constexpr int BK = HQ == 64 ? 64 : 32;
+    __nv_bfloat16 *sq, *skv;    // Q [D/64][HQ][64]; kv [2][D/64][BK][64]
+    float *slse, *sred;         // [HQ] (+inf for padding heads); [2][8 warps][32 columns]
+    int *rkeys;                 // [RING][64]
+    unsigned long long *rmask;  // [RING]
+    unsigned long long *bars;   // v4: full[2], empty[2]
+    __device__ __forceinline__ hs3_smem(unsigned char *raw, int smem_slack, int D) {
+        unsigned char *base = (unsigned char *)(((uintptr_t)raw + 1023) & ~(uintptr_t)1023);
+        if (base - raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+        sq = (__nv_bfloat16 *)base;
+        skv = sq + HQ * D;
+        slse = (float *)(skv + 2 * BK * D);
+        sred = slse + HQ;
+        rkeys = (int *)(sred + 2 * 8 * 32);
+        rmask = (unsigned long long *)(rkeys + HS3_RING * 64);
+        bars = rmask + HS3_RING;
+    }
+    // Row t's prologue for all threads: zeros past the last tile, Q (cp.async queued, not committed)
+    // and lse into shared memory.
+    __device__ __forceinline__ void load_row(const __nv_bfloat16 *q, const float *lse, __nv_bfloat16 *out, int64_t t, int H,
+                                             int D, int64_t K, int nt) const {
+        for (int64_t j = (int64_t)nt * BK + threadIdx.x; j < K; j += blockDim.x) out[t * K + j] = __float2bfloat16(0.f);
+        dsa_load_rows_sw128(sq, HQ, D, [&](int r) -> const __nv_bfloat16 * {  // zeros for padding heads
+            return r < H ? q + ((t * H) + r) * D : nullptr;
+        });
+        if (threadIdx.x < HQ) slse[threadIdx.x] = threadIdx.x < H ? lse[t * H + threadIdx.x] : INFINITY;  // exp(x - inf) = 0
+    }
+};
 
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
-    int nt = (int)((k_end + BK - 1) / BK);
-    for (int64_t j = (int64_t)nt * BK + tid; j < K; j += 256) out[t * K + j] = __float2bfloat16(0.f);
-    dsa_slot_ring64 ring{rkeys, rmask, RING, BK, idx + t * K, k_end, S_kv};
-    auto issue_tile = [&](int tile) { ring.load_tile(skv + (tile & 1) * BK * D, tile, kv, D); };
-    dsa_load_rows_sw128(sq, HQ, D, [&](int r) -> const __nv_bfloat16 * {  // zeros for padding heads
-        return r < H ? q + ((t * H) + r) * D : nullptr;
-    });
-    if (tid < HQ) slse[tid] = tid < H ? lse[t * H + tid] : INFINITY;  // exp(x - inf) = 0
-    int2 pre = ring.start(nt, skv, kv, D);  // Q, lse and tile 0 are in; warp 0: the next raw indices
-    if (nt > 1) issue_tile(1);
-    dsa_cp_async_commit();
-
-    // This warpgroup's operands: HQ 64 -> all heads, slots 32 wg ..; HQ 128 -> heads 64 wg .., all slots.
-    const unsigned q_base = dsa_smem_addr(sq) + (HQ == 128 ? wg * 64 * 128 : 0);
-    const unsigned k_off = HQ == 64 ? wg * 32 * 128 : 0;
-    const int head_lo = (HQ == 128 ? 64 * wg : 0) + 16 * wl + g, head_hi = head_lo + 8;
-    // p = exp(sigma S - lse) = 2^(sigma log2(e) S - lse log2(e)): one FMA and the ex2 per score.
-    const float sigma2 = sigma * 1.44269504f, lse_lo = slse[head_lo] * 1.44269504f, lse_hi = slse[head_hi] * 1.44269504f;
-    float s[16];
-    auto issue_scores = [&](int tile) {  // issued unconditionally (a result past the last tile is unused)
-        dsa_wgmma_scores_m64n32(s, q_base, HQ, dsa_smem_addr(skv + (tile & 1) * BK * D) + k_off, BK, D);
-    };
-    dsa_wgmma_fence();
-    issue_scores(0);
-    dsa_wgmma_wait<0>();
-
-    for (int i = 0; i < nt; i++) {
-        // This thread's two head rows, then the 8 lane groups of the warp: column sums of 16 heads.
+// The per-tile math of a math thread (threads 0 .. 255): S, its exponentials summed over heads into
+// the warp sums, and the slot sums written out.
+template <int HQ>
+struct hs3_math {
+    static constexpr int BK = HQ == 64 ? 64 : 32;
+    unsigned q_base, k_off;
+    float *sred;
+    float sigma2, lse_lo, lse_hi;  // sigma log2(e); this thread's two heads' lse, times log2(e)
+    int warp, g, c;
+    __device__ __forceinline__ hs3_math(const hs3_smem<HQ> &sm, float sigma) {
+        int lane = threadIdx.x & 31, wg = dsa_warpgroup_index();
+        warp = threadIdx.x >> 5;
+        g = lane >> 2;
+        c = lane & 3;
+        // This warpgroup's operands: HQ 64 -> all heads, slots 32 wg ..; HQ 128 -> heads 64 wg .., all slots.
+        q_base = dsa_smem_addr(sm.sq) + (HQ == 128 ? wg * 64 * 128 : 0);
+        k_off = HQ == 64 ? wg * 32 * 128 : 0;
+        sred = sm.sred;
+        const int head_lo = (HQ == 128 ? 64 * wg : 0) + 16 * (warp & 3) + g;
+        // p = exp(sigma S - lse) = 2^(sigma log2(e) S - lse log2(e)): one FMA and the ex2 per score.
+        sigma2 = sigma * 1.44269504f;
+        lse_lo = sm.slse[head_lo] * 1.44269504f;
+        lse_hi = sm.slse[head_lo + 8] * 1.44269504f;
+    }
+    __device__ __forceinline__ void issue_scores(float *s, const __nv_bfloat16 *stage, int D) const {
+        dsa_wgmma_scores_m64n32(s, q_base, HQ, dsa_smem_addr(stage) + k_off, BK, D);
+    }
+    // This thread's two head rows, then the 8 lane groups of the warp: column sums of 16 heads, into
+    // the warp's row of sred buffer i & 1.
+    __device__ __forceinline__ void warp_sums(const float *s, int i) const {
         float cs[8];
 #pragma unroll
         for (int j = 0; j < 4; j++)
@@ -91,6 +103,57 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
             for (int j = 0; j < 4; j++)
                 *(float2 *)(sred + ((i & 1) * 8 + warp) * 32 + 8 * j + 2 * c) = make_float2(cs[2 * j], cs[2 * j + 1]);
         }
+    }
+    // Threads 0 .. BK-1, once every warp's sums of tile i are in: slot tid of tile i, the warps over
+    // its heads added in a fixed order (0 for an invalid slot).
+    __device__ __forceinline__ void write_out(int i, unsigned long long valid, __nv_bfloat16 *out, int64_t t, int64_t K) const {
+        int tid = threadIdx.x;
+        if (tid >= BK) return;
+        int64_t j = (int64_t)i * BK + tid;
+        const float *r = sred + (i & 1) * 8 * 32;
+        float v = 0.f;
+        if (HQ == 64) {
+            int w0 = 4 * (tid >> 5), col = tid & 31;
+            v = r[w0 * 32 + col] + r[(w0 + 1) * 32 + col] + r[(w0 + 2) * 32 + col] + r[(w0 + 3) * 32 + col];
+        } else {
+#pragma unroll
+            for (int w = 0; w < 8; w++) v += r[w * 32 + tid];
+        }
+        bool ok = (valid >> tid) & 1ull;
+        if (j < K) out[t * K + j] = __float2bfloat16(ok ? v : 0.f);
+    }
+};
+
+#define HS3_ARGS                                                                                                 \
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,       \
+        const int *__restrict__ topk_length, const float *__restrict__ lse, __nv_bfloat16 *out, int H, int D, \
+        int64_t K, int64_t S_kv, float sigma, int smem_slack
+
+// v3: the two math warpgroups gather too (256 threads). S(i+1) is on the tensor cores while tile i's
+// sums are written, and the gather of tile i+2 starts as soon as tile i's stage is free: one barrier
+// per tile.
+template <int HQ>
+__global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
+    constexpr int BK = hs3_smem<HQ>::BK;
+    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
+    const hs3_smem<HQ> sm(dsa_smem_raw, smem_slack, D);
+    int64_t t = blockIdx.x;
+    int64_t k_end = topk_length ? min((int64_t)max(topk_length[t], 0), K) : K;
+    int nt = (int)((k_end + BK - 1) / BK), warp = threadIdx.x >> 5;
+    dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, idx + t * K, k_end, S_kv};
+    auto issue_tile = [&](int tile) { ring.load_tile(sm.skv + (tile & 1) * BK * D, tile, kv, D); };
+    sm.load_row(q, lse, out, t, H, D, K, nt);
+    int2 pre = ring.start(nt, sm.skv, kv, D);  // Q, lse and tile 0 are in; warp 0: the next raw indices
+    if (nt > 1) issue_tile(1);
+    dsa_cp_async_commit();
+
+    const hs3_math<HQ> mt(sm, sigma);
+    float s[16];
+    dsa_wgmma_fence();
+    mt.issue_scores(s, sm.skv, D);  // issued unconditionally (a result past the last tile is unused)
+    dsa_wgmma_wait<0>();
+    for (int i = 0; i < nt; i++) {
+        mt.warp_sums(s, i);
         dsa_cp_async_wait<0>();   // this thread's copies of tile i + 1 have landed
         dsa_fence_proxy_async();
         __syncthreads();  // tile i's warp sums are in; tile i + 1 is complete; tile i's stage is free
@@ -98,24 +161,59 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(const __nv_bfloat
         dsa_cp_async_commit();
         if (warp == 0) ring.advance(i, nt, pre);
         dsa_wgmma_fence();
-        issue_scores(i + 1);
-        if (tid < BK) {  // slot tid of tile i: the warps over its heads, in a fixed order
-            int64_t j = (int64_t)i * BK + tid;
-            const float *r = sred + (i & 1) * 8 * 32;
-            float v = 0.f;
-            if (HQ == 64) {
-                int w0 = 4 * (tid >> 5), col = tid & 31;
-                v = r[w0 * 32 + col] + r[(w0 + 1) * 32 + col] + r[(w0 + 2) * 32 + col] + r[(w0 + 3) * 32 + col];
-            } else {
-#pragma unroll
-                for (int w = 0; w < 8; w++) v += r[w * 32 + tid];
-            }
-            bool ok = (ring.tile_mask(i) >> tid) & 1ull;
-            if (j < K) out[t * K + j] = __float2bfloat16(ok ? v : 0.f);
-        }
+        mt.issue_scores(s, sm.skv + ((i + 1) & 1) * BK * D, D);
+        mt.write_out(i, ring.tile_mask(i), out, t, K);
         dsa_wgmma_wait<0>();
     }
     dsa_cp_async_wait<0>();
+}
+
+// v4 (DSA_HEADSUM_WS=1): warp-specialized as the forward's v4 (384 threads): warpgroup 2 gathers
+// (dsa_slot_ring64::produce), the math warpgroups release a stage as soon as S of its tile is done.
+template <int HQ>
+__global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS3_ARGS) {
+    constexpr int BK = hs3_smem<HQ>::BK;
+    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
+    const hs3_smem<HQ> sm(dsa_smem_raw, smem_slack, D);
+    unsigned long long *full = sm.bars, *empty = sm.bars + 2;
+    int64_t t = blockIdx.x;
+    int64_t k_end = topk_length ? min((int64_t)max(topk_length[t], 0), K) : K;
+    int nt = (int)((k_end + BK - 1) / BK), tid = threadIdx.x;
+    if (tid == 0) {
+        for (int b = 0; b < 2; b++) {
+            dsa_mbar_init(full + b, 128);
+            dsa_mbar_init(empty + b, 256);
+        }
+    }
+    sm.load_row(q, lse, out, t, H, D, K, nt);
+    dsa_cp_async_commit();
+    dsa_cp_async_wait<0>();
+    dsa_fence_proxy_async();  // Q -> visible to wgmma
+    __syncthreads();          // Q, lse and the barriers are ready
+    dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, idx + t * K, k_end, S_kv};
+    if (tid >= 256) {  // at least one tile: with nt = 0 the math still reads a zero tile 0
+        ring.produce(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
+        return;
+    }
+    const hs3_math<HQ> mt(sm, sigma);
+    float s[16];
+    dsa_mbar_wait(full, 0);
+    dsa_wgmma_fence();
+    mt.issue_scores(s, sm.skv, D);
+    dsa_wgmma_wait<0>();
+    dsa_mbar_arrive(empty);  // tile 0's stage: S(0) has read it
+    for (int i = 0; i < nt; i++) {
+        mt.warp_sums(s, i);
+        // S(i + 1) is issued unconditionally (a wgmma under a branch is serialized); past the last
+        // tile it reads a stage nobody writes any more and its result is unused.
+        if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
+        dsa_wgmma_fence();
+        mt.issue_scores(s, sm.skv + ((i + 1) & 1) * BK * D, D);
+        dsa_bar_sync(1, 256);  // every math warp's sums of tile i are in
+        mt.write_out(i, sm.rmask[i % HS3_RING], out, t, K);
+        dsa_wgmma_wait<0>();
+        if (i + 1 < nt) dsa_mbar_arrive(empty + ((i + 1) & 1));  // S(i + 1) has read its stage
+    }
 }
 
 // Called by the head-sum dispatcher (dsa_score_cuda.cu): bf16, D % 64 == 0, D <= 576, H <= 128, on an
@@ -133,9 +231,12 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     if (smem > (size_t)max_optin) return DSA_ERR_UNSUPPORTED;
     int slack = (int)((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008);
     smem += (size_t)slack;
-    auto kern = big ? headsum_wgmma_kernel<128> : headsum_wgmma_kernel<64>;
-    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_attn_score_headsum (wgmma)"));
-    kern<<<(unsigned)T_, 256, smem, dsa_stream()>>>(
+    // v3 by default; DSA_HEADSUM_WS=1 picks the warp-specialized v4 (not yet measured on a GPU).
+    static int ws = -1;
+    if (ws < 0) ws = getenv("DSA_HEADSUM_WS") && atoi(getenv("DSA_HEADSUM_WS")) != 0;
+    auto kern = ws ? (big ? headsum_ws_kernel<128> : headsum_ws_kernel<64>) : (big ? headsum_wgmma_kernel<128> : headsum_wgmma_kernel<64>);
+    DSA_TRY(dsa_smem_setup(kern, smem, ws ? "dsa_attn_score_headsum (wgmma v4)" : "dsa_attn_score_headsum (wgmma v3)"));
+    kern<<<(unsigned)T_, ws ? 384 : 256, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, (const float *)lse->data, (__nv_bfloat16 *)out->data,
         (int)H, (int)D, K, S, (float)sigma, slack);

@@ -287,24 +287,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
         // Gather warpgroup: tiles 0 .. nt - 1 (at least one: with nt = 0 the math still reads a zero
         // tile 0), each into stage tile & 1 once the math has released that stage.
         dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
-        int ptid = tid - 256, nfill = max(nt, 1);
         dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
-        int2 pre = make_int2(-1, -1);
-        if (ptid < 32) pre = ring.raw(0);
-        for (int j = 0; j < nfill; j++) {
-            int st = j & 1;
-            if (j >= 2) dsa_mbar_wait(empty + st, ((j >> 1) - 1) & 1);
-            if (ptid < 32) {
-                ring.publish(j, pre);
-                pre = ring.raw(j + 1);  // read ahead: lands while this tile is gathered
-            }
-            dsa_bar_sync(2, 128);  // tile j's keys are published
-            ring.load_tile(sm.skv + st * FWD3_BK * D, j, kv, D, ptid, 128);
-            dsa_cp_async_commit();
-            dsa_cp_async_wait<0>();
-            dsa_fence_proxy_async();  // this thread's rows (cp.async and zero rows) -> visible to wgmma
-            dsa_mbar_arrive(full + st);
-        }
+        ring.produce(max(nt, 1), sm.skv, FWD3_BK * D, kv, D, full, empty, tid - 256);
         return;
     }
     dsa_setmaxnreg_inc<FWD4_REGS_MATH>();

@@ -204,6 +204,30 @@ struct dsa_slot_ring64 {
         __syncthreads();
         return pre;
     }
+    // The gather warpgroup of a warp-specialized kernel (threads ptid 0 .. 127, named barrier 2): tiles
+    // 0 .. nfill - 1 into stage tile & 1 of `stages` (stage_elems apart), each once the math threads have
+    // released that stage (empty[st]: the release of tile - 2), each signalled on full[st] (128
+    // arrivals) when its rows are in and visible to wgmma. Publishes each tile's keys and mask first
+    // (ring entry tile % n, n >= 4): full[st]'s release / acquire makes them visible to the math.
+    __device__ __forceinline__ void produce(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv, int D,
+                                            unsigned long long *full, unsigned long long *empty, int ptid) const {
+        int2 pre = make_int2(-1, -1);
+        if (ptid < 32) pre = raw(0);
+        for (int j = 0; j < nfill; j++) {
+            int st = j & 1;
+            if (j >= 2) dsa_mbar_wait(empty + st, ((j >> 1) - 1) & 1);
+            if (ptid < 32) {
+                publish(j, pre);
+                pre = raw(j + 1);  // read ahead: lands while this tile is gathered
+            }
+            dsa_bar_sync(2, 128);  // tile j's keys are published
+            load_tile(stages + st * stage_elems, j, kv, D, ptid, 128);
+            dsa_cp_async_commit();
+            dsa_cp_async_wait<0>();
+            dsa_fence_proxy_async();  // this thread's rows (cp.async and zero rows) -> visible to wgmma
+            dsa_mbar_arrive(full + st);
+        }
+    }
     // Gathers tile `tile`'s kv rows (zeros for invalid slots) into the swizzled stage dst (bk rows of D).
     __device__ __forceinline__ void load_tile(__nv_bfloat16 *dst, int tile, const __nv_bfloat16 *kv, int D, int tid = threadIdx.x,
                                               int nthr = blockDim.x) const {
