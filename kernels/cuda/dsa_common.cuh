@@ -1,6 +1,7 @@
 // Helpers shared by the DSA CUDA kernels (kernels/cuda/dsa_*.cu): slot validity (SPEC 0), per-tile
 // compaction of the valid slots of a row, warp reductions, dynamic shared memory setup.
 #pragma once
+#include <limits.h>
 #include <math.h>
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -57,6 +58,23 @@ static inline dsa_status dsa_smem_setup(K kernel, size_t bytes, const char *op) 
                              op, bytes, max_optin);
     if (bytes > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     return DSA_OK;
+}
+
+// Key tiles [*k_lo, *k_lo + kt * *n_tiles) covering the union of the non-empty windows [lo[r], hi[r])
+// of a CTA's rows (lo = win[0 .. rows), hi = win[rows .. 2 rows)); no tiles when every window is empty.
+__device__ __forceinline__ void dsa_window_tiles(const int *win, int rows, int kt, int64_t *k_lo, int64_t *n_tiles) {
+    int hlo = INT_MAX, hhi = 0;
+    for (int r = 0; r < rows; r++)
+        if (win[r] < win[rows + r]) {
+            hlo = min(hlo, win[r]);
+            hhi = max(hhi, win[rows + r]);
+        }
+    *k_lo = 0;
+    *n_tiles = 0;
+    if (hhi > 0) {
+        *k_lo = (int64_t)(hlo / kt) * kt;
+        *n_tiles = (hhi - *k_lo + kt - 1) / kt;
+    }
 }
 
 // Reads element i of a float tensor of any dtype (small per-head vectors such as the sink).

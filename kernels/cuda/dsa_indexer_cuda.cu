@@ -170,19 +170,9 @@ __global__ void __launch_bounds__(32 * ROWS, 8 / ROWS) indexer_logits_mma_kernel
     }
     __syncthreads();
     // Key tiles [k_lo, k_lo + 64 n_tiles) cover the union of the non-empty windows of the CTA's rows.
-    int hlo = INT_MAX, hhi = 0;
-#pragma unroll
-    for (int r = 0; r < ROWS; r++)
-        if (swin[r] < swin[ROWS + r]) {
-            hlo = min(hlo, swin[r]);
-            hhi = max(hhi, swin[ROWS + r]);
-        }
-    int64_t k_lo = 0, n_tiles = 0;
-    if (hhi > 0) {
-        k_lo = (int64_t)(hlo / IDXM_KT) * IDXM_KT;
-        n_tiles = (hhi - k_lo + IDXM_KT - 1) / IDXM_KT;
-        idxm_load_k_tile<NT>(sk, k, k_lo, S, D, ldq);
-    }
+    int64_t k_lo, n_tiles;
+    dsa_window_tiles(swin, ROWS, IDXM_KT, &k_lo, &n_tiles);
+    if (n_tiles > 0) idxm_load_k_tile<NT>(sk, k, k_lo, S, D, ldq);
     idxm_cp_async_commit();  // group: q and the first key tile
 
     // -inf outside the tile range, no arithmetic (overlaps the loads above).
@@ -1040,9 +1030,20 @@ static dsa_status launch_gather_bwd_mma(const dsa_tensor *q, const dsa_tensor *k
     default: return dsa_error_set(DSA_ERR_DTYPE, "%s (cuda): unsupported dtype %s", name, dsa_dtype_name(dt)); \
     }
 
+// v3 (wgmma, sm_90a, H 64, D <= 128): dsa_indexer_wgmma_cuda.cu; opt-in with DSA_INDEXER_WGMMA=1 until
+// it is measured on a GPU. DSA_ERR_UNSUPPORTED (no message) where it does not apply.
+dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                         const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out);
+
 extern "C" dsa_status dsa_indexer_logits_fwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                    const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
     // The logits come out in q's dtype or in f32.
+    static int wgmma = -1;
+    if (wgmma < 0) wgmma = getenv("DSA_INDEXER_WGMMA") && atoi(getenv("DSA_INDEXER_WGMMA")) != 0;
+    if (wgmma) {
+        dsa_status st = dsa_indexer_logits_wgmma_cuda(q, k, w, start, end, out);
+        if (st != DSA_ERR_UNSUPPORTED) return st;
+    }
     if (use_logits_mma(q, k, w, out))  // bf16 inputs, f32 or bf16 logits: tensor cores
         return launch_logits_mma(q, k, w, start, end, out);
     if (out->dtype == DSA_F32 && q->dtype == DSA_BF16) return launch_logits<__nv_bfloat16, float, float>(q, k, w, start, end, out);

@@ -608,6 +608,8 @@ int main(void) {
         check_indexer("indexer bf16 H64 D128 K256", DSA_BF16, 64, 512, 64, 128, 256);
         // Tensor-core logits path at ragged shapes: T % 8, S % 64 and S odd (scalar stores), H 32.
         check_indexer("indexer bf16 H32 D64 T77 S333 K40 (mma)", DSA_BF16, 77, 333, 32, 64, 40);
+        // H 64 at ragged shapes: T % 4, S % 64, D 64 (also the wgmma kernel's, DSA_INDEXER_WGMMA=1).
+        check_indexer("indexer bf16 H64 D64 T77 S333 K40", DSA_BF16, 77, 333, 64, 64, 40);
         check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
         check_gather("gather bf16 H64 D128 K2048", 24, 4096, 64, 128, 2048, true);
         check_gather("gather bf16 H48 D128 K301 no length", 40, 1000, 48, 128, 301, false);

@@ -1,0 +1,202 @@
+// Indexer logits (SPEC 1), v3: Hopper warpgroup MMA (wgmma, sm_90a). bf16 q / k / w, H = 64,
+// D % 64 == 0, D <= 128, f32 or bf16 logits. Opt-in (DSA_INDEXER_WGMMA=1) until measured on a GPU;
+// the mma.sync kernel (dsa_indexer_cuda.cu) stays the default and the reference it is tested against.
+//
+// One CTA per 4 query rows (the latest rows first, as the mma.sync kernel). The GEMM is transposed:
+// keys are the M side, so a key tile of 64 rows is the A operand and the 4 rows x 64 heads of q are
+// one N = 256 B operand, both K-major and 128-byte swizzled in shared memory (kernels/cuda/dsa_wgmma.cuh):
+//   C[key, 64 r + h] = k[key] . q[t0 + r, h]   (wgmma m64n256k16 over D, fp32 accumulators)
+// A thread's accumulator row holds 16 heads of each query row (columns 8j + 2c + e, j = 0..31), so the
+// head sum sum_h w[t, h] ReLU(C) is 32 FMAs per (key, row) in registers and a reduce-scatter over the 4
+// lanes of equal g (2 shuffle steps), after which lane c holds query row c of its two keys.
+// The two warpgroups take alternate key tiles, each with its own two cp.async stages, so one's
+// epilogue runs while the other's wgmma is on the tensor cores. Outside [start[t], end[t]) -> -inf.
+#include <limits.h>
+#include <stdlib.h>
+#include "kernels/cuda/dsa_common.cuh"
+#include "kernels/cuda/dsa_cuda_kernels.h"
+#include "kernels/cuda/dsa_wgmma.cuh"
+
+#define IXW_ROWS 4  // query rows per CTA: N = 4 x 64 heads
+#define IXW_H 64
+#define IXW_KT 64  // keys per tile (the wgmma M)
+
+// Bytes past the 1024-byte-aligned start: q (256 rows of D), 2 warpgroups x 2 key stages, the windows.
+static size_t ixw_tile_bytes(int64_t D) {
+    return 2 * (size_t)IXW_ROWS * IXW_H * D + 2 * 4 * (size_t)IXW_KT * D + sizeof(int) * 2 * IXW_ROWS;
+}
+
+template <typename O>
+__device__ __forceinline__ O ixw_cast(float v);
+template <>
+__device__ __forceinline__ float ixw_cast<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 ixw_cast<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+
+template <typename O>
+__global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
+    const int *__restrict__ start, const int *__restrict__ end, O *__restrict__ out, int64_t T, int D, int64_t S,
+    int smem_slack) {
+    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
+    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
+    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+    const int NQ = IXW_ROWS * IXW_H;                 // 256 B rows: n = 64 r + h
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][256][64]
+    __nv_bfloat16 *sk = sq + NQ * D;                 // [2 wg][2 stages][D/64][64][64]
+    int *swin = (int *)(sk + 4 * IXW_KT * D);        // lo[4], hi[4]
+    const int tid = threadIdx.x, lane = tid & 31, wg = dsa_warpgroup_index(), g = lane >> 2, c = lane & 3;
+    const int64_t nblk = (T + IXW_ROWS - 1) / IXW_ROWS, t0 = (nblk - 1 - (int64_t)blockIdx.x) * IXW_ROWS;
+
+    // Windows of the 4 rows, clipped to [0, S); rows past T get an empty one.
+    if (tid < IXW_ROWS) {
+        int64_t t = t0 + tid, a = 0, b = 0;
+        if (t < T) {
+            a = min(max((int64_t)start[t], (int64_t)0), S);
+            b = max(min((int64_t)end[t], S), a);
+        }
+        swin[tid] = (int)a;
+        swin[IXW_ROWS + tid] = (int)b;
+    }
+    dsa_load_rows_sw128(sq, NQ, D, [&](int n) -> const __nv_bfloat16 * {  // rows past T: zeros
+        return t0 + n / IXW_H < T ? q + (t0 * IXW_H + n) * (int64_t)D : nullptr;
+    });
+    dsa_cp_async_commit();
+    __syncthreads();  // the windows
+    // Key tiles [k_lo, k_lo + 64 n_tiles) cover the union of the non-empty windows.
+    int64_t k_lo, n_tiles;
+    dsa_window_tiles(swin, IXW_ROWS, IXW_KT, &k_lo, &n_tiles);
+    // This warpgroup's tiles: wg, wg + 2, ...; local tile n sits in stage n & 1.
+    const int mine = (int)((n_tiles - wg + 1) / 2), wtid = tid & 127;
+    auto stage = [&](int n) { return sk + ((2 * wg + (n & 1)) * IXW_KT) * D; };
+    auto load_tile = [&](int n) {
+        int64_t s0 = k_lo + (int64_t)(wg + 2 * n) * IXW_KT;
+        dsa_load_rows_sw128(
+            stage(n), IXW_KT, D, [&](int r) -> const __nv_bfloat16 * { return s0 + r < S ? k + (s0 + r) * D : nullptr; }, wtid, 128);
+    };
+    if (mine > 0) load_tile(0);
+    dsa_cp_async_commit();
+    if (mine > 1) load_tile(1);
+    dsa_cp_async_commit();
+
+    // -inf outside the tile range (overlaps the loads above).
+    const O ninf = ixw_cast<O>(-INFINITY);
+    const int64_t k_hi = min(k_lo + n_tiles * IXW_KT, S);
+    for (int r = 0; r < IXW_ROWS; r++) {
+        if (t0 + r >= T) break;
+        O *orow = out + (t0 + r) * S;
+        for (int64_t s = tid; s < k_lo; s += 256) orow[s] = ninf;
+        for (int64_t s = k_hi + tid; s < S; s += 256) orow[s] = ninf;
+    }
+    // w of this thread's accumulator columns: wr[2j + e] = w[t0 + j / 8, 8 (j % 8) + 2c + e].
+    float wr[64];
+#pragma unroll
+    for (int j = 0; j < 32; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            int64_t t = t0 + j / 8;
+            wr[2 * j + e] = t < T ? __bfloat162float(w[t * IXW_H + 8 * (j % 8) + 2 * c + e]) : 0.f;
+        }
+    const int row_lo = c < IXW_ROWS ? swin[c] : 0, row_hi = c < IXW_ROWS ? swin[IXW_ROWS + c] : 0;
+    const int64_t t_out = t0 + c;  // the query row this lane stores (after the reduce-scatter)
+    const int key_off = 16 * ((tid >> 5) & 3) + g;
+    const unsigned long long dq = dsa_wgmma_desc(dsa_smem_addr(sq), 16, 1024);
+
+    dsa_cp_async_wait<1>();   // q and local tile 0 (tile 1 may still be in flight)
+    dsa_fence_proxy_async();  // -> visible to wgmma
+    __syncthreads();          // every thread's part of q and of both warpgroups' first tiles
+    float acc[128];
+    for (int n = 0; n < mine; n++) {
+        if (n > 0) {
+            dsa_cp_async_wait<1>();  // local tile n (tile n + 1 may still be in flight)
+            dsa_fence_proxy_async();
+            dsa_bar_sync(1 + wg, 128);  // every thread of this warpgroup has its part of tile n in
+        }
+        const unsigned long long dk = dsa_wgmma_desc(dsa_smem_addr(stage(n)), 16, 1024);
+        dsa_wgmma_fence();
+        for (int b = 0; b < D / 64; b++) {
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+                dsa_wgmma_m64n256k16<0>(acc, dk + b * (IXW_KT * 128 / 16) + 2 * kk, dq + b * (NQ * 128 / 16) + 2 * kk,
+                                        (b | kk) != 0);
+        }
+        dsa_wgmma_commit();
+        dsa_wgmma_wait<0>();
+        dsa_bar_sync(1 + wg, 128);  // the wgmma has read stage n & 1 for every warp
+        if (n + 2 < mine) load_tile(n + 2);
+        dsa_cp_async_commit();  // (possibly empty: the wait<1> above counts groups)
+
+        // v[2 r + half] = sum over this thread's 16 heads of row r of w ReLU(C), keys g (+8).
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = 0.f;
+#pragma unroll
+        for (int j = 0; j < 32; j++) {
+            const int r = j / 8;
+            v[2 * r] = fmaf(wr[2 * j], fmaxf(acc[4 * j], 0.f), v[2 * r]);
+            v[2 * r] = fmaf(wr[2 * j + 1], fmaxf(acc[4 * j + 1], 0.f), v[2 * r]);
+            v[2 * r + 1] = fmaf(wr[2 * j], fmaxf(acc[4 * j + 2], 0.f), v[2 * r + 1]);
+            v[2 * r + 1] = fmaf(wr[2 * j + 1], fmaxf(acc[4 * j + 3], 0.f), v[2 * r + 1]);
+        }
+        // Reduce-scatter over the 4 lanes of equal g: after lane mask 2 a lane keeps rows
+        // 2 (c >> 1) + {0, 1}, after lane mask 1 row c; each step adds the partner's copy.
+        float u[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float keep = (c & 2) ? v[4 + i] : v[i], send = (c & 2) ? v[i] : v[4 + i];
+            u[i] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+        }
+        float z[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float keep = (c & 1) ? u[2 + i] : u[i], send = (c & 1) ? u[i] : u[2 + i];
+            z[i] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+        }
+        const int64_t key0 = k_lo + (int64_t)(wg + 2 * n) * IXW_KT + key_off;
+        if (t_out < T) {
+            O *orow = out + t_out * S;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                int64_t key = key0 + 8 * half;
+                if (key < S) orow[key] = ixw_cast<O>(key >= row_lo && key < row_hi ? z[half] : -INFINITY);
+            }
+        }
+    }
+    dsa_cp_async_wait<0>();  // no copy may still be in flight when the CTA exits
+}
+
+// Called by the logits dispatcher (dsa_indexer_cuda.cu) when DSA_INDEXER_WGMMA=1, for bf16 q / k / w,
+// H = 64, D % 64 == 0, D <= 128, f32 or bf16 logits, on an sm_90 GPU. DSA_ERR_UNSUPPORTED otherwise.
+dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                         const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
+    int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = k->shape[0];
+    if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16 || H != IXW_H || D % 64 != 0 || D > 128 ||
+        (out->dtype != DSA_F32 && out->dtype != DSA_BF16) || S > INT_MAX)
+        return DSA_ERR_UNSUPPORTED;
+    if (T_ == 0 || S == 0) return DSA_OK;
+    int dev = 0, max_optin = 0, major = 0, minor = 0;
+    CUDA_TRY(cudaGetDevice(&dev));
+    CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    size_t smem = ixw_tile_bytes(D);
+    if (major != 9 || minor != 0 || smem > (size_t)max_optin) return DSA_ERR_UNSUPPORTED;
+    int slack = (int)((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008);
+    smem += (size_t)slack;
+    unsigned grid = (unsigned)((T_ + IXW_ROWS - 1) / IXW_ROWS);
+    if (out->dtype == DSA_F32) {
+        auto kern = indexer_logits_wgmma_kernel<float>;
+        DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_logits (wgmma)"));
+        kern<<<grid, 256, smem, dsa_stream()>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
+                                                (const __nv_bfloat16 *)w->data, (const int *)start->data,
+                                                (const int *)end->data, (float *)out->data, T_, (int)D, S, slack);
+    } else {
+        auto kern = indexer_logits_wgmma_kernel<__nv_bfloat16>;
+        DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_logits (wgmma)"));
+        kern<<<grid, 256, smem, dsa_stream()>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
+                                                (const __nv_bfloat16 *)w->data, (const int *)start->data,
+                                                (const int *)end->data, (__nv_bfloat16 *)out->data, T_, (int)D, S, slack);
+    }
+    CUDA_LAUNCH_CHECK("indexer_logits_wgmma");
+    return DSA_OK;
+}
