@@ -166,12 +166,13 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
 }
 
 // Called by the logits dispatcher (dsa_indexer_cuda.cu) when DSA_INDEXER_WGMMA=1, for bf16 q / k / w,
-// H = 64, D % 64 == 0, D <= 128, f32 or bf16 logits, on an sm_90 GPU. DSA_ERR_UNSUPPORTED otherwise.
+// H = 64, D % 64 == 0, D <= 128, 16-byte aligned q and k, f32 or bf16 logits, on an sm_90 GPU.
+// DSA_ERR_UNSUPPORTED otherwise (no message: the caller falls back to the mma.sync kernel).
 dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                          const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = k->shape[0];
     if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16 || H != IXW_H || D % 64 != 0 || D > 128 ||
-        (out->dtype != DSA_F32 && out->dtype != DSA_BF16) || S > INT_MAX)
+        (out->dtype != DSA_F32 && out->dtype != DSA_BF16) || S > INT_MAX || ((uintptr_t)q->data | (uintptr_t)k->data) % 16 != 0)
         return DSA_ERR_UNSUPPORTED;
     if (T_ == 0 || S == 0) return DSA_OK;
     int dev = 0, max_optin = 0, major = 0, minor = 0;
