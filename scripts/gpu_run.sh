@@ -63,9 +63,9 @@ if [ "$variants" != 0 ] && [ -x build-gpu/bench_dsa ]; then
   run_variant fwd_v2 attention DSA_SPARSE_FWD_V2=1 DSA_HEADSUM_V2=1
   run_variant fwd_v3 attention DSA_SPARSE_FWD_V3=1
   run_variant headsum_ws attention DSA_HEADSUM_WS=1
-  run_variant indexer_wgmma indexer DSA_INDEXER_WGMMA=1
-  DSA_INDEXER_WGMMA=1 timeout 120 build-gpu/test_cuda_dsa > "$OUT/test_cuda_dsa_indexer_wgmma.log" 2>&1
-  echo "== DSA_INDEXER_WGMMA=1 test_cuda_dsa: rc=$? $(tail -1 "$OUT/test_cuda_dsa_indexer_wgmma.log")" | tee -a "$OUT/summary.txt"
+  run_variant indexer_wgmma indexer DSA_INDEXER_WGMMA=1 DSA_GATHER_WGMMA=1
+  DSA_INDEXER_WGMMA=1 DSA_GATHER_WGMMA=1 timeout 120 build-gpu/test_cuda_dsa > "$OUT/test_cuda_dsa_indexer_wgmma.log" 2>&1
+  echo "== DSA_INDEXER_WGMMA=1 DSA_GATHER_WGMMA=1 test_cuda_dsa: rc=$? $(tail -1 "$OUT/test_cuda_dsa_indexer_wgmma.log")" | tee -a "$OUT/summary.txt"
   DSA_HEADSUM_WS=1 timeout 120 build-gpu/test_cuda_dsa > "$OUT/test_cuda_dsa_headsum_ws.log" 2>&1
   echo "== DSA_HEADSUM_WS=1 test_cuda_dsa: rc=$? $(tail -1 "$OUT/test_cuda_dsa_headsum_ws.log")" | tee -a "$OUT/summary.txt"
   if [ "$variants" = all ]; then  # kernels unchanged since their last measured figures

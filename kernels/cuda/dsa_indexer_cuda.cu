@@ -1055,8 +1055,19 @@ extern "C" dsa_status dsa_indexer_logits_fwd_cuda(const dsa_tensor *q, const dsa
                  (launch_logits<double, double, double>(q, k, w, start, end, out)));
 }
 
+// Gathered logits on wgmma (dsa_indexer_wgmma_cuda.cu): opt-in with DSA_GATHER_WGMMA=1 until it is
+// measured on a GPU; DSA_ERR_UNSUPPORTED (no message) where it does not apply.
+dsa_status dsa_indexer_gather_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *idx,
+                                         const dsa_tensor *topk_length, dsa_tensor *out);
+
 extern "C" dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                    const dsa_tensor *idx, const dsa_tensor *topk_length, dsa_tensor *out) {
+    static int wgmma = -1;
+    if (wgmma < 0) wgmma = getenv("DSA_GATHER_WGMMA") && atoi(getenv("DSA_GATHER_WGMMA")) != 0;
+    if (wgmma) {
+        dsa_status st = dsa_indexer_gather_wgmma_cuda(q, k, w, idx, topk_length, out);
+        if (st != DSA_ERR_UNSUPPORTED) return st;
+    }
     if (use_gather_mma(q, k, w, idx, out))  // bf16 inputs: tensor cores
         return launch_gather_mma(q, k, w, idx, topk_length, out);
     IDX_DISPATCH(q->dtype, "dsa_indexer_gather_logits", (launch_gather<float, float>(q, k, w, idx, topk_length, out)),

@@ -1,7 +1,13 @@
-// Indexer logits (SPEC 1), v3: Hopper warpgroup MMA (wgmma, sm_90a). bf16 q / k / w, H = 64,
-// D % 64 == 0, D <= 128, f32 or bf16 logits. Opt-in (DSA_INDEXER_WGMMA=1) until measured on a GPU;
-// the mma.sync kernel (dsa_indexer_cuda.cu) stays the default and the reference it is tested against.
+// Indexer logits on Hopper warpgroup MMA (wgmma, sm_90a): bf16 q / k / w, H = 64, D % 64 == 0,
+// D <= 128. Both kernels are opt-in until measured on a GPU; the mma.sync kernels (dsa_indexer_cuda.cu)
+// stay the defaults and the references they are tested against.
+//  - dense logits (SPEC 1; DSA_INDEXER_WGMMA=1), f32 or bf16 out: below.
+//  - gathered logits at the top-k slots (SPEC 6; DSA_GATHER_WGMMA=1), bf16 out: further down.
+// Both put the keys on the M side of the wgmma, so a thread's accumulator row holds 16 heads of one
+// key and the w-weighted ReLU head sum needs no shared-memory reduction; in both the two warpgroups
+// take alternate 64-key tiles, each with its own two cp.async stages (see ixw_stage_ready / next).
 //
+// Dense logits:
 // One CTA per 4 query rows (the latest rows first, as the mma.sync kernel). The GEMM is transposed:
 // keys are the M side, so a key tile of 64 rows is the A operand and the 4 rows x 64 heads of q are
 // one N = 256 B operand, both K-major and 128-byte swizzled in shared memory (kernels/cuda/dsa_wgmma.cuh):
@@ -33,6 +39,50 @@ __device__ __forceinline__ float ixw_cast<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ __nv_bfloat16 ixw_cast<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 
+// The two-stage tile pipeline of one warpgroup (threads wtid 0 .. 127, named barrier 1 + wg): local
+// tile n sits in stage n & 1; every iteration commits one cp.async group (possibly empty), so
+// "all groups but the newest" is always tile n.
+// (Constant barrier ids: a register id makes the compiler reserve all 16 of the CTA's barriers.)
+__device__ __forceinline__ void ixw_wg_sync(int wg) {
+    if (wg == 0) dsa_bar_sync(1, 128);
+    else dsa_bar_sync(2, 128);
+}
+__device__ __forceinline__ void ixw_stage_ready(int wg) {  // local tile n (n > 0) is in, for wgmma
+    dsa_cp_async_wait<1>();
+    dsa_fence_proxy_async();
+    ixw_wg_sync(wg);
+}
+// After the wgmma of tile n has completed: its stage is refilled with tile n + 2 (when there is one).
+template <typename Load>
+__device__ __forceinline__ void ixw_stage_next(int wg, int n, int mine, Load load_tile) {
+    ixw_wg_sync(wg);  // every warp's wgmma has read the stage
+    if (n + 2 < mine) load_tile(n + 2);
+    dsa_cp_async_commit();
+}
+
+// The first tiles: q and local tile 0 of both warpgroups are in (tile 1 may still be in flight).
+__device__ __forceinline__ void ixw_first_ready() {
+    dsa_cp_async_wait<1>();
+    dsa_fence_proxy_async();  // -> visible to wgmma
+    __syncthreads();          // every thread's part of q and of both warpgroups' first tiles
+}
+// acc = (the 64-row key tile) (the NB-row tile b)^T over D: wgmma m64n{NB}k16, both K-major, waited.
+template <int NB>
+__device__ __forceinline__ void ixw_tile_mma(float *acc, const __nv_bfloat16 *tile, const __nv_bfloat16 *b, int D) {
+    const unsigned long long dk = dsa_wgmma_desc(dsa_smem_addr(tile), 16, 1024), db = dsa_wgmma_desc(dsa_smem_addr(b), 16, 1024);
+    dsa_wgmma_fence();
+    for (int blk = 0; blk < D / 64; blk++) {
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            unsigned long long da = dk + blk * (IXW_KT * 128 / 16) + 2 * kk, dbk = db + blk * (NB * 128 / 16) + 2 * kk;
+            if (NB == 256) dsa_wgmma_m64n256k16<0>(acc, da, dbk, (blk | kk) != 0);
+            else dsa_wgmma_m64n64k16(acc, da, dbk, (blk | kk) != 0);
+        }
+    }
+    dsa_wgmma_commit();
+    dsa_wgmma_wait<0>();
+}
+
 template <typename O>
 __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
@@ -41,7 +91,7 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
     if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
-    const int NQ = IXW_ROWS * IXW_H;                 // 256 B rows: n = 64 r + h
+    constexpr int NQ = IXW_ROWS * IXW_H;             // 256 B rows: n = 64 r + h
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][256][64]
     __nv_bfloat16 *sk = sq + NQ * D;                 // [2 wg][2 stages][D/64][64][64]
     int *swin = (int *)(sk + 4 * IXW_KT * D);        // lo[4], hi[4]
@@ -100,31 +150,12 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
     const int row_lo = c < IXW_ROWS ? swin[c] : 0, row_hi = c < IXW_ROWS ? swin[IXW_ROWS + c] : 0;
     const int64_t t_out = t0 + c;  // the query row this lane stores (after the reduce-scatter)
     const int key_off = 16 * ((tid >> 5) & 3) + g;
-    const unsigned long long dq = dsa_wgmma_desc(dsa_smem_addr(sq), 16, 1024);
-
-    dsa_cp_async_wait<1>();   // q and local tile 0 (tile 1 may still be in flight)
-    dsa_fence_proxy_async();  // -> visible to wgmma
-    __syncthreads();          // every thread's part of q and of both warpgroups' first tiles
+    ixw_first_ready();
     float acc[128];
     for (int n = 0; n < mine; n++) {
-        if (n > 0) {
-            dsa_cp_async_wait<1>();  // local tile n (tile n + 1 may still be in flight)
-            dsa_fence_proxy_async();
-            dsa_bar_sync(1 + wg, 128);  // every thread of this warpgroup has its part of tile n in
-        }
-        const unsigned long long dk = dsa_wgmma_desc(dsa_smem_addr(stage(n)), 16, 1024);
-        dsa_wgmma_fence();
-        for (int b = 0; b < D / 64; b++) {
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-                dsa_wgmma_m64n256k16<0>(acc, dk + b * (IXW_KT * 128 / 16) + 2 * kk, dq + b * (NQ * 128 / 16) + 2 * kk,
-                                        (b | kk) != 0);
-        }
-        dsa_wgmma_commit();
-        dsa_wgmma_wait<0>();
-        dsa_bar_sync(1 + wg, 128);  // the wgmma has read stage n & 1 for every warp
-        if (n + 2 < mine) load_tile(n + 2);
-        dsa_cp_async_commit();  // (possibly empty: the wait<1> above counts groups)
+        if (n > 0) ixw_stage_ready(wg);
+        ixw_tile_mma<NQ>(acc, stage(n), sq, D);
+        ixw_stage_next(wg, n, mine, load_tile);
 
         // v[2 r + half] = sum over this thread's 16 heads of row r of w ReLU(C), keys g (+8).
         float v[8];
@@ -165,25 +196,127 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
     dsa_cp_async_wait<0>();  // no copy may still be in flight when the CTA exits
 }
 
-// Called by the logits dispatcher (dsa_indexer_cuda.cu) when DSA_INDEXER_WGMMA=1, for bf16 q / k / w,
-// H = 64, D % 64 == 0, D <= 128, 16-byte aligned q and k, f32 or bf16 logits, on an sm_90 GPU.
-// DSA_ERR_UNSUPPORTED otherwise (no message: the caller falls back to the mma.sync kernel).
-dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
-                                         const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
-    int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = k->shape[0];
+// Gathered logits: out[t, j] = sum_h w[t, h] ReLU(q[t, h] . k[key(t, j)]) for each valid slot j, -inf
+// for an invalid one (SPEC 0). One CTA per query row (the rows with the longest lists first), two CTAs
+// per SM. C[slot, h] = k[key] . q[t, h] is m64n64k16 over D with the gathered key tile as A and the
+// row's 64 heads as B; a thread holds 16 heads of slots g and g + 8, and the 4 lanes of equal g add
+// their parts with 2 shuffles.
+__global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
+    const int *__restrict__ idx, const int *__restrict__ topk_length, __nv_bfloat16 *__restrict__ out, int64_t T,
+    int D, int64_t K, int64_t S, int smem_slack) {
+    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
+    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
+    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][64 heads][64]
+    __nv_bfloat16 *sk = sq + IXW_H * D;              // [2 wg][2 stages][D/64][64 slots][64]
+    const int tid = threadIdx.x, lane = tid & 31, wg = dsa_warpgroup_index(), g = lane >> 2, c = lane & 3;
+    const int64_t t = T - 1 - (int64_t)blockIdx.x;
+    dsa_load_rows_sw128(sq, IXW_H, D, [&](int h) -> const __nv_bfloat16 * { return q + (t * IXW_H + h) * (int64_t)D; });
+    dsa_cp_async_commit();
+    const int64_t n_tiles = (K + IXW_KT - 1) / IXW_KT;
+    const int mine = (int)((n_tiles - wg + 1) / 2), wtid = tid & 127;
+    auto stage = [&](int n) { return sk + ((2 * wg + (n & 1)) * IXW_KT) * D; };
+    auto load_tile = [&](int n) {  // invalid slots: zero rows, nothing read
+        int64_t j0 = (int64_t)(wg + 2 * n) * IXW_KT;
+        dsa_load_rows_sw128(
+            stage(n), IXW_KT, D,
+            [&](int r) -> const __nv_bfloat16 * {
+                int key = dsa_slot_key(idx, topk_length, t, K, j0 + r, S);
+                return key >= 0 ? k + (int64_t)key * D : nullptr;
+            },
+            wtid, 128);
+    };
+    if (mine > 0) load_tile(0);
+    dsa_cp_async_commit();
+    if (mine > 1) load_tile(1);
+    dsa_cp_async_commit();
+    float wr[16];  // w of this thread's accumulator columns: wr[2j + e] = w[t, 8j + 2c + e]
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) wr[2 * j + e] = __bfloat162float(w[t * IXW_H + 8 * j + 2 * c + e]);
+    const int slot_off = 16 * ((tid >> 5) & 3) + g + 8 * (c & 1);  // the slot this lane stores (c < 2)
+    ixw_first_ready();
+    float acc[32];
+    for (int n = 0; n < mine; n++) {
+        if (n > 0) ixw_stage_ready(wg);
+        ixw_tile_mma<IXW_H>(acc, stage(n), sq, D);
+        ixw_stage_next(wg, n, mine, load_tile);
+
+        float v0 = 0.f, v1 = 0.f;  // slots g and g + 8 of this warp's 16
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            v0 = fmaf(wr[2 * j], fmaxf(acc[4 * j], 0.f), v0);
+            v0 = fmaf(wr[2 * j + 1], fmaxf(acc[4 * j + 1], 0.f), v0);
+            v1 = fmaf(wr[2 * j], fmaxf(acc[4 * j + 2], 0.f), v1);
+            v1 = fmaf(wr[2 * j + 1], fmaxf(acc[4 * j + 3], 0.f), v1);
+        }
+#pragma unroll
+        for (int x = 1; x <= 2; x <<= 1) {
+            v0 += __shfl_xor_sync(0xffffffffu, v0, x);
+            v1 += __shfl_xor_sync(0xffffffffu, v1, x);
+        }
+        const int64_t j = (int64_t)(wg + 2 * n) * IXW_KT + slot_off;
+        if (c < 2 && j < K) {
+            bool ok = dsa_slot_key(idx, topk_length, t, K, j, S) >= 0;
+            out[t * K + j] = __float2bfloat16(ok ? (c ? v1 : v0) : -INFINITY);
+        }
+    }
+    dsa_cp_async_wait<0>();  // no copy may still be in flight when the CTA exits
+}
+
+// What both launchers need: bf16 q / k / w, H = 64, D % 64 == 0, D <= 128, S <= INT_MAX, 16-byte
+// aligned q and k (cp.async), an sm_90 GPU, and `bytes` of shared memory (+ up to 1008 bytes of
+// alignment slack: *smem, *slack). DSA_ERR_UNSUPPORTED (no message) when one is missing.
+static dsa_status ixw_check(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, size_t bytes, size_t *smem, int *slack) {
+    int64_t H = q->shape[1], D = q->shape[2], S = k->shape[0];
     if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16 || H != IXW_H || D % 64 != 0 || D > 128 ||
-        (out->dtype != DSA_F32 && out->dtype != DSA_BF16) || S > INT_MAX || ((uintptr_t)q->data | (uintptr_t)k->data) % 16 != 0)
+        S > INT_MAX || ((uintptr_t)q->data | (uintptr_t)k->data) % 16 != 0)
         return DSA_ERR_UNSUPPORTED;
-    if (T_ == 0 || S == 0) return DSA_OK;
     int dev = 0, max_optin = 0, major = 0, minor = 0;
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    size_t smem = ixw_tile_bytes(D);
-    if (major != 9 || minor != 0 || smem > (size_t)max_optin) return DSA_ERR_UNSUPPORTED;
-    int slack = (int)((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008);
-    smem += (size_t)slack;
+    if (major != 9 || minor != 0 || bytes > (size_t)max_optin) return DSA_ERR_UNSUPPORTED;
+    *slack = (int)((size_t)max_optin - bytes < 1008 ? (size_t)max_optin - bytes : 1008);
+    *smem = bytes + (size_t)*slack;
+    return DSA_OK;
+}
+
+// Called by the gathered-logits dispatcher (dsa_indexer_cuda.cu) when DSA_GATHER_WGMMA=1: bf16 q / k /
+// w / out, H = 64, D % 64 == 0, D <= 128, 16-byte aligned q and k, on an sm_90 GPU. Otherwise
+// DSA_ERR_UNSUPPORTED (no message: the caller falls back to the mma.sync kernel).
+dsa_status dsa_indexer_gather_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *idx,
+                                         const dsa_tensor *topk_length, dsa_tensor *out) {
+    int64_t T_ = q->shape[0], D = q->shape[2], S = k->shape[0], K = idx->shape[1];
+    size_t smem = 0;
+    int slack = 0;
+    if (out->dtype != DSA_BF16) return DSA_ERR_UNSUPPORTED;
+    DSA_TRY(ixw_check(q, k, w, 2 * (size_t)IXW_H * D + 2 * 4 * (size_t)IXW_KT * D, &smem, &slack));
+    if (T_ == 0 || K == 0) return DSA_OK;
+    auto kern = indexer_gather_wgmma_kernel;
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits (wgmma)"));
+    kern<<<(unsigned)T_, 256, smem, dsa_stream()>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
+                                                    (const __nv_bfloat16 *)w->data, (const int *)idx->data,
+                                                    topk_length ? (const int *)topk_length->data : NULL,
+                                                    (__nv_bfloat16 *)out->data, T_, (int)D, K, S, slack);
+    CUDA_LAUNCH_CHECK("indexer_gather_wgmma");
+    return DSA_OK;
+}
+
+// Called by the logits dispatcher (dsa_indexer_cuda.cu) when DSA_INDEXER_WGMMA=1, for bf16 q / k / w,
+// H = 64, D % 64 == 0, D <= 128, 16-byte aligned q and k, f32 or bf16 logits, on an sm_90 GPU.
+// DSA_ERR_UNSUPPORTED otherwise (no message: the caller falls back to the mma.sync kernel).
+dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                         const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
+    int64_t T_ = q->shape[0], D = q->shape[2], S = k->shape[0];
+    size_t smem = 0;
+    int slack = 0;
+    if (out->dtype != DSA_F32 && out->dtype != DSA_BF16) return DSA_ERR_UNSUPPORTED;
+    DSA_TRY(ixw_check(q, k, w, ixw_tile_bytes(D), &smem, &slack));
+    if (T_ == 0 || S == 0) return DSA_OK;
     unsigned grid = (unsigned)((T_ + IXW_ROWS - 1) / IXW_ROWS);
     if (out->dtype == DSA_F32) {
         auto kern = indexer_logits_wgmma_kernel<float>;
