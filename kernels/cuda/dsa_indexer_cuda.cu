@@ -1059,12 +1059,18 @@ extern "C" dsa_status dsa_indexer_logits_fwd_cuda(const dsa_tensor *q, const dsa
 // measured on a GPU; DSA_ERR_UNSUPPORTED (no message) where it does not apply.
 dsa_status dsa_indexer_gather_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *idx,
                                          const dsa_tensor *topk_length, dsa_tensor *out);
+dsa_status dsa_indexer_gather_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                             const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
+                                             dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw);
+static bool gather_wgmma() {
+    static int on = -1;
+    if (on < 0) on = getenv("DSA_GATHER_WGMMA") && atoi(getenv("DSA_GATHER_WGMMA")) != 0;
+    return on;
+}
 
 extern "C" dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                    const dsa_tensor *idx, const dsa_tensor *topk_length, dsa_tensor *out) {
-    static int wgmma = -1;
-    if (wgmma < 0) wgmma = getenv("DSA_GATHER_WGMMA") && atoi(getenv("DSA_GATHER_WGMMA")) != 0;
-    if (wgmma) {
+    if (gather_wgmma()) {
         dsa_status st = dsa_indexer_gather_wgmma_cuda(q, k, w, idx, topk_length, out);
         if (st != DSA_ERR_UNSUPPORTED) return st;
     }
@@ -1082,6 +1088,10 @@ extern "C" dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa
     if (dk && dsa_deterministic()) {
         if (dq || dw) DSA_TRY(dsa_indexer_gather_bwd_cuda(q, k, w, idx, topk_length, G, dq, NULL, dw));
         return dsa_indexer_dk_det_cuda(q, k, w, idx, topk_length, NULL, NULL, G, dk);
+    }
+    if (gather_wgmma()) {
+        dsa_status st = dsa_indexer_gather_bwd_wgmma_cuda(q, k, w, idx, topk_length, G, dq, dk, dw);
+        if (st != DSA_ERR_UNSUPPORTED) return st;
     }
     if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw))  // bf16 inputs, fp32 gradients: tensor cores
         return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw);

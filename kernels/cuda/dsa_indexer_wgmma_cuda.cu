@@ -2,7 +2,8 @@
 // D <= 128. Both kernels are opt-in until measured on a GPU; the mma.sync kernels (dsa_indexer_cuda.cu)
 // stay the defaults and the references they are tested against.
 //  - dense logits (SPEC 1; DSA_INDEXER_WGMMA=1), f32 or bf16 out: below.
-//  - gathered logits at the top-k slots (SPEC 6; DSA_GATHER_WGMMA=1), bf16 out: further down.
+//  - gathered logits at the top-k slots (SPEC 6; DSA_GATHER_WGMMA=1), bf16 out, and their backward
+//    (dq, dk, dw; DSA_GATHER_WGMMA=1 too): further down.
 // Both put the keys on the M side of the wgmma, so a thread's accumulator row holds 16 heads of one
 // key and the w-weighted ReLU head sum needs no shared-memory reduction; in both the two warpgroups
 // take alternate 64-key tiles, each with its own two cp.async stages (see ixw_stage_ready / next).
@@ -196,6 +197,53 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
     dsa_cp_async_wait<0>();  // no copy may still be in flight when the CTA exits
 }
 
+// One query row t of the gathered kernels, seen from warpgroup wg: its q rows (64 heads) in sq, its
+// 64-slot tiles wg, wg + 2, ... (local tile n in stage n & 1 of the warpgroup's two), keys per SPEC 0.
+struct ixw_gather_row {
+    const __nv_bfloat16 *k;
+    const int *idx, *topk_length;
+    __nv_bfloat16 *sk;  // [2 wg][2 stages][D/64][64 slots][64]
+    int64_t t, K, S;
+    int D, wg, mine;
+    __device__ __forceinline__ ixw_gather_row(const __nv_bfloat16 *k_, const int *idx_, const int *tl_, __nv_bfloat16 *sk_,
+                                              int64_t T, int64_t K_, int64_t S_, int D_)
+        : k(k_), idx(idx_), topk_length(tl_), sk(sk_), t(T - 1 - (int64_t)blockIdx.x), K(K_), S(S_), D(D_) {
+        // (rows with the longest lists first: the last rows of a causal sequence)
+        wg = dsa_warpgroup_index();
+        mine = (int)(((K + IXW_KT - 1) / IXW_KT - wg + 1) / 2);
+    }
+    __device__ __forceinline__ int key(int64_t j) const { return dsa_slot_key(idx, topk_length, t, K, j, S); }
+    __device__ __forceinline__ int64_t slot0(int n) const { return (int64_t)(wg + 2 * n) * IXW_KT; }
+    __device__ __forceinline__ __nv_bfloat16 *stage(int n) const { return sk + ((2 * wg + (n & 1)) * IXW_KT) * D; }
+    __device__ __forceinline__ void load_tile(int n) const {  // invalid slots: zero rows, nothing read
+        const int64_t j0 = slot0(n);
+        dsa_load_rows_sw128(
+            stage(n), IXW_KT, D,
+            [&](int r) -> const __nv_bfloat16 * {
+                int kr = key(j0 + r);
+                return kr >= 0 ? k + (int64_t)kr * D : nullptr;
+            },
+            threadIdx.x & 127, 128);
+    }
+    // Queues q (all threads) and the warpgroup's first two tiles: three cp.async groups.
+    __device__ __forceinline__ void start(const __nv_bfloat16 *q, __nv_bfloat16 *sq) const {
+        dsa_load_rows_sw128(sq, IXW_H, D, [&](int h) -> const __nv_bfloat16 * { return q + (t * IXW_H + h) * (int64_t)D; });
+        dsa_cp_async_commit();
+        if (mine > 0) load_tile(0);
+        dsa_cp_async_commit();
+        if (mine > 1) load_tile(1);
+        dsa_cp_async_commit();
+    }
+    // w of the calling lane's accumulator columns (heads 8j + 2c + e): wr[2j + e].
+    __device__ __forceinline__ void load_w(const __nv_bfloat16 *w, float *wr) const {
+        const int c = threadIdx.x & 3;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) wr[2 * j + e] = __bfloat162float(w[t * IXW_H + 8 * j + 2 * c + e]);
+    }
+};
+
 // Gathered logits: out[t, j] = sum_h w[t, h] ReLU(q[t, h] . k[key(t, j)]) for each valid slot j, -inf
 // for an invalid one (SPEC 0). One CTA per query row (the rows with the longest lists first), two CTAs
 // per SM. C[slot, h] = k[key] . q[t, h] is m64n64k16 over D with the gathered key tile as A and the
@@ -209,39 +257,19 @@ __global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
     unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
     if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][64 heads][64]
-    __nv_bfloat16 *sk = sq + IXW_H * D;              // [2 wg][2 stages][D/64][64 slots][64]
-    const int tid = threadIdx.x, lane = tid & 31, wg = dsa_warpgroup_index(), g = lane >> 2, c = lane & 3;
-    const int64_t t = T - 1 - (int64_t)blockIdx.x;
-    dsa_load_rows_sw128(sq, IXW_H, D, [&](int h) -> const __nv_bfloat16 * { return q + (t * IXW_H + h) * (int64_t)D; });
-    dsa_cp_async_commit();
-    const int64_t n_tiles = (K + IXW_KT - 1) / IXW_KT;
-    const int mine = (int)((n_tiles - wg + 1) / 2), wtid = tid & 127;
-    auto stage = [&](int n) { return sk + ((2 * wg + (n & 1)) * IXW_KT) * D; };
-    auto load_tile = [&](int n) {  // invalid slots: zero rows, nothing read
-        int64_t j0 = (int64_t)(wg + 2 * n) * IXW_KT;
-        dsa_load_rows_sw128(
-            stage(n), IXW_KT, D,
-            [&](int r) -> const __nv_bfloat16 * {
-                int key = dsa_slot_key(idx, topk_length, t, K, j0 + r, S);
-                return key >= 0 ? k + (int64_t)key * D : nullptr;
-            },
-            wtid, 128);
-    };
-    if (mine > 0) load_tile(0);
-    dsa_cp_async_commit();
-    if (mine > 1) load_tile(1);
-    dsa_cp_async_commit();
-    float wr[16];  // w of this thread's accumulator columns: wr[2j + e] = w[t, 8j + 2c + e]
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) wr[2 * j + e] = __bfloat162float(w[t * IXW_H + 8 * j + 2 * c + e]);
+    const ixw_gather_row gr(k, idx, topk_length, sq + IXW_H * D, T, K, S, D);
+    const int tid = threadIdx.x, lane = tid & 31, wg = gr.wg, mine = gr.mine, g = lane >> 2, c = lane & 3;
+    const int64_t t = gr.t;
+    gr.start(q, sq);
+    auto load_tile = [&](int n) { gr.load_tile(n); };
+    float wr[16];
+    gr.load_w(w, wr);
     const int slot_off = 16 * ((tid >> 5) & 3) + g + 8 * (c & 1);  // the slot this lane stores (c < 2)
     ixw_first_ready();
     float acc[32];
     for (int n = 0; n < mine; n++) {
         if (n > 0) ixw_stage_ready(wg);
-        ixw_tile_mma<IXW_H>(acc, stage(n), sq, D);
+        ixw_tile_mma<IXW_H>(acc, gr.stage(n), sq, D);
         ixw_stage_next(wg, n, mine, load_tile);
 
         float v0 = 0.f, v1 = 0.f;  // slots g and g + 8 of this warp's 16
@@ -257,13 +285,129 @@ __global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
             v0 += __shfl_xor_sync(0xffffffffu, v0, x);
             v1 += __shfl_xor_sync(0xffffffffu, v1, x);
         }
-        const int64_t j = (int64_t)(wg + 2 * n) * IXW_KT + slot_off;
+        const int64_t j = gr.slot0(n) + slot_off;
         if (c < 2 && j < K) {
-            bool ok = dsa_slot_key(idx, topk_length, t, K, j, S) >= 0;
+            bool ok = gr.key(j) >= 0;
             out[t * K + j] = __float2bfloat16(ok ? (c ? v1 : v0) : -INFINITY);
         }
     }
     dsa_cp_async_wait<0>();  // no copy may still be in flight when the CTA exits
+}
+
+// Gathered logits backward, given Gd = dL/dlogits [T, K] (fp32): dq[t] += sum_j G_j k_j, dk_j +=
+// G_j^T q[t] (fp32 atomics), dw[t] += sum_j Gd_j ReLU(S_j), where S_jh = k_j . q[t, h] and
+// G_jh = Gd_j w[t, h] 1[S_jh > 0] (0 at invalid slots: zero keys and Gd = 0; 1[NaN > 0] is false).
+// One CTA per row, the two warpgroups on alternate 64-slot tiles (their own cp.async stages). Per tile:
+//   S = K_tile q^T (m64n64k16 over D, as the forward) -> dw partials and G (bf16) into the warpgroup's
+//   [slot][head] tile sG;
+//   dq_acc (64 heads x D, registers across tiles) += G^T K_tile: m64n128k16, A = sG read MN-major, B =
+//   the key tile read MN-major (as V in the sparse forward);
+//   dk_tile = G q: m64n128k16, A = sG K-major, B = q read MN-major; float2 atomics per valid key.
+// At the end the warpgroups' dq and dw partials meet in shared memory, and dq[t], dw[t] get plain
+// read-modify-writes (the row is this CTA's alone).
+__global__ void __launch_bounds__(256, 1) indexer_gather_bwd_wgmma_kernel(
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
+    const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
+    float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S,
+    int smem_slack) {
+    constexpr int D = 128, NB = D / 8;  // n8 column groups of a 64 x 128 accumulator
+    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
+    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
+    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [2][64 heads][64]
+    __nv_bfloat16 *sk = sq + IXW_H * D;              // [2 wg][2 stages][2][64 slots][64]
+    __nv_bfloat16 *sg = sk + 4 * IXW_KT * D;         // [2 wg][64 slots][64 heads]
+    float *sdw = (float *)(sg + 2 * IXW_KT * IXW_H);  // [64]
+    const ixw_gather_row gr(k, idx, topk_length, sk, T, K, S, D);
+    const int tid = threadIdx.x, lane = tid & 31, wg = gr.wg, mine = gr.mine, g = lane >> 2, c = lane & 3;
+    const int64_t t = gr.t;
+    gr.start(q, sq);
+    if (tid < IXW_H) sdw[tid] = 0.f;
+    auto load_tile = [&](int n) { gr.load_tile(n); };
+    float wr[16];  // w of this thread's S columns (heads 8j + 2c + e)
+    gr.load_w(w, wr);
+    __nv_bfloat16 *sgw = sg + wg * IXW_KT * IXW_H;
+    const int row = 16 * ((tid >> 5) & 3) + g;  // this thread's accumulator rows: row, row + 8
+    // MN-major operands (rows = the k dimension, 64-column blocks of M or N 64 rows x 128 bytes apart).
+    const unsigned long long dg_t = dsa_wgmma_desc(dsa_smem_addr(sgw), IXW_KT * 128, 1024);  // A = G^T
+    const unsigned long long dg_k = dsa_wgmma_desc(dsa_smem_addr(sgw), 16, 1024);            // A = G
+    const unsigned long long dq_n = dsa_wgmma_desc(dsa_smem_addr(sq), IXW_H * 128, 1024);    // B = q
+
+    float dqa[64], dka[64], acc[32], dwp[16];
+#pragma unroll
+    for (int i = 0; i < 64; i++) dqa[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; i++) dwp[i] = 0.f;
+    ixw_first_ready();
+    for (int n = 0; n < mine; n++) {
+        if (n > 0) ixw_stage_ready(wg);
+        ixw_tile_mma<IXW_H>(acc, gr.stage(n), sq, D);  // S^T: slots row (+8) x heads 8j + 2c + e
+        const int64_t j0 = gr.slot0(n);
+        const int key_lo = gr.key(j0 + row), key_hi = gr.key(j0 + row + 8);
+        const float go_lo = key_lo >= 0 ? Gd[t * K + j0 + row] : 0.f, go_hi = key_hi >= 0 ? Gd[t * K + j0 + row + 8] : 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float s0 = acc[4 * j], s1 = acc[4 * j + 1], s2 = acc[4 * j + 2], s3 = acc[4 * j + 3];
+            dwp[2 * j] += (s0 > 0.f ? go_lo * s0 : 0.f) + (s2 > 0.f ? go_hi * s2 : 0.f);
+            dwp[2 * j + 1] += (s1 > 0.f ? go_lo * s1 : 0.f) + (s3 > 0.f ? go_hi * s3 : 0.f);
+            int col = 8 * j + 2 * c;
+            *(unsigned *)(sgw + dsa_sw128(row, col, IXW_KT)) =
+                dsa_pack_f32x2(s0 > 0.f ? go_lo * wr[2 * j] : 0.f, s1 > 0.f ? go_lo * wr[2 * j + 1] : 0.f);
+            *(unsigned *)(sgw + dsa_sw128(row + 8, col, IXW_KT)) =
+                dsa_pack_f32x2(s2 > 0.f ? go_hi * wr[2 * j] : 0.f, s3 > 0.f ? go_hi * wr[2 * j + 1] : 0.f);
+        }
+        dsa_fence_proxy_async();  // G -> visible to wgmma
+        ixw_wg_sync(wg);          // this warpgroup's G tile is complete
+        const unsigned long long dk_n = dsa_wgmma_desc(dsa_smem_addr(gr.stage(n)), IXW_KT * 128, 1024);  // B = K_tile
+        dsa_wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < IXW_KT / 16; kk++)  // dq (heads x d) += G^T K_tile over the 64 slots
+            dsa_wgmma_m64n128k16<1, 1>(dqa, dg_t + kk * (16 * 128 / 16), dk_n + kk * (16 * 128 / 16), 1);
+#pragma unroll
+        for (int kk = 0; kk < IXW_H / 16; kk++)  // dk (slots x d) = G q over the 64 heads
+            dsa_wgmma_m64n128k16<0, 1>(dka, dg_k + 2 * kk, dq_n + kk * (16 * 128 / 16), kk != 0);
+        dsa_wgmma_commit();
+        dsa_wgmma_wait<0>();
+        ixw_stage_next(wg, n, mine, load_tile);  // (the barrier inside also frees sG for the next tile)
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+            if (key_lo >= 0) atomicAdd((float2 *)(dk + (int64_t)key_lo * D + 8 * j + 2 * c), make_float2(dka[4 * j], dka[4 * j + 1]));
+            if (key_hi >= 0) atomicAdd((float2 *)(dk + (int64_t)key_hi * D + 8 * j + 2 * c), make_float2(dka[4 * j + 2], dka[4 * j + 3]));
+        }
+    }
+    dsa_cp_async_wait<0>();
+    // dw: this thread's 16 heads over its slots, then over the 8 lanes of equal c, then over the warps.
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        float v = dwp[i];
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        dwp[i] = v;
+    }
+    __syncthreads();  // both warpgroups are done with their stages: stage memory holds warpgroup 1's dq
+    if (g == 0)
+#pragma unroll
+        for (int i = 0; i < 16; i++) atomicAdd(&sdw[8 * (i / 2) + 2 * c + (i & 1)], dwp[i]);
+    float *sdq = (float *)sk;  // [64 heads][128]
+    if (wg == 1)
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+            *(float2 *)(sdq + row * D + 8 * j + 2 * c) = make_float2(dqa[4 * j], dqa[4 * j + 1]);
+            *(float2 *)(sdq + (row + 8) * D + 8 * j + 2 * c) = make_float2(dqa[4 * j + 2], dqa[4 * j + 3]);
+        }
+    __syncthreads();
+    if (wg == 0) {
+        float *q_lo = dq + (t * IXW_H + row) * D + 2 * c, *q_hi = q_lo + 8 * D;
+#pragma unroll
+        for (int j = 0; j < NB; j++) {
+            float2 a = *(float2 *)(q_lo + 8 * j), b = *(float2 *)(q_hi + 8 * j);
+            float2 x = *(float2 *)(sdq + row * D + 8 * j + 2 * c), y = *(float2 *)(sdq + (row + 8) * D + 8 * j + 2 * c);
+            *(float2 *)(q_lo + 8 * j) = make_float2(a.x + dqa[4 * j] + x.x, a.y + dqa[4 * j + 1] + x.y);
+            *(float2 *)(q_hi + 8 * j) = make_float2(b.x + dqa[4 * j + 2] + y.x, b.y + dqa[4 * j + 3] + y.y);
+        }
+    }
+    if (tid < IXW_H) dw[t * IXW_H + tid] += sdw[tid];
 }
 
 // What both launchers need: bf16 q / k / w, H = 64, D % 64 == 0, D <= 128, S <= INT_MAX, 16-byte
@@ -332,5 +476,30 @@ dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
                                                 (const int *)end->data, (__nv_bfloat16 *)out->data, T_, (int)D, S, slack);
     }
     CUDA_LAUNCH_CHECK("indexer_logits_wgmma");
+    return DSA_OK;
+}
+
+// Called by the gathered-logits backward dispatcher (dsa_indexer_cuda.cu) when DSA_GATHER_WGMMA=1, for
+// bf16 q / k / w, H = 64, D = 128, fp32 G / dq / dk / dw (all three wanted; dq and dk 8-byte aligned),
+// on an sm_90 GPU. DSA_ERR_UNSUPPORTED otherwise (no message: the caller falls back to mma.sync).
+dsa_status dsa_indexer_gather_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                             const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
+                                             dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+    int64_t T_ = q->shape[0], D = q->shape[2], S = k->shape[0], K = idx->shape[1];
+    size_t smem = 0;
+    int slack = 0;
+    if (D != 128 || !dq || !dk || !dw || G->dtype != DSA_F32 || dq->dtype != DSA_F32 || dk->dtype != DSA_F32 ||
+        dw->dtype != DSA_F32 || ((uintptr_t)dq->data | (uintptr_t)dk->data) % 8 != 0)
+        return DSA_ERR_UNSUPPORTED;
+    DSA_TRY(ixw_check(q, k, w, 2 * ((size_t)IXW_H * D + 4 * (size_t)IXW_KT * D + 2 * (size_t)IXW_KT * IXW_H) + 4 * IXW_H,
+                      &smem, &slack));
+    if (T_ == 0 || K == 0) return DSA_OK;
+    auto kern = indexer_gather_bwd_wgmma_kernel;
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (wgmma)"));
+    kern<<<(unsigned)T_, 256, smem, dsa_stream()>>>(
+        (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
+        (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, (const float *)G->data,
+        (float *)dq->data, (float *)dk->data, (float *)dw->data, T_, K, S, slack);
+    CUDA_LAUNCH_CHECK("indexer_gather_bwd_wgmma");
     return DSA_OK;
 }
