@@ -5,7 +5,8 @@
 # det=1 (default) also runs test_cuda_dsa with DSA_DETERMINISTIC=1 (the atomic-free backward).
 # variants=1 benches the older forward / head sum versions (env switches, T 8192) beside the default ones; variants=all adds the older backward and top-k kernels.
 # The kernel call of record: scripts/gpu_run.sh labels=cuda sanitize=1 bench=1 variants=1
-# The device copy of the tree has no .git: pass the commit as DSA_COMMIT.
+# The device copy of the tree has no .git: pass the commit as DSA_COMMIT. The device tool returns only a
+# few files from $OUT (the first by name): 00-summary.txt sorts first, and stdout repeats it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-logs}"
@@ -17,26 +18,26 @@ export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0
 {
   echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   echo "== commit ${DSA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)} $(date -u +%F)"
-} | tee "$OUT/summary.txt"
+} | tee "$OUT/00-summary.txt"
 t0=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
   cmake --build build-gpu -j"$(nproc)" >> "$OUT/build.log" 2>&1
 rc=$?
-echo "== build rc=$rc ($(( $(date +%s) - t0 ))s)" | tee -a "$OUT/summary.txt"
+echo "== build rc=$rc ($(( $(date +%s) - t0 ))s)" | tee -a "$OUT/00-summary.txt"
 [ $rc -eq 0 ] || { tail -40 "$OUT/build.log"; exit 1; }
 for l in ${labels//,/ }; do
   (cd build-gpu && OMP_WAIT_POLICY=PASSIVE ctest -j8 -L "^$l\$" --output-on-failure --timeout 600 > "$OUT/ctest_$l.log" 2>&1)
-  echo "== ctest -L $l: $(grep -E 'tests passed|tests failed' "$OUT/ctest_$l.log" | tail -1)" | tee -a "$OUT/summary.txt"
-  grep -E "Failed|\*\*\*|SKIP" "$OUT/ctest_$l.log" | head -20 | tee -a "$OUT/summary.txt"
+  echo "== ctest -L $l: $(grep -E 'tests passed|tests failed' "$OUT/ctest_$l.log" | tail -1)" | tee -a "$OUT/00-summary.txt"
+  grep -E "Failed|\*\*\*|SKIP" "$OUT/ctest_$l.log" | head -20 | tee -a "$OUT/00-summary.txt"
 done
 if [ "$det" = 1 ] && [ -x build-gpu/test_cuda_dsa ]; then
   DSA_DETERMINISTIC=1 build-gpu/test_cuda_dsa > "$OUT/test_cuda_dsa_det.log" 2>&1
-  echo "== DSA_DETERMINISTIC=1 test_cuda_dsa: rc=$? $(tail -1 "$OUT/test_cuda_dsa_det.log")" | tee -a "$OUT/summary.txt"
+  echo "== DSA_DETERMINISTIC=1 test_cuda_dsa: rc=$? $(tail -1 "$OUT/test_cuda_dsa_det.log")" | tee -a "$OUT/00-summary.txt"
 fi
 if [ "$dist" = 1 ]; then
   for t in build-gpu/test_comm build-gpu/test_comm_ops; do
     DSA_TEST_DEVICE=cuda mpirun --allow-run-as-root --oversubscribe -np "$(nvidia-smi -L | wc -l)" $t > "$OUT/dist_$(basename $t).log" 2>&1
-    echo "== nccl $(basename $t) rc=$?: $(grep -E 'passed' "$OUT/dist_$(basename $t).log" | sort | uniq -c | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
+    echo "== nccl $(basename $t) rc=$?: $(grep -E 'passed' "$OUT/dist_$(basename $t).log" | sort | uniq -c | tr '\n' ' ')" | tee -a "$OUT/00-summary.txt"
   done
 fi
 if [ "$sanitize" = 1 ]; then
@@ -44,30 +45,35 @@ if [ "$sanitize" = 1 ]; then
     [ -x "$t" ] || continue
     for tool in memcheck racecheck; do
       DSA_TEST_SMALL=1 compute-sanitizer --tool $tool --error-exitcode 9 "$t" > "$OUT/san_${tool}_$(basename $t).log" 2>&1
-      echo "== compute-sanitizer $tool $(basename $t): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/san_${tool}_$(basename $t).log" | tail -1)" | tee -a "$OUT/summary.txt"
+      echo "== compute-sanitizer $tool $(basename $t): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/san_${tool}_$(basename $t).log" | tail -1)" | tee -a "$OUT/00-summary.txt"
     done
   done
 fi
 if [ "$bench" = 1 ] && [ -x bench/run_bench.sh ]; then
   bench/run_bench.sh build-gpu > "$OUT/bench.md" 2>&1
-  echo "== bench rc=$?" | tee -a "$OUT/summary.txt"
+  echo "== bench rc=$?" | tee -a "$OUT/00-summary.txt"
   tail -40 "$OUT/bench.md"
 fi
 if [ "$variants" != 0 ] && [ -x build-gpu/bench_dsa ]; then
   run_variant() {  # name, --only, env...
     local name=$1 only=$2; shift 2
     env "$@" timeout 60 build-gpu/bench_dsa --T 8192 --H 64,128 --only "$only" --no-torch --runs 5 > "$OUT/bench_$name.md" 2>&1
-    echo "== bench [$*]" | tee -a "$OUT/summary.txt"
-    grep -E "^\| (sparse|score|topk|indexer_topk|indexer_logits)" "$OUT/bench_$name.md" | tee -a "$OUT/summary.txt"
+    echo "== bench [$*]" | tee -a "$OUT/00-summary.txt"
+    grep -E "^\| (sparse|score|topk|indexer)" "$OUT/bench_$name.md" | tee -a "$OUT/00-summary.txt"
+  }
+  # An opt-in kernel is benched only once test_cuda_dsa passes with it (a hang costs 60 s, not the call).
+  opt_in() {  # name, --only, env...
+    local name=$1 only=$2; shift 2
+    env "$@" timeout 60 build-gpu/test_cuda_dsa > "$OUT/test_cuda_dsa_$name.log" 2>&1
+    local rc=$?
+    echo "== [$*] test_cuda_dsa: rc=$rc $(tail -1 "$OUT/test_cuda_dsa_$name.log")" | tee -a "$OUT/00-summary.txt"
+    grep -E "FAIL" "$OUT/test_cuda_dsa_$name.log" | head -5 | tee -a "$OUT/00-summary.txt"
+    [ $rc = 0 ] && run_variant "$name" "$only" "$@"
   }
   run_variant fwd_v2 attention DSA_SPARSE_FWD_V2=1 DSA_HEADSUM_V2=1
   run_variant fwd_v3 attention DSA_SPARSE_FWD_V3=1
-  run_variant headsum_ws attention DSA_HEADSUM_WS=1
-  run_variant indexer_wgmma indexer DSA_INDEXER_WGMMA=1 DSA_GATHER_WGMMA=1
-  DSA_INDEXER_WGMMA=1 DSA_GATHER_WGMMA=1 timeout 120 build-gpu/test_cuda_dsa > "$OUT/test_cuda_dsa_indexer_wgmma.log" 2>&1
-  echo "== DSA_INDEXER_WGMMA=1 DSA_GATHER_WGMMA=1 test_cuda_dsa: rc=$? $(tail -1 "$OUT/test_cuda_dsa_indexer_wgmma.log")" | tee -a "$OUT/summary.txt"
-  DSA_HEADSUM_WS=1 timeout 120 build-gpu/test_cuda_dsa > "$OUT/test_cuda_dsa_headsum_ws.log" 2>&1
-  echo "== DSA_HEADSUM_WS=1 test_cuda_dsa: rc=$? $(tail -1 "$OUT/test_cuda_dsa_headsum_ws.log")" | tee -a "$OUT/summary.txt"
+  opt_in headsum_ws attention DSA_HEADSUM_WS=1
+  opt_in indexer_wgmma indexer DSA_INDEXER_WGMMA=1 DSA_GATHER_WGMMA=1
   if [ "$variants" = all ]; then  # kernels unchanged since their last measured figures
     run_variant bwd_v1 attention DSA_SPARSE_BWD_V1=1 DSA_HEADSUM_V1=1
     run_variant bwd_w16 attention DSA_SPARSE_BWD_W16=1
@@ -77,7 +83,7 @@ fi
 if [ "$train" != 0 ]; then
   rm -rf /tmp/dsa-small
   build-gpu/dsa train configs/small.cfg train.steps="$train" train.out_dir=/tmp/dsa-small > "$OUT/train_small.log" 2>&1
-  echo "== train small.cfg $train steps: rc=$?" | tee -a "$OUT/summary.txt"
-  tail -8 "$OUT/train_small.log" | tee -a "$OUT/summary.txt"
+  echo "== train small.cfg $train steps: rc=$?" | tee -a "$OUT/00-summary.txt"
+  tail -8 "$OUT/train_small.log" | tee -a "$OUT/00-summary.txt"
 fi
-echo "== total $(( $(date +%s) - t0 ))s" | tee -a "$OUT/summary.txt"
+echo "== total $(( $(date +%s) - t0 ))s" | tee -a "$OUT/00-summary.txt"
