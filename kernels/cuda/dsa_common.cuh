@@ -15,6 +15,12 @@ __device__ __forceinline__ int dsa_slot_key(const int *idx, const int *topk_leng
     return (s >= 0 && (int64_t)s < S_kv) ? s : -1;
 }
 
+// Slots 0 .. the returned end of row t can be valid: min(max(topk_length[t], 0), K), or K without
+// topk_length (the bound dsa_slot_key checks slot by slot).
+__device__ __forceinline__ int64_t dsa_row_k_end(const int *topk_length, int64_t t, int64_t K) {
+    return topk_length ? min((int64_t)max(topk_length[t], 0), K) : K;
+}
+
 __device__ __forceinline__ float dsa_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -59,6 +65,44 @@ static inline dsa_status dsa_smem_setup(K kernel, size_t bytes, const char *op) 
     if (bytes > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     return DSA_OK;
 }
+
+// Ring of published 32-slot tiles (the mma.sync v2 kernels; dsa_slot_ring64 in dsa_wgmma.cuh is the
+// 64-slot one): warp 0 reads a tile's raw indices one tile ahead (a lane per slot, a plain load whose
+// latency hides behind a tile of math) and publishes, for the whole CTA, each slot's kv row (-1 when
+// the slot is invalid: index < 0 or >= S_kv, or past the row's k_end) and the tile's valid-slot mask.
+template <int N>  // ring entries (a power of two keeps tile % N a mask)
+struct dsa_slot_ring32 {
+    int *keys;           // [N][32]
+    unsigned *mask;      // [N]
+    const int *row_idx;  // this query row's K indices
+    int64_t k_end, S_kv;
+
+    __device__ __forceinline__ int raw(int tile) const {
+        int64_t j = (int64_t)tile * 32 + (threadIdx.x & 31);
+        return j < k_end ? row_idx[j] : -1;
+    }
+    __device__ __forceinline__ void publish(int tile, int r) const {
+        int key = (r >= 0 && (int64_t)r < S_kv) ? r : -1;
+        unsigned m = __ballot_sync(0xffffffffu, key >= 0);
+        keys[(tile % N) * 32 + (threadIdx.x & 31)] = key;
+        if ((threadIdx.x & 31) == 0) mask[tile % N] = m;
+    }
+    __device__ __forceinline__ const int *tile_keys(int tile) const { return keys + (tile % N) * 32; }
+    __device__ __forceinline__ unsigned tile_mask(int tile) const { return mask[tile % N]; }
+    // Warp 0, before the first tile: publishes tiles 0 .. nst - 1 and returns tile nst's raw index (the
+    // caller's barrier makes the published ones visible).
+    __device__ __forceinline__ int prime(int nt, int nst) const {
+        for (int s = 0; s < nst && s < nt; s++) publish(s, raw(s));
+        return raw(nst);
+    }
+    // Warp 0, once tile i - 1's entry is free: publishes tile i + nst from pre, reads tile i + nst + 1's.
+    __device__ __forceinline__ void advance(int i, int nt, int nst, int &pre) const {
+        if (i + nst < nt) {
+            publish(i + nst, pre);
+            pre = raw(i + nst + 1);
+        }
+    }
+};
 
 // Key tiles [*k_lo, *k_lo + kt * *n_tiles) covering the union of the non-empty windows [lo[r], hi[r])
 // of a CTA's rows (lo = win[0 .. rows), hi = win[rows .. 2 rows)); no tiles when every window is empty.

@@ -26,8 +26,8 @@ __global__ void __launch_bounds__(DSA_ATT_NT) headsum_kernel(const T *__restrict
     if (DENSE) {
         lo = max((int64_t)start[t], (int64_t)0);
         k_end = min((int64_t)end[t], S_kv) - lo;
-    } else if (topk_length) {
-        k_end = min((int64_t)max(topk_length[t], 0), K);
+    } else {
+        k_end = dsa_row_k_end(topk_length, t, K);
     }
     for (int64_t j0 = 0; j0 < k_end; j0 += BK) {
         __syncthreads();
@@ -117,8 +117,7 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_kernel(const __nv_bfloat16
     int *keys = (int *)(slse + HB), *slots = keys + BK, *nvalid = slots + BK;
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     for (int64_t j = tid; j < K; j += NT) ssum[j] = 0;
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     for (int h0 = 0; h0 < H; h0 += HB) {
         int nh = min(HB, H - h0);
         __syncthreads();
@@ -274,8 +273,7 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     const float sl2 = sigma * HS2_LOG2E;
 
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     int nt = (int)((k_end + BK - 1) / BK);
     if (chunked) {
         for (int64_t j = tid; j < K; j += 256) ssum[j] = 0.f;
@@ -289,20 +287,11 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
             *(uint4 *)(dsa_smem + L.kv + (size_t)r * ROW + ((v ^ (r & 7)) << 4)) = zero4;
         }
 
-    auto slot_raw = [&](int tile) -> int {
-        int64_t j = (int64_t)tile * BK + lane;
-        return j < k_end ? idx[t * K + j] : -1;
-    };
-    auto publish = [&](int tile, int raw) {
-        int key = (raw >= 0 && (int64_t)raw < S_kv) ? raw : -1;
-        unsigned m = __ballot_sync(0xffffffffu, key >= 0);
-        rkeys[(tile % RING) * BK + lane] = key;
-        if (lane == 0) rmask[tile % RING] = m;
-    };
+    const dsa_slot_ring32<RING> ring{rkeys, rmask, idx + t * K, k_end, S_kv};
     // Warp w gathers rows 4w .. 4w+3 of a tile, lanes striding the row's 16-byte chunks (coalesced).
     auto issue_tile = [&](int tile) {
         unsigned dst = skv_a + (unsigned)((tile % NST) * BK * ROW);
-        const int *keys = rkeys + (tile % RING) * BK;
+        const int *keys = ring.tile_keys(tile);
 #pragma unroll
         for (int rr = 0; rr < 4; rr++) {
             int r = warp * 4 + rr, key = keys[r];
@@ -358,10 +347,7 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
         }
         for (int h = tid; h < nh32; h += 256) slse[h] = h < nh ? lse[t * H + h0 + h] * HS2_LOG2E : INFINITY;
         int pre = -1;
-        if (warp == 0) {
-            for (int s = 0; s < NST && s < nt; s++) publish(s, slot_raw(s));
-            pre = slot_raw(NST);
-        }
+        if (warp == 0) pre = ring.prime(nt, NST);
         __syncthreads();
 #pragma unroll
         for (int s = 0; s < NST - 1; s++) {
@@ -376,11 +362,8 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_v2_kernel(const __nv_bfloa
             if (i > 0) finish_tile(i - 1, prev_mask);
             if (i + NST - 1 < nt) issue_tile(i + NST - 1);
             dsa_cp_async_commit();
-            if (warp == 0 && i + NST < nt) {
-                publish(i + NST, pre);
-                pre = slot_raw(i + NST + 1);
-            }
-            unsigned vmask = rmask[i % RING];
+            if (warp == 0) ring.advance(i, nt, NST, pre);
+            unsigned vmask = ring.tile_mask(i);
             prev_mask = vmask;  // register copy: the ring slot may be republished before finish_tile
             if (vmask == 0) continue;  // CTA-uniform: no valid slot, nothing to add
             unsigned kv_a = skv_a + (unsigned)((i % NST) * BK * ROW + krow * ROW);

@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     const hs3_smem<HQ> sm(dsa_smem_raw, smem_slack, D);
     int64_t t = blockIdx.x;
-    int64_t k_end = topk_length ? min((int64_t)max(topk_length[t], 0), K) : K;
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     int nt = (int)((k_end + BK - 1) / BK), warp = threadIdx.x >> 5;
     dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, idx + t * K, k_end, S_kv};
     auto issue_tile = [&](int tile) { ring.load_tile(sm.skv + (tile & 1) * BK * D, tile, kv, D); };
@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS3_ARGS) {
     const hs3_smem<HQ> sm(dsa_smem_raw, smem_slack, D);
     unsigned long long *full = sm.bars, *empty = sm.bars + 2;
     int64_t t = blockIdx.x;
-    int64_t k_end = topk_length ? min((int64_t)max(topk_length[t], 0), K) : K;
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     int nt = (int)((k_end + BK - 1) / BK), tid = threadIdx.x;
     if (tid == 0) {
         for (int b = 0; b < 2; b++) {

@@ -59,8 +59,7 @@ __global__ void __launch_bounds__(DSA_ATT_NT) sparse_mqa_bwd_kernel(
 #pragma unroll
         for (int c = 0; c < BWD_COLS; c++) gq[h][c] = 0;
 
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     for (int64_t j0 = 0; j0 < k_end; j0 += BK) {
         __syncthreads();
         if (warp == 0) dsa_compact_tile32(idx, topk_length, t, K, j0, S_kv, keys, slots, nvalid);
@@ -169,6 +168,41 @@ __device__ __forceinline__ void rows_x_rows(float s[2][4], const __nv_bfloat16 *
     }
 }
 
+// log Z of head h0 + h of row t (both tensor-core backwards): lse, or logaddexp(lse, sink) with a sink,
+// where dsink[h0 + h] also gets -Delta exp(sink - log Z). -inf for a padding head (h >= nh).
+__device__ __forceinline__ float bwd_log_z(const float *lse, const void *sink, dsa_dtype sink_dt, float *dsink, int64_t t,
+                                           int H, int h0, int h, int nh, float delta) {
+    float l = h < nh ? lse[t * H + h0 + h] : -INFINITY, logz = l;
+    if (sink && h < nh) {
+        float sk = (float)dsa_ld_any(sink, sink_dt, h0 + h), mx = fmaxf(l, sk);
+        logz = mx + logf(expf(l - mx) + expf(sk - mx));
+        if (dsink) atomicAdd(&dsink[h0 + h], -delta * expf(sk - logz));
+    }
+    return logz;
+}
+
+// dq of a CTA's head block += this thread's fp32 fragment (both tensor-core backwards): rows `row` and
+// row + 8 of the block (those below nh), columns ch * 8 NJQ + 8 j + 2c, + 1. The CTA owns these rows
+// of dq: plain read-modify-write.
+template <int NJQ>
+__device__ __forceinline__ void bwd_add_dq(float *dq, const float (*gq)[4], int64_t t, int H, int h0, int nh, int row, int ch,
+                                           int c) {
+    const int D = 16 * NJQ;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int r = row + 8 * half;
+        if (r >= nh) continue;
+        float *qrow = dq + ((t * H) + h0 + r) * D + ch * (NJQ * 8) + 2 * c;
+#pragma unroll
+        for (int j = 0; j < NJQ; j++) {
+            float2 *p = (float2 *)(qrow + j * 8), v = *p;
+            v.x += gq[j][2 * half];
+            v.y += gq[j][2 * half + 1];
+            *p = v;
+        }
+    }
+}
+
 template <int NJQ>  // dq n8-tiles per warp: D = 16 * NJQ
 __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
@@ -206,22 +240,15 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_kernel(
                 part += __bfloat162float(out[((t * H) + h0 + h) * Dv + d]) * dout[((t * H) + h0 + h) * Dv + d];
         float delta = dsa_warp_sum(part);
         if (lane == 0) {
-            float l = h < nh ? lse[t * H + h0 + h] : -INFINITY, logz = l;
-            if (sink && h < nh) {
-                float sk = (float)dsa_ld_any(sink, sink_dt, h0 + h), mx = fmaxf(l, sk);
-                logz = mx + logf(expf(l - mx) + expf(sk - mx));
-                if (dsink) atomicAdd(&dsink[h0 + h], -delta * expf(sk - logz));
-            }
             sdelta[h] = delta;
-            slogz[h] = logz;
+            slogz[h] = bwd_log_z(lse, sink, sink_dt, dsink, t, H, h0, h, nh, delta);
         }
     }
     float gq[NJQ][4];
 #pragma unroll
     for (int j = 0; j < NJQ; j++) gq[j][0] = gq[j][1] = gq[j][2] = gq[j][3] = 0;
 
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     for (int64_t j0 = 0; j0 < k_end; j0 += BK) {
         __syncthreads();
         if (warp == 0) dsa_compact_tile32(idx, topk_length, t, K, j0, S_kv, keys, slots, nvalid);
@@ -299,20 +326,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_kernel(
                 atomicAdd((float2 *)(dkv + (int64_t)keys[slot0 + 8] * D + dcol), make_float2(acc[2], acc[3]));
         }
     }
-    if (!dq) return;
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        int row = r0 + g + 8 * half;
-        if (row >= nh) continue;
-        float *qrow = dq + ((t * H) + h0 + row) * D + ch * (NJQ * 8) + 2 * c;
-#pragma unroll
-        for (int j = 0; j < NJQ; j++) {
-            float2 *p = (float2 *)(qrow + j * 8), v = *p;
-            v.x += gq[j][2 * half];
-            v.y += gq[j][2 * half + 1];
-            *p = v;
-        }
-    }
+    if (dq) bwd_add_dq<NJQ>(dq, gq, t, H, h0, nh, r0 + g, ch, c);
 }
 
 template <int NJQ>
@@ -392,25 +406,15 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     unsigned *rmask = (unsigned *)(rkeys + RING * BK);  // [RING] valid-slot bit mask per tile
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
 
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     int nt = (int)((k_end + BK - 1) / BK);
-    auto slot_raw = [&](int tile) -> int {
-        int64_t j = (int64_t)tile * BK + lane;
-        return j < k_end ? idx[t * K + j] : -1;
-    };
-    auto publish = [&](int tile, int raw) {
-        int key = (raw >= 0 && (int64_t)raw < S_kv) ? raw : -1;
-        unsigned m = __ballot_sync(0xffffffffu, key >= 0);
-        rkeys[(tile % RING) * BK + lane] = key;
-        if (lane == 0) rmask[tile % RING] = m;
-    };
+    const dsa_slot_ring32<RING> ring{rkeys, rmask, idx + t * K, k_end, S_kv};
     // Warp w gathers rows 4w .. 4w+3, 8 lanes per row: a warp's copy reads 128 bytes of each of its 4
     // rows. (A warp per row, lanes over one row's chunks, measured 187 against 192-194 TFLOP/s on the
     // H200 at T 8192; a probe gathering 64-row tiles into padded rows: 3.0 against 5.0 TB/s.)
     auto issue_tile = [&](int tile) {
         __nv_bfloat16 *dst = skv + (tile % NST) * BK * ldq;
-        int r = warp * 4 + (lane >> 3), key = rkeys[(tile % RING) * BK + r];
+        int r = warp * 4 + (lane >> 3), key = ring.tile_keys(tile)[r];
         __nv_bfloat16 *drow = dst + r * ldq;
         const __nv_bfloat16 *src = kv + (int64_t)(key >= 0 ? key : 0) * D;
         for (int v = lane & 7; v < D8; v += 8) {
@@ -443,12 +447,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         }
         float delta = dsa_warp_sum(part);
         if (lane == 0) {
-            float l = r < nh ? lse[t * H + h0 + r] : -INFINITY, logz = l;
-            if (sink && r < nh) {
-                float sk = (float)dsa_ld_any(sink, sink_dt, h0 + r), mx = fmaxf(l, sk);
-                logz = mx + logf(expf(l - mx) + expf(sk - mx));
-                if (dsink) atomicAdd(&dsink[h0 + r], -delta * expf(sk - logz));
-            }
+            float logz = bwd_log_z(lse, sink, sink_dt, dsink, t, H, h0, r, nh, delta);
             sdelta[r] = delta;
             // exp(sigma S - inf) = 0: padding heads (and rows whose lse is -inf, i.e. no valid slot and
             // no sink, where every slot is invalid anyway) give P = dS = 0.
@@ -456,10 +455,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         }
     }
     int pre = -1;
-    if (warp == 0) {
-        for (int s = 0; s < NST && s < nt; s++) publish(s, slot_raw(s));
-        pre = slot_raw(NST);
-    }
+    if (warp == 0) pre = ring.prime(nt, NST);
     __syncthreads();
     if (nt > 0) issue_tile(0);
     dsa_cp_async_commit();  // group 0: Q and tile 0
@@ -485,11 +481,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         __syncthreads();         // ... everyone's; tile i-1 is fully consumed (stage, sP, sdS, ring)
         if (i + 1 < nt) issue_tile(i + 1);
         dsa_cp_async_commit();
-        if (warp == 0 && i + NST < nt) {
-            publish(i + NST, pre);
-            pre = slot_raw(i + NST + 1);
-        }
-        unsigned vmask = rmask[i % RING];
+        if (warp == 0) ring.advance(i, nt, NST, pre);
+        unsigned vmask = ring.tile_mask(i);
         if (vmask == 0) continue;  // CTA-uniform: nothing to add from this tile
         const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
         unsigned kv_base = dsa_smem_addr(kvs);
@@ -550,7 +543,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
             }
         }
         if (dkv) {  // C. dkv[slot, chunk of 16 NB columns] += (sigma dS)^T Q + P^T dO
-            const int *keys = rkeys + (i % RING) * BK;
+            const int *keys = ring.tile_keys(i);
             unsigned ds_t = dsa_smem_addr(sdS + at_row * ldp + at_col), p_t = dsa_smem_addr(sP + at_row * ldp + at_col);
             // NB 16-column blocks at col0: the A fragments (dS^T, P^T) of a k-step serve all NB blocks.
             auto dkv_chunk = [&](auto nb, int col0, bool with_do) {
@@ -561,33 +554,26 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
 #pragma unroll
                     for (int n = 0; n < 2 * NB; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
                 unsigned qt = dsa_smem_addr(sq + t_row * ldq + col0 + t_col), ot = dsa_smem_addr(sdo + t_row * ldo + col0 + t_col);
-#pragma unroll
-                for (int kk = 0; kk < HB / 16; kk++) {
+                // acc += A^T B over the heads of k-step kk: A = dS or P ([head][slot], a_t), B = Q or dO
+                // (row pitch ldb, b_t).
+                auto k_step = [&](int kk, unsigned a_t, unsigned b_t, int ldb) {
                     unsigned a0[4], a1[4];
-                    dsa_ldsm_x4_trans(a0, ds_t + kk * 16 * ldp * 2);
-                    dsa_ldsm_x4_trans(a1, ds_t + (kk * 16 * ldp + 16) * 2);
+                    dsa_ldsm_x4_trans(a0, a_t + kk * 16 * ldp * 2);
+                    dsa_ldsm_x4_trans(a1, a_t + (kk * 16 * ldp + 16) * 2);
 #pragma unroll
                     for (int bb = 0; bb < NB; bb++) {
-                        unsigned bq[4];
-                        dsa_ldsm_x4_trans(bq, qt + (kk * 16 * ldq + 16 * bb) * 2);
-                        dsa_mma_bf16_16816(acc[0][2 * bb], a0, bq);
-                        dsa_mma_bf16_16816(acc[0][2 * bb + 1], a0, bq + 2);
-                        dsa_mma_bf16_16816(acc[1][2 * bb], a1, bq);
-                        dsa_mma_bf16_16816(acc[1][2 * bb + 1], a1, bq + 2);
+                        unsigned b[4];
+                        dsa_ldsm_x4_trans(b, b_t + (kk * 16 * ldb + 16 * bb) * 2);
+                        dsa_mma_bf16_16816(acc[0][2 * bb], a0, b);
+                        dsa_mma_bf16_16816(acc[0][2 * bb + 1], a0, b + 2);
+                        dsa_mma_bf16_16816(acc[1][2 * bb], a1, b);
+                        dsa_mma_bf16_16816(acc[1][2 * bb + 1], a1, b + 2);
                     }
-                    if (with_do) {
-                        dsa_ldsm_x4_trans(a0, p_t + kk * 16 * ldp * 2);
-                        dsa_ldsm_x4_trans(a1, p_t + (kk * 16 * ldp + 16) * 2);
+                };
 #pragma unroll
-                        for (int bb = 0; bb < NB; bb++) {
-                            unsigned bo[4];
-                            dsa_ldsm_x4_trans(bo, ot + (kk * 16 * ldo + 16 * bb) * 2);
-                            dsa_mma_bf16_16816(acc[0][2 * bb], a0, bo);
-                            dsa_mma_bf16_16816(acc[0][2 * bb + 1], a0, bo + 2);
-                            dsa_mma_bf16_16816(acc[1][2 * bb], a1, bo);
-                            dsa_mma_bf16_16816(acc[1][2 * bb + 1], a1, bo + 2);
-                        }
-                    }
+                for (int kk = 0; kk < HB / 16; kk++) {
+                    k_step(kk, ds_t, qt, ldq);
+                    if (with_do) k_step(kk, p_t, ot, ldo);
                 }
                 // Lane (g, c) holds rows g, g+8 at columns 2c, 2c+1 of each 16x8 tile. Lanes c and c^1
                 // swap: the even one takes row g, columns 2c .. 2c+3; the odd one row g+8, columns
@@ -617,20 +603,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         }
     }
     dsa_cp_async_wait<0>();  // nothing in flight at exit
-    if (!dq) return;
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        int row = r0 + g + 8 * half;
-        if (row >= nh) continue;
-        float *qrow = dq + ((t * H) + h0 + row) * D + ch * (NJQ * 8) + 2 * c;
-#pragma unroll
-        for (int j = 0; j < NJQ; j++) {
-            float2 *p = (float2 *)(qrow + j * 8), v = *p;
-            v.x += gq[j][2 * half];
-            v.y += gq[j][2 * half + 1];
-            *p = v;
-        }
-    }
+    if (dq) bwd_add_dq<NJQ>(dq, gq, t, H, h0, nh, r0 + g, ch, c);
 }
 
 template <int NJQ>

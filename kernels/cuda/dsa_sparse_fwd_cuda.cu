@@ -51,8 +51,8 @@ __global__ void __launch_bounds__(DSA_ATT_NT) sparse_mqa_fwd_kernel(
     if (DENSE) {
         lo = max((int64_t)start[t], (int64_t)0);
         k_end = min((int64_t)end[t], S_kv) - lo;
-    } else if (topk_length) {
-        k_end = min((int64_t)max(topk_length[t], 0), K);
+    } else {
+        k_end = dsa_row_k_end(topk_length, t, K);
     }
     for (int64_t j0 = 0; j0 < k_end; j0 += BK) {
         __syncthreads();  // the previous tile's readers are done
@@ -199,8 +199,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v1_kernel(
 #pragma unroll
     for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
 
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     for (int64_t j0 = 0; j0 < k_end; j0 += BK) {
         __syncthreads();
         if (warp == 0) dsa_compact_tile32(idx, topk_length, t, K, j0, S_kv, keys, slots, nvalid);
@@ -354,25 +353,13 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
     unsigned *rmask = (unsigned *)(rkeys + RING * BK);  // [RING] valid-slot bit mask per tile
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
 
-    int64_t k_end = K;
-    if (topk_length) k_end = min((int64_t)max(topk_length[t], 0), K);
+    int64_t k_end = dsa_row_k_end(topk_length, t, K);
     int nt = (int)((k_end + BK - 1) / BK);
-    // Warp 0 reads slot tile `tile` one tile ahead of its use (the raw idx, a plain load whose latency
-    // hides behind a tile of math), then publishes keys + mask to the ring.
-    auto slot_raw = [&](int tile) -> int {
-        int64_t j = (int64_t)tile * BK + lane;
-        return j < k_end ? idx[t * K + j] : -1;
-    };
-    auto publish = [&](int tile, int raw) {
-        int key = (raw >= 0 && (int64_t)raw < S_kv) ? raw : -1;
-        unsigned m = __ballot_sync(0xffffffffu, key >= 0);
-        rkeys[(tile % RING) * BK + lane] = key;
-        if (lane == 0) rmask[tile % RING] = m;
-    };
+    const dsa_slot_ring32<RING> ring{rkeys, rmask, idx + t * K, k_end, S_kv};
     // Warp w gathers rows 4w .. 4w+3 of a tile, lanes striding the row's 16-byte chunks (coalesced).
     auto issue_tile = [&](int tile) {
         __nv_bfloat16 *dst = skv + (tile % NST) * BK * ldq;
-        const int *keys = rkeys + (tile % RING) * BK;
+        const int *keys = ring.tile_keys(tile);
 #pragma unroll
         for (int rr = 0; rr < 4; rr++) {
             int r = warp * 4 + rr, key = keys[r];
@@ -397,10 +384,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
         }
     }
     int pre = -1;
-    if (warp == 0) {
-        for (int s = 0; s < NST && s < nt; s++) publish(s, slot_raw(s));
-        pre = slot_raw(NST);
-    }
+    if (warp == 0) pre = ring.prime(nt, NST);
     __syncthreads();
 #pragma unroll
     for (int s = 0; s < NST - 1; s++) {
@@ -430,13 +414,10 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
         __syncthreads();  // ... everyone's; tile i-1's readers are done (its stage and ring slot are free)
         if (i + NST - 1 < nt) issue_tile(i + NST - 1);
         dsa_cp_async_commit();
-        if (warp == 0 && i + NST < nt) {
-            publish(i + NST, pre);
-            pre = slot_raw(i + NST + 1);
-        }
+        if (warp == 0) ring.advance(i, nt, NST, pre);
         const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
         unsigned kv_base = dsa_smem_addr(kvs);
-        unsigned vmask = rmask[i % RING];
+        unsigned vmask = ring.tile_mask(i);
         // No valid slot: the tile would leave m, l and O exactly as they are (CTA-uniform, so both
         // warps of every pair skip the pair barrier together).
         if (vmask == 0) continue;

@@ -202,7 +202,7 @@ struct fwd3_work {
         h0 = hbeg + (int)(blockIdx.x % n_hb) * FWD3_HB;
         nh = min(FWD3_HB, hend - h0);
         t = blockIdx.x / n_hb;
-        k_end = topk_length ? min((int64_t)max(topk_length[t], 0), K) : K;
+        k_end = dsa_row_k_end(topk_length, t, K);
         nt = (int)((k_end + FWD3_BK - 1) / FWD3_BK);
     }
     // Queues (cp.async, not committed) the block's Q rows into the swizzled sq; zeros for padding heads.

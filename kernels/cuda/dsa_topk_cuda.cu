@@ -209,6 +209,23 @@ struct topk_sel {
     unsigned cnt;  // keys in that bin
 };
 
+// The thread whose bins lo .. lo + B - 1 (counts h, descending from the last) hold the r-th largest
+// key, with cum keys in the bins above them, writes the bin, the key's rank inside it and its count.
+template <int B>
+__device__ __forceinline__ void topk_pick_bin(const unsigned *h, int lo, unsigned cum, unsigned r, topk_sel *sel) {
+    bool found = false;
+#pragma unroll
+    for (int j = B - 1; j >= 0; j--) {  // descending bins
+        if (!found && cum + h[j] >= r) {
+            sel->bin = (unsigned)(lo + j);
+            sel->rem = r - cum;
+            sel->cnt = h[j];
+            found = true;
+        }
+        cum += h[j];
+    }
+}
+
 // Finds the bin holding the r-th largest key of hist[NB] (1 <= r <= the total; r == 0 finds nothing)
 // and returns the histogram's total. Thread i owns bins [NB - (i+1)B, NB - iB), so thread order is
 // descending bin order and the exclusive scan of the per-thread sums is, for each thread, the count of
@@ -230,20 +247,7 @@ __device__ __forceinline__ unsigned topk_select_bin(const unsigned *hist, unsign
 #pragma unroll
     for (int j = 0; j < B; j++) local += h[j];
     topk_block_scan<1>(&local, scan_buf, &ex, &tot);
-    if (ex < r && r <= ex + local) {
-        unsigned cum = (unsigned)ex;
-        bool found = false;
-#pragma unroll
-        for (int j = B - 1; j >= 0; j--) {  // descending bins
-            if (!found && cum + h[j] >= r) {
-                sel->bin = (unsigned)(lo + j);
-                sel->rem = r - cum;
-                sel->cnt = h[j];
-                found = true;
-            }
-            cum += h[j];
-        }
-    }
+    if (ex < r && r <= ex + local) topk_pick_bin<B>(h, lo, (unsigned)ex, r, sel);
     return (unsigned)tot;
 }
 
@@ -532,19 +536,7 @@ __device__ __forceinline__ unsigned topk_r_select(const unsigned *hist, unsigned
             if (lane >= o) inc += x;
         }
         unsigned cum = wbefore + inc - local;  // keys in the bins above this thread's
-        if (cum < r && r <= cum + local) {
-            bool found = false;
-#pragma unroll
-            for (int j = B - 1; j >= 0; j--) {  // descending bins
-                if (!found && cum + h[j] >= r) {
-                    sel->bin = (unsigned)(lo + j);
-                    sel->rem = r - cum;
-                    sel->cnt = h[j];
-                    found = true;
-                }
-                cum += h[j];
-            }
-        }
+        if (cum < r && r <= cum + local) topk_pick_bin<B>(h, lo, cum, r, sel);
     }
     return total;
 }
