@@ -1,9 +1,9 @@
 // Indexer logits on Hopper warpgroup MMA (wgmma, sm_90a): bf16 q / k / w, H = 64, D % 64 == 0,
 // D <= 128. Both kernels are opt-in until measured on a GPU; the mma.sync kernels (dsa_indexer_cuda.cu)
 // stay the defaults and the references they are tested against.
-//  - dense logits (SPEC 1; DSA_INDEXER_WGMMA=1), f32 or bf16 out: below.
-//  - gathered logits at the top-k slots (SPEC 6; DSA_GATHER_WGMMA=1), bf16 out, and their backward
-//    (dq, dk, dw; DSA_GATHER_WGMMA=1 too): further down.
+//  - dense logits (SPEC 1; the default, DSA_INDEXER_MMA=1 for the mma.sync kernel), f32 or bf16 out: below.
+//  - gathered logits at the top-k slots (SPEC 6; the default, DSA_GATHER_MMA=1 for mma.sync), bf16 out, and their backward
+//    (dq, dk, dw; opt-in DSA_GATHER_BWD_WGMMA=1, slower than mma.sync so far): further down.
 // Both put the keys on the M side of the wgmma, so a thread's accumulator row holds 16 heads of one
 // key and the w-weighted ReLU head sum needs no shared-memory reduction; in both the two warpgroups
 // take alternate 64-key tiles, each with its own two cp.async stages (see ixw_stage_ready / next).
@@ -429,7 +429,7 @@ static dsa_status ixw_check(const dsa_tensor *q, const dsa_tensor *k, const dsa_
     return DSA_OK;
 }
 
-// Called by the gathered-logits dispatcher (dsa_indexer_cuda.cu) when DSA_GATHER_WGMMA=1: bf16 q / k /
+// Called by the gathered-logits dispatcher (dsa_indexer_cuda.cu) unless DSA_GATHER_MMA=1: bf16 q / k /
 // w / out, H = 64, D % 64 == 0, D <= 128, 16-byte aligned q and k, on an sm_90 GPU. Otherwise
 // DSA_ERR_UNSUPPORTED (no message: the caller falls back to the mma.sync kernel).
 dsa_status dsa_indexer_gather_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *idx,
@@ -450,7 +450,7 @@ dsa_status dsa_indexer_gather_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     return DSA_OK;
 }
 
-// Called by the logits dispatcher (dsa_indexer_cuda.cu) when DSA_INDEXER_WGMMA=1, for bf16 q / k / w,
+// Called by the logits dispatcher (dsa_indexer_cuda.cu) unless DSA_INDEXER_MMA=1, for bf16 q / k / w,
 // H = 64, D % 64 == 0, D <= 128, 16-byte aligned q and k, f32 or bf16 logits, on an sm_90 GPU.
 // DSA_ERR_UNSUPPORTED otherwise (no message: the caller falls back to the mma.sync kernel).
 dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
@@ -479,7 +479,7 @@ dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     return DSA_OK;
 }
 
-// Called by the gathered-logits backward dispatcher (dsa_indexer_cuda.cu) when DSA_GATHER_WGMMA=1, for
+// Called by the gathered-logits backward dispatcher (dsa_indexer_cuda.cu) when DSA_GATHER_BWD_WGMMA=1, for
 // bf16 q / k / w, H = 64, D = 128, fp32 G / dq / dk / dw (all three wanted; dq and dk 8-byte aligned),
 // on an sm_90 GPU. DSA_ERR_UNSUPPORTED otherwise (no message: the caller falls back to mma.sync).
 dsa_status dsa_indexer_gather_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,

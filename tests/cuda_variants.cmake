@@ -1,0 +1,17 @@
+# test_cuda_dsa again with the older kernels switched on, so that every kernel a user can pick with an
+# environment switch (README "Environment") keeps passing the same checks as the default one.
+#   cuda_dsa_previous: the kernels the current defaults replaced (forward v3, head sum v3, indexer logits
+#                      and gathered logits on mma.sync).
+#   cuda_dsa_older:    the mma.sync forward / head sum v2, backward v1, top-k v1, and the opt-in wgmma
+#                      backward of the gathered logits.
+# Without CUDA both are the printed skip of test_cuda_dsa.
+foreach(variant
+        "cuda_dsa_previous|DSA_SPARSE_FWD_V3=1;DSA_HEADSUM_V3=1;DSA_INDEXER_MMA=1;DSA_GATHER_MMA=1"
+        "cuda_dsa_older|DSA_SPARSE_FWD_V2=1;DSA_HEADSUM_V2=1;DSA_SPARSE_BWD_V1=1;DSA_TOPK_V1=1;DSA_GATHER_BWD_WGMMA=1")
+  string(REPLACE "|" ";" parts "${variant}")
+  list(GET parts 0 name)
+  list(REMOVE_AT parts 0)
+  add_test(NAME ${name} COMMAND test_cuda_dsa)
+  set_tests_properties(${name} PROPERTIES LABELS cuda SKIP_RETURN_CODE 77
+                       ENVIRONMENT "${parts};OMP_WAIT_POLICY=PASSIVE")
+endforeach()
