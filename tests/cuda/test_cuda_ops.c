@@ -292,7 +292,31 @@ static void test_shape_ops(dsa_dtype dt) {
         snprintf(name, sizeof name, "permute [2,3,5,7] (%d,%d,%d,%d)", perms[p][0], perms[p][1], perms[p][2], perms[p][3]);
         run_case(name, f_permute, perms[p], in, 1, tol, tol);
     }
+    // Shapes whose runs take the 16-byte vector path of the run copies (runs and offsets multiples of
+    // 8 elements), forward and backward.
+    {
+        slice_arg a = {2, 8, 16};
+        in[0] = rnd(dt, 3, DSA_SHAPE(6, 5, 32));
+        run_case("slice dim 2 [8:24] of [6,5,32] (vector runs)", f_slice, &a, in, 1, tol, tol);
+        slice_arg b = {1, 2, 3};
+        in[0] = rnd(dt, 3, DSA_SHAPE(6, 7, 16));
+        run_case("slice dim 1 [2:5] of [6,7,16] (vector runs)", f_slice, &b, in, 1, tol, tol);
+        int d = 2;
+        in[0] = rnd(dt, 3, DSA_SHAPE(9, 3, 64)), in[1] = rnd(dt, 3, DSA_SHAPE(9, 3, 16));
+        run_case("concat dim 2 [9,3,64] + [9,3,16] (vector runs)", f_concat, &d, in, 2, tol, tol);
+        const int swap[4] = {1, 0, 2, 3};
+        in[0] = rnd(dt, 4, DSA_SHAPE(7, 12, 4, 8));
+        run_case("permute [7,12,4,8] (1,0,2,3) (vector runs)", f_permute, swap, in, 1, tol, tol);
+        in[0] = rnd(dt, 3, DSA_SHAPE(5, 9, 6));
+        run_case("permute [5,9,6] (1,0,2) (element runs)", f_permute, swap, in, 1, tol, tol);
+    }
     dsa_dtype to = dt == DSA_F32 ? DSA_BF16 : DSA_F32;
+    in[0] = rnd(dt, 2, DSA_SHAPE(12, 36));
+    {
+        char vname[64];
+        snprintf(vname, sizeof vname, "cast %s -> %s [12,36] (4 per thread)", dsa_dtype_name(dt), dsa_dtype_name(to));
+        run_case(vname, f_cast, &to, in, 1, tol_of(to) > tol ? tol_of(to) : tol, tol);
+    }
     in[0] = rnd(dt, 2, DSA_SHAPE(9, 31));
     char cname[64];
     snprintf(cname, sizeof cname, "cast %s -> %s", dsa_dtype_name(dt), dsa_dtype_name(to));
