@@ -71,6 +71,15 @@ dsa_status dsa_attn_score_headsum_dense_cuda(const dsa_tensor *q, const dsa_tens
 dsa_status dsa_attn_lse_dense_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
                                    const dsa_tensor *end, double sigma, dsa_tensor *lse);
 dsa_status dsa_normalize_rows_l1_cuda(const dsa_tensor *x, dsa_tensor *out);
+// The two dense-window ops on the sparse tensor-core kernels, each row's window as a slot list
+// (dsa_window_slots_cuda.cu): where dsa_window_slots_apply says they take the operands (out: the head
+// sum's, NULL for the lse); the dense entry points above call them.
+bool dsa_window_slots_apply(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *lse, const dsa_tensor *out);
+dsa_status dsa_attn_lse_dense_slots_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
+                                         const dsa_tensor *end, double sigma, dsa_tensor *lse);
+dsa_status dsa_attn_score_headsum_dense_slots_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
+                                                   const dsa_tensor *end, const dsa_tensor *lse, double sigma,
+                                                   dsa_tensor *out);
 
 // SPEC 6: KL indexer loss (fwd -> 0-dim loss; bwd recomputes pi, dlogits += (c g/N)(pi - p)).
 dsa_status dsa_kl_loss_fwd_cuda(const dsa_tensor *logits, const dsa_tensor *target, const dsa_tensor *is_real,

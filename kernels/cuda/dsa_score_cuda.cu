@@ -552,6 +552,8 @@ extern "C" dsa_status dsa_attn_score_headsum_cuda(const dsa_tensor *q, const dsa
 extern "C" dsa_status dsa_attn_score_headsum_dense_cuda(const dsa_tensor *q, const dsa_tensor *kv,
                                                         const dsa_tensor *start, const dsa_tensor *end,
                                                         const dsa_tensor *lse, double sigma, dsa_tensor *out) {
+    if (dsa_window_slots_apply(q, kv, lse, out))
+        return dsa_attn_score_headsum_dense_slots_cuda(q, kv, start, end, lse, sigma, out);
     switch (q->dtype) {
     case DSA_F32: return launch_headsum<float, float, true>(q, kv, NULL, NULL, start, end, lse, sigma, out);
     case DSA_BF16: return launch_headsum<__nv_bfloat16, float, true>(q, kv, NULL, NULL, start, end, lse, sigma, out);

@@ -622,6 +622,7 @@ extern "C" dsa_status dsa_sparse_mqa_fwd_cuda(const dsa_tensor *q, const dsa_ten
 // no output.
 extern "C" dsa_status dsa_attn_lse_dense_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
                                               const dsa_tensor *end, double sigma, dsa_tensor *lse) {
+    if (dsa_window_slots_apply(q, kv, lse, NULL)) return dsa_attn_lse_dense_slots_cuda(q, kv, start, end, sigma, lse);
     int64_t H = q->shape[1];
     switch (q->dtype) {
     case DSA_F32: return launch_fwd<float, float, true>(q, kv, NULL, NULL, start, end, NULL, sigma, 0, 0, H, NULL, lse);

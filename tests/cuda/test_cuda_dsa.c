@@ -608,7 +608,7 @@ int main(void) {
         check_indexer("indexer bf16 H64 D128 K256", DSA_BF16, 64, 512, 64, 128, 256);
         // Tensor-core logits path at ragged shapes: T % 8, S % 64 and S odd (scalar stores), H 32.
         check_indexer("indexer bf16 H32 D64 T77 S333 K40 (mma)", DSA_BF16, 77, 333, 32, 64, 40);
-        // H 64 at ragged shapes: T % 4, S % 64, D 64 (also the wgmma kernel's, DSA_INDEXER_WGMMA=1).
+        // H 64 at ragged shapes: T % 4, S % 64, D 64 (the wgmma kernel on sm_90a).
         check_indexer("indexer bf16 H64 D64 T77 S333 K40", DSA_BF16, 77, 333, 64, 64, 40);
         check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
         check_gather("gather bf16 H64 D128 K2048", 24, 4096, 64, 128, 2048, true);
@@ -617,6 +617,10 @@ int main(void) {
         check_gather("gather bf16 H16 D96 K77 (fwd mma, bwd simple)", 24, 500, 16, 96, 77, true);
         check_dense_scores(DSA_F32, 128, 20, 64, 256, 0.125);
         check_dense_scores(DSA_BF16, 64, 16, 576, 300, 1.0 / 16.0);
+        // The dense ops on the sparse wgmma kernels (sm_90, bf16, D 512 / 576; DSA_DENSE_SIMT=1: SIMT):
+        // heads not a multiple of 64, windows over 64-slot tile edges, a second document per few rows.
+        check_dense_scores(DSA_BF16, 200, 12, 576, 700, 1.0 / 24.0);
+        check_dense_scores(DSA_BF16, 96, 64, 512, 400, 1.0 / 22.0);
     }
     return test_finish();
 }
