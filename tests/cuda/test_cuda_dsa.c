@@ -582,6 +582,7 @@ int main(void) {
         check_indexer("indexer bf16 H16 D32 T13 S70 (mma)", DSA_BF16, 13, 70, 16, 32, 9);
         check_gather("gather bf16 H48 D64 K131", 9, 150, 48, 64, 131, true);
         check_dense_scores(DSA_F32, 20, 5, 24, 40, 0.2);
+        check_dense_scores(DSA_BF16, 12, 12, 576, 150, 1.0 / 24.0);  // the slot-list path on sm_90
     } else {
         const double s576 = 1.0 / 16.0;  // GLM-5 style sigma (explicit, not 576^-1/2)
         check_mqa("mqa bf16 H16 D576/512 K64 sink", DSA_BF16, 64, 16, 576, 512, 1024, 64, true, true, s576);
