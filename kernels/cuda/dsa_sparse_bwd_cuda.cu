@@ -394,6 +394,10 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     int64_t t = blockIdx.x / n_hb;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
     int rg = warp & 3, ch = warp >> 2, r0 = rg * 16;
+    // Head groups of 16 with a real head: the warps of the others skip A and B, and C's head sum stops
+    // there (their P and dS rows are never read). A model with few heads (small.cfg: 12) pays for one
+    // group instead of four.
+    const int ngr = (nh + 15) / 16;
     // Row pitches padded by 8 bf16 (an odd number of 16-byte units: conflict-free ldmatrix rows).
     const int ldq = D + 8, ldo = Dv + 8, ldp = BK + 8, D8 = D / 8;
     __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem;  // [HB][ldq]
@@ -487,7 +491,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
         unsigned kv_base = dsa_smem_addr(kvs);
 
-        {  // A. S and dP for heads r0 .. +16, slots kc .. +16
+        if (rg < ngr) {  // A. S and dP for heads r0 .. +16, slots kc .. +16
             float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
             unsigned qa = dsa_smem_addr(sq + (r0 + a_row) * ldq + a_col), da = dsa_smem_addr(sdo + (r0 + a_row) * ldo + a_col);
             unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
@@ -525,7 +529,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
             }
         }
         __syncthreads();  // P and dS of all 64 heads x 32 slots are in shared memory
-        if (dq) {  // B. dq[heads r0 .. +16, this warp's half of D] += sigma dS K
+        if (dq && rg < ngr) {  // B. dq[heads r0 .. +16, this warp's half of D] += sigma dS K
             unsigned dsa_ = dsa_smem_addr(sdS + (r0 + a_row) * ldp + a_col);
             unsigned kt = kv_base + (unsigned)((t_row * ldq + ch * (NJQ * 8) + t_col) * 2);
 #pragma unroll
@@ -572,6 +576,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                 };
 #pragma unroll
                 for (int kk = 0; kk < HB / 16; kk++) {
+                    if (kk >= ngr) break;  // CTA-uniform
                     k_step(kk, ds_t, qt, ldq);
                     if (with_do) k_step(kk, p_t, ot, ldo);
                 }
