@@ -421,6 +421,9 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
         // No valid slot: the tile would leave m, l and O exactly as they are (CTA-uniform, so both
         // warps of every pair skip the pair barrier together).
         if (vmask == 0) continue;
+        // A head group without a real head (pair-uniform: both warps skip the pair barrier together):
+        // it only gathers. A model with few heads (small.cfg: 12) pays for one group of four.
+        if (r0 >= nh) continue;
 
         // S partial = Q K^T over this warp's half of D: 16 heads x 32 keys (4 n8-tiles).
         float s[4][4];
