@@ -77,6 +77,9 @@ dsa_status dsa_normalize_rows_l1_cuda(const dsa_tensor *x, dsa_tensor *out);
 bool dsa_window_slots_apply(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *lse, const dsa_tensor *out);
 dsa_status dsa_attn_lse_dense_slots_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
                                          const dsa_tensor *end, double sigma, dsa_tensor *lse);
+dsa_status dsa_indexer_logits_bwd_slots_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                             const dsa_tensor *start, const dsa_tensor *end, const dsa_tensor *dout,
+                                             dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw);
 dsa_status dsa_attn_score_headsum_dense_slots_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
                                                    const dsa_tensor *end, const dsa_tensor *lse, double sigma,
                                                    dsa_tensor *out);

@@ -1116,6 +1116,12 @@ extern "C" dsa_status dsa_indexer_logits_bwd_cuda(const dsa_tensor *q, const dsa
         if (dq || dw) DSA_TRY(dsa_indexer_logits_bwd_cuda(q, k, w, start, end, dout, dq, NULL, dw));
         return dsa_indexer_dk_det_cuda(q, k, w, NULL, NULL, start, end, dout, dk);
     }
+    // The window as slot lists on the gathered backward's tensor-core kernel (dsa_window_slots_cuda.cu)
+    // where it takes the operands; DSA_DENSE_SIMT=1 keeps the simple kernel below.
+    dsa_tensor slots_like = *dout;
+    slots_like.dtype = DSA_I32;
+    if (!env_flag("DSA_DENSE_SIMT") && use_gather_bwd_mma(q, k, w, &slots_like, dout, dq, dk, dw))
+        return dsa_indexer_logits_bwd_slots_cuda(q, k, w, start, end, dout, dq, dk, dw);
     IDX_DISPATCH(q->dtype, "dsa_indexer_logits backward",
                  (launch_gather_bwd<float, float, true>(q, k, w, NULL, NULL, start, end, dout, dq, dk, dw)),
                  (launch_gather_bwd<__nv_bfloat16, float, true>(q, k, w, NULL, NULL, start, end, dout, dq, dk, dw)),

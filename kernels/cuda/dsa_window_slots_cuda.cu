@@ -1,5 +1,6 @@
-// The dense-window score ops (SPEC 5 dense: dsa_attn_lse_dense, dsa_attn_score_headsum_dense) on the
-// sparse tensor-core kernels: each row's window [start[t], end[t]) becomes a slot list over all S keys,
+// The dense-window ops on the sparse tensor-core kernels (and, at the end of the file, the dense indexer
+// logits' backward on the gathered one). The score ops (SPEC 5 dense: dsa_attn_lse_dense,
+// dsa_attn_score_headsum_dense): each row's window [start[t], end[t]) becomes a slot list over all S keys,
 //   idx[t, j] = j for start[t] <= j < end[t], else -1 (invalid),   topk_length[t] = end[t],
 // so slot j is key j, the sparse head sum writes the dense [T, S] layout (0 outside the window, as the
 // dense op), and the sparse forward's KV-only lse is the window's lse (its output O goes to a scratch).
@@ -130,5 +131,35 @@ extern "C" dsa_status dsa_attn_score_headsum_dense_slots_cuda(const dsa_tensor *
         os.shape[0] = n;
         os.data = (char *)out->data + (size_t)r0 * S * dsa_dtype_size(out->dtype);
         return dsa_attn_score_headsum_wgmma_cuda(qs, kv, ix, tl, &ls, sigma, &os);
+    });
+}
+
+// The dense indexer logits' backward (SPEC 1 backward over the window) on the gathered-logits backward
+// kernel: dout [T, S] is the gathered kernel's G with slot j = key j (invalid slots contribute nothing).
+// Called by dsa_indexer_logits_bwd_cuda where that kernel's tensor-core path takes the operands
+// (dsa_indexer_cuda.cu); 668 of 1151 ms per small.cfg warm-up step went to the SIMT kernel (H200).
+extern "C" dsa_status dsa_indexer_logits_bwd_slots_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
+                                                        const dsa_tensor *start, const dsa_tensor *end,
+                                                        const dsa_tensor *dout, dsa_tensor *dq, dsa_tensor *dk,
+                                                        dsa_tensor *dw) {
+    int64_t H = q->shape[1], D = q->shape[2], S = k->shape[0];
+    return over_row_chunks(q, k, start, end, 0, [&](const dsa_tensor *qs, const dsa_tensor *ix, const dsa_tensor *tl,
+                                                    int64_t r0, int64_t n) -> dsa_status {
+        dsa_tensor ws = *w, gs = *dout, dqs, dws;
+        ws.shape[0] = n;
+        ws.data = (char *)w->data + (size_t)r0 * H * dsa_dtype_size(w->dtype);
+        gs.shape[0] = n;
+        gs.data = (char *)dout->data + (size_t)r0 * S * dsa_dtype_size(dout->dtype);
+        if (dq) {
+            dqs = *dq;
+            dqs.shape[0] = n;
+            dqs.data = (char *)dq->data + (size_t)r0 * H * D * dsa_dtype_size(dq->dtype);
+        }
+        if (dw) {
+            dws = *dw;
+            dws.shape[0] = n;
+            dws.data = (char *)dw->data + (size_t)r0 * H * dsa_dtype_size(dw->dtype);
+        }
+        return dsa_indexer_gather_bwd_cuda(qs, k, &ws, ix, tl, &gs, dq ? &dqs : NULL, dk, dw ? &dws : NULL);
     });
 }
