@@ -3,7 +3,8 @@
 # compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
 #   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [variants=0|1|all] [dist=0|1] [train=STEPS] [det=0|1]
 # det=1 (default) also runs test_cuda_dsa with DSA_DETERMINISTIC=1 (the atomic-free backward).
-# variants=1 benches the older forward / head sum versions (env switches, T 8192) beside the default ones; variants=all adds the older backward and top-k kernels.
+# variants=1 benches the older forward / head sum / indexer versions (env switches, T 8192) beside the default ones and
+# tests then benches the opt-in wgmma gathered backward; variants=all adds the older backward and top-k kernels.
 # The kernel call of record: scripts/gpu_run.sh labels=cuda sanitize=1 bench=1 variants=1
 # The device copy of the tree has no .git: pass the commit as DSA_COMMIT. The device tool returns only a
 # few files from $OUT (the first by name): 00-summary.txt sorts first, and stdout repeats it.
@@ -71,9 +72,9 @@ if [ "$variants" != 0 ] && [ -x build-gpu/bench_dsa ]; then
     [ $rc = 0 ] && run_variant "$name" "$only" "$@"
   }
   run_variant fwd_v2 attention DSA_SPARSE_FWD_V2=1 DSA_HEADSUM_V2=1
-  run_variant fwd_v3 attention DSA_SPARSE_FWD_V3=1
-  opt_in headsum_ws attention DSA_HEADSUM_WS=1
-  opt_in indexer_wgmma indexer DSA_INDEXER_WGMMA=1 DSA_GATHER_WGMMA=1
+  run_variant fwd_v3 attention DSA_SPARSE_FWD_V3=1 DSA_HEADSUM_V3=1
+  run_variant indexer_mma indexer DSA_INDEXER_MMA=1 DSA_GATHER_MMA=1
+  opt_in gather_bwd_wgmma indexer DSA_GATHER_BWD_WGMMA=1
   if [ "$variants" = all ]; then  # kernels unchanged since their last measured figures
     run_variant bwd_v1 attention DSA_SPARSE_BWD_V1=1 DSA_HEADSUM_V1=1
     run_variant bwd_w16 attention DSA_SPARSE_BWD_W16=1
