@@ -92,6 +92,10 @@ dsa_tensor *dsa_sparse_mask(dsa_ctx *c, dsa_tensor *idx, dsa_tensor *topk_length
                             dsa_tensor *end, int64_t S, dsa_dtype dt);
 // Every key of the window (the dense warm-up's plain causal mask).
 dsa_tensor *dsa_window_mask(dsa_ctx *c, dsa_tensor *start, dsa_tensor *end, int64_t S, dsa_dtype dt);
+// Every key of each row's window as a slot list (the dense warm-up on the sparse path): idx [T, K] =
+// start[t] + j for j < n = min(end[t] - start[t], K), -1 after; len [T] = n. No gradient.
+dsa_status dsa_window_slots(dsa_ctx *c, dsa_tensor *start, dsa_tensor *end, int64_t K, dsa_tensor **idx,
+                            dsa_tensor **len);
 // Dense MQA through ordinary autograd ops (matmul, add mask, softmax with a sink column, matmul):
 // the numerical reference of dsa_sparse_mqa. mask [T, S_kv] additive. Same outputs and gradients.
 dsa_status dsa_dense_mqa_reference(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa_tensor *mask, dsa_tensor *sink,

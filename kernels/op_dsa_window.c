@@ -1,4 +1,5 @@
 // Front ends of SPEC 0 (window bounds, with cu_seqlens validation) and SPEC 4 (additive masks).
+#include <stdint.h>
 #include <stdlib.h>
 #include "kernels/op_dsa_internal.h"
 
@@ -115,4 +116,20 @@ dsa_tensor *dsa_window_mask(dsa_ctx *c, dsa_tensor *start, dsa_tensor *end, int6
         DSA_TRY_NULL(DSA_ON_DEVICE(out->device, dsa_window_mask_cpu(start, end, out),
                                    dsa_window_mask_cuda(start, end, out)));
     return out;
+}
+
+dsa_status dsa_window_slots(dsa_ctx *c, dsa_tensor *start, dsa_tensor *end, int64_t K, dsa_tensor **idx,
+                            dsa_tensor **len) {
+    const char *op = "dsa_window_slots";
+    DSA_TRY(dsa_op_check_i32(op, "start", start, 1, -1, NULL));
+    DSA_TRY(dsa_op_check_window(op, start, end, start->shape[0], start));
+    if (K < 1 || K > INT32_MAX)
+        return dsa_error_set(DSA_ERR_VALUE, "%s: K = %lld outside [1, 2^31)", op, (long long)K);
+    int64_t T = start->shape[0], shape[2] = {T, K};
+    *idx = dsa_tensor_new(c, DSA_STEP, DSA_I32, start->device, 2, shape);
+    *len = *idx ? dsa_tensor_new(c, DSA_STEP, DSA_I32, start->device, 1, &T) : NULL;
+    if (!*idx || !*len) return dsa_error_status();
+    if (T == 0) return DSA_OK;
+    return DSA_ON_DEVICE(start->device, dsa_window_slots_cpu(start, end, *idx, *len),
+                         dsa_window_slots_cuda(start, end, *idx, *len));
 }

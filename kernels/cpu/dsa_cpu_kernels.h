@@ -119,6 +119,9 @@ dsa_status dsa_sparse_mask_cpu(const dsa_tensor *idx, const dsa_tensor *topk_len
                                const dsa_tensor *end, dsa_tensor *out);
 // Window: allowed iff start[t] <= s < end[t].
 dsa_status dsa_window_mask_cpu(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out);
+// Every key of each row's window as a slot list: idx [T, K] = start[t] + j for j < n = clamp(end[t] -
+// start[t], 0, K), -1 after; len [T] = n (the dense warm-up's "top-k").
+dsa_status dsa_window_slots_cpu(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *idx, dsa_tensor *len);
 
 #ifdef __cplusplus
 }

@@ -82,3 +82,15 @@ dsa_status dsa_sparse_mask_cpu(const dsa_tensor *idx, const dsa_tensor *topk_len
     }
     return DSA_OK;
 }
+
+dsa_status dsa_window_slots_cpu(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *idx, dsa_tensor *len) {
+    int64_t T = idx->shape[0], K = idx->shape[1];
+    for (int64_t t = 0; t < T; t++) {
+        int64_t s0 = I32(start)[t], n = (int64_t)I32(end)[t] - s0;
+        n = n < 0 ? 0 : n > K ? K : n;
+        int32_t *row = (int32_t *)idx->data + t * K;
+        for (int64_t j = 0; j < K; j++) row[j] = j < n ? (int32_t)(s0 + j) : -1;
+        ((int32_t *)len->data)[t] = (int32_t)n;
+    }
+    return DSA_OK;
+}

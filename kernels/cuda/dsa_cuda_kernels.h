@@ -94,6 +94,7 @@ dsa_status dsa_kl_loss_bwd_cuda(const dsa_tensor *logits, const dsa_tensor *targ
 dsa_status dsa_sparse_mask_cuda(const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *start,
                                 const dsa_tensor *end, dsa_tensor *out);
 dsa_status dsa_window_mask_cuda(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out);
+dsa_status dsa_window_slots_cuda(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *idx, dsa_tensor *len);
 
 #ifdef __cplusplus
 }

@@ -100,3 +100,22 @@ extern "C" dsa_status dsa_sparse_mask_cuda(const dsa_tensor *idx, const dsa_tens
     CUDA_LAUNCH_CHECK("sparse_mask");
     return DSA_OK;
 }
+
+// One CTA per row (dsa_window_slots_cpu's layout).
+__global__ void window_list_kernel(const int *start, const int *end, int *idx, int *len, int64_t K) {
+    const int64_t t = blockIdx.x, s0 = start[t];
+    int64_t n = (int64_t)end[t] - s0;
+    n = n < 0 ? 0 : n > K ? K : n;
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) idx[t * K + j] = j < n ? (int)(s0 + j) : -1;
+    if (threadIdx.x == 0) len[t] = (int)n;
+}
+
+extern "C" dsa_status dsa_window_slots_cuda(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *idx,
+                                            dsa_tensor *len) {
+    int64_t T = idx->shape[0], K = idx->shape[1];
+    if (T == 0) return DSA_OK;
+    window_list_kernel<<<(unsigned)T, 256, 0, dsa_stream()>>>((const int *)start->data, (const int *)end->data,
+                                                              (int *)idx->data, (int *)len->data, K);
+    CUDA_LAUNCH_CHECK("window_slots");
+    return DSA_OK;
+}

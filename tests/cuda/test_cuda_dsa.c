@@ -224,6 +224,16 @@ static void check_windows(int ratio) {
         bool okm = same_ints(wm.g, wm.c) && same_ints(sm.g, sm.c);
         printf("window mask + sparse mask [%lld, %lld]: %s\n", (long long)T, (long long)S, okm ? "identical" : "DIFFERENT");
         CHECK(okm, "masks differ");
+        // The windows as slot lists (the dense warm-up's top-k), K below and above the longest window.
+        for (int64_t kk = 5; kk <= 2 * T; kk += 2 * T - 5) {
+            pair wi = zeros_pair(DSA_I32, DSA_I32, 2, DSA_SHAPE(T, kk)), wl = zeros_pair(DSA_I32, DSA_I32, 1, DSA_SHAPE(T));
+            CHECK_OK(dsa_window_slots_cpu(st.c, en.c, wi.c, wl.c));
+            CHECK_OK(dsa_window_slots_cuda(st.g, en.g, wi.g, wl.g));
+            CHECK_OK(dsa_device_sync(DSA_CUDA));
+            bool okw = same_ints(wi.g, wi.c) && same_ints(wl.g, wl.c);
+            printf("window slot lists [%lld, %lld]: %s\n", (long long)T, (long long)kk, okw ? "identical" : "DIFFERENT");
+            CHECK(okw, "window slot lists differ (K %lld)", (long long)kk);
+        }
         free(idx);
         free(len);
     }
