@@ -1,5 +1,6 @@
 // Shared device helpers for the CUDA kernels: typed loads/stores over f32/bf16/f64 and dtype dispatch.
 #pragma once
+#include <stdlib.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include "core/cuda_check.h"
@@ -32,6 +33,14 @@ template <> struct dsa_acc<double> { typedef double type; };
                                       dsa_dtype_name(dt));                                                \
         }                                                                                                 \
     } while (0)
+
+// DSA_SHAPE_GENERIC=1: the general per-element kernels of the shape, cast, elementwise and rope ops
+// instead of their fast paths (for comparisons; read once per translation unit).
+static inline bool dsa_shape_generic() {
+    static int on = -1;
+    if (on < 0) on = getenv("DSA_SHAPE_GENERIC") && atoi(getenv("DSA_SHAPE_GENERIC")) != 0;
+    return on;
+}
 
 static inline unsigned dsa_blocks(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;

@@ -37,6 +37,40 @@ __global__ void rope_kernel(const S *x, const int32_t *pos, D *out, bool accumul
     }
 }
 
+// The fast version where the rotation covers the whole last dim (offset 0, rope_dim = Dm: the model's
+// q_pe / k_pe): a thread per (t, pair j) computes the angle once (fp64, as above) and rotates that pair
+// in each of the row's R = per_t / Dm vectors (the heads), writing both elements. Same values as
+// rope_kernel; about 2 R times fewer fp64 sincos.
+template <typename S, typename D>
+__global__ void rope_pairs_kernel(const S *x, const int32_t *pos, D *out, bool accumulate, uint32_t T, uint32_t R,
+                                  int Dm, double theta, int interleaved, double dir) {
+    typedef typename dsa_acc<D>::type acc;
+    const uint32_t half = (uint32_t)Dm / 2;
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < T * half; i += gridDim.x * blockDim.x) {
+        uint32_t t = i / half, j = i - t * half;
+        double ang = (double)pos[t] * pow(theta, -2.0 * j / (double)Dm);
+        double sn, cs;
+        sincos(ang, &sn, &cs);
+        sn *= dir;
+        for (uint32_t r = 0; r < R; r++) {
+            uint32_t base = (t * R + r) * (uint32_t)Dm, pa = base + (interleaved ? 2 * j : j),
+                     pb = pa + (interleaved ? 1 : half);
+            acc a = (acc)dsa_to_float(x[pa]), b = (acc)dsa_to_float(x[pb]);
+            acc ya = (acc)(a * cs - b * sn), yb = (acc)(a * sn + b * cs);
+            if (accumulate) {
+                out[pa] += (D)ya;
+                out[pb] += (D)yb;
+            } else {
+                out[pa] = dsa_from_double<D>((double)ya);
+                out[pb] = dsa_from_double<D>((double)yb);
+            }
+        }
+    }
+}
+static bool rope_pairs(int64_t n, int offset, int rope_dim, int Dm) {
+    return offset == 0 && rope_dim == Dm && Dm % 2 == 0 && Dm > 0 && n < (1LL << 31) && !dsa_shape_generic();
+}
+
 static void rope_dims(const dsa_tensor *x, int64_t *T, int64_t *per_t, int *Dm) {
     *T = x->shape[0];
     *Dm = (int)x->shape[x->ndim - 1];
@@ -49,6 +83,15 @@ extern "C" dsa_status dsa_rope_fwd_cuda(const dsa_tensor *x, const dsa_tensor *p
     int Dm;
     rope_dims(x, &T, &per_t, &Dm);
     if (n == 0) return DSA_OK;
+    if (rope_pairs(n, offset, rope_dim, Dm)) {
+        unsigned R = (unsigned)(per_t / Dm);
+        DSA_DISPATCH_FLOAT(x->dtype, "rope", rope_pairs_kernel<scalar_t, scalar_t><<<dsa_blocks(T * (Dm / 2), 256), 256, 0, dsa_stream()>>>(
+                                                 (const scalar_t *)x->data, (const int32_t *)pos->data,
+                                                 (scalar_t *)out->data, false, (uint32_t)T, R, Dm, theta,
+                                                 pairing == DSA_ROPE_INTERLEAVED, 1.0));
+        CUDA_LAUNCH_CHECK("rope_fwd");
+        return DSA_OK;
+    }
     DSA_DISPATCH_FLOAT(x->dtype, "rope", rope_kernel<scalar_t, scalar_t><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
                                              (const scalar_t *)x->data, (const int32_t *)pos->data,
                                              (scalar_t *)out->data, false, T, per_t, Dm, offset, rope_dim, theta,
@@ -64,6 +107,19 @@ extern "C" dsa_status dsa_rope_bwd_cuda(const dsa_tensor *pos, int offset, int r
     rope_dims(dout, &T, &per_t, &Dm);
     if (n == 0 || !dx) return DSA_OK;
     int il = pairing == DSA_ROPE_INTERLEAVED;
+    if (rope_pairs(n, offset, rope_dim, Dm)) {
+        unsigned R = (unsigned)(per_t / Dm), grid = dsa_blocks(T * (Dm / 2), 256);
+        if (dx->dtype == DSA_F64)
+            rope_pairs_kernel<double, double><<<grid, 256, 0, dsa_stream()>>>(
+                (const double *)dout->data, (const int32_t *)pos->data, (double *)dx->data, true, (uint32_t)T, R, Dm,
+                theta, il, -1.0);
+        else
+            rope_pairs_kernel<float, float><<<grid, 256, 0, dsa_stream()>>>(
+                (const float *)dout->data, (const int32_t *)pos->data, (float *)dx->data, true, (uint32_t)T, R, Dm,
+                theta, il, -1.0);
+        CUDA_LAUNCH_CHECK("rope_bwd");
+        return DSA_OK;
+    }
     if (dx->dtype == DSA_F64)
         rope_kernel<double, double><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
             (const double *)dout->data, (const int32_t *)pos->data, (double *)dx->data, true, T, per_t, Dm, offset,

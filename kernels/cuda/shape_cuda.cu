@@ -123,12 +123,6 @@ __global__ void slab_copy_kernel(const S *src, int64_t src_dim, int64_t src_star
     }
 }
 
-// DSA_SHAPE_GENERIC=1: the per-element kernels instead of the run copies (comparisons).
-static bool slab_generic() {
-    static int on = -1;
-    if (on < 0) on = getenv("DSA_SHAPE_GENERIC") && atoi(getenv("DSA_SHAPE_GENERIC")) != 0;
-    return on;
-}
 
 // One slab copy between tensors of one float dtype (forward), or from a gradient into a gradient (backward).
 static dsa_status slab_copy(const dsa_tensor *src, int64_t src_start, dsa_tensor *dst, int64_t dst_start, int dim,
@@ -136,7 +130,7 @@ static dsa_status slab_copy(const dsa_tensor *src, int64_t src_start, dsa_tensor
     slab s = slab_of(src, dim), d = slab_of(dst, dim);
     int64_t n = s.outer * len * s.inner;
     if (n == 0) return DSA_OK;
-    if (src->dtype == dst->dtype && !slab_generic()) {  // runs of len * inner elements, one per outer index
+    if (src->dtype == dst->dtype && !dsa_shape_generic()) {  // runs of len * inner elements, one per outer index
         int64_t g = gcd64(gcd64(s.dim * s.inner, d.dim * d.inner), gcd64(src_start * s.inner, dst_start * d.inner));
         int64_t extent = s.outer * (s.dim > d.dim ? s.dim : d.dim) * s.inner;
         DSA_DISPATCH_FLOAT(src->dtype, "slab_copy",
@@ -229,7 +223,7 @@ static dsa_status swap01(const dsa_tensor *src, dsa_tensor *dst, bool reverse) {
 extern "C" dsa_status dsa_permute_fwd_cuda(const dsa_tensor *x, const int *perm, dsa_tensor *out) {
     int64_t n = dsa_numel(x);
     if (n == 0) return DSA_OK;
-    if (out->dtype == x->dtype && !slab_generic() && is_swap01(x, perm)) return swap01(x, out, false);
+    if (out->dtype == x->dtype && !dsa_shape_generic() && is_swap01(x, perm)) return swap01(x, out, false);
     perm_map pm = perm_of(x, perm);
     DSA_DISPATCH_FLOAT(x->dtype, "permute", permute_kernel<scalar_t, scalar_t><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
                                                 (const scalar_t *)x->data, (scalar_t *)out->data, n, pm, false, false));
@@ -241,7 +235,7 @@ extern "C" dsa_status dsa_permute_fwd_cuda(const dsa_tensor *x, const int *perm,
 extern "C" dsa_status dsa_permute_bwd_cuda(const dsa_tensor *x, const int *perm, const dsa_tensor *dout, dsa_tensor *dx) {
     int64_t n = dsa_numel(x);
     if (n == 0 || !dx) return DSA_OK;
-    if (dout->dtype == dx->dtype && !slab_generic() && is_swap01(x, perm)) return swap01(dout, dx, true);
+    if (dout->dtype == dx->dtype && !dsa_shape_generic() && is_swap01(x, perm)) return swap01(dout, dx, true);
     perm_map pm = perm_of(x, perm);
     DSA_DISPATCH_FLOAT(dx->dtype, "permute_bwd", permute_kernel<scalar_t, scalar_t><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
                                                     (const scalar_t *)dout->data, (scalar_t *)dx->data, n, pm, true, true));
@@ -283,7 +277,7 @@ static dsa_status convert(const dsa_tensor *src, dsa_tensor *dst, bool accumulat
     if (n == 0) return DSA_OK;
     if (accumulate && dst->dtype == DSA_BF16)
         return dsa_error_set(DSA_ERR_DTYPE, "cast (cuda): cannot accumulate into bf16");
-    bool four = !slab_generic() && n % 4 == 0 && n < (1LL << 33) &&
+    bool four = !dsa_shape_generic() && n % 4 == 0 && n < (1LL << 33) &&
                 (uintptr_t)src->data % (4 * dsa_dtype_size(src->dtype)) == 0 &&
                 (uintptr_t)dst->data % (4 * dsa_dtype_size(dst->dtype)) == 0;
     unsigned grid4 = dsa_blocks(n / 4, 256);

@@ -162,6 +162,8 @@ static void test_elementwise(dsa_dtype dt) {
     dsa_tensor *in[3];
     in[0] = rnd(dt, 2, DSA_SHAPE(13, 57)), in[1] = rnd(dt, 2, DSA_SHAPE(13, 57));
     run_case("add same shape", f_add, NULL, in, 2, tol, tol);
+    in[0] = rnd(dt, 3, DSA_SHAPE(4, 9, 33)), in[1] = rnd(dt, 3, DSA_SHAPE(4, 9, 33));
+    run_case("mul same shape", f_mul, NULL, in, 2, tol, tol);
     in[0] = rnd(dt, 3, DSA_SHAPE(3, 7, 57)), in[1] = rnd(dt, 1, DSA_SHAPE(57));
     run_case("mul row broadcast", f_mul, NULL, in, 2, tol, tol);
     in[0] = rnd(dt, 3, DSA_SHAPE(3, 1, 5)), in[1] = rnd(dt, 3, DSA_SHAPE(1, 7, 5));
@@ -246,6 +248,18 @@ static void test_rope(dsa_dtype dt) {
                      args[a].rope_dim, args[a].pairing == DSA_ROPE_INTERLEAVED ? "interleaved" : "half-split");
             run_case(name, f_rope, &args[a], in, 2, tol, tol);
         }
+    // The whole last dim rotated over several heads (the pair kernel: one angle per (row, pair)).
+    const rope_arg full[2] = {{0, 16, DSA_ROPE_HALF_SPLIT}, {0, 8, DSA_ROPE_INTERLEAVED}};
+    for (int a = 0; a < 2; a++) {
+        dsa_tensor *in[2];
+        in[0] = rnd(dt, 3, DSA_SHAPE(13, 5, full[a].rope_dim));
+        in[1] = ids(13, 0, 4000, 0, 0);
+        in[1]->requires_grad = false;
+        char name[96];
+        snprintf(name, sizeof name, "rope [13,5,%d] whole dim %s", full[a].rope_dim,
+                 full[a].pairing == DSA_ROPE_INTERLEAVED ? "interleaved" : "half-split");
+        run_case(name, f_rope, &full[a], in, 2, tol, tol);
+    }
 }
 
 static void test_index_ops(dsa_dtype dt) {
