@@ -186,7 +186,7 @@ __device__ __forceinline__ float bwd_log_z(const float *lse, const void *sink, d
 // of dq: plain read-modify-write.
 template <int NJQ>
 __device__ __forceinline__ void bwd_add_dq(float *dq, const float (*gq)[4], int64_t t, int H, int h0, int nh, int row, int ch,
-                                           int c) {
+                                           int c, int j0 = 0, int j1 = NJQ) {
     const int D = 16 * NJQ;
 #pragma unroll
     for (int half = 0; half < 2; half++) {
@@ -195,6 +195,7 @@ __device__ __forceinline__ void bwd_add_dq(float *dq, const float (*gq)[4], int6
         float *qrow = dq + ((t * H) + h0 + r) * D + ch * (NJQ * 8) + 2 * c;
 #pragma unroll
         for (int j = 0; j < NJQ; j++) {
+            if (j < j0 || j >= j1) continue;  // (tiles another warp owns: see v2's split mode)
             float2 *p = (float2 *)(qrow + j * 8), v = *p;
             v.x += gq[j][2 * half];
             v.y += gq[j][2 * half + 1];
@@ -386,7 +387,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
     const float *__restrict__ lse, const float *__restrict__ dout, float *dq, float *dkv, float *dsink, int H,
-    int hbeg, int hend, int64_t K, int64_t S_kv, float sigma) {
+    int hbeg, int hend, int64_t K, int64_t S_kv, float sigma, bool split) {
     const int HB = BWD2_HB, BK = BWD2_BK, RING = BWD2_RING, D = 16 * NJQ, Dv = 512, NST = 2;
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int n_hb = (hend - hbeg + HB - 1) / HB;
@@ -398,6 +399,11 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     // there (their P and dS rows are never read). A model with few heads (small.cfg: 12) pays for one
     // group instead of four.
     const int ngr = (nh + 15) / 16;
+    // Split mode (DSA_SPARSE_BWD_SMALLH=1, one head group): the four warps of each slot half share A's
+    // reductions over D (a quarter each, partial sums added in a fixed order) and B's columns, so all
+    // eight warps work instead of two. The partial sums go to Q's rows 16.. (unused with one group).
+    const bool one = split && ngr == 1;
+    const int rb = one ? 0 : r0;  // the head rows this warp's A and B results belong to
     // Row pitches padded by 8 bf16 (an odd number of 16-byte units: conflict-free ldmatrix rows).
     const int ldq = D + 8, ldo = Dv + 8, ldp = BK + 8, D8 = D / 8;
     __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem;  // [HB][ldq]
@@ -468,6 +474,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
 #pragma unroll
     for (int j = 0; j < NJQ; j++) gq[j][0] = gq[j][1] = gq[j][2] = gq[j][3] = 0.f;
     float dl_lo = sdelta[r0 + g], dl_hi = sdelta[r0 + g + 8], lz_lo = slogz[r0 + g], lz_hi = slogz[r0 + g + 8];
+    // B's column pairs of this warp's half of D: all of them, or in split mode a quarter (by rg).
+    const int jq0 = one ? rg * (NJQ / 2) / 4 : 0, jq1 = one ? (rg + 1) * (NJQ / 2) / 4 : NJQ / 2;
 
     // Per-lane ldmatrix offsets (elements). A (16 rows x 16 at k0): lanes 0-15 rows 0-15 at col 0,
     // lanes 16-31 the same rows at col 8.
@@ -491,10 +499,48 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
         unsigned kv_base = dsa_smem_addr(kvs);
 
+        float4 *apart = (float4 *)(sq + 16 * ldq) + ((ch * 4 + rg) * 32 + lane) * 4;  // split mode's partials
+        if (one) {  // A, split: S over D steps [rg D/64, +D/64), dP over Dv steps [rg Dv/64, +Dv/64)
+            float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+            unsigned qa = dsa_smem_addr(sq + a_row * ldq + a_col), da = dsa_smem_addr(sdo + a_row * ldo + a_col);
+            unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
+#pragma unroll
+            for (int k = rg * (D / 64); k < (rg + 1) * (D / 64); k++) {
+                unsigned a[4], b[4];
+                dsa_ldsm_x4(a, qa + k * 32);
+                dsa_ldsm_x4(b, kb + k * 32);
+                dsa_mma_bf16_16816(s[0], a, b);
+                dsa_mma_bf16_16816(s[1], a, b + 2);
+            }
+#pragma unroll
+            for (int k = rg * (Dv / 64); k < (rg + 1) * (Dv / 64); k++) {
+                unsigned d[4], b[4];
+                dsa_ldsm_x4(d, da + k * 32);
+                dsa_ldsm_x4(b, kb + k * 32);
+                dsa_mma_bf16_16816(dp[0], d, b);
+                dsa_mma_bf16_16816(dp[1], d, b + 2);
+            }
+            apart[0] = make_float4(s[0][0], s[0][1], s[0][2], s[0][3]);
+            apart[1] = make_float4(s[1][0], s[1][1], s[1][2], s[1][3]);
+            apart[2] = make_float4(dp[0][0], dp[0][1], dp[0][2], dp[0][3]);
+            apart[3] = make_float4(dp[1][0], dp[1][1], dp[1][2], dp[1][3]);
+            __syncthreads();  // CTA-uniform (one): every quarter's partials are written
+        }
         if (rg < ngr) {  // A. S and dP for heads r0 .. +16, slots kc .. +16
             float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
             unsigned qa = dsa_smem_addr(sq + (r0 + a_row) * ldq + a_col), da = dsa_smem_addr(sdo + (r0 + a_row) * ldo + a_col);
             unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
+            if (one) {  // the four quarters' partials, added in quarter order (rg == 0 here)
+#pragma unroll
+                for (int q4 = 0; q4 < 4; q4++) {
+                    const float4 *pp = (const float4 *)(sq + 16 * ldq) + ((ch * 4 + q4) * 32 + lane) * 4;
+                    float4 x0 = pp[0], x1 = pp[1], y0 = pp[2], y1 = pp[3];
+                    s[0][0] += x0.x, s[0][1] += x0.y, s[0][2] += x0.z, s[0][3] += x0.w;
+                    s[1][0] += x1.x, s[1][1] += x1.y, s[1][2] += x1.z, s[1][3] += x1.w;
+                    dp[0][0] += y0.x, dp[0][1] += y0.y, dp[0][2] += y0.z, dp[0][3] += y0.w;
+                    dp[1][0] += y1.x, dp[1][1] += y1.y, dp[1][2] += y1.z, dp[1][3] += y1.w;
+                }
+            } else {
 #pragma unroll 4
             for (int k = 0; k < Dv / 16; k++) {
                 unsigned a[4], d[4], b[4];
@@ -514,6 +560,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                 dsa_mma_bf16_16816(s[0], a, b);
                 dsa_mma_bf16_16816(s[1], a, b + 2);
             }
+            }
 #pragma unroll
             for (int x = 0; x < 2; x++) {
                 int col = kc + 8 * x + 2 * c;
@@ -529,8 +576,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
             }
         }
         __syncthreads();  // P and dS of all 64 heads x 32 slots are in shared memory
-        if (dq && rg < ngr) {  // B. dq[heads r0 .. +16, this warp's half of D] += sigma dS K
-            unsigned dsa_ = dsa_smem_addr(sdS + (r0 + a_row) * ldp + a_col);
+        if (dq && (one || rg < ngr)) {  // B. dq[heads rb .. +16, this warp's half of D] += sigma dS K
+            unsigned dsa_ = dsa_smem_addr(sdS + (rb + a_row) * ldp + a_col);
             unsigned kt = kv_base + (unsigned)((t_row * ldq + ch * (NJQ * 8) + t_col) * 2);
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) {
@@ -539,6 +586,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                 dsa_ldsm_x4(a, dsa_ + kk * 32);
 #pragma unroll
                 for (int jj = 0; jj < NJQ / 2; jj++) {
+                    if (jj < jq0 || jj >= jq1) continue;  // split mode: another warp's columns
                     unsigned b[4];
                     dsa_ldsm_x4_trans(b, kt + (unsigned)((kk * 16 * ldq + jj * 16) * 2));
                     dsa_mma_bf16_16816(gq[2 * jj], a, b);
@@ -608,7 +656,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         }
     }
     dsa_cp_async_wait<0>();  // nothing in flight at exit
-    if (dq) bwd_add_dq<NJQ>(dq, gq, t, H, h0, nh, r0 + g, ch, c);
+    if (dq) bwd_add_dq<NJQ>(dq, gq, t, H, h0, nh, rb + g, ch, c, 2 * jq0, 2 * jq1);
 }
 
 template <int NJQ>
@@ -620,6 +668,8 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     static int w32 = -1;
     if (w32 < 0) w32 = !(getenv("DSA_SPARSE_BWD_W16") && atoi(getenv("DSA_SPARSE_BWD_W16")) != 0);
+    static int split = -1;  // opt-in until measured on a GPU
+    if (split < 0) split = getenv("DSA_SPARSE_BWD_SMALLH") && atoi(getenv("DSA_SPARSE_BWD_SMALLH")) != 0;
     auto kern = w32 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true> : sparse_mqa_bwd_mma_v2_kernel<NJQ, false>;
     size_t smem = bwd2_smem_bytes(16 * NJQ, dv);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (mma v2)"));
@@ -629,7 +679,7 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (const __nv_bfloat16 *)out->data, (const float *)lse->data, (const float *)dout->data,
         dq ? (float *)dq->data : NULL, dkv ? (float *)dkv->data : NULL, dsink ? (float *)dsink->data : NULL, (int)H,
-        (int)h0, (int)h1, K, S, (float)sigma);
+        (int)h0, (int)h1, K, S, (float)sigma, split != 0);
     CUDA_LAUNCH_CHECK("sparse_mqa_bwd_mma_v2");
     return DSA_OK;
 }
