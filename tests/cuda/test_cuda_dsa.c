@@ -596,6 +596,9 @@ int main(void) {
     } else {
         const double s576 = 1.0 / 16.0;  // GLM-5 style sigma (explicit, not 576^-1/2)
         check_mqa("mqa bf16 H16 D576/512 K64 sink", DSA_BF16, 64, 16, 576, 512, 1024, 64, true, true, s576);
+        // Few heads (small.cfg has 12): padding rows in the one head group (and the split modes under
+        // DSA_SPARSE_FWD_SMALLH / DSA_SPARSE_BWD_SMALLH).
+        check_mqa("mqa bf16 H12 D576/512 K200 sink", DSA_BF16, 40, 12, 576, 512, 900, 200, true, true, s576);
         check_mqa("mqa bf16 H64 D576/512 K2048", DSA_BF16, 16, 64, 576, 512, 4096, 2048, false, true, s576);
         check_mqa("mqa bf16 H128 D576/512 K300 sink", DSA_BF16, 16, 128, 576, 512, 2048, 300, true, false, s576);
         // D = 768: the v2 forward runs with 2 gather stages (3 do not fit in shared memory).
