@@ -379,6 +379,16 @@ static size_t bwd2_smem_bytes(int64_t D, int64_t Dv) {
            4 * (2 * (size_t)BWD2_HB + BWD2_RING * (BWD2_BK + 1));
 }
 
+// One k16 step of a 16-row x 16-slot product: rows from a (ldmatrix address a, 16 x 16 at step k),
+// slots from the kv tile (kb), both n8 halves.
+__device__ __forceinline__ void bwd2_k16(float (*acc)[4], unsigned a_addr, unsigned kb, int k) {
+    unsigned a[4], b[4];
+    dsa_ldsm_x4(a, a_addr + k * 32);
+    dsa_ldsm_x4(b, kb + k * 32);
+    dsa_mma_bf16_16816(acc[0], a, b);
+    dsa_mma_bf16_16816(acc[1], a, b + 2);
+}
+
 // W32 (the default): dkv in chunks of 32 columns, the A fragments of dS^T and P^T loaded once per 32
 // columns instead of per 16 (H200, T 8192: 188-190 TFLOP/s against 178-180 with 16-column chunks,
 // which DSA_SPARSE_BWD_W16=1 keeps).
@@ -505,21 +515,9 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
             unsigned qa = dsa_smem_addr(sq + a_row * ldq + a_col), da = dsa_smem_addr(sdo + a_row * ldo + a_col);
             unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
 #pragma unroll
-            for (int k = rg * (D / 64); k < (rg + 1) * (D / 64); k++) {
-                unsigned a[4], b[4];
-                dsa_ldsm_x4(a, qa + k * 32);
-                dsa_ldsm_x4(b, kb + k * 32);
-                dsa_mma_bf16_16816(s[0], a, b);
-                dsa_mma_bf16_16816(s[1], a, b + 2);
-            }
+            for (int k = rg * (D / 64); k < (rg + 1) * (D / 64); k++) bwd2_k16(s, qa, kb, k);
 #pragma unroll
-            for (int k = rg * (Dv / 64); k < (rg + 1) * (Dv / 64); k++) {
-                unsigned d[4], b[4];
-                dsa_ldsm_x4(d, da + k * 32);
-                dsa_ldsm_x4(b, kb + k * 32);
-                dsa_mma_bf16_16816(dp[0], d, b);
-                dsa_mma_bf16_16816(dp[1], d, b + 2);
-            }
+            for (int k = rg * (Dv / 64); k < (rg + 1) * (Dv / 64); k++) bwd2_k16(dp, da, kb, k);
             apart[0] = make_float4(s[0][0], s[0][1], s[0][2], s[0][3]);
             apart[1] = make_float4(s[1][0], s[1][1], s[1][2], s[1][3]);
             apart[2] = make_float4(dp[0][0], dp[0][1], dp[0][2], dp[0][3]);
@@ -553,13 +551,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                 dsa_mma_bf16_16816(dp[1], d, b + 2);
             }
 #pragma unroll
-            for (int k = Dv / 16; k < D / 16; k++) {
-                unsigned a[4], b[4];
-                dsa_ldsm_x4(a, qa + k * 32);
-                dsa_ldsm_x4(b, kb + k * 32);
-                dsa_mma_bf16_16816(s[0], a, b);
-                dsa_mma_bf16_16816(s[1], a, b + 2);
-            }
+            for (int k = Dv / 16; k < D / 16; k++) bwd2_k16(s, qa, kb, k);
             }
 #pragma unroll
             for (int x = 0; x < 2; x++) {
