@@ -505,7 +505,7 @@ static dsa_status launch_headsum_mma_v2_cfg(const dsa_tensor *q, const dsa_tenso
     return DSA_OK;
 }
 
-// v3 (wgmma) on sm_90a for D % 64 == 0, D <= 576, H <= 128; else v2 unless DSA_HEADSUM_V1=1 (read once)
+// The wgmma kernels (v4, or v3 with DSA_HEADSUM_V3=1) on sm_90a for D % 64 == 0, D <= 576, H <= 128; else v2 unless DSA_HEADSUM_V1=1 (read once)
 // or its shared memory does not fit the GPU's opt-in limit.
 static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                          const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
@@ -518,7 +518,7 @@ static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *
     size_t smem = 0;
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    static int v3 = -1;  // v3 (wgmma) needs sm_90a (CC 9.0); DSA_HEADSUM_V2=1 keeps v2
+    static int v3 = -1;  // the wgmma kernels need sm_90a (CC 9.0); DSA_HEADSUM_V2=1 keeps v2
     if (v3 < 0) {
         int major = 0, minor = 0;
         CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
