@@ -505,8 +505,8 @@ static dsa_status launch_headsum_mma_v2_cfg(const dsa_tensor *q, const dsa_tenso
     return DSA_OK;
 }
 
-// The wgmma kernels (v4, or v3 with DSA_HEADSUM_V3=1) on sm_90a for D % 64 == 0, D <= 576, H <= 128; else v2 unless DSA_HEADSUM_V1=1 (read once)
-// or its shared memory does not fit the GPU's opt-in limit.
+// The wgmma kernels (v4, or v3 with DSA_HEADSUM_V3=1) on sm_90a for D % 64 == 0, D <= 576, H <= 128;
+// else v2 unless DSA_HEADSUM_V1=1 (read once) or its shared memory does not fit the GPU's opt-in limit.
 static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                          const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
                                          dsa_tensor *out) {
