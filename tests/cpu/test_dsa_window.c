@@ -50,6 +50,18 @@ static void spec_example(dsa_ctx *c) {
     for (int t = 0; sm && t < 5; t++)
         for (int k = 0; k < 5; k++) ok &= dsa_get(sm, t * 5 + k) == (allowed[t][k] ? 0.0 : -INFINITY);
     CHECK(ok, "sparse mask");
+    // The windows as slot lists (s = {0, 0, 2, 2, 2}, e = {1, 2, 3, 4, 5}): K 2 cuts the longer windows.
+    dsa_tensor *wi = NULL, *wl = NULL;
+    CHECK_OK(dsa_window_slots(c, s, e, 2, &wi, &wl));
+    CHECK(wi && wi->ndim == 2 && wi->shape[0] == 5 && wi->shape[1] == 2 &&
+              memcmp(wi->data, (int32_t[]){0, -1, 0, 1, 2, -1, 2, 3, 2, 3}, 10 * sizeof(int32_t)) == 0 &&
+              equal_i32(wl, (int32_t[]){1, 2, 1, 2, 2}, 5),
+          "window slot lists");
+    wi = NULL;
+    CHECK(dsa_window_slots(c, s, e, 0, &wi, &wl) == DSA_ERR_VALUE && wi == NULL, "window slot lists: K = 0 refused");
+    char msg[256];
+    test_take_error(msg, sizeof msg);
+    CHECK(strstr(msg, "dsa_window_slots") && strstr(msg, "K = 0"), "window slot lists error: %s", msg);
 }
 
 // ratio 2 on cu = [0, 5, 8], cup = [0, 6, 10]: doc 0 has 2 compressed keys at [0, 2), doc 1 has 1 at [2, 3).
