@@ -34,12 +34,58 @@ template <> struct dsa_acc<double> { typedef double type; };
         }                                                                                                 \
     } while (0)
 
+// An on/off environment switch: set and not 0. Callers read it once (a static at the call site).
+static inline bool dsa_env_flag(const char *name) {
+    const char *e = getenv(name);
+    return e && atoi(e) != 0;
+}
+
 // DSA_SHAPE_GENERIC=1: the general per-element kernels of the shape, cast, elementwise and rope ops
 // instead of their fast paths (for comparisons; read once per translation unit).
 static inline bool dsa_shape_generic() {
     static int on = -1;
-    if (on < 0) on = getenv("DSA_SHAPE_GENERIC") && atoi(getenv("DSA_SHAPE_GENERIC")) != 0;
+    if (on < 0) on = dsa_env_flag("DSA_SHAPE_GENERIC");
     return on;
+}
+
+// Whether the device is an sm_90 (Hopper) GPU, where the wgmma kernels run; asked once.
+static inline dsa_status dsa_cuda_sm90(bool *yes) {
+    static int sm90 = -1;
+    if (sm90 < 0) {
+        int dev = 0, major = 0, minor = 0;
+        CUDA_TRY(cudaGetDevice(&dev));
+        CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+        sm90 = major == 9 && minor == 0;
+    }
+    *yes = sm90 != 0;
+    return DSA_OK;
+}
+
+// Rows r0 .. r0 + n - 1 of t (split along dim 0) as a tensor of its own over the same memory.
+static inline dsa_tensor dsa_row_chunk(const dsa_tensor *t, int64_t r0, int64_t n) {
+    dsa_tensor c = *t;
+    size_t row = t->shape[0] > 0 ? (size_t)(dsa_numel(t) / t->shape[0]) * dsa_dtype_size(t->dtype) : 0;
+    c.shape[0] = n;
+    c.data = (char *)t->data + (size_t)r0 * row;
+    return c;
+}
+
+// A device buffer kept between calls and grown when a call needs more: no allocation and no device
+// sync per call, and stream order keeps one call's kernels off the next one's use of it.
+struct dsa_scratch {
+    void *p;
+    size_t bytes;
+};
+static inline dsa_status dsa_scratch_reserve(dsa_scratch *b, size_t need) {
+    if (need <= b->bytes) return DSA_OK;
+    DSA_TRY(dsa_device_sync(DSA_CUDA));  // earlier calls' kernels are done with the old buffer
+    dsa_device_free(DSA_CUDA, b->p);
+    b->p = NULL;
+    b->bytes = 0;
+    DSA_TRY(dsa_device_malloc(DSA_CUDA, need, &b->p));
+    b->bytes = need;
+    return DSA_OK;
 }
 
 static inline unsigned dsa_blocks(int64_t n, int threads) {

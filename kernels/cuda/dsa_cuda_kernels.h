@@ -95,6 +95,10 @@ dsa_status dsa_sparse_mask_cuda(const dsa_tensor *idx, const dsa_tensor *topk_le
                                 const dsa_tensor *end, dsa_tensor *out);
 dsa_status dsa_window_mask_cuda(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out);
 dsa_status dsa_window_slots_cuda(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *idx, dsa_tensor *len);
+// The kernel behind it, on raw rows: compact lists, or (keys_as_slots) slot j = key j inside the window
+// (dsa_window_cuda.cu has both layouts).
+dsa_status dsa_window_lists_cuda(const int *start, const int *end, int *idx, int *len, int64_t rows, int64_t K,
+                                 bool keys_as_slots);
 
 #ifdef __cplusplus
 }

@@ -797,9 +797,6 @@ static size_t logits_mma_smem(int rows, int64_t H, int64_t D) {
     return sizeof(__nv_bfloat16) * (size_t)(rows * H + 2 * IDXM_KT) * (size_t)(D + 8) + sizeof(int) * 2 * rows;
 }
 
-// An on/off environment switch (set and not 0).
-static bool env_flag(const char *name) { return getenv(name) && atoi(getenv(name)) != 0; }
-
 // Query rows per CTA: 4 by default (measured on H200, T = 8192: 4 rows 1.775 ms, 8 rows 1.836 ms);
 // DSA_INDEXER_ROWS=8 selects the other variant.
 static int logits_mma_rows() {
@@ -813,7 +810,7 @@ static int logits_mma_rows() {
 // goes to the simple kernel. DSA_INDEXER_SIMT=1 forces the simple kernel (for comparisons).
 static bool use_logits_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *out) {
     static int simt = -1, max_optin = -1;
-    if (simt < 0) simt = env_flag("DSA_INDEXER_SIMT");
+    if (simt < 0) simt = dsa_env_flag("DSA_INDEXER_SIMT");
     if (simt) return false;
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2];
     if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16) return false;
@@ -890,7 +887,7 @@ static dsa_status launch_gather_bwd(const dsa_tensor *q, const dsa_tensor *k, co
 // double-buffered warps (two CTAs per SM) and DSA_GATHER_NW=8 8 single-buffered warps.
 static bool gather_simt() {
     static int simt = -1;
-    if (simt < 0) simt = env_flag("DSA_GATHER_SIMT");
+    if (simt < 0) simt = dsa_env_flag("DSA_GATHER_SIMT");
     return simt != 0;
 }
 static int gather_nw() {
@@ -1041,7 +1038,7 @@ extern "C" dsa_status dsa_indexer_logits_fwd_cuda(const dsa_tensor *q, const dsa
                                    const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
     // The logits come out in q's dtype or in f32.
     static int wgmma = -1;
-    if (wgmma < 0) wgmma = !env_flag("DSA_INDEXER_MMA") && !env_flag("DSA_INDEXER_SIMT");
+    if (wgmma < 0) wgmma = !dsa_env_flag("DSA_INDEXER_MMA") && !dsa_env_flag("DSA_INDEXER_SIMT");
     if (wgmma) {
         dsa_status st = dsa_indexer_logits_wgmma_cuda(q, k, w, start, end, out);
         if (st != DSA_ERR_UNSUPPORTED) return st;
@@ -1067,12 +1064,12 @@ dsa_status dsa_indexer_gather_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tens
                                              dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw);
 static bool gather_wgmma() {
     static int on = -1;
-    if (on < 0) on = !env_flag("DSA_GATHER_MMA") && !gather_simt();
+    if (on < 0) on = !dsa_env_flag("DSA_GATHER_MMA") && !gather_simt();
     return on;
 }
 static bool gather_bwd_wgmma() {
     static int on = -1;
-    if (on < 0) on = env_flag("DSA_GATHER_BWD_WGMMA") && !gather_simt();
+    if (on < 0) on = dsa_env_flag("DSA_GATHER_BWD_WGMMA") && !gather_simt();
     return on;
 }
 
@@ -1120,7 +1117,7 @@ extern "C" dsa_status dsa_indexer_logits_bwd_cuda(const dsa_tensor *q, const dsa
     // where it takes the operands; DSA_DENSE_SIMT=1 keeps the simple kernel below.
     dsa_tensor slots_like = *dout;
     slots_like.dtype = DSA_I32;
-    if (!env_flag("DSA_DENSE_SIMT") && use_gather_bwd_mma(q, k, w, &slots_like, dout, dq, dk, dw))
+    if (!dsa_env_flag("DSA_DENSE_SIMT") && use_gather_bwd_mma(q, k, w, &slots_like, dout, dq, dk, dw))
         return dsa_indexer_logits_bwd_slots_cuda(q, k, w, start, end, dout, dq, dk, dw);
     IDX_DISPATCH(q->dtype, "dsa_indexer_logits backward",
                  (launch_gather_bwd<float, float, true>(q, k, w, NULL, NULL, start, end, dout, dq, dk, dw)),
@@ -1133,56 +1130,28 @@ extern "C" dsa_status dsa_indexer_logits_bwd_cuda(const dsa_tensor *q, const dsa
 extern "C" dsa_status dsa_indexer_topk_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                  const dsa_tensor *start, const dsa_tensor *end, int64_t K, dsa_tensor *idx,
                                  dsa_tensor *topk_length, dsa_tensor *score) {
-    int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = k->shape[0];
+    int64_t T_ = q->shape[0], S = k->shape[0];
     if (T_ == 0) return DSA_OK;
-    size_t esz = dsa_dtype_size(q->dtype);
     dsa_dtype ldt = score ? score->dtype : (q->dtype == DSA_BF16 ? DSA_F32 : q->dtype);
     size_t lsz = dsa_dtype_size(ldt);
     int64_t rows = (int64_t)((256u << 20) / ((size_t)(S > 0 ? S : 1) * lsz));
     if (rows < 1) rows = 1;
     if (rows > T_) rows = T_;
-    // The logits scratch is kept between calls (grown when a call needs more): no allocation and no
-    // device sync per call, and stream order keeps one call's kernels off the next one's scratch.
-    static void *scratch = NULL;
-    static size_t scratch_bytes = 0;
-    size_t need = (size_t)rows * (S > 0 ? S : 1) * lsz;
-    if (need > scratch_bytes) {
-        DSA_TRY(dsa_device_sync(DSA_CUDA));  // earlier calls' kernels are done with the old buffer
-        dsa_device_free(DSA_CUDA, scratch);
-        scratch = NULL;
-        scratch_bytes = 0;
-        DSA_TRY(dsa_device_malloc(DSA_CUDA, need, &scratch));
-        scratch_bytes = need;
-    }
+    // The logits scratch is kept between calls (grown when a call needs more).
+    static dsa_scratch scratch = {NULL, 0};
+    DSA_TRY(dsa_scratch_reserve(&scratch, (size_t)rows * (S > 0 ? S : 1) * lsz));
     dsa_status st = DSA_OK;
     for (int64_t r0 = 0; r0 < T_ && st == DSA_OK; r0 += rows) {
         int64_t n = T_ - r0 < rows ? T_ - r0 : rows;
-        dsa_tensor qs = *q, ws = *w, st_ = *start, en = *end, lg = *q, ix = *idx, tl, sc;
-        qs.shape[0] = n;
-        qs.data = (char *)q->data + (size_t)r0 * H * D * esz;
-        ws.shape[0] = n;
-        ws.data = (char *)w->data + (size_t)r0 * H * esz;
-        st_.shape[0] = n;
-        st_.data = (int *)start->data + r0;
-        en.shape[0] = n;
-        en.data = (int *)end->data + r0;
+        dsa_tensor qs = dsa_row_chunk(q, r0, n), ws = dsa_row_chunk(w, r0, n), st_ = dsa_row_chunk(start, r0, n),
+                   en = dsa_row_chunk(end, r0, n), ix = dsa_row_chunk(idx, r0, n), lg = *q, tl, sc;
         lg.ndim = 2;
         lg.dtype = ldt;
         lg.shape[0] = n;
         lg.shape[1] = S;
-        lg.data = scratch;
-        ix.shape[0] = n;
-        ix.data = (int *)idx->data + r0 * K;
-        if (topk_length) {
-            tl = *topk_length;
-            tl.shape[0] = n;
-            tl.data = (int *)topk_length->data + r0;
-        }
-        if (score) {
-            sc = *score;
-            sc.shape[0] = n;
-            sc.data = (char *)score->data + (size_t)r0 * K * dsa_dtype_size(score->dtype);
-        }
+        lg.data = scratch.p;
+        if (topk_length) tl = dsa_row_chunk(topk_length, r0, n);
+        if (score) sc = dsa_row_chunk(score, r0, n);
         st = dsa_indexer_logits_fwd_cuda(&qs, k, &ws, &st_, &en, &lg);
         // Outside the window the scratch holds -inf, so the top-k reads only the window.
         if (st == DSA_OK) st = dsa_topk_window_cuda(&lg, &st_, &en, K, &ix, topk_length ? &tl : NULL, score ? &sc : NULL);

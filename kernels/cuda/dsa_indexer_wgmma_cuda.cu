@@ -419,12 +419,12 @@ static dsa_status ixw_check(const dsa_tensor *q, const dsa_tensor *k, const dsa_
     if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16 || H != IXW_H || D % 64 != 0 || D > 128 ||
         S > INT_MAX || ((uintptr_t)q->data | (uintptr_t)k->data) % 16 != 0)
         return DSA_ERR_UNSUPPORTED;
-    int dev = 0, max_optin = 0, major = 0, minor = 0;
+    int dev = 0, max_optin = 0;
+    bool sm90 = false;
+    DSA_TRY(dsa_cuda_sm90(&sm90));
     CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (major != 9 || minor != 0 || bytes > (size_t)max_optin) return DSA_ERR_UNSUPPORTED;
+    if (!sm90 || bytes > (size_t)max_optin) return DSA_ERR_UNSUPPORTED;
     *slack = (int)((size_t)max_optin - bytes < 1008 ? (size_t)max_optin - bytes : 1008);
     *smem = bytes + (size_t)*slack;
     return DSA_OK;

@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(256, 1) headsum_mma_kernel(const __nv_bfloat16
 
 static bool use_mma_headsum(const dsa_tensor *q, const dsa_tensor *lse, const dsa_tensor *out, int64_t K) {
     static int simt = -1;
-    if (simt < 0) simt = getenv("DSA_SPARSE_SIMT") && atoi(getenv("DSA_SPARSE_SIMT")) != 0;
+    if (simt < 0) simt = dsa_env_flag("DSA_SPARSE_SIMT");
     int64_t D = q->shape[2];
     return !simt && q->dtype == DSA_BF16 && out->dtype == DSA_BF16 && lse->dtype == DSA_F32 && D % 16 == 0 &&
            D <= 1024 && K <= HS_MAXK;
@@ -511,7 +511,7 @@ static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *
                                          const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
                                          dsa_tensor *out) {
     static int v1 = -1;
-    if (v1 < 0) v1 = getenv("DSA_HEADSUM_V1") && atoi(getenv("DSA_HEADSUM_V1")) != 0;
+    if (v1 < 0) v1 = dsa_env_flag("DSA_HEADSUM_V1");
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], K = idx->shape[1];
     if (T_ == 0) return DSA_OK;
     int dev = 0, max_optin = 0, ds = 0, nst = 0, hc = 0;
@@ -520,10 +520,9 @@ static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     static int v3 = -1;  // the wgmma kernels need sm_90a (CC 9.0); DSA_HEADSUM_V2=1 keeps v2
     if (v3 < 0) {
-        int major = 0, minor = 0;
-        CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-        v3 = major == 9 && minor == 0 && !(getenv("DSA_HEADSUM_V2") && atoi(getenv("DSA_HEADSUM_V2")) != 0);
+        bool sm90 = false;
+        DSA_TRY(dsa_cuda_sm90(&sm90));
+        v3 = sm90 && !dsa_env_flag("DSA_HEADSUM_V2");
     }
     if (!v1 && v3 && H > 0 && H <= 128 && D % 64 == 0 && D <= 576) {
         dsa_status st = dsa_attn_score_headsum_wgmma_cuda(q, kv, idx, topk_length, lse, sigma, out);

@@ -234,7 +234,7 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     // v4 (warp-specialized) by default: 316 / 435 TFLOP/s at H 64 / 128 (T 8192, H200) against v3's 261 / 321;
     // DSA_HEADSUM_V3=1 picks v3 (the math warpgroups gather).
     static int ws = -1;
-    if (ws < 0) ws = !(getenv("DSA_HEADSUM_V3") && atoi(getenv("DSA_HEADSUM_V3")) != 0);
+    if (ws < 0) ws = !dsa_env_flag("DSA_HEADSUM_V3");
     auto kern = ws ? (big ? headsum_ws_kernel<128> : headsum_ws_kernel<64>) : (big ? headsum_wgmma_kernel<128> : headsum_wgmma_kernel<64>);
     DSA_TRY(dsa_smem_setup(kern, smem, ws ? "dsa_attn_score_headsum (wgmma v4)" : "dsa_attn_score_headsum (wgmma v3)"));
     kern<<<(unsigned)T_, ws ? 384 : 256, smem, dsa_stream()>>>(

@@ -486,6 +486,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     float dl_lo = sdelta[r0 + g], dl_hi = sdelta[r0 + g + 8], lz_lo = slogz[r0 + g], lz_hi = slogz[r0 + g + 8];
     // B's column pairs of this warp's half of D: all of them, or in split mode a quarter (by rg).
     const int jq0 = one ? rg * (NJQ / 2) / 4 : 0, jq1 = one ? (rg + 1) * (NJQ / 2) / 4 : NJQ / 2;
+    // Split mode's partial S / dP of quarter q for this lane's slots (4 float4 in Q's rows 16..).
+    auto split_part = [&](int q) { return (float4 *)(sq + 16 * ldq) + ((ch * 4 + q) * 32 + lane) * 4; };
 
     // Per-lane ldmatrix offsets (elements). A (16 rows x 16 at k0): lanes 0-15 rows 0-15 at col 0,
     // lanes 16-31 the same rows at col 8.
@@ -509,7 +511,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
         unsigned kv_base = dsa_smem_addr(kvs);
 
-        float4 *apart = (float4 *)(sq + 16 * ldq) + ((ch * 4 + rg) * 32 + lane) * 4;  // split mode's partials
         if (one) {  // A, split: S over D steps [rg D/64, +D/64), dP over Dv steps [rg Dv/64, +Dv/64)
             float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
             unsigned qa = dsa_smem_addr(sq + a_row * ldq + a_col), da = dsa_smem_addr(sdo + a_row * ldo + a_col);
@@ -518,6 +519,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
             for (int k = rg * (D / 64); k < (rg + 1) * (D / 64); k++) bwd2_k16(s, qa, kb, k);
 #pragma unroll
             for (int k = rg * (Dv / 64); k < (rg + 1) * (Dv / 64); k++) bwd2_k16(dp, da, kb, k);
+            float4 *apart = split_part(rg);
             apart[0] = make_float4(s[0][0], s[0][1], s[0][2], s[0][3]);
             apart[1] = make_float4(s[1][0], s[1][1], s[1][2], s[1][3]);
             apart[2] = make_float4(dp[0][0], dp[0][1], dp[0][2], dp[0][3]);
@@ -531,7 +533,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
             if (one) {  // the four quarters' partials, added in quarter order (rg == 0 here)
 #pragma unroll
                 for (int q4 = 0; q4 < 4; q4++) {
-                    const float4 *pp = (const float4 *)(sq + 16 * ldq) + ((ch * 4 + q4) * 32 + lane) * 4;
+                    const float4 *pp = split_part(q4);
                     float4 x0 = pp[0], x1 = pp[1], y0 = pp[2], y1 = pp[3];
                     s[0][0] += x0.x, s[0][1] += x0.y, s[0][2] += x0.z, s[0][3] += x0.w;
                     s[1][0] += x1.x, s[1][1] += x1.y, s[1][2] += x1.z, s[1][3] += x1.w;
@@ -659,9 +661,9 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
     int64_t T_ = q->shape[0], H = q->shape[1], K = idx->shape[1], S = kv->shape[0];
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     static int w32 = -1;
-    if (w32 < 0) w32 = !(getenv("DSA_SPARSE_BWD_W16") && atoi(getenv("DSA_SPARSE_BWD_W16")) != 0);
+    if (w32 < 0) w32 = !dsa_env_flag("DSA_SPARSE_BWD_W16");
     static int split = -1;  // opt-in until measured on a GPU
-    if (split < 0) split = getenv("DSA_SPARSE_BWD_SMALLH") && atoi(getenv("DSA_SPARSE_BWD_SMALLH")) != 0;
+    if (split < 0) split = dsa_env_flag("DSA_SPARSE_BWD_SMALLH");
     auto kern = w32 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true> : sparse_mqa_bwd_mma_v2_kernel<NJQ, false>;
     size_t smem = bwd2_smem_bytes(16 * NJQ, dv);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (mma v2)"));
@@ -680,7 +682,7 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
 static bool use_mma_bwd(const dsa_tensor *q, const dsa_tensor *dout, const dsa_tensor *dq, const dsa_tensor *dkv,
                         const dsa_tensor *dsink, int64_t dv) {
     static int simt = -1;
-    if (simt < 0) simt = getenv("DSA_SPARSE_SIMT") && atoi(getenv("DSA_SPARSE_SIMT")) != 0;
+    if (simt < 0) simt = dsa_env_flag("DSA_SPARSE_SIMT");
     int64_t D = q->shape[2];
     return !simt && q->dtype == DSA_BF16 && dout->dtype == DSA_F32 && (!dq || dq->dtype == DSA_F32) &&
            (!dkv || dkv->dtype == DSA_F32) && (!dsink || dsink->dtype == DSA_F32) && dv == 512 && (D == 576 || D == 512);
@@ -692,7 +694,7 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
                                int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
     if (use_mma_bwd(q, dout, dq, dkv, dsink, dv)) {
         static int v1 = -1;
-        if (v1 < 0) v1 = getenv("DSA_SPARSE_BWD_V1") && atoi(getenv("DSA_SPARSE_BWD_V1")) != 0;
+        if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_BWD_V1");
         int dev = 0, max_optin = 0;
         CUDA_TRY(cudaGetDevice(&dev));
         CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));

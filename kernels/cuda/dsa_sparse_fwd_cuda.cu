@@ -585,7 +585,7 @@ static size_t fwd2_smem_bytes(int64_t D, int nst) {
 // 16 heads, and v2 instead of the wgmma kernels when every block is one (the wgmma M is 64 heads).
 static bool fwd2_split() {
     static int on = -1;
-    if (on < 0) on = getenv("DSA_SPARSE_FWD_SMALLH") && atoi(getenv("DSA_SPARSE_FWD_SMALLH")) != 0;
+    if (on < 0) on = dsa_env_flag("DSA_SPARSE_FWD_SMALLH");
     return on;
 }
 
@@ -613,7 +613,7 @@ static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
                                  const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma, int64_t h0,
                                  int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
     static int v1 = -1;
-    if (v1 < 0) v1 = getenv("DSA_SPARSE_FWD_V1") && atoi(getenv("DSA_SPARSE_FWD_V1")) != 0;
+    if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_FWD_V1");
     if (q->shape[0] == 0 || h1 <= h0) return DSA_OK;
     int dev = 0, max_optin = 0;
     CUDA_TRY(cudaGetDevice(&dev));
@@ -621,10 +621,9 @@ static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
     int64_t D = q->shape[2];
     static int v3 = -1;  // v3 (wgmma) needs sm_90a (CC 9.0); DSA_SPARSE_FWD_V2=1 keeps v2
     if (v3 < 0) {
-        int major = 0, minor = 0;
-        CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-        v3 = major == 9 && minor == 0 && !(getenv("DSA_SPARSE_FWD_V2") && atoi(getenv("DSA_SPARSE_FWD_V2")) != 0);
+        bool sm90 = false;
+        DSA_TRY(dsa_cuda_sm90(&sm90));
+        v3 = sm90 && !dsa_env_flag("DSA_SPARSE_FWD_V2");
     }
     if (!v1 && v3 && D % 64 == 0 && D <= 576 && dsa_fwd3_smem_bytes(D) <= (size_t)max_optin &&
         !(fwd2_split() && h1 - h0 <= 16 && fwd2_smem_bytes(D, 3) <= (size_t)max_optin))
@@ -640,7 +639,7 @@ static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
 // forces the SIMT kernel, DSA_SPARSE_FWD_V1=1 the v1 tensor-core kernel (for comparisons).
 static bool use_mma_fwd(const dsa_tensor *q, int64_t dv) {
     static int simt = -1;
-    if (simt < 0) simt = getenv("DSA_SPARSE_SIMT") && atoi(getenv("DSA_SPARSE_SIMT")) != 0;
+    if (simt < 0) simt = dsa_env_flag("DSA_SPARSE_SIMT");
     int64_t D = q->shape[2];
     return !simt && q->dtype == DSA_BF16 && dv == 512 && D % 16 == 0 && D <= 1024 && D >= dv;
 }

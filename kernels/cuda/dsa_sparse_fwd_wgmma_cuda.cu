@@ -332,7 +332,7 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     smem += (size_t)slack;
     // v4 (warp-specialized) by default; DSA_SPARSE_FWD_V3=1 picks v3 (the math warpgroups gather).
     static int v3 = -1;
-    if (v3 < 0) v3 = getenv("DSA_SPARSE_FWD_V3") && atoi(getenv("DSA_SPARSE_FWD_V3")) != 0;
+    if (v3 < 0) v3 = dsa_env_flag("DSA_SPARSE_FWD_V3");
     auto kern = v3 ? sparse_mqa_fwd_wgmma_kernel : sparse_mqa_fwd_ws_kernel;
     DSA_TRY(dsa_smem_setup(kern, smem, v3 ? "dsa_sparse_mqa fwd (wgmma v3)" : "dsa_sparse_mqa fwd (wgmma v4)"));
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows

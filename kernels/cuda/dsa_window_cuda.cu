@@ -101,21 +101,30 @@ extern "C" dsa_status dsa_sparse_mask_cuda(const dsa_tensor *idx, const dsa_tens
     return DSA_OK;
 }
 
-// One CTA per row (dsa_window_slots_cpu's layout).
-__global__ void window_list_kernel(const int *start, const int *end, int *idx, int *len, int64_t K) {
-    const int64_t t = blockIdx.x, s0 = start[t];
-    int64_t n = (int64_t)end[t] - s0;
+// Each row's window as a list over K slots (one CTA per row r, window [start[r], end[r])):
+//   compact (dsa_window_slots_cpu's layout, the dense warm-up's top-k): idx[r, j] = start + j for
+//     j < n = clamp(end - start, 0, K), -1 after; len[r] = n;
+//   keys as slots (the dense-window ops on the sparse kernels, K = S): idx[r, j] = j inside the
+//     window, -1 outside; len[r] = clamp(end, 0, K).
+__global__ void window_list_kernel(const int *start, const int *end, int *idx, int *len, int64_t K, bool keys_as_slots) {
+    const int64_t r = blockIdx.x, s0 = start[r], e0 = end[r];
+    int64_t n = keys_as_slots ? e0 : e0 - s0;
     n = n < 0 ? 0 : n > K ? K : n;
-    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) idx[t * K + j] = j < n ? (int)(s0 + j) : -1;
-    if (threadIdx.x == 0) len[t] = (int)n;
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x)
+        idx[r * K + j] = keys_as_slots ? (j >= s0 && j < e0 ? (int)j : -1) : (j < n ? (int)(s0 + j) : -1);
+    if (threadIdx.x == 0) len[r] = (int)n;
+}
+
+extern "C" dsa_status dsa_window_lists_cuda(const int *start, const int *end, int *idx, int *len, int64_t rows,
+                                            int64_t K, bool keys_as_slots) {
+    if (rows == 0) return DSA_OK;
+    window_list_kernel<<<(unsigned)rows, 256, 0, dsa_stream()>>>(start, end, idx, len, K, keys_as_slots);
+    CUDA_LAUNCH_CHECK("window_lists");
+    return DSA_OK;
 }
 
 extern "C" dsa_status dsa_window_slots_cuda(const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *idx,
                                             dsa_tensor *len) {
-    int64_t T = idx->shape[0], K = idx->shape[1];
-    if (T == 0) return DSA_OK;
-    window_list_kernel<<<(unsigned)T, 256, 0, dsa_stream()>>>((const int *)start->data, (const int *)end->data,
-                                                              (int *)idx->data, (int *)len->data, K);
-    CUDA_LAUNCH_CHECK("window_slots");
-    return DSA_OK;
+    return dsa_window_lists_cuda((const int *)start->data, (const int *)end->data, (int *)idx->data, (int *)len->data,
+                                 idx->shape[0], idx->shape[1], false);
 }

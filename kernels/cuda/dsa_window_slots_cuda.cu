@@ -25,55 +25,30 @@ size_t dsa_fwd3_smem_bytes(int64_t D);
 #define WS_DV 512                     // the wgmma forward's value width
 #define WS_SCRATCH ((size_t)256 << 20)  // bytes per scratch buffer (slot list; forward output)
 
-// Rows r of the chunk: slot list of the window of row t0 + r, and its length.
-__global__ void window_slots_kernel(const int *__restrict__ start, const int *__restrict__ end, int *__restrict__ idx,
-                                    int *__restrict__ len, int64_t S) {
-    const int64_t r = blockIdx.x;
-    const int s0 = start[r], e0 = end[r];
-    for (int64_t j = threadIdx.x; j < S; j += blockDim.x) idx[r * S + j] = (j >= s0 && j < e0) ? (int)j : -1;
-    if (threadIdx.x == 0) len[r] = e0 < 0 ? 0 : (e0 > S ? (int)S : e0);
-}
-
 // Whether the slot-list path takes these operands (out: the head sum's, NULL for the lse).
 extern "C" bool dsa_window_slots_apply(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *lse,
                                        const dsa_tensor *out) {
-    static int simt = -1, sm90 = -1, max_optin = 0;
-    if (simt < 0) simt = getenv("DSA_DENSE_SIMT") && atoi(getenv("DSA_DENSE_SIMT")) != 0;
-    if (sm90 < 0) {
-        int dev = 0, major = 0, minor = 0;
-        sm90 = cudaGetDevice(&dev) == cudaSuccess &&
-               cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-               cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-               cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
-               major == 9 && minor == 0;
+    static int simt = -1, max_optin = -1;
+    if (simt < 0) simt = dsa_env_flag("DSA_DENSE_SIMT");
+    bool sm90 = false;
+    if (simt || dsa_cuda_sm90(&sm90) != DSA_OK || !sm90) return false;
+    if (max_optin < 0) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            max_optin = 0;
     }
     int64_t H = q->shape[1], D = q->shape[2];
-    return !simt && sm90 && q->dtype == DSA_BF16 && kv->dtype == DSA_BF16 && lse->dtype == DSA_F32 &&
-           (!out || out->dtype == DSA_BF16) && (D == 512 || D == 576) && H >= 1 && H <= 128 &&
-           kv->shape[0] <= INT32_MAX && dsa_fwd3_smem_bytes(D) <= (size_t)max_optin;
-}
-
-// A buffer kept between calls and grown when a call needs more (no allocation, no sync per call).
-struct ws_buffer {
-    void *p;
-    size_t bytes;
-};
-static dsa_status ws_reserve(ws_buffer *b, size_t need) {
-    if (need <= b->bytes) return DSA_OK;
-    DSA_TRY(dsa_device_sync(DSA_CUDA));  // earlier calls' kernels are done with the old buffer
-    dsa_device_free(DSA_CUDA, b->p);
-    b->p = NULL;
-    b->bytes = 0;
-    DSA_TRY(dsa_device_malloc(DSA_CUDA, need, &b->p));
-    b->bytes = need;
-    return DSA_OK;
+    return q->dtype == DSA_BF16 && kv->dtype == DSA_BF16 && lse->dtype == DSA_F32 && (!out || out->dtype == DSA_BF16) &&
+           (D == 512 || D == 576) && H >= 1 && H <= 128 && kv->shape[0] <= INT32_MAX &&
+           dsa_fwd3_smem_bytes(D) <= (size_t)max_optin;
 }
 
 // Runs `op(q rows, idx, len, r0, n)` over chunks of rows with their slot lists built in scratch.
 template <typename Op>
 static dsa_status over_row_chunks(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
                                   const dsa_tensor *end, size_t row_bytes_extra, Op op) {
-    static ws_buffer slots = {NULL, 0};
+    static dsa_scratch slots = {NULL, 0};
     int64_t T_ = q->shape[0], S = kv->shape[0];
     if (T_ == 0) return DSA_OK;
     size_t row_bytes = (size_t)(S > 0 ? S : 1) * sizeof(int) + sizeof(int);
@@ -81,16 +56,12 @@ static dsa_status over_row_chunks(const dsa_tensor *q, const dsa_tensor *kv, con
     if (row_bytes_extra && (int64_t)(WS_SCRATCH / row_bytes_extra) < rows) rows = (int64_t)(WS_SCRATCH / row_bytes_extra);
     if (rows < 1) rows = 1;
     if (rows > T_) rows = T_;
-    DSA_TRY(ws_reserve(&slots, (size_t)rows * row_bytes));
+    DSA_TRY(dsa_scratch_reserve(&slots, (size_t)rows * row_bytes));
     int *idx = (int *)slots.p, *len = idx + rows * (S > 0 ? S : 1);
     for (int64_t r0 = 0; r0 < T_; r0 += rows) {
         int64_t n = T_ - r0 < rows ? T_ - r0 : rows;
-        window_slots_kernel<<<(unsigned)n, 256, 0, dsa_stream()>>>((const int *)start->data + r0,
-                                                                  (const int *)end->data + r0, idx, len, S);
-        CUDA_LAUNCH_CHECK("window_slots");
-        dsa_tensor qs = *q, ix = *start, tl = *start;
-        qs.shape[0] = n;
-        qs.data = (char *)q->data + (size_t)r0 * q->shape[1] * q->shape[2] * dsa_dtype_size(q->dtype);
+        DSA_TRY(dsa_window_lists_cuda((const int *)start->data + r0, (const int *)end->data + r0, idx, len, n, S, true));
+        dsa_tensor qs = dsa_row_chunk(q, r0, n), ix = *start, tl = *start;
         ix.ndim = 2;
         ix.shape[0] = n;
         ix.shape[1] = S;
@@ -104,17 +75,15 @@ static dsa_status over_row_chunks(const dsa_tensor *q, const dsa_tensor *kv, con
 
 extern "C" dsa_status dsa_attn_lse_dense_slots_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *start,
                                                     const dsa_tensor *end, double sigma, dsa_tensor *lse) {
-    static ws_buffer outs = {NULL, 0};
+    static dsa_scratch outs = {NULL, 0};
     int64_t H = q->shape[1];
     size_t out_row = (size_t)H * WS_DV * sizeof(__nv_bfloat16);
     return over_row_chunks(q, kv, start, end, out_row, [&](const dsa_tensor *qs, const dsa_tensor *ix,
                                                            const dsa_tensor *tl, int64_t r0, int64_t n) -> dsa_status {
-        DSA_TRY(ws_reserve(&outs, (size_t)n * out_row));
-        dsa_tensor o = *qs, ls = *lse;
+        DSA_TRY(dsa_scratch_reserve(&outs, (size_t)n * out_row));
+        dsa_tensor o = *qs, ls = dsa_row_chunk(lse, r0, n);
         o.shape[2] = WS_DV;
         o.data = outs.p;
-        ls.shape[0] = n;
-        ls.data = (char *)lse->data + (size_t)r0 * H * dsa_dtype_size(lse->dtype);
         return dsa_sparse_mqa_fwd_wgmma_cuda(qs, kv, ix, tl, NULL, sigma, 0, H, &o, &ls);
     });
 }
@@ -122,14 +91,9 @@ extern "C" dsa_status dsa_attn_lse_dense_slots_cuda(const dsa_tensor *q, const d
 extern "C" dsa_status dsa_attn_score_headsum_dense_slots_cuda(const dsa_tensor *q, const dsa_tensor *kv,
                                                               const dsa_tensor *start, const dsa_tensor *end,
                                                               const dsa_tensor *lse, double sigma, dsa_tensor *out) {
-    int64_t H = q->shape[1], S = kv->shape[0];
     return over_row_chunks(q, kv, start, end, 0, [&](const dsa_tensor *qs, const dsa_tensor *ix, const dsa_tensor *tl,
                                                      int64_t r0, int64_t n) -> dsa_status {
-        dsa_tensor ls = *lse, os = *out;
-        ls.shape[0] = n;
-        ls.data = (char *)lse->data + (size_t)r0 * H * dsa_dtype_size(lse->dtype);
-        os.shape[0] = n;
-        os.data = (char *)out->data + (size_t)r0 * S * dsa_dtype_size(out->dtype);
+        dsa_tensor ls = dsa_row_chunk(lse, r0, n), os = dsa_row_chunk(out, r0, n);
         return dsa_attn_score_headsum_wgmma_cuda(qs, kv, ix, tl, &ls, sigma, &os);
     });
 }
@@ -142,24 +106,11 @@ extern "C" dsa_status dsa_indexer_logits_bwd_slots_cuda(const dsa_tensor *q, con
                                                         const dsa_tensor *start, const dsa_tensor *end,
                                                         const dsa_tensor *dout, dsa_tensor *dq, dsa_tensor *dk,
                                                         dsa_tensor *dw) {
-    int64_t H = q->shape[1], D = q->shape[2], S = k->shape[0];
     return over_row_chunks(q, k, start, end, 0, [&](const dsa_tensor *qs, const dsa_tensor *ix, const dsa_tensor *tl,
                                                     int64_t r0, int64_t n) -> dsa_status {
-        dsa_tensor ws = *w, gs = *dout, dqs, dws;
-        ws.shape[0] = n;
-        ws.data = (char *)w->data + (size_t)r0 * H * dsa_dtype_size(w->dtype);
-        gs.shape[0] = n;
-        gs.data = (char *)dout->data + (size_t)r0 * S * dsa_dtype_size(dout->dtype);
-        if (dq) {
-            dqs = *dq;
-            dqs.shape[0] = n;
-            dqs.data = (char *)dq->data + (size_t)r0 * H * D * dsa_dtype_size(dq->dtype);
-        }
-        if (dw) {
-            dws = *dw;
-            dws.shape[0] = n;
-            dws.data = (char *)dw->data + (size_t)r0 * H * dsa_dtype_size(dw->dtype);
-        }
+        dsa_tensor ws = dsa_row_chunk(w, r0, n), gs = dsa_row_chunk(dout, r0, n), dqs, dws;
+        if (dq) dqs = dsa_row_chunk(dq, r0, n);
+        if (dw) dws = dsa_row_chunk(dw, r0, n);
         return dsa_indexer_gather_bwd_cuda(qs, k, &ws, ix, tl, &gs, dq ? &dqs : NULL, dk, dw ? &dws : NULL);
     });
 }
