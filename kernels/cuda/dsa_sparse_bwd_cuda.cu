@@ -409,7 +409,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     // there (their P and dS rows are never read). A model with few heads (small.cfg: 12) pays for one
     // group instead of four.
     const int ngr = (nh + 15) / 16;
-    // Split mode (DSA_SPARSE_BWD_SMALLH=1, one head group): the four warps of each slot half share A's
+    // Split mode (default; DSA_SPARSE_BWD_NOSPLIT=1 turns it off; one head group): the four warps of each slot half share A's
     // reductions over D (a quarter each, partial sums added in a fixed order) and B's columns, so all
     // eight warps work instead of two. The partial sums go to Q's rows 16.. (unused with one group).
     const bool one = split && ngr == 1;
@@ -662,8 +662,8 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     static int w32 = -1;
     if (w32 < 0) w32 = !dsa_env_flag("DSA_SPARSE_BWD_W16");
-    static int split = -1;  // opt-in until measured on a GPU
-    if (split < 0) split = dsa_env_flag("DSA_SPARSE_BWD_SMALLH");
+    static int split = -1;  // default since session 15 (H 12: 6.87 against 7.31 ms); DSA_SPARSE_BWD_NOSPLIT=1: off
+    if (split < 0) split = !dsa_env_flag("DSA_SPARSE_BWD_NOSPLIT");
     auto kern = w32 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true> : sparse_mqa_bwd_mma_v2_kernel<NJQ, false>;
     size_t smem = bwd2_smem_bytes(16 * NJQ, dv);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (mma v2)"));
