@@ -10,7 +10,7 @@
 foreach(variant
         "cuda_dsa_previous|DSA_SPARSE_FWD_V3=1;DSA_HEADSUM_V3=1;DSA_INDEXER_MMA=1;DSA_GATHER_MMA=1;DSA_SPARSE_BWD_NOSPLIT=1"
         "cuda_dsa_older|DSA_SPARSE_FWD_V2=1;DSA_HEADSUM_V2=1;DSA_SPARSE_BWD_V1=1;DSA_TOPK_V1=1;DSA_DENSE_SIMT=1"
-        "cuda_dsa_optin|DSA_GATHER_BWD_WGMMA=1;DSA_SPARSE_FWD_SMALLH=1")
+        "cuda_dsa_optin|DSA_GATHER_BWD_WGMMA=1;DSA_SPARSE_FWD_SMALLH=1;DSA_SPARSE_FWD_V5=1")
   string(REPLACE "|" ";" parts "${variant}")
   list(GET parts 0 name)
   list(REMOVE_AT parts 0)

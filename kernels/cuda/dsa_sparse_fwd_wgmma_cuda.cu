@@ -317,6 +317,293 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
     mt.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh);
 }
 
+// ---- v5: the two math warpgroups take alternate tiles (D = 576) ---------------------------------------
+// v4 keeps both math warpgroups in lock step on every tile (each half of S, a shared row max, P, P V),
+// so the tensor cores idle while both run the softmax. v5 pairs the tiles instead: warpgroup 0 owns the
+// even tile a = 2p (stage 0), warpgroup 1 the odd tile b = 2p + 1 (stage 1). Each computes the whole
+// S of its tile (m64n64 over D: Q is read once a tile, not twice), its softmax, and P V of its own P
+// from registers into its half of O (columns 256 wg ..), then P V of the other's P from shared memory.
+// The order of one pair (M0, M1, P0, P1: named barriers, one side arrives, the other waits):
+//   wg 0: softmax(a) with m0 = max(m, rowmax a) -> M0; P(a) V(a)[:, :256] from registers; waits M1
+//         (m1 = max(m0, rowmax b)); P(a) scaled by 2^(m0 - m1) -> shared (P0) -> P0; waits P1;
+//         O *= 2^(m0 - m1); P(b) V(b)[:, :256]; S(next a) issued before that product is awaited.
+//   wg 1: S(b); waits M0; softmax(b) against m1 -> M1; P(b) V(b)[:, 256:] from registers; P(b) ->
+//         shared -> P1; waits P0; P(a) V(a)[:, 256:].
+// So warpgroup 1's S and softmax run while warpgroup 0's products do, and the other way round. Each kv
+// stage lands in two parts with their own mbarriers: L = column blocks 0-3 (V's first 256 columns),
+// R = blocks 4-8 (V's last 256 and the rope part). A part is released by the warpgroup whose product
+// reads it last (L by warpgroup 0, R by warpgroup 1), so the gather refills it while the other part is
+// still in use. P(a) goes to stage 0's rope block (dead once S(a) is done); P(b) has its own buffer.
+#define FWD5_NB 9    // 64-column blocks of D = 576
+#define FWD5_NB_L 4  // of them in a stage's L part
+#define FWD5_BAR_M0 3
+#define FWD5_BAR_M1 4
+#define FWD5_BAR_P0 5
+#define FWD5_BAR_P1 6
+
+static size_t fwd5_tile_bytes(int64_t D) {
+    return 2 * (size_t)FWD3_HB * D + 2 * 2 * (size_t)FWD3_BK * D + 2 * (size_t)FWD3_HB * FWD3_BK + 4 * 2 * FWD3_HB +
+           4 * FWD3_RING * FWD3_BK + 8 * FWD3_RING + 8 * 8;
+}
+
+struct fwd5_smem {
+    __nv_bfloat16 *sq, *skv, *sp1;  // Q [9][HB][64]; kv [2][9][BK][64]; P(b) [HB][64]
+    float *sm;                      // [2][HB]: m0 (wg 0 -> 1), m1 (wg 1 -> 0); the row sums at the end
+    int *rkeys;                     // [RING][BK]
+    unsigned long long *rmask;      // [RING]
+    unsigned long long *bars;       // ready[stage][part], then free[stage][part] (part 0 = L, 1 = R)
+    __device__ __forceinline__ fwd5_smem(unsigned char *base, int D) {
+        sq = (__nv_bfloat16 *)base;
+        skv = sq + FWD3_HB * D;
+        sp1 = skv + 2 * FWD3_BK * D;
+        sm = (float *)(sp1 + FWD3_HB * FWD3_BK);
+        rkeys = (int *)(sm + 2 * FWD3_HB);
+        rmask = (unsigned long long *)(rkeys + FWD3_RING * FWD3_BK);
+        bars = rmask + FWD3_RING;
+    }
+    __device__ __forceinline__ unsigned long long *ready(int st, int part) const { return bars + 2 * st + part; }
+    __device__ __forceinline__ unsigned long long *freed(int st, int part) const { return bars + 4 + 2 * st + part; }
+};
+
+// One math warpgroup's softmax state and the pieces both roles share.
+struct fwd5_math {
+    int wg, row_lo, row_hi, c;
+    float sigma2, m_lo, m_hi, l_lo, l_hi;
+    // Masks S (invalid slots -> -inf) and scales it to log2 units in place; returns the row maxima.
+    __device__ __forceinline__ void mask_scale(float *s, unsigned long long valid, float &mx_lo, float &mx_hi) const {
+        mx_lo = -INFINITY;
+        mx_hi = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                bool ok = (valid >> (8 * j + 2 * c + e)) & 1ull;
+                s[4 * j + e] = ok ? s[4 * j + e] * sigma2 : -INFINITY;
+                s[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma2 : -INFINITY;
+                mx_lo = fmaxf(mx_lo, s[4 * j + e]);
+                mx_hi = fmaxf(mx_hi, s[4 * j + 2 + e]);
+            }
+        }
+#pragma unroll
+        for (int x = 1; x <= 2; x <<= 1) {
+            mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, x));
+            mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, x));
+        }
+    }
+    // P = 2^(s - new max) in place (fp32) and as the A fragments of P V (bf16 pairs); the row sums join
+    // l after its rescale; returns the factors O must be rescaled by (2^(old max - new max), 0 while a
+    // row has no valid slot). A row without a valid slot so far exponentiates against 0 (exp2(-inf) = 0).
+    __device__ __forceinline__ float2 exponentiate(float *s, unsigned *pa, float mn_lo, float mn_hi) {
+        float ref_lo = mn_lo == -INFINITY ? 0.f : mn_lo, ref_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
+        float al_lo = dsa_exp2(m_lo - ref_lo), al_hi = dsa_exp2(m_hi - ref_hi);
+        m_lo = mn_lo;
+        m_hi = mn_hi;
+        float ps_lo = 0.f, ps_hi = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[4 * j] = dsa_exp2(s[4 * j] - ref_lo);
+            s[4 * j + 1] = dsa_exp2(s[4 * j + 1] - ref_lo);
+            s[4 * j + 2] = dsa_exp2(s[4 * j + 2] - ref_hi);
+            s[4 * j + 3] = dsa_exp2(s[4 * j + 3] - ref_hi);
+            ps_lo += s[4 * j] + s[4 * j + 1];
+            ps_hi += s[4 * j + 2] + s[4 * j + 3];
+            // k16 step j / 2: a[0] (row lo, k 2c), a[1] (row hi), a[2] / a[3] the same at k + 8 (odd j).
+            pa[4 * (j >> 1) + 2 * (j & 1)] = dsa_pack_f32x2(s[4 * j], s[4 * j + 1]);
+            pa[4 * (j >> 1) + 2 * (j & 1) + 1] = dsa_pack_f32x2(s[4 * j + 2], s[4 * j + 3]);
+        }
+        l_lo = l_lo * al_lo + ps_lo;
+        l_hi = l_hi * al_hi + ps_hi;
+        return make_float2(al_lo, al_hi);
+    }
+    // O *= f per row, skipped when no row of the warp changed (f = 1 exactly).
+    __device__ __forceinline__ void rescale(float *o, float2 f) const {
+        if (__any_sync(0xffffffffu, f.x != 1.f || f.y != 1.f))
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                o[4 * j] *= f.x;
+                o[4 * j + 1] *= f.x;
+                o[4 * j + 2] *= f.y;
+                o[4 * j + 3] *= f.y;
+            }
+    }
+    // This warpgroup's P (fp32 s times f per row) as bf16 into the swizzled [HB][64] tile sp.
+    __device__ __forceinline__ void store_p(__nv_bfloat16 *sp, const float *s, float f_lo, float f_hi) const {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            *(unsigned *)(sp + dsa_sw128(row_lo, 8 * j + 2 * c, FWD3_HB)) = dsa_pack_f32x2(s[4 * j] * f_lo, s[4 * j + 1] * f_lo);
+            *(unsigned *)(sp + dsa_sw128(row_hi, 8 * j + 2 * c, FWD3_HB)) = dsa_pack_f32x2(s[4 * j + 2] * f_hi, s[4 * j + 3] * f_hi);
+        }
+    }
+};
+
+// O[:, 256 wg ..] += P V over a 64-slot tile: P from registers (pa) or from the swizzled tile at p_addr
+// (pa == NULL), V = column blocks 4 wg .. of the stage at v_addr. Issued and committed.
+__device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsigned p_addr, unsigned v_addr, int wg, unsigned v_lbo,
+                                              unsigned v_sbo) {
+    const unsigned long long dv = dsa_wgmma_desc(v_addr + (FWD5_NB_L * wg) * FWD3_BK * 128, v_lbo, v_sbo);
+    if (pa) {
+#pragma unroll
+        for (int kk = 0; kk < FWD3_BK / 16; kk++) dsa_wgmma_m64n256k16_rs(o, pa + 4 * kk, dv + kk * (16 * 128 / 16), 1);
+    } else {
+        const unsigned long long dp = dsa_wgmma_desc(p_addr, 16, 1024);
+#pragma unroll
+        for (int kk = 0; kk < FWD3_BK / 16; kk++) dsa_wgmma_m64n256k16(o, dp + 2 * kk, dv + kk * (16 * 128 / 16), 1);
+    }
+    dsa_wgmma_commit();
+}
+
+__global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) {
+    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
+    fwd5_smem sm(fwd3_base(dsa_smem_raw, smem_slack), D);
+    const fwd3_work w(hbeg, hend, K, topk_length);
+    const int np = max(1, (w.nt + 1) / 2), tid = threadIdx.x;
+    if (tid == 0) {
+        for (int b = 0; b < 4; b++) {
+            dsa_mbar_init(sm.bars + b, 128);      // ready: the gather warpgroup
+            dsa_mbar_init(sm.bars + 4 + b, 128);  // free: the warpgroup that reads the part last
+        }
+    }
+    w.load_q(sm.sq, q, H, D);
+    dsa_cp_async_commit();
+    dsa_cp_async_wait<0>();
+    dsa_fence_proxy_async();  // Q -> visible to wgmma
+    __syncthreads();          // Q and the barriers are ready
+
+    if (tid >= 256) {
+        // Gather warpgroup: per pair, a's L part, b's R part, a's R part, b's L part (the order the math
+        // needs them), each once the previous pair has released it. Tiles past the row's end are zero
+        // rows with an empty mask.
+        dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
+        const int ptid = tid - 256;
+        dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
+        int2 pre_a = make_int2(-1, -1), pre_b = pre_a;
+        if (ptid < 32) {
+            pre_a = ring.raw(0);
+            pre_b = ring.raw(1);
+        }
+        auto part = [&](int st, int pt, int tile, int p) {
+            if (p > 0) dsa_mbar_wait(sm.freed(st, pt), (p - 1) & 1);
+            ring.load_tile(sm.skv + st * FWD3_BK * D, tile, kv, D, ptid, 128, pt ? 64 * FWD5_NB_L : 0, pt ? D : 64 * FWD5_NB_L);
+            dsa_cp_async_commit();
+            dsa_cp_async_wait<0>();
+            dsa_fence_proxy_async();  // this thread's rows -> visible to wgmma
+            dsa_mbar_arrive(sm.ready(st, pt));
+        };
+        for (int p = 0; p < np; p++) {
+            // Ring entries of pair p held pair p - 2, whose masks the math read long before it released
+            // pair p - 1's parts.
+            if (p > 0) dsa_mbar_wait(sm.freed(0, 0), (p - 1) & 1);
+            if (ptid < 32) {
+                ring.publish(2 * p, pre_a);
+                ring.publish(2 * p + 1, pre_b);
+                pre_a = ring.raw(2 * p + 2);
+                pre_b = ring.raw(2 * p + 3);
+            }
+            dsa_bar_sync(2, 128);  // the pair's keys are published
+            part(0, 0, 2 * p, 0);  // (its free wait is the one above)
+            part(1, 1, 2 * p + 1, p);
+            part(0, 1, 2 * p, p);
+            part(1, 0, 2 * p + 1, p);
+        }
+        return;
+    }
+    dsa_setmaxnreg_inc<FWD4_REGS_MATH>();
+    const int wg = dsa_warpgroup_index(), lane = tid & 31, row_lo = 16 * ((tid >> 5) & 3) + (lane >> 2);
+    fwd5_math mt{wg, row_lo, row_lo + 8, lane & 3, sigma * 1.44269504f, -INFINITY, -INFINITY, 0.f, 0.f};
+    const unsigned q_base = dsa_smem_addr(sm.sq), st0 = dsa_smem_addr(sm.skv), st1 = st0 + FWD3_BK * D * 2;
+    const unsigned p0 = st0 + (FWD5_NB - 1) * FWD3_BK * 128, p1 = dsa_smem_addr(sm.sp1);
+    __nv_bfloat16 *sp0 = sm.skv + (FWD5_NB - 1) * FWD3_BK * 64;  // stage 0's rope block
+    float o[128], s[32];
+    unsigned pa[16];
+#pragma unroll
+    for (int j = 0; j < 128; j++) o[j] = 0.f;
+    if (wg == 0) {
+        dsa_mbar_wait(sm.ready(0, 0), 0);
+        dsa_wgmma_fence();
+        dsa_wgmma_scores_m64n64<0, FWD5_NB_L, true>(s, q_base, st0);
+        dsa_mbar_wait(sm.ready(0, 1), 0);
+        dsa_wgmma_scores_m64n64<FWD5_NB_L, FWD5_NB, false>(s, q_base, st0);
+        dsa_wgmma_commit();
+        dsa_wgmma_wait<0>();
+        for (int p = 0; p < np; p++) {
+            float mx_lo, mx_hi;
+            mt.mask_scale(s, sm.rmask[(2 * p) % FWD3_RING], mx_lo, mx_hi);
+            const float m0_lo = fmaxf(mt.m_lo, mx_lo), m0_hi = fmaxf(mt.m_hi, mx_hi);
+            if (mt.c == 0) {
+                sm.sm[row_lo] = m0_lo;
+                sm.sm[row_lo + 8] = m0_hi;
+            }
+            dsa_bar_arrive(FWD5_BAR_M0, 256);
+            mt.rescale(o, mt.exponentiate(s, pa, m0_lo, m0_hi));
+            dsa_wgmma_fence();
+            fwd5_issue_pv(o, pa, 0, st0, 0, v_lbo, v_sbo);  // P(a) V(a), P from registers
+            dsa_wgmma_wait<0>();
+            dsa_mbar_arrive(sm.freed(0, 0));
+            dsa_bar_sync(FWD5_BAR_M1, 256);  // m1 = the pair's max
+            const float m1_lo = sm.sm[FWD3_HB + row_lo], m1_hi = sm.sm[FWD3_HB + row_lo + 8];
+            const float f_lo = dsa_exp2(m0_lo - (m1_lo == -INFINITY ? 0.f : m1_lo));
+            const float f_hi = dsa_exp2(m0_hi - (m1_hi == -INFINITY ? 0.f : m1_hi));
+            mt.m_lo = m1_lo;
+            mt.m_hi = m1_hi;
+            mt.l_lo *= f_lo;
+            mt.l_hi *= f_hi;
+            mt.store_p(sp0, s, f_lo, f_hi);
+            dsa_fence_proxy_async();  // P(a) -> visible to warpgroup 1's wgmma
+            dsa_bar_arrive(FWD5_BAR_P0, 256);
+            dsa_bar_sync(FWD5_BAR_P1, 256);  // P(b) is in
+            mt.rescale(o, make_float2(f_lo, f_hi));
+            dsa_wgmma_fence();
+            fwd5_issue_pv(o, NULL, p1, st1, 0, v_lbo, v_sbo);  // P(b) V(b)
+            // S of the next a, issued unconditionally (a wgmma under a data-dependent branch is
+            // serialized); after the last pair it reads a stale stage and its result is unused.
+            const bool more = p + 1 < np;
+            if (more) dsa_mbar_wait(sm.ready(0, 0), (p + 1) & 1);
+            dsa_wgmma_scores_m64n64<0, FWD5_NB_L, true>(s, q_base, st0);
+            dsa_wgmma_commit();
+            dsa_wgmma_wait<1>();  // P(b) V(b) is done
+            dsa_mbar_arrive(sm.freed(1, 0));
+            if (more) dsa_mbar_wait(sm.ready(0, 1), (p + 1) & 1);
+            dsa_wgmma_scores_m64n64<FWD5_NB_L, FWD5_NB, false>(s, q_base, st0);
+            dsa_wgmma_commit();
+            dsa_wgmma_wait<0>();
+        }
+    } else {
+        for (int p = 0; p < np; p++) {
+            dsa_mbar_wait(sm.ready(1, 1), p & 1);
+            dsa_wgmma_fence();
+            dsa_wgmma_scores_m64n64<FWD5_NB_L, FWD5_NB, true>(s, q_base, st1);
+            dsa_mbar_wait(sm.ready(1, 0), p & 1);
+            dsa_wgmma_scores_m64n64<0, FWD5_NB_L, false>(s, q_base, st1);
+            dsa_wgmma_commit();
+            dsa_wgmma_wait<0>();
+            float mx_lo, mx_hi;
+            mt.mask_scale(s, sm.rmask[(2 * p + 1) % FWD3_RING], mx_lo, mx_hi);
+            dsa_bar_sync(FWD5_BAR_M0, 256);  // m0 (>= the running max) is in
+            const float m1_lo = fmaxf(sm.sm[row_lo], mx_lo), m1_hi = fmaxf(sm.sm[row_lo + 8], mx_hi);
+            if (mt.c == 0) {
+                sm.sm[FWD3_HB + row_lo] = m1_lo;
+                sm.sm[FWD3_HB + row_lo + 8] = m1_hi;
+            }
+            dsa_bar_arrive(FWD5_BAR_M1, 256);
+            mt.rescale(o, mt.exponentiate(s, pa, m1_lo, m1_hi));
+            dsa_wgmma_fence();
+            fwd5_issue_pv(o, pa, 0, st1, 1, v_lbo, v_sbo);  // P(b) V(b), P from registers
+            mt.store_p(sm.sp1, s, 1.f, 1.f);
+            dsa_fence_proxy_async();  // P(b) -> visible to warpgroup 0's wgmma
+            dsa_bar_arrive(FWD5_BAR_P1, 256);
+            dsa_bar_sync(FWD5_BAR_P0, 256);  // P(a), scaled to m1, is in
+            fwd5_issue_pv(o, NULL, p0, st0, 1, v_lbo, v_sbo);  // P(a) V(a)
+            dsa_wgmma_wait<1>();
+            dsa_mbar_arrive(sm.freed(1, 1));
+            dsa_wgmma_wait<0>();
+            dsa_mbar_arrive(sm.freed(0, 1));
+        }
+    }
+    // Row sums over both warpgroups, out and lse: v4's epilogue (its row-max buffer is sm here).
+    fwd3_math fin{nullptr, nullptr, sm.sm, 0, 0, 0, 0, D, wg, row_lo, row_lo + 8, lane & 3, 0.f, mt.m_lo, mt.m_hi, mt.l_lo, mt.l_hi};
+    fin.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh);
+}
+
 // Called by the forward dispatcher (dsa_sparse_fwd_cuda.cu) for bf16, Dv = 512, D % 64 == 0, D <= 576,
 // on an sm_90 GPU when the shared memory fits.
 dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
@@ -327,14 +614,19 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     int dev = 0, max_optin = 0;
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    size_t smem = fwd3_tile_bytes(D);
+    // v4 (warp-specialized) by default; DSA_SPARSE_FWD_V3=1 picks v3 (the math warpgroups gather);
+    // DSA_SPARSE_FWD_V5=1 (opt-in until measured) v5, the paired tiles, for D = 576 (P(a) takes the rope
+    // block of its stage, so V's 512 columns must leave one).
+    static int v3 = -1, v5 = -1;
+    if (v3 < 0) v3 = dsa_env_flag("DSA_SPARSE_FWD_V3");
+    if (v5 < 0) v5 = dsa_env_flag("DSA_SPARSE_FWD_V5");
+    const bool pair = v5 && !v3 && D == 576;
+    size_t smem = pair ? fwd5_tile_bytes(D) : fwd3_tile_bytes(D);
     int slack = (int)((size_t)max_optin > smem ? ((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008) : 0);
     smem += (size_t)slack;
-    // v4 (warp-specialized) by default; DSA_SPARSE_FWD_V3=1 picks v3 (the math warpgroups gather).
-    static int v3 = -1;
-    if (v3 < 0) v3 = dsa_env_flag("DSA_SPARSE_FWD_V3");
-    auto kern = v3 ? sparse_mqa_fwd_wgmma_kernel : sparse_mqa_fwd_ws_kernel;
-    DSA_TRY(dsa_smem_setup(kern, smem, v3 ? "dsa_sparse_mqa fwd (wgmma v3)" : "dsa_sparse_mqa fwd (wgmma v4)"));
+    auto kern = pair ? sparse_mqa_fwd_pair_kernel : v3 ? sparse_mqa_fwd_wgmma_kernel : sparse_mqa_fwd_ws_kernel;
+    DSA_TRY(dsa_smem_setup(kern, smem,
+                           pair ? "dsa_sparse_mqa fwd (wgmma v5)" : v3 ? "dsa_sparse_mqa fwd (wgmma v3)" : "dsa_sparse_mqa fwd (wgmma v4)"));
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).

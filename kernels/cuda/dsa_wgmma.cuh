@@ -46,6 +46,9 @@ __device__ __forceinline__ void dsa_fence_proxy_async() {
 // Named barrier `id` (1..15; 0 is __syncthreads) over the first `n` arriving threads (n % 32 == 0):
 // lets a subset of warps (the math warpgroups of a warp-specialized kernel) synchronize alone.
 __device__ __forceinline__ void dsa_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+// Arrives at named barrier `id` without waiting: the producer side of a one-way signal whose consumers
+// bar.sync on it (arrivals and syncs together count `n` threads).
+__device__ __forceinline__ void dsa_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 // Register budget of a warpgroup after the role split of a warp-specialized kernel (all its warps
 // execute it): the gather warpgroup gives registers back, the math warpgroups take them.
 template <int N>
@@ -134,6 +137,36 @@ __device__ __forceinline__ void dsa_wgmma_m64n256k16(float *d, unsigned long lon
 #endif
 }
 
+// D[64 x 256] (+)= A[64 x 16] . B[16 x 256], A from registers (the m64k16 fragment: a[0] rows g, k 2c..2c+1;
+// a[1] rows g + 8; a[2], a[3] the same at k + 8; each two bf16, the low one first), B an MN-major
+// shared-memory descriptor (V stored [key][d]). The registers of a must stay unchanged until the
+// wgmma has completed.
+__device__ __forceinline__ void dsa_wgmma_m64n256k16_rs(float *d, const unsigned a[4], unsigned long long db, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, {%128,%129,%130,%131}, %132, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+#else
+    __trap();
+#endif
+}
+// S[64 x 64] (+)= A B^T over the 64-column blocks B0 .. B1 - 1, A (64 rows) and B (64 rows) K-major
+// swizzled tiles at a_base / b_base; the first step overwrites S when FIRST. Issued, not committed (a
+// caller splits one S over two parts of a kv tile that land apart). A block loop that is not unrolled,
+// its descriptors advanced by increments: unrolled, the compiler keeps every step's 64-bit descriptor
+// live across the caller's loop and spills them.
+template <int B0, int B1, bool FIRST>
+__device__ __forceinline__ void dsa_wgmma_scores_m64n64(float *s, unsigned a_base, unsigned b_base) {
+    unsigned long long da = dsa_wgmma_desc(a_base + B0 * 64 * 128, 16, 1024), db = dsa_wgmma_desc(b_base + B0 * 64 * 128, 16, 1024);
+#pragma unroll 1
+    for (int b = B0; b < B1; b++) {
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) dsa_wgmma_m64n64k16(s, da + 2 * kk, db + 2 * kk, !FIRST || b != B0 || kk != 0);
+        da += 64 * 128 / 16;
+        db += 64 * 128 / 16;
+    }
+}
 // S[64 x 32] = A B^T over D (D % 64 == 0), both operands K-major swizzled tiles in shared memory: A's
 // 64 rows start at a_base in a tile of a_rows rows, B's 32 rows at b_base in a tile of b_rows rows (a
 // 64-column block of a tile of R rows is R x 128 bytes). Issued and committed, not waited.
@@ -164,13 +197,14 @@ __device__ __forceinline__ int dsa_warpgroup_index() { return __shfl_sync(0xffff
 // (a probe gathering 64-row x 576 tiles on the H200): 2.7 TB/s with a warp per row, 6.7-7.4 TB/s
 // with 8 threads per row.
 // The copying threads are tid 0 .. nthr-1 (default: the whole CTA; nthr % 8 == 0).
+// Columns c0 .. c1 - 1 only (multiples of 64; default all of D): one part of a tile that lands apart.
 template <typename RowSrc>
 __device__ __forceinline__ void dsa_load_rows_sw128(__nv_bfloat16 *dst, int R, int D, RowSrc row_src, int tid = threadIdx.x,
-                                                    int nthr = blockDim.x) {
-    int sub = tid & 7, nr = nthr >> 3;
+                                                    int nthr = blockDim.x, int c0 = 0, int c1 = -1) {
+    int sub = tid & 7, nr = nthr >> 3, v1 = (c1 < 0 ? D : c1) / 8;
     for (int r = tid >> 3; r < R; r += nr) {
         const __nv_bfloat16 *src = row_src(r);
-        for (int v = sub; v < D / 8; v += 8) {
+        for (int v = c0 / 8 + sub; v < v1; v += 8) {
             __nv_bfloat16 *d = dst + dsa_sw128(r, v * 8, R);
             if (src) dsa_cp_async16(dsa_smem_addr(d), src + v * 8);
             else *(uint4 *)d = make_uint4(0, 0, 0, 0);
@@ -257,9 +291,10 @@ struct dsa_slot_ring64 {
     }
     // Gathers tile `tile`'s kv rows (zeros for invalid slots) into the swizzled stage dst (bk rows of D).
     __device__ __forceinline__ void load_tile(__nv_bfloat16 *dst, int tile, const __nv_bfloat16 *kv, int D, int tid = threadIdx.x,
-                                              int nthr = blockDim.x) const {
+                                              int nthr = blockDim.x, int c0 = 0, int c1 = -1) const {
         const int *k = tile_keys(tile);
         dsa_load_rows_sw128(
-            dst, bk, D, [&](int r) -> const __nv_bfloat16 * { return k[r] >= 0 ? kv + (int64_t)k[r] * D : nullptr; }, tid, nthr);
+            dst, bk, D, [&](int r) -> const __nv_bfloat16 * { return k[r] >= 0 ? kv + (int64_t)k[r] * D : nullptr; }, tid, nthr,
+            c0, c1);
     }
 };
