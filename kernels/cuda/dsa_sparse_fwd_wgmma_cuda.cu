@@ -41,7 +41,6 @@ static size_t fwd3_tile_bytes(int64_t D) {
 }
 // The launch asks for 1008 bytes more (alignment slack) when the GPU allows it: the dynamic shared
 // memory window normally starts 1024-aligned, and the kernel checks that it fits either way.
-size_t dsa_fwd3_smem_bytes(int64_t D) { return fwd3_tile_bytes(D); }
 
 // The math of both kernels for one math warpgroup `wg` (threads 128 wg .. +127): S of a tile, its
 // softmax into P, P V, and the epilogue. Row maxima and sums are swapped through `smax` between the
@@ -323,7 +322,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
 // even tile a = 2p (stage 0), warpgroup 1 the odd tile b = 2p + 1 (stage 1). Each computes the whole
 // S of its tile (m64n64 over D: Q is read once a tile, not twice), its softmax, and P V of its own P
 // from registers into its half of O (columns 256 wg ..), then P V of the other's P from shared memory.
-// The order of one pair (M0, M1, P0, P1: named barriers, one side arrives, the other waits):
+// The order of one pair (M0, M1, P0, P1: mbarrier signals, one side arrives, the other waits):
 //   wg 0: softmax(a) with m0 = max(m, rowmax a) -> M0; P(a) V(a)[:, :256] from registers; waits M1
 //         (m1 = max(m0, rowmax b)); P(a) scaled by 2^(m0 - m1) -> shared (P0) -> P0; waits P1;
 //         O *= 2^(m0 - m1); P(b) V(b)[:, :256]; S(next a) issued before that product is awaited.
@@ -336,22 +335,26 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
 // still in use. P(a) goes to stage 0's rope block (dead once S(a) is done); P(b) has its own buffer.
 #define FWD5_NB 9    // 64-column blocks of D = 576
 #define FWD5_NB_L 4  // of them in a stage's L part
-#define FWD5_BAR_M0 3
-#define FWD5_BAR_M1 4
-#define FWD5_BAR_P0 5
-#define FWD5_BAR_P1 6
+// The signals between the math warpgroups (mbarriers of 128 arrivals, one phase a pair).
+#define FWD5_SIG_M0 0  // m0 is in (wg 0 -> 1)
+#define FWD5_SIG_M1 1  // m1 is in (wg 1 -> 0)
+#define FWD5_SIG_P0 2  // P(a) is in (wg 0 -> 1)
+#define FWD5_SIG_P1 3  // P(b) is in (wg 1 -> 0)
 
 static size_t fwd5_tile_bytes(int64_t D) {
     return 2 * (size_t)FWD3_HB * D + 2 * 2 * (size_t)FWD3_BK * D + 2 * (size_t)FWD3_HB * FWD3_BK + 4 * 2 * FWD3_HB +
-           4 * FWD3_RING * FWD3_BK + 8 * FWD3_RING + 8 * 8;
+           4 * FWD3_RING * FWD3_BK + 8 * FWD3_RING + 8 * 12;
 }
+
+// What the kernel the launcher picks for D needs (v5 for D = 576 by default, else v4), for the dispatchers.
+size_t dsa_fwd3_smem_bytes(int64_t D) { return D == 576 ? fwd5_tile_bytes(D) : fwd3_tile_bytes(D); }
 
 struct fwd5_smem {
     __nv_bfloat16 *sq, *skv, *sp1;  // Q [9][HB][64]; kv [2][9][BK][64]; P(b) [HB][64]
     float *sm;                      // [2][HB]: m0 (wg 0 -> 1), m1 (wg 1 -> 0); the row sums at the end
     int *rkeys;                     // [RING][BK]
     unsigned long long *rmask;      // [RING]
-    unsigned long long *bars;       // ready[stage][part], then free[stage][part] (part 0 = L, 1 = R)
+    unsigned long long *bars;       // ready[stage][part], free[stage][part] (part 0 = L, 1 = R), the 4 signals
     __device__ __forceinline__ fwd5_smem(unsigned char *base, int D) {
         sq = (__nv_bfloat16 *)base;
         skv = sq + FWD3_HB * D;
@@ -363,6 +366,7 @@ struct fwd5_smem {
     }
     __device__ __forceinline__ unsigned long long *ready(int st, int part) const { return bars + 2 * st + part; }
     __device__ __forceinline__ unsigned long long *freed(int st, int part) const { return bars + 4 + 2 * st + part; }
+    __device__ __forceinline__ unsigned long long *sig(int k) const { return bars + 8 + k; }
 };
 
 // One math warpgroup's softmax state and the pieces both roles share.
@@ -459,8 +463,9 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     const int np = max(1, (w.nt + 1) / 2), tid = threadIdx.x;
     if (tid == 0) {
         for (int b = 0; b < 4; b++) {
-            dsa_mbar_init(sm.bars + b, 128);      // ready: the gather warpgroup
-            dsa_mbar_init(sm.bars + 4 + b, 128);  // free: the warpgroup that reads the part last
+            dsa_mbar_init(sm.bars + b, 64);       // ready: the gather warpgroup's half for that stage
+            dsa_mbar_init(sm.bars + 4 + b, 128);  // free: the math warpgroup that reads the part last
+            dsa_mbar_init(sm.bars + 8 + b, 128);  // the signals: the sending math warpgroup
         }
     }
     w.load_q(sm.sq, q, H, D);
@@ -470,40 +475,37 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     __syncthreads();          // Q and the barriers are ready
 
     if (tid >= 256) {
-        // Gather warpgroup: per pair, a's L part, b's R part, a's R part, b's L part (the order the math
-        // needs them), each once the previous pair has released it. Tiles past the row's end are zero
-        // rows with an empty mask.
+        // Gather warpgroup, one half per stage (threads 0-63: stage 0 = tile a, L then R; threads 64-127:
+        // stage 1 = tile b, R then L: the order the math needs them), each part once the previous pair
+        // has released it. The halves run apart, so the loads of a's R part and b's L part, both waiting
+        // on the end of the previous pair, overlap. Tiles past the row's end are zero rows with an
+        // empty mask.
         dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
-        const int ptid = tid - 256;
+        const int st = (tid - 256) >> 6, htid = (tid - 256) & 63;
         dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
-        int2 pre_a = make_int2(-1, -1), pre_b = pre_a;
-        if (ptid < 32) {
-            pre_a = ring.raw(0);
-            pre_b = ring.raw(1);
-        }
-        auto part = [&](int st, int pt, int tile, int p) {
-            if (p > 0) dsa_mbar_wait(sm.freed(st, pt), (p - 1) & 1);
-            ring.load_tile(sm.skv + st * FWD3_BK * D, tile, kv, D, ptid, 128, pt ? 64 * FWD5_NB_L : 0, pt ? D : 64 * FWD5_NB_L);
-            dsa_cp_async_commit();
-            dsa_cp_async_wait<0>();
-            dsa_fence_proxy_async();  // this thread's rows -> visible to wgmma
-            dsa_mbar_arrive(sm.ready(st, pt));
-        };
+        int2 pre = make_int2(-1, -1);
+        if (htid < 32) pre = ring.raw(st);
         for (int p = 0; p < np; p++) {
-            // Ring entries of pair p held pair p - 2, whose masks the math read long before it released
-            // pair p - 1's parts.
-            if (p > 0) dsa_mbar_wait(sm.freed(0, 0), (p - 1) & 1);
-            if (ptid < 32) {
-                ring.publish(2 * p, pre_a);
-                ring.publish(2 * p + 1, pre_b);
-                pre_a = ring.raw(2 * p + 2);
-                pre_b = ring.raw(2 * p + 3);
+            const int tile = 2 * p + st;
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                const int pt = k ^ st;  // stage 0: L, R; stage 1: R, L
+                if (p > 0) dsa_mbar_wait(sm.freed(st, pt), (p - 1) & 1);
+                if (k == 0) {
+                    // This stage's ring entry held the tile of pair p - 2, whose mask the math read
+                    // before it released pair p - 1's first part.
+                    if (htid < 32) {
+                        ring.publish(tile, pre);
+                        pre = ring.raw(tile + 2);  // read ahead: lands while this tile is gathered
+                    }
+                    dsa_bar_sync(2 + st, 64);  // the tile's keys are published
+                }
+                ring.load_tile(sm.skv + st * FWD3_BK * D, tile, kv, D, htid, 64, pt ? 64 * FWD5_NB_L : 0, pt ? D : 64 * FWD5_NB_L);
+                dsa_cp_async_commit();
+                dsa_cp_async_wait<0>();
+                dsa_fence_proxy_async();  // this thread's rows -> visible to wgmma
+                dsa_mbar_arrive(sm.ready(st, pt));
             }
-            dsa_bar_sync(2, 128);  // the pair's keys are published
-            part(0, 0, 2 * p, 0);  // (its free wait is the one above)
-            part(1, 1, 2 * p + 1, p);
-            part(0, 1, 2 * p, p);
-            part(1, 0, 2 * p + 1, p);
         }
         return;
     }
@@ -533,13 +535,13 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
                 sm.sm[row_lo] = m0_lo;
                 sm.sm[row_lo + 8] = m0_hi;
             }
-            dsa_bar_arrive(FWD5_BAR_M0, 256);
+            dsa_mbar_arrive(sm.sig(FWD5_SIG_M0));
             mt.rescale(o, mt.exponentiate(s, pa, m0_lo, m0_hi));
             dsa_wgmma_fence();
             fwd5_issue_pv(o, pa, 0, st0, 0, v_lbo, v_sbo);  // P(a) V(a), P from registers
             dsa_wgmma_wait<0>();
             dsa_mbar_arrive(sm.freed(0, 0));
-            dsa_bar_sync(FWD5_BAR_M1, 256);  // m1 = the pair's max
+            dsa_mbar_wait(sm.sig(FWD5_SIG_M1), p & 1);  // m1 = the pair's max
             const float m1_lo = sm.sm[FWD3_HB + row_lo], m1_hi = sm.sm[FWD3_HB + row_lo + 8];
             const float f_lo = dsa_exp2(m0_lo - (m1_lo == -INFINITY ? 0.f : m1_lo));
             const float f_hi = dsa_exp2(m0_hi - (m1_hi == -INFINITY ? 0.f : m1_hi));
@@ -549,8 +551,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             mt.l_hi *= f_hi;
             mt.store_p(sp0, s, f_lo, f_hi);
             dsa_fence_proxy_async();  // P(a) -> visible to warpgroup 1's wgmma
-            dsa_bar_arrive(FWD5_BAR_P0, 256);
-            dsa_bar_sync(FWD5_BAR_P1, 256);  // P(b) is in
+            dsa_mbar_arrive(sm.sig(FWD5_SIG_P0));
+            dsa_mbar_wait(sm.sig(FWD5_SIG_P1), p & 1);  // P(b) is in
             mt.rescale(o, make_float2(f_lo, f_hi));
             dsa_wgmma_fence();
             fwd5_issue_pv(o, NULL, p1, st1, 0, v_lbo, v_sbo);  // P(b) V(b)
@@ -578,20 +580,20 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             dsa_wgmma_wait<0>();
             float mx_lo, mx_hi;
             mt.mask_scale(s, sm.rmask[(2 * p + 1) % FWD3_RING], mx_lo, mx_hi);
-            dsa_bar_sync(FWD5_BAR_M0, 256);  // m0 (>= the running max) is in
+            dsa_mbar_wait(sm.sig(FWD5_SIG_M0), p & 1);  // m0 (>= the running max) is in
             const float m1_lo = fmaxf(sm.sm[row_lo], mx_lo), m1_hi = fmaxf(sm.sm[row_lo + 8], mx_hi);
             if (mt.c == 0) {
                 sm.sm[FWD3_HB + row_lo] = m1_lo;
                 sm.sm[FWD3_HB + row_lo + 8] = m1_hi;
             }
-            dsa_bar_arrive(FWD5_BAR_M1, 256);
+            dsa_mbar_arrive(sm.sig(FWD5_SIG_M1));
             mt.rescale(o, mt.exponentiate(s, pa, m1_lo, m1_hi));
             dsa_wgmma_fence();
             fwd5_issue_pv(o, pa, 0, st1, 1, v_lbo, v_sbo);  // P(b) V(b), P from registers
             mt.store_p(sm.sp1, s, 1.f, 1.f);
             dsa_fence_proxy_async();  // P(b) -> visible to warpgroup 0's wgmma
-            dsa_bar_arrive(FWD5_BAR_P1, 256);
-            dsa_bar_sync(FWD5_BAR_P0, 256);  // P(a), scaled to m1, is in
+            dsa_mbar_arrive(sm.sig(FWD5_SIG_P1));
+            dsa_mbar_wait(sm.sig(FWD5_SIG_P0), p & 1);  // P(a), scaled to m1, is in
             fwd5_issue_pv(o, NULL, p0, st0, 1, v_lbo, v_sbo);  // P(a) V(a)
             dsa_wgmma_wait<1>();
             dsa_mbar_arrive(sm.freed(1, 1));
@@ -614,13 +616,13 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     int dev = 0, max_optin = 0;
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    // v4 (warp-specialized) by default; DSA_SPARSE_FWD_V3=1 picks v3 (the math warpgroups gather);
-    // DSA_SPARSE_FWD_V5=1 (opt-in until measured) v5, the paired tiles, for D = 576 (P(a) takes the rope
-    // block of its stage, so V's 512 columns must leave one).
-    static int v3 = -1, v5 = -1;
+    // v5 (paired tiles) for D = 576 (P(a) takes the rope block of its stage, so V's 512 columns must
+    // leave one), else v4 (warp-specialized); DSA_SPARSE_FWD_V4=1 keeps v4 for D = 576 too;
+    // DSA_SPARSE_FWD_V3=1 picks v3 (the math warpgroups gather).
+    static int v3 = -1, v4 = -1;
     if (v3 < 0) v3 = dsa_env_flag("DSA_SPARSE_FWD_V3");
-    if (v5 < 0) v5 = dsa_env_flag("DSA_SPARSE_FWD_V5");
-    const bool pair = v5 && !v3 && D == 576;
+    if (v4 < 0) v4 = dsa_env_flag("DSA_SPARSE_FWD_V4");
+    const bool pair = !v4 && !v3 && D == 576;
     size_t smem = pair ? fwd5_tile_bytes(D) : fwd3_tile_bytes(D);
     int slack = (int)((size_t)max_optin > smem ? ((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008) : 0);
     smem += (size_t)slack;

@@ -46,9 +46,6 @@ __device__ __forceinline__ void dsa_fence_proxy_async() {
 // Named barrier `id` (1..15; 0 is __syncthreads) over the first `n` arriving threads (n % 32 == 0):
 // lets a subset of warps (the math warpgroups of a warp-specialized kernel) synchronize alone.
 __device__ __forceinline__ void dsa_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
-// Arrives at named barrier `id` without waiting: the producer side of a one-way signal whose consumers
-// bar.sync on it (arrivals and syncs together count `n` threads).
-__device__ __forceinline__ void dsa_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 // Register budget of a warpgroup after the role split of a warp-specialized kernel (all its warps
 // execute it): the gather warpgroup gives registers back, the math warpgroups take them.
 template <int N>
