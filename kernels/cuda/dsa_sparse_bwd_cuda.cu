@@ -392,12 +392,14 @@ __device__ __forceinline__ void bwd2_k16(float (*acc)[4], unsigned a_addr, unsig
 // W32 (the default): dkv in chunks of 32 columns, the A fragments of dS^T and P^T loaded once per 32
 // columns instead of per 16 (H200, T 8192: 188-190 TFLOP/s against 178-180 with 16-column chunks,
 // which DSA_SPARSE_BWD_W16=1 keeps).
-template <int NJQ, bool W32>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
+// SPLIT: the split mode below, its own instantiation (as a runtime flag its checks in the inner loops
+// cost the default kernel 8%: 178.3 against 193.4 TFLOP/s, H200, T 8192, H 64, session 15).
+template <int NJQ, bool W32, bool SPLIT>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
 __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
     const float *__restrict__ lse, const float *__restrict__ dout, float *dq, float *dkv, float *dsink, int H,
-    int hbeg, int hend, int64_t K, int64_t S_kv, float sigma, bool split) {
+    int hbeg, int hend, int64_t K, int64_t S_kv, float sigma) {
     const int HB = BWD2_HB, BK = BWD2_BK, RING = BWD2_RING, D = 16 * NJQ, Dv = 512, NST = 2;
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int n_hb = (hend - hbeg + HB - 1) / HB;
@@ -412,7 +414,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     // Split mode (default; DSA_SPARSE_BWD_NOSPLIT=1 turns it off; one head group): the four warps of each slot half share A's
     // reductions over D (a quarter each, partial sums added in a fixed order) and B's columns, so all
     // eight warps work instead of two. The partial sums go to Q's rows 16.. (unused with one group).
-    const bool one = split && ngr == 1;
+    const bool one = SPLIT && ngr == 1;
     const int rb = one ? 0 : r0;  // the head rows this warp's A and B results belong to
     // Row pitches padded by 8 bf16 (an odd number of 16-byte units: conflict-free ldmatrix rows).
     const int ldq = D + 8, ldo = Dv + 8, ldp = BK + 8, D8 = D / 8;
@@ -662,9 +664,13 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     static int w32 = -1;
     if (w32 < 0) w32 = !dsa_env_flag("DSA_SPARSE_BWD_W16");
-    static int split = -1;  // default since session 15 (H 12: 6.87 against 7.31 ms); DSA_SPARSE_BWD_NOSPLIT=1: off
+    static int split = -1;  // default since session 15 (H 12: 6.86 against 7.27 ms); DSA_SPARSE_BWD_NOSPLIT=1: off
     if (split < 0) split = !dsa_env_flag("DSA_SPARSE_BWD_NOSPLIT");
-    auto kern = w32 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true> : sparse_mqa_bwd_mma_v2_kernel<NJQ, false>;
+    // Split mode when every head block is one group (at most 16 heads in the call's range; on the 32-column dkv
+    // chunks whatever DSA_SPARSE_BWD_W16 says).
+    auto kern = split && h1 - h0 <= 16 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true, true>
+                : w32                  ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true, false>
+                                       : sparse_mqa_bwd_mma_v2_kernel<NJQ, false, false>;
     size_t smem = bwd2_smem_bytes(16 * NJQ, dv);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (mma v2)"));
     int64_t n_hb = (h1 - h0 + BWD2_HB - 1) / BWD2_HB;
@@ -673,7 +679,7 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (const __nv_bfloat16 *)out->data, (const float *)lse->data, (const float *)dout->data,
         dq ? (float *)dq->data : NULL, dkv ? (float *)dkv->data : NULL, dsink ? (float *)dsink->data : NULL, (int)H,
-        (int)h0, (int)h1, K, S, (float)sigma, split != 0);
+        (int)h0, (int)h1, K, S, (float)sigma);
     CUDA_LAUNCH_CHECK("sparse_mqa_bwd_mma_v2");
     return DSA_OK;
 }
