@@ -411,7 +411,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     // there (their P and dS rows are never read). A model with few heads (small.cfg: 12) pays for one
     // group instead of four.
     const int ngr = (nh + 15) / 16;
-    // Split mode (default; DSA_SPARSE_BWD_NOSPLIT=1 turns it off; one head group): the four warps of each slot half share A's
+    // Split mode (SPLIT: opt-in DSA_SPARSE_BWD_SMALLH=1; one head group): the four warps of each slot half share A's
     // reductions over D (a quarter each, partial sums added in a fixed order) and B's columns, so all
     // eight warps work instead of two. The partial sums go to Q's rows 16.. (unused with one group).
     const bool one = SPLIT && ngr == 1;
@@ -664,8 +664,10 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     static int w32 = -1;
     if (w32 < 0) w32 = !dsa_env_flag("DSA_SPARSE_BWD_W16");
-    static int split = -1;  // default since session 15 (H 12: 6.86 against 7.27 ms); DSA_SPARSE_BWD_NOSPLIT=1: off
-    if (split < 0) split = !dsa_env_flag("DSA_SPARSE_BWD_NOSPLIT");
+    // Opt-in: slower than the kernel without it once that kernel lost the split mode's runtime checks
+    // (H200, T 8192, H 12, K 512: 6.93 against 6.06 ms, session 15 call 6).
+    static int split = -1;
+    if (split < 0) split = dsa_env_flag("DSA_SPARSE_BWD_SMALLH");
     // Split mode when every head block is one group (at most 16 heads in the call's range; on the 32-column dkv
     // chunks whatever DSA_SPARSE_BWD_W16 says).
     auto kern = split && h1 - h0 <= 16 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true, true>
