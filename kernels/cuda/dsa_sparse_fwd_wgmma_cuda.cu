@@ -42,6 +42,32 @@ static size_t fwd3_tile_bytes(int64_t D) {
 // The launch asks for 1008 bytes more (alignment slack) when the GPU allows it: the dynamic shared
 // memory window normally starts 1024-aligned, and the kernel checks that it fits either way.
 
+// Scores of NJ 8-column blocks of an m64nN fragment (s[4j + e]: row lo, s[4j + 2 + e]: row hi, column
+// 8j + 2c + e) scaled by sigma2 into out (may be s), -inf where bit 8j + 2c + e of `valid` is clear;
+// returns the two rows' maxima over the quad.
+template <int NJ, typename Mask>
+__device__ __forceinline__ void fwd_mask_scale(const float *s, float *out, Mask valid, int c, float sigma2, float &mx_lo,
+                                               float &mx_hi) {
+    mx_lo = -INFINITY;
+    mx_hi = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            bool ok = (valid >> (8 * j + 2 * c + e)) & 1u;
+            out[4 * j + e] = ok ? s[4 * j + e] * sigma2 : -INFINITY;
+            out[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma2 : -INFINITY;
+            mx_lo = fmaxf(mx_lo, out[4 * j + e]);
+            mx_hi = fmaxf(mx_hi, out[4 * j + 2 + e]);
+        }
+    }
+#pragma unroll
+    for (int x = 1; x <= 2; x <<= 1) {
+        mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, x));
+        mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, x));
+    }
+}
+
 // The math of both kernels for one math warpgroup `wg` (threads 128 wg .. +127): S of a tile, its
 // softmax into P, P V, and the epilogue. Row maxima and sums are swapped through `smax` between the
 // two math warpgroups with named barrier 1 (256 threads).
@@ -63,25 +89,9 @@ struct fwd3_math {
     // tile without valid slots runs the same code: P = 0, m and l unchanged. The caller makes P
     // visible (proxy fence, barrier) before P V.
     __device__ __forceinline__ void softmax_to_p(const float *s, float *o, unsigned long long valid) {
-        unsigned mk = (unsigned)(valid >> (32 * wg));
         float x[16];  // scaled, masked scores (s itself is only written by wgmma)
-        float mx_lo = -INFINITY, mx_hi = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                bool ok = (mk >> (8 * j + 2 * c + e)) & 1u;
-                x[4 * j + e] = ok ? s[4 * j + e] * sigma2 : -INFINITY;
-                x[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma2 : -INFINITY;
-                mx_lo = fmaxf(mx_lo, x[4 * j + e]);
-                mx_hi = fmaxf(mx_hi, x[4 * j + 2 + e]);
-            }
-        }
-#pragma unroll
-        for (int x = 1; x <= 2; x <<= 1) {
-            mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, x));
-            mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, x));
-        }
+        float mx_lo, mx_hi;
+        fwd_mask_scale<4>(s, x, (unsigned)(valid >> (32 * wg)), c, sigma2, mx_lo, mx_hi);
         if (c == 0) {
             smax[wg * FWD3_HB + row_lo] = mx_lo;
             smax[wg * FWD3_HB + row_hi] = mx_hi;
@@ -375,24 +385,7 @@ struct fwd5_math {
     float sigma2, m_lo, m_hi, l_lo, l_hi;
     // Masks S (invalid slots -> -inf) and scales it to log2 units in place; returns the row maxima.
     __device__ __forceinline__ void mask_scale(float *s, unsigned long long valid, float &mx_lo, float &mx_hi) const {
-        mx_lo = -INFINITY;
-        mx_hi = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                bool ok = (valid >> (8 * j + 2 * c + e)) & 1ull;
-                s[4 * j + e] = ok ? s[4 * j + e] * sigma2 : -INFINITY;
-                s[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma2 : -INFINITY;
-                mx_lo = fmaxf(mx_lo, s[4 * j + e]);
-                mx_hi = fmaxf(mx_hi, s[4 * j + 2 + e]);
-            }
-        }
-#pragma unroll
-        for (int x = 1; x <= 2; x <<= 1) {
-            mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, x));
-            mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, x));
-        }
+        fwd_mask_scale<8>(s, s, valid, c, sigma2, mx_lo, mx_hi);
     }
     // P = 2^(s - new max) in place (fp32) and as the A fragments of P V (bf16 pairs); the row sums join
     // l after its rescale; returns the factors O must be rescaled by (2^(old max - new max), 0 while a
