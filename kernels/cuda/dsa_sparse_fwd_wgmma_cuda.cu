@@ -218,6 +218,15 @@ struct fwd3_work {
     __device__ __forceinline__ void load_q(__nv_bfloat16 *sq, const __nv_bfloat16 *q, int H, int D) const {
         dsa_load_rows_sw128(sq, FWD3_HB, D, [&](int r) -> const __nv_bfloat16 * { return r < nh ? q + ((t * H) + h0 + r) * D : nullptr; });
     }
+    // The warp-specialized kernels' start: Q loaded by the whole CTA and visible to wgmma, then a CTA
+    // barrier (which also publishes the mbarriers thread 0 initialised before).
+    __device__ __forceinline__ void load_q_sync(__nv_bfloat16 *sq, const __nv_bfloat16 *q, int H, int D) const {
+        load_q(sq, q, H, D);
+        dsa_cp_async_commit();
+        dsa_cp_async_wait<0>();
+        dsa_fence_proxy_async();  // Q -> visible to wgmma
+        __syncthreads();
+    }
     // The math of the calling thread's warpgroup, with zero running sums.
     __device__ __forceinline__ fwd3_math math(const fwd3_smem &sm, unsigned v_lbo, unsigned v_sbo, int D, float sigma) const {
         int lane = threadIdx.x & 31, row_lo = 16 * ((threadIdx.x >> 5) & 3) + (lane >> 2);
@@ -286,11 +295,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
             dsa_mbar_init(empty + b, 256);
         }
     }
-    w.load_q(sm.sq, q, H, D);
-    dsa_cp_async_commit();
-    dsa_cp_async_wait<0>();
-    dsa_fence_proxy_async();  // Q -> visible to wgmma
-    __syncthreads();          // Q and the barriers are ready
+    w.load_q_sync(sm.sq, q, H, D);  // Q and the barriers are ready
 
     if (tid >= 256) {
         // Gather warpgroup: tiles 0 .. nt - 1 (at least one: with nt = 0 the math still reads a zero
@@ -351,29 +356,15 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
 #define FWD5_SIG_P0 2  // P(a) is in (wg 0 -> 1)
 #define FWD5_SIG_P1 3  // P(b) is in (wg 1 -> 0)
 
-static size_t fwd5_tile_bytes(int64_t D) {
-    return 2 * (size_t)FWD3_HB * D + 2 * 2 * (size_t)FWD3_BK * D + 2 * (size_t)FWD3_HB * FWD3_BK + 4 * 2 * FWD3_HB +
-           4 * FWD3_RING * FWD3_BK + 8 * FWD3_RING + 8 * 12;
-}
+static size_t fwd5_tile_bytes(int64_t D) { return fwd3_tile_bytes(D) + 8 * 8; }  // 12 mbarriers instead of 4
 
 // What the kernel the launcher picks for D needs (v5 for D = 576 by default, else v4), for the dispatchers.
 size_t dsa_fwd3_smem_bytes(int64_t D) { return D == 576 ? fwd5_tile_bytes(D) : fwd3_tile_bytes(D); }
 
-struct fwd5_smem {
-    __nv_bfloat16 *sq, *skv, *sp1;  // Q [9][HB][64]; kv [2][9][BK][64]; P(b) [HB][64]
-    float *sm;                      // [2][HB]: m0 (wg 0 -> 1), m1 (wg 1 -> 0); the row sums at the end
-    int *rkeys;                     // [RING][BK]
-    unsigned long long *rmask;      // [RING]
-    unsigned long long *bars;       // ready[stage][part], free[stage][part] (part 0 = L, 1 = R), the 4 signals
-    __device__ __forceinline__ fwd5_smem(unsigned char *base, int D) {
-        sq = (__nv_bfloat16 *)base;
-        skv = sq + FWD3_HB * D;
-        sp1 = skv + 2 * FWD3_BK * D;
-        sm = (float *)(sp1 + FWD3_HB * FWD3_BK);
-        rkeys = (int *)(sm + 2 * FWD3_HB);
-        rmask = (unsigned long long *)(rkeys + FWD3_RING * FWD3_BK);
-        bars = rmask + FWD3_RING;
-    }
+// v4's carve-up: sp holds P(b), smax m0 (wg 0 -> 1) and m1 (wg 1 -> 0), then the row sums at the end;
+// bars: ready[stage][part], free[stage][part] (part 0 = L, 1 = R), the 4 signals.
+struct fwd5_smem : fwd3_smem {
+    using fwd3_smem::fwd3_smem;
     __device__ __forceinline__ unsigned long long *ready(int st, int part) const { return bars + 2 * st + part; }
     __device__ __forceinline__ unsigned long long *freed(int st, int part) const { return bars + 4 + 2 * st + part; }
     __device__ __forceinline__ unsigned long long *sig(int k) const { return bars + 8 + k; }
@@ -461,11 +452,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             dsa_mbar_init(sm.bars + 8 + b, 128);  // the signals: the sending math warpgroup
         }
     }
-    w.load_q(sm.sq, q, H, D);
-    dsa_cp_async_commit();
-    dsa_cp_async_wait<0>();
-    dsa_fence_proxy_async();  // Q -> visible to wgmma
-    __syncthreads();          // Q and the barriers are ready
+    w.load_q_sync(sm.sq, q, H, D);  // Q and the barriers are ready
 
     if (tid >= 256) {
         dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
@@ -511,7 +498,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     const int wg = dsa_warpgroup_index(), lane = tid & 31, row_lo = 16 * ((tid >> 5) & 3) + (lane >> 2);
     fwd5_math mt{wg, row_lo, row_lo + 8, lane & 3, sigma * 1.44269504f, -INFINITY, -INFINITY, 0.f, 0.f};
     const unsigned q_base = dsa_smem_addr(sm.sq), st0 = dsa_smem_addr(sm.skv), st1 = st0 + FWD3_BK * D * 2;
-    const unsigned p0 = st0 + (FWD5_NB - 1) * FWD3_BK * 128, p1 = dsa_smem_addr(sm.sp1);
+    const unsigned p0 = st0 + (FWD5_NB - 1) * FWD3_BK * 128, p1 = dsa_smem_addr(sm.sp);
     __nv_bfloat16 *sp0 = sm.skv + (FWD5_NB - 1) * FWD3_BK * 64;  // stage 0's rope block
     float o[128], s[32];
     unsigned pa[16];
@@ -530,8 +517,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             mt.mask_scale(s, sm.rmask[(2 * p) % FWD3_RING], mx_lo, mx_hi);
             const float m0_lo = fmaxf(mt.m_lo, mx_lo), m0_hi = fmaxf(mt.m_hi, mx_hi);
             if (mt.c == 0) {
-                sm.sm[row_lo] = m0_lo;
-                sm.sm[row_lo + 8] = m0_hi;
+                sm.smax[row_lo] = m0_lo;
+                sm.smax[row_lo + 8] = m0_hi;
             }
             dsa_mbar_arrive(sm.sig(FWD5_SIG_M0));
             mt.rescale(o, mt.exponentiate(s, pa, m0_lo, m0_hi));
@@ -540,7 +527,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             dsa_wgmma_wait<0>();
             dsa_mbar_arrive(sm.freed(0, 0));
             dsa_mbar_wait(sm.sig(FWD5_SIG_M1), p & 1);  // m1 = the pair's max
-            const float m1_lo = sm.sm[FWD3_HB + row_lo], m1_hi = sm.sm[FWD3_HB + row_lo + 8];
+            const float m1_lo = sm.smax[FWD3_HB + row_lo], m1_hi = sm.smax[FWD3_HB + row_lo + 8];
             const float f_lo = dsa_exp2(m0_lo - (m1_lo == -INFINITY ? 0.f : m1_lo));
             const float f_hi = dsa_exp2(m0_hi - (m1_hi == -INFINITY ? 0.f : m1_hi));
             mt.m_lo = m1_lo;
@@ -579,16 +566,16 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             float mx_lo, mx_hi;
             mt.mask_scale(s, sm.rmask[(2 * p + 1) % FWD3_RING], mx_lo, mx_hi);
             dsa_mbar_wait(sm.sig(FWD5_SIG_M0), p & 1);  // m0 (>= the running max) is in
-            const float m1_lo = fmaxf(sm.sm[row_lo], mx_lo), m1_hi = fmaxf(sm.sm[row_lo + 8], mx_hi);
+            const float m1_lo = fmaxf(sm.smax[row_lo], mx_lo), m1_hi = fmaxf(sm.smax[row_lo + 8], mx_hi);
             if (mt.c == 0) {
-                sm.sm[FWD3_HB + row_lo] = m1_lo;
-                sm.sm[FWD3_HB + row_lo + 8] = m1_hi;
+                sm.smax[FWD3_HB + row_lo] = m1_lo;
+                sm.smax[FWD3_HB + row_lo + 8] = m1_hi;
             }
             dsa_mbar_arrive(sm.sig(FWD5_SIG_M1));
             mt.rescale(o, mt.exponentiate(s, pa, m1_lo, m1_hi));
             dsa_wgmma_fence();
             fwd5_issue_pv(o, pa, 0, st1, 1, v_lbo, v_sbo);  // P(b) V(b), P from registers
-            mt.store_p(sm.sp1, s, 1.f, 1.f);
+            mt.store_p(sm.sp, s, 1.f, 1.f);
             dsa_fence_proxy_async();  // P(b) -> visible to warpgroup 0's wgmma
             dsa_mbar_arrive(sm.sig(FWD5_SIG_P1));
             dsa_mbar_wait(sm.sig(FWD5_SIG_P0), p & 1);  // P(a), scaled to m1, is in
@@ -600,7 +587,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
         }
     }
     // Row sums over both warpgroups, out and lse: v4's epilogue (its row-max buffer is sm here).
-    fwd3_math fin{nullptr, nullptr, sm.sm, 0, 0, 0, 0, D, wg, row_lo, row_lo + 8, lane & 3, 0.f, mt.m_lo, mt.m_hi, mt.l_lo, mt.l_hi};
+    fwd3_math fin{nullptr, nullptr, sm.smax, 0, 0, 0, 0, D, wg, row_lo, row_lo + 8, lane & 3, 0.f, mt.m_lo, mt.m_hi, mt.l_lo, mt.l_hi};
     fin.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh);
 }
 
