@@ -68,6 +68,16 @@ __device__ __forceinline__ void fwd_mask_scale(const float *s, float *out, Mask 
     }
 }
 
+// One row's online-softmax step in log2 units: the running max m becomes mn; returns the reference the
+// tile's exponentials subtract (0 while the row has no valid slot, so exp2(-inf - 0) = 0, not NaN)
+// and sets al to 2^(old m - reference), the factor for what was accumulated before.
+__device__ __forceinline__ float fwd_new_max(float &m, float mn, float &al) {
+    const float ref = mn == -INFINITY ? 0.f : mn;
+    al = dsa_exp2(m - ref);
+    m = mn;
+    return ref;
+}
+
 // The math of both kernels for one math warpgroup `wg` (threads 128 wg .. +127): S of a tile, its
 // softmax into P, P V, and the epilogue. Row maxima and sums are swapped through `smax` between the
 // two math warpgroups with named barrier 1 (256 threads).
@@ -99,12 +109,9 @@ struct fwd3_math {
         dsa_bar_sync(1, 256);  // both warpgroups' maxima are in
         mx_lo = fmaxf(mx_lo, smax[(wg ^ 1) * FWD3_HB + row_lo]);
         mx_hi = fmaxf(mx_hi, smax[(wg ^ 1) * FWD3_HB + row_hi]);
-        float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-        // A row with no valid slot so far keeps m = -inf; exponentiate against 0 then (exp(-inf) = 0).
-        float ref_lo = mn_lo == -INFINITY ? 0.f : mn_lo, ref_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
-        float al_lo = dsa_exp2(m_lo - ref_lo), al_hi = dsa_exp2(m_hi - ref_hi);
-        m_lo = mn_lo;
-        m_hi = mn_hi;
+        float al_lo, al_hi;
+        const float ref_lo = fwd_new_max(m_lo, fmaxf(m_lo, mx_lo), al_lo);
+        const float ref_hi = fwd_new_max(m_hi, fmaxf(m_hi, mx_hi), al_hi);
         float ps_lo = 0.f, ps_hi = 0.f;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
@@ -379,13 +386,10 @@ struct fwd5_math {
         fwd_mask_scale<8>(s, s, valid, c, sigma2, mx_lo, mx_hi);
     }
     // P = 2^(s - new max) in place (fp32) and as the A fragments of P V (bf16 pairs); the row sums join
-    // l after its rescale; returns the factors O must be rescaled by (2^(old max - new max), 0 while a
-    // row has no valid slot). A row without a valid slot so far exponentiates against 0 (exp2(-inf) = 0).
+    // l after its rescale; returns the factors O must be rescaled by (see fwd_new_max).
     __device__ __forceinline__ float2 exponentiate(float *s, unsigned *pa, float mn_lo, float mn_hi) {
-        float ref_lo = mn_lo == -INFINITY ? 0.f : mn_lo, ref_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
-        float al_lo = dsa_exp2(m_lo - ref_lo), al_hi = dsa_exp2(m_hi - ref_hi);
-        m_lo = mn_lo;
-        m_hi = mn_hi;
+        float al_lo, al_hi;
+        const float ref_lo = fwd_new_max(m_lo, mn_lo, al_lo), ref_hi = fwd_new_max(m_hi, mn_hi, al_hi);
         float ps_lo = 0.f, ps_hi = 0.f;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
