@@ -167,6 +167,11 @@ __device__ __forceinline__ void dsa_ldsm_x4_trans(unsigned r[4], unsigned addr) 
 __device__ __forceinline__ void dsa_cp_async16(unsigned dst, const void *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 }
+// The same with the 16 bytes zero-filled and nothing read (src a dummy global address): a zero row
+// written by the copy engine like the others, so one asynchronous completion covers the whole tile.
+__device__ __forceinline__ void dsa_cp_async16_zero(unsigned dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, 0;\n" ::"r"(dst), "l"(src) : "memory");
+}
 __device__ __forceinline__ void dsa_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void dsa_cp_async_wait() {

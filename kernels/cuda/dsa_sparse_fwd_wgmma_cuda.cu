@@ -1,5 +1,5 @@
 // Sparse MQA attention forward, wgmma kernels (sm_90a). bf16, Dv = 512, D % 64 == 0, D <= 576. One
-// CTA per (query row t, block of 64 heads); tiles of 64 slots. Both kernels do the same math:
+// CTA per (query row t, block of 64 heads); tiles of 64 slots. v4 (below; the default for D < 576):
 //  - Q (64 heads x D) and each gathered kv tile (64 rows x D) sit in shared memory in the 128-byte
 //    swizzle layout of kernels/cuda/dsa_wgmma.cuh, written by 16-byte cp.async (2 kv stages;
 //    invalid slots are zero rows, masked to -inf).
@@ -9,12 +9,11 @@
 //    so both rescale by the same factor; P (bf16) goes to shared memory in the swizzled A layout.
 //  - O += P V: warpgroup w owns output columns 256w .. 256w+255 (m64n256k16, 128 fp32 accumulators
 //    per thread); V is the kv tile itself read as a transposed (MN-major) B operand.
-// They differ in who gathers:
-//  - v4 (default, warp-specialized): a third warpgroup only gathers. It fills the stage of tile i + 2
-//    as soon as both math warpgroups have released it (after P(i) V(i)), signalling each full stage on
-//    an mbarrier, so the gather runs beside S, the softmax and P V instead of between them.
-//  - v3 (DSA_SPARSE_FWD_V3=1): the two math warpgroups gather themselves, tile i + 2 issued once
-//    P(i) V(i) is done and awaited before S(i + 2).
+//  - Warp-specialized: a third warpgroup only gathers. It fills the stage of tile i + 2 as soon as
+//    both math warpgroups have released it (after P(i) V(i)), signalling each full stage on an
+//    mbarrier, so the gather runs beside S, the softmax and P V instead of between them. (v3, where
+//    the math warpgroups gathered themselves, ran 9.5-12% behind v4 and was removed in session 15.)
+// v5 (further down; the default for D = 576) pairs the tiles between the math warpgroups instead.
 // Numerics as v2: fp32 scores, softmax and accumulation, P rounded to bf16 for P V, lse = m + log l,
 // out = acc / l * sigmoid(lse - sink).
 #include <stdlib.h>
@@ -78,7 +77,7 @@ __device__ __forceinline__ float fwd_new_max(float &m, float mn, float &al) {
     return ref;
 }
 
-// The math of both kernels for one math warpgroup `wg` (threads 128 wg .. +127): S of a tile, its
+// v4's math for one math warpgroup `wg` (threads 128 wg .. +127): S of a tile, its
 // softmax into P, P V, and the epilogue. Row maxima and sums are swapped through `smax` between the
 // two math warpgroups with named barrier 1 (256 threads).
 struct fwd3_math {
@@ -242,49 +241,6 @@ struct fwd3_work {
     }
 };
 
-// v3: the two math warpgroups gather too (256 threads).
-__global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_wgmma_kernel(FWD3_ARGS) {
-    extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    fwd3_smem sm(fwd3_base(dsa_smem_raw, smem_slack), D);
-    const fwd3_work w(hbeg, hend, K, topk_length);
-    const int nt = w.nt, warp = threadIdx.x >> 5;
-    dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
-    auto issue_tile = [&](int tile) { ring.load_tile(sm.skv + (tile & 1) * FWD3_BK * D, tile, kv, D); };
-    w.load_q(sm.sq, q, H, D);
-    int2 pre = ring.start(nt, sm.skv, kv, D);  // Q and tile 0 are in; warp 0: the next raw indices
-
-    float o[128], s[16];
-#pragma unroll
-    for (int j = 0; j < 128; j++) o[j] = 0.f;
-    fwd3_math mt = w.math(sm, v_lbo, v_sbo, D, sigma);
-    // P(i) V(i) and S(i + 1) go to the tensor cores back to back (one wait for both), and the gather of
-    // tile i + 2 starts once tile i's stage is free. S(i + 1) is issued unconditionally, a result past
-    // the last tile unused: a wgmma under a branch the compiler cannot prove warpgroup-uniform is
-    // serialized.
-    if (nt > 1) issue_tile(1);
-    dsa_cp_async_commit();
-    dsa_wgmma_fence();
-    mt.issue_scores(s, 0);
-    dsa_wgmma_wait<0>();
-    for (int i = 0; i < nt; i++) {
-        mt.softmax_to_p(s, o, ring.tile_mask(i));
-        dsa_cp_async_wait<0>();   // this thread's copies of tile i + 1 have landed
-        dsa_fence_proxy_async();  // P and the tile's rows -> visible to wgmma
-        __syncthreads();          // P(i) and tile i + 1 are complete
-        dsa_wgmma_fence();
-        mt.issue_pv(o, i);
-        mt.issue_scores(s, i + 1);
-        dsa_wgmma_wait<1>();  // P(i) V(i) is done (S(i + 1) may still run)
-        __syncthreads();      // every read of tile i's stage and of P(i) is done
-        if (i + 2 < nt) issue_tile(i + 2);  // the gather overlaps the rest of S(i + 1)
-        dsa_cp_async_commit();
-        if (warp == 0) ring.advance(i, nt, pre);  // tile i + 3's keys (its ring entry held tile i - 1)
-        dsa_wgmma_wait<0>();
-    }
-    dsa_cp_async_wait<0>();
-    mt.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh);
-}
-
 // v4: warp-specialized (384 threads). Warpgroups 0 and 1 do the math; warpgroup 2 gathers. Stage
 // tile & 1 holds tile `tile`: full[st] completes (128 gather-thread arrivals) when its rows have
 // landed, empty[st] (256 math-thread arrivals) when P V of the tile it held is done. The gather
@@ -327,8 +283,9 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
         dsa_bar_sync(1, 256);     // P(i) is complete
         dsa_wgmma_fence();
         mt.issue_pv(o, i);
-        // S(i + 1) waits for its tile while P(i) V(i) runs; issued unconditionally (see v3), past the
-        // last tile it reads a stage nobody writes any more and its result is unused.
+        // S(i + 1) waits for its tile while P(i) V(i) runs; issued unconditionally (a wgmma under a
+        // branch the compiler cannot prove warpgroup-uniform is serialized): past the last tile it
+        // reads a stage nobody writes any more and its result is unused.
         if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
         mt.issue_scores(s, i + 1);
         dsa_wgmma_wait<1>();              // P(i) V(i) is done (S(i + 1) may still run)
@@ -444,6 +401,11 @@ __device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsi
     dsa_wgmma_commit();
 }
 
+// ASYNC_ARRIVE (opt-in DSA_SPARSE_FWD_V5_ASYNC=1, not yet run on a GPU): each gather thread signals a
+// part's mbarrier by cp.async.mbarrier.arrive (zero rows by zero-filling copies) and goes on to the next
+// part at once, instead of waiting for its copies and fencing; two parts can be in flight (the next
+// pair's a R and b L both wait on the end of a pair). The pattern of FlashMLA's SM90 gather.
+template <bool ASYNC_ARRIVE>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     fwd5_smem sm(fwd3_base(dsa_smem_raw, smem_slack), D);
@@ -489,11 +451,15 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
                     dsa_bar_sync(2, 128);  // the pair's keys are published
                 }
                 ring.load_tile(sm.skv + st * FWD3_BK * D, 2 * p + st, kv, D, ptid, 128, pt ? 64 * FWD5_NB_L : 0,
-                               pt ? D : 64 * FWD5_NB_L);
-                dsa_cp_async_commit();
-                dsa_cp_async_wait<0>();
-                dsa_fence_proxy_async();  // this thread's rows -> visible to wgmma
-                dsa_mbar_arrive(sm.ready(st, pt));
+                               pt ? D : 64 * FWD5_NB_L, ASYNC_ARRIVE);
+                if (ASYNC_ARRIVE) {
+                    dsa_cp_async_mbar_arrive(sm.ready(st, pt));
+                } else {
+                    dsa_cp_async_commit();
+                    dsa_cp_async_wait<0>();
+                    dsa_fence_proxy_async();  // this thread's rows -> visible to wgmma
+                    dsa_mbar_arrive(sm.ready(st, pt));
+                }
             }
         }
         return;
@@ -606,24 +572,25 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     // v5 (paired tiles) for D = 576 (P(a) takes the rope block of its stage, so V's 512 columns must
-    // leave one), else v4 (warp-specialized); DSA_SPARSE_FWD_V4=1 keeps v4 for D = 576 too;
-    // DSA_SPARSE_FWD_V3=1 picks v3 (the math warpgroups gather).
-    static int v3 = -1, v4 = -1;
-    if (v3 < 0) v3 = dsa_env_flag("DSA_SPARSE_FWD_V3");
+    // leave one), else v4 (warp-specialized); DSA_SPARSE_FWD_V4=1 keeps v4 for D = 576 too.
+    static int v4 = -1;
     if (v4 < 0) v4 = dsa_env_flag("DSA_SPARSE_FWD_V4");
-    const bool pair = !v4 && !v3 && D == 576;
+    const bool pair = !v4 && D == 576;
     size_t smem = pair ? fwd5_tile_bytes(D) : fwd3_tile_bytes(D);
     int slack = (int)((size_t)max_optin > smem ? ((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008) : 0);
     smem += (size_t)slack;
-    auto kern = pair ? sparse_mqa_fwd_pair_kernel : v3 ? sparse_mqa_fwd_wgmma_kernel : sparse_mqa_fwd_ws_kernel;
+    static int async_arrive = -1;
+    if (async_arrive < 0) async_arrive = dsa_env_flag("DSA_SPARSE_FWD_V5_ASYNC");
+    auto kern = pair ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true> : sparse_mqa_fwd_pair_kernel<false>)
+                     : sparse_mqa_fwd_ws_kernel;
     DSA_TRY(dsa_smem_setup(kern, smem,
-                           pair ? "dsa_sparse_mqa fwd (wgmma v5)" : v3 ? "dsa_sparse_mqa fwd (wgmma v3)" : "dsa_sparse_mqa fwd (wgmma v4)"));
+                           pair ? "dsa_sparse_mqa fwd (wgmma v5)" : "dsa_sparse_mqa fwd (wgmma v4)"));
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).
     const unsigned v_lbo = FWD3_BK * 128, v_sbo = 1024;
     int64_t n_hb = (h1 - h0 + FWD3_HB - 1) / FWD3_HB;
-    kern<<<(unsigned)(T_ * n_hb), v3 ? 256 : 384, smem, dsa_stream()>>>(
+    kern<<<(unsigned)(T_ * n_hb), 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, K, S, (float)sigma, v_lbo, v_sbo, slack);

@@ -68,6 +68,11 @@ __device__ __forceinline__ void dsa_mbar_init(unsigned long long *bar, unsigned 
 __device__ __forceinline__ void dsa_mbar_arrive(unsigned long long *bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(dsa_smem_addr(bar)) : "memory");
 }
+// One arrival on `bar` once every cp.async this thread issued before has landed; the thread goes on at
+// once (.noinc: the arrival is one of the count the barrier was initialised with).
+__device__ __forceinline__ void dsa_cp_async_mbar_arrive(unsigned long long *bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(dsa_smem_addr(bar)) : "memory");
+}
 __device__ __forceinline__ void dsa_mbar_wait(unsigned long long *bar, unsigned parity) {
     unsigned done = 0, addr = dsa_smem_addr(bar);
     do {
@@ -195,15 +200,19 @@ __device__ __forceinline__ int dsa_warpgroup_index() { return __shfl_sync(0xffff
 // with 8 threads per row.
 // The copying threads are tid 0 .. nthr-1 (default: the whole CTA; nthr % 8 == 0).
 // Columns c0 .. c1 - 1 only (multiples of 64; default all of D): one part of a tile that lands apart.
+// zero_src (a valid global address, nothing is read from it): zero rows by zero-filling cp.async
+// instead of shared-memory stores.
 template <typename RowSrc>
 __device__ __forceinline__ void dsa_load_rows_sw128(__nv_bfloat16 *dst, int R, int D, RowSrc row_src, int tid = threadIdx.x,
-                                                    int nthr = blockDim.x, int c0 = 0, int c1 = -1) {
+                                                    int nthr = blockDim.x, int c0 = 0, int c1 = -1,
+                                                    const void *zero_src = nullptr) {
     int sub = tid & 7, nr = nthr >> 3, v1 = (c1 < 0 ? D : c1) / 8;
     for (int r = tid >> 3; r < R; r += nr) {
         const __nv_bfloat16 *src = row_src(r);
         for (int v = c0 / 8 + sub; v < v1; v += 8) {
             __nv_bfloat16 *d = dst + dsa_sw128(r, v * 8, R);
             if (src) dsa_cp_async16(dsa_smem_addr(d), src + v * 8);
+            else if (zero_src) dsa_cp_async16_zero(dsa_smem_addr(d), zero_src);
             else *(uint4 *)d = make_uint4(0, 0, 0, 0);
         }
     }
@@ -288,10 +297,10 @@ struct dsa_slot_ring64 {
     }
     // Gathers tile `tile`'s kv rows (zeros for invalid slots) into the swizzled stage dst (bk rows of D).
     __device__ __forceinline__ void load_tile(__nv_bfloat16 *dst, int tile, const __nv_bfloat16 *kv, int D, int tid = threadIdx.x,
-                                              int nthr = blockDim.x, int c0 = 0, int c1 = -1) const {
+                                              int nthr = blockDim.x, int c0 = 0, int c1 = -1, bool zero_by_copy = false) const {
         const int *k = tile_keys(tile);
         dsa_load_rows_sw128(
             dst, bk, D, [&](int r) -> const __nv_bfloat16 * { return k[r] >= 0 ? kv + (int64_t)k[r] * D : nullptr; }, tid, nthr,
-            c0, c1);
+            c0, c1, zero_by_copy ? (const void *)kv : nullptr);
     }
 };
