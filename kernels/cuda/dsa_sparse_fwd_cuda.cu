@@ -331,11 +331,14 @@ static dsa_status launch_fwd_mma_v1(const dsa_tensor *q, const dsa_tensor *kv, c
 // Barrier of the two warps (64 threads) that share a head group; ids 1..4 (0 is __syncthreads).
 __device__ __forceinline__ void fwd2_pair_sync(int id) { asm volatile("bar.sync %0, 64;\n" ::"r"(id) : "memory"); }
 
-template <int NST>  // shared-memory stages of the kv gather (2 or 3)
+// NST: shared-memory stages of the kv gather (2 or 3). SPLIT: the split mode below, its own
+// instantiation so that the default kernel carries none of its checks (as a runtime flag in the
+// backward v2 they cost 8%, session 15).
+template <int NST, bool SPLIT>
 __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out,
-    float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t K, int64_t S_kv, float sigma, bool split) {
+    float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t K, int64_t S_kv, float sigma) {
     const int HB = FWD2_HB, BK = FWD2_BK, RING = FWD2_RING, NJ = 32, Dv = 512;
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int n_hb = (hend - hbeg + HB - 1) / HB;
@@ -347,7 +350,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
     // heads 0-15. Warp w adds S over an eighth of D, the eight partials meet in sx and every warp adds
     // them in the same order (bit-identical S, softmax state and P everywhere), and warp w owns O's
     // columns 64 w .. +64 (8 n8-tiles of acc) instead of half of them for one head group.
-    const bool one = split && nh <= 16;
+    const bool one = SPLIT && nh <= 16;
     int r0 = one ? 0 : rg * 16;
     const int nj = one ? 8 : NJ;  // acc n8-tiles this warp owns
     // Rows padded by 8 bf16: the row pitch is an odd number of 16-byte units, so the 8 row addresses
@@ -594,15 +597,14 @@ static dsa_status launch_fwd_mma_v2_nst(const dsa_tensor *q, const dsa_tensor *k
                                         const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
                                         int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], K = idx->shape[1], S = kv->shape[0];
-    auto kern = sparse_mqa_fwd_mma_v2_kernel<NST>;
+    auto kern = fwd2_split() ? sparse_mqa_fwd_mma_v2_kernel<NST, true> : sparse_mqa_fwd_mma_v2_kernel<NST, false>;
     size_t smem = fwd2_smem_bytes(D, NST);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (mma v2)"));
     int64_t n_hb = (h1 - h0 + FWD2_HB - 1) / FWD2_HB;
     kern<<<(unsigned)(T_ * n_hb), 256, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
-        (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, K, S, (float)sigma,
-        fwd2_split());
+        (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, K, S, (float)sigma);
     CUDA_LAUNCH_CHECK("sparse_mqa_fwd_mma_v2");
     return DSA_OK;
 }
