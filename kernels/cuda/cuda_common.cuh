@@ -48,6 +48,14 @@ static inline bool dsa_shape_generic() {
     return on;
 }
 
+// DSA_DENSE_SIMT=1: the dense-window ops on their SIMT kernels instead of the sparse tensor-core ones
+// (read once per translation unit).
+static inline bool dsa_dense_simt() {
+    static int on = -1;
+    if (on < 0) on = dsa_env_flag("DSA_DENSE_SIMT");
+    return on;
+}
+
 // Whether the device is an sm_90 (Hopper) GPU, where the wgmma kernels run; asked once.
 static inline dsa_status dsa_cuda_sm90(bool *yes) {
     static int sm90 = -1;
@@ -59,6 +67,19 @@ static inline dsa_status dsa_cuda_sm90(bool *yes) {
         sm90 = major == 9 && minor == 0;
     }
     *yes = sm90 != 0;
+    return DSA_OK;
+}
+
+// The most dynamic shared memory a block of the current GPU may opt in to (bytes), asked once.
+static inline dsa_status dsa_smem_optin(size_t *bytes) {
+    static int optin = -1;
+    if (optin < 0) {
+        int dev = 0, v = 0;
+        CUDA_TRY(cudaGetDevice(&dev));
+        CUDA_TRY(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        optin = v;
+    }
+    *bytes = (size_t)optin;
     return DSA_OK;
 }
 

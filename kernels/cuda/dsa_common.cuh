@@ -56,11 +56,10 @@ __device__ __forceinline__ void dsa_compact_tile32(const int *idx, const int *to
 // Raises a kernel's dynamic shared memory limit when it needs more than 48 KB.
 template <typename K>
 static inline dsa_status dsa_smem_setup(K kernel, size_t bytes, const char *op) {
-    int dev = 0, max_optin = 0;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (bytes > (size_t)max_optin)
-        return dsa_error_set(DSA_ERR_UNSUPPORTED, "%s (cuda): needs %zu bytes of shared memory, the GPU has %d",
+    size_t max_optin = 0;
+    DSA_TRY(dsa_smem_optin(&max_optin));
+    if (bytes > max_optin)
+        return dsa_error_set(DSA_ERR_UNSUPPORTED, "%s (cuda): needs %zu bytes of shared memory, the GPU has %zu",
                              op, bytes, max_optin);
     if (bytes > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     return DSA_OK;

@@ -805,11 +805,18 @@ static int logits_mma_rows() {
     return rows;
 }
 
+// The GPU's opt-in shared memory per block for the "does the tensor-core kernel fit" checks (0 when the
+// device cannot be asked: the simple kernels then).
+static size_t gather_max_smem() {
+    size_t optin = 0;
+    return dsa_smem_optin(&optin) == DSA_OK ? optin : 0;
+}
+
 // The tensor-core path takes bf16 q, k, w with H in {16, 32, 48, 64}, D % 16 == 0, 16-byte aligned q
 // and k, fp32 or bf16 logits, and shared memory that fits (H 64: D <= 160 on H100); everything else
 // goes to the simple kernel. DSA_INDEXER_SIMT=1 forces the simple kernel (for comparisons).
 static bool use_logits_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *out) {
-    static int simt = -1, max_optin = -1;
+    static int simt = -1;
     if (simt < 0) simt = dsa_env_flag("DSA_INDEXER_SIMT");
     if (simt) return false;
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2];
@@ -817,13 +824,7 @@ static bool use_logits_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_t
     if (out->dtype != DSA_F32 && out->dtype != DSA_BF16) return false;
     if (H % 16 != 0 || H < 16 || H > 64 || D % 16 != 0 || D < 16 || T_ < 1 || k->shape[0] > INT_MAX) return false;
     if (((uintptr_t)q->data | (uintptr_t)k->data) % 16 != 0) return false;
-    if (max_optin < 0) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-            max_optin = 0;
-    }
-    return logits_mma_smem(logits_mma_rows(), H, D) <= (size_t)max_optin;
+    return logits_mma_smem(logits_mma_rows(), H, D) <= gather_max_smem();
 }
 
 static dsa_status launch_logits_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
@@ -897,16 +898,6 @@ static int gather_nw() {
         nw = e == 2 || e == 8 ? e : 4;
     }
     return nw;
-}
-static size_t gather_max_smem() {
-    static int max_optin = -1;
-    if (max_optin < 0) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-            max_optin = 0;
-    }
-    return (size_t)max_optin;
 }
 static size_t gather_mma_smem(int nw, int64_t H, int64_t D) {
     int tiles = nw == 8 ? 8 : 2 * nw;  // NW 8 is single buffered
@@ -1117,7 +1108,7 @@ extern "C" dsa_status dsa_indexer_logits_bwd_cuda(const dsa_tensor *q, const dsa
     // where it takes the operands; DSA_DENSE_SIMT=1 keeps the simple kernel below.
     dsa_tensor slots_like = *dout;
     slots_like.dtype = DSA_I32;
-    if (!dsa_env_flag("DSA_DENSE_SIMT") && use_gather_bwd_mma(q, k, w, &slots_like, dout, dq, dk, dw))
+    if (!dsa_dense_simt() && use_gather_bwd_mma(q, k, w, &slots_like, dout, dq, dk, dw))
         return dsa_indexer_logits_bwd_slots_cuda(q, k, w, start, end, dout, dq, dk, dw);
     IDX_DISPATCH(q->dtype, "dsa_indexer_logits backward",
                  (launch_gather_bwd<float, float, true>(q, k, w, NULL, NULL, start, end, dout, dq, dk, dw)),

@@ -91,8 +91,7 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
     const int *__restrict__ start, const int *__restrict__ end, O *__restrict__ out, int64_t T, int D, int64_t S,
     int smem_slack) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
-    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+    unsigned char *base = dsa_smem_base1024(dsa_smem_raw, smem_slack);
     constexpr int NQ = IXW_ROWS * IXW_H;             // 256 B rows: n = 64 r + h
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][256][64]
     __nv_bfloat16 *sk = sq + NQ * D;                 // [2 wg][2 stages][D/64][64][64]
@@ -255,8 +254,7 @@ __global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
     const int *__restrict__ idx, const int *__restrict__ topk_length, __nv_bfloat16 *__restrict__ out, int64_t T,
     int D, int64_t K, int64_t S, int smem_slack) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
-    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+    unsigned char *base = dsa_smem_base1024(dsa_smem_raw, smem_slack);
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][64 heads][64]
     const ixw_gather_row gr(k, idx, topk_length, sq + IXW_H * D, T, K, S, D);
     const int tid = threadIdx.x, lane = tid & 31, wg = gr.wg, mine = gr.mine, g = lane >> 2, c = lane & 3;
@@ -313,8 +311,7 @@ __global__ void __launch_bounds__(256, 1) indexer_gather_bwd_wgmma_kernel(
     int smem_slack) {
     constexpr int D = 128, NB = D / 8;  // n8 column groups of a 64 x 128 accumulator
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    unsigned char *base = (unsigned char *)(((uintptr_t)dsa_smem_raw + 1023) & ~(uintptr_t)1023);
-    if (base - dsa_smem_raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+    unsigned char *base = dsa_smem_base1024(dsa_smem_raw, smem_slack);
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [2][64 heads][64]
     __nv_bfloat16 *sk = sq + IXW_H * D;              // [2 wg][2 stages][2][64 slots][64]
     __nv_bfloat16 *sg = sk + 4 * IXW_KT * D;         // [2 wg][64 slots][64 heads]
@@ -419,13 +416,12 @@ static dsa_status ixw_check(const dsa_tensor *q, const dsa_tensor *k, const dsa_
     if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16 || H != IXW_H || D % 64 != 0 || D > 128 ||
         S > INT_MAX || ((uintptr_t)q->data | (uintptr_t)k->data) % 16 != 0)
         return DSA_ERR_UNSUPPORTED;
-    int dev = 0, max_optin = 0;
+    size_t optin = 0;
     bool sm90 = false;
     DSA_TRY(dsa_cuda_sm90(&sm90));
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (!sm90 || bytes > (size_t)max_optin) return DSA_ERR_UNSUPPORTED;
-    *slack = (int)((size_t)max_optin - bytes < 1008 ? (size_t)max_optin - bytes : 1008);
+    DSA_TRY(dsa_smem_optin(&optin));
+    if (!sm90 || bytes > optin) return DSA_ERR_UNSUPPORTED;
+    *slack = dsa_smem_slack(bytes, optin);
     *smem = bytes + (size_t)*slack;
     return DSA_OK;
 }

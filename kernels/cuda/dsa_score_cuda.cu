@@ -514,10 +514,9 @@ static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *
     if (v1 < 0) v1 = dsa_env_flag("DSA_HEADSUM_V1");
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], K = idx->shape[1];
     if (T_ == 0) return DSA_OK;
-    int dev = 0, max_optin = 0, ds = 0, nst = 0, hc = 0;
-    size_t smem = 0;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    int ds = 0, nst = 0, hc = 0;
+    size_t smem = 0, max_optin = 0;
+    DSA_TRY(dsa_smem_optin(&max_optin));
     static int v3 = -1;  // the wgmma kernels need sm_90a (CC 9.0); DSA_HEADSUM_V2=1 keeps v2
     if (v3 < 0) {
         bool sm90 = false;
@@ -528,7 +527,7 @@ static dsa_status launch_headsum_mma_any(const dsa_tensor *q, const dsa_tensor *
         dsa_status st = dsa_attn_score_headsum_wgmma_cuda(q, kv, idx, topk_length, lse, sigma, out);
         if (st != DSA_ERR_UNSUPPORTED) return st;  // else its shared memory does not fit: v2
     }
-    if (v1 || H == 0 || !hs2_pick(H, D, K, (size_t)max_optin, &ds, &nst, &hc, &smem))
+    if (v1 || H == 0 || !hs2_pick(H, D, K, max_optin, &ds, &nst, &hc, &smem))
         return launch_headsum_mma(q, kv, idx, topk_length, lse, sigma, out);
     if (ds == 2 && nst == 3) return launch_headsum_mma_v2_cfg<2, 3>(q, kv, idx, topk_length, lse, sigma, out, hc, smem);
     if (ds == 2) return launch_headsum_mma_v2_cfg<2, 2>(q, kv, idx, topk_length, lse, sigma, out, hc, smem);

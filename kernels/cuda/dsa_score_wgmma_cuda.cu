@@ -35,8 +35,7 @@ struct hs3_smem {
     unsigned long long *rmask;  // [RING]
     unsigned long long *bars;   // v4: full[2], empty[2]
     __device__ __forceinline__ hs3_smem(unsigned char *raw, int smem_slack, int D) {
-        unsigned char *base = (unsigned char *)(((uintptr_t)raw + 1023) & ~(uintptr_t)1023);
-        if (base - raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
+        unsigned char *base = dsa_smem_base1024(raw, smem_slack);
         sq = (__nv_bfloat16 *)base;
         skv = sq + HQ * D;
         slse = (float *)(skv + 2 * BK * D);
@@ -223,13 +222,12 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
                                              dsa_tensor *out) {
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = kv->shape[0], K = idx->shape[1];
     if (T_ == 0) return DSA_OK;
-    int dev = 0, max_optin = 0;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    size_t optin = 0;
+    DSA_TRY(dsa_smem_optin(&optin));
     bool big = H > 64;
     size_t smem = big ? hs3_tile_bytes<128>(D) : hs3_tile_bytes<64>(D);
-    if (smem > (size_t)max_optin) return DSA_ERR_UNSUPPORTED;
-    int slack = (int)((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008);
+    if (smem > optin) return DSA_ERR_UNSUPPORTED;
+    int slack = dsa_smem_slack(smem, optin);
     smem += (size_t)slack;
     // v4 (warp-specialized) by default: 316 / 435 TFLOP/s at H 64 / 128 (T 8192, H200) against v3's 261 / 321;
     // DSA_HEADSUM_V3=1 picks v3 (the math warpgroups gather).

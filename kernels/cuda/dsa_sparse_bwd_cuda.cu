@@ -703,10 +703,9 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
     if (use_mma_bwd(q, dout, dq, dkv, dsink, dv)) {
         static int v1 = -1;
         if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_BWD_V1");
-        int dev = 0, max_optin = 0;
-        CUDA_TRY(cudaGetDevice(&dev));
-        CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        if (!v1 && bwd2_smem_bytes(q->shape[2], dv) <= (size_t)max_optin) {
+        size_t max_optin = 0;
+        DSA_TRY(dsa_smem_optin(&max_optin));
+        if (!v1 && bwd2_smem_bytes(q->shape[2], dv) <= max_optin) {
             if (q->shape[2] == 576)
                 return launch_bwd_mma_v2<36>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
             return launch_bwd_mma_v2<32>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);

@@ -617,9 +617,8 @@ static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
     static int v1 = -1;
     if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_FWD_V1");
     if (q->shape[0] == 0 || h1 <= h0) return DSA_OK;
-    int dev = 0, max_optin = 0;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    size_t max_optin = 0;
+    DSA_TRY(dsa_smem_optin(&max_optin));
     int64_t D = q->shape[2];
     static int v3 = -1;  // v3 (wgmma) needs sm_90a (CC 9.0); DSA_SPARSE_FWD_V2=1 keeps v2
     if (v3 < 0) {
@@ -627,12 +626,12 @@ static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
         DSA_TRY(dsa_cuda_sm90(&sm90));
         v3 = sm90 && !dsa_env_flag("DSA_SPARSE_FWD_V2");
     }
-    if (!v1 && v3 && D % 64 == 0 && D <= 576 && dsa_fwd3_smem_bytes(D) <= (size_t)max_optin &&
-        !(fwd2_split() && h1 - h0 <= 16 && fwd2_smem_bytes(D, 3) <= (size_t)max_optin))
+    if (!v1 && v3 && D % 64 == 0 && D <= 576 && dsa_fwd3_smem_bytes(D) <= max_optin &&
+        !(fwd2_split() && h1 - h0 <= 16 && fwd2_smem_bytes(D, 3) <= max_optin))
         return dsa_sparse_mqa_fwd_wgmma_cuda(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
-    if (!v1 && fwd2_smem_bytes(D, 3) <= (size_t)max_optin)
+    if (!v1 && fwd2_smem_bytes(D, 3) <= max_optin)
         return launch_fwd_mma_v2_nst<3>(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
-    if (!v1 && fwd2_smem_bytes(D, 2) <= (size_t)max_optin)
+    if (!v1 && fwd2_smem_bytes(D, 2) <= max_optin)
         return launch_fwd_mma_v2_nst<2>(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
     return launch_fwd_mma_v1(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
 }

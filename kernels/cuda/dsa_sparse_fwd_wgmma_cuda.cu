@@ -196,12 +196,6 @@ struct fwd3_smem {
     }
 };
 
-__device__ __forceinline__ unsigned char *fwd3_base(unsigned char *raw, int smem_slack) {
-    unsigned char *base = (unsigned char *)(((uintptr_t)raw + 1023) & ~(uintptr_t)1023);
-    if (base - raw > smem_slack) __trap();  // cannot happen when the window is 1024-aligned
-    return base;
-}
-
 #define FWD3_ARGS                                                                                                   \
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,          \
         const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out, \
@@ -248,7 +242,7 @@ struct fwd3_work {
 // full[st]'s release / acquire makes them visible to the math warpgroups.
 __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    fwd3_smem sm(fwd3_base(dsa_smem_raw, smem_slack), D);
+    fwd3_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack), D);
     unsigned long long *full = sm.bars, *empty = sm.bars + 2;
     const fwd3_work w(hbeg, hend, K, topk_length);
     const int nt = w.nt, tid = threadIdx.x;
@@ -408,7 +402,7 @@ __device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsi
 template <bool ASYNC_ARRIVE>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
-    fwd5_smem sm(fwd3_base(dsa_smem_raw, smem_slack), D);
+    fwd5_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack), D);
     const fwd3_work w(hbeg, hend, K, topk_length);
     const int np = max(1, (w.nt + 1) / 2), tid = threadIdx.x;
     if (tid == 0) {
@@ -568,16 +562,15 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
                                          int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], K = idx->shape[1], S = kv->shape[0];
     if (T_ == 0 || h1 <= h0) return DSA_OK;
-    int dev = 0, max_optin = 0;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    size_t optin = 0;
+    DSA_TRY(dsa_smem_optin(&optin));
     // v5 (paired tiles) for D = 576 (P(a) takes the rope block of its stage, so V's 512 columns must
     // leave one), else v4 (warp-specialized); DSA_SPARSE_FWD_V4=1 keeps v4 for D = 576 too.
     static int v4 = -1;
     if (v4 < 0) v4 = dsa_env_flag("DSA_SPARSE_FWD_V4");
     const bool pair = !v4 && D == 576;
     size_t smem = pair ? fwd5_tile_bytes(D) : fwd3_tile_bytes(D);
-    int slack = (int)((size_t)max_optin > smem ? ((size_t)max_optin - smem < 1008 ? (size_t)max_optin - smem : 1008) : 0);
+    int slack = dsa_smem_slack(smem, optin);  // (a launch that does not fit fails in dsa_smem_setup, with its size)
     smem += (size_t)slack;
     static int async_arrive = -1;
     if (async_arrive < 0) async_arrive = dsa_env_flag("DSA_SPARSE_FWD_V5_ASYNC");

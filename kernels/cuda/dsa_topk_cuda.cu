@@ -810,10 +810,9 @@ static dsa_status topk_launch(const dsa_tensor *logits, int64_t K, int *pi, int 
     const T *pg = (const T *)logits->data;
     T *ps = score ? (T *)score->data : NULL;
     size_t smem = (size_t)TOPK_HBINS * 4 + (size_t)((S + 3) / 4) * 16;
-    int dev = 0, max_optin = 0;
+    size_t max_optin = 0;
     cudaFuncAttributes fa;
-    CUDA_TRY(cudaGetDevice(&dev));
-    CUDA_TRY(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    DSA_TRY(dsa_smem_optin(&max_optin));
     CUDA_TRY(cudaFuncGetAttributes(&fa, topk_kernel_fast<T, true>));
     const bool simple = topk_env("DSA_TOPK_SIMPLE", 0);
     if constexpr (!std::is_same<T, double>::value) {  // f64 keys would need 2 registers each: no register path
@@ -822,7 +821,7 @@ static dsa_status topk_launch(const dsa_tensor *logits, int64_t K, int *pi, int 
             return DSA_OK;
         }
     }
-    if (!simple && S <= INT_MAX && smem + fa.sharedSizeBytes <= (size_t)max_optin) {
+    if (!simple && S <= INT_MAX && smem + fa.sharedSizeBytes <= max_optin) {
         if (topk_env("DSA_TOPK_AGG", 0)) DSA_TRY((topk_launch_fast<T, true>(pg, T_, S, K, pi, pl, ps, wstart, wend, smem)));
         else DSA_TRY((topk_launch_fast<T, false>(pg, T_, S, K, pi, pl, ps, wstart, wend, smem)));
     } else {

@@ -189,6 +189,20 @@ __device__ __forceinline__ void dsa_wgmma_scores_m64n32(float *s, unsigned a_bas
 // built from it in uniform registers.
 __device__ __forceinline__ int dsa_warpgroup_index() { return __shfl_sync(0xffffffffu, (int)(threadIdx.x >> 7), 0); }
 
+// ---- 1024-byte-aligned shared-memory carve-ups (the swizzle pattern repeats every 1024 bytes) ------
+// Host: the alignment slack to ask for beside `bytes`, up to 1008 bytes as far as the GPU's opt-in
+// limit `optin` allows (the dynamic window normally starts 1024-aligned already).
+static inline int dsa_smem_slack(size_t bytes, size_t optin) {
+    return optin > bytes ? (int)(optin - bytes < 1008 ? optin - bytes : 1008) : 0;
+}
+// Device: the carve-up's 1024-aligned base inside the dynamic window (traps if the slack the launch
+// asked for does not cover the shift, which cannot happen when the window is 1024-aligned).
+__device__ __forceinline__ unsigned char *dsa_smem_base1024(unsigned char *raw, int slack) {
+    unsigned char *base = (unsigned char *)(((uintptr_t)raw + 1023) & ~(uintptr_t)1023);
+    if (base - raw > slack) __trap();
+    return base;
+}
+
 // ---- gathered operand tiles of the wgmma kernels -------------------------------------------------
 // Rows 0 .. R-1 of a swizzled tile loaded by 16-byte cp.async, 8 threads per row (row r: threads
 // 8r' .. 8r'+7 with r' = r mod blockDim.x / 8); row_src(r) gives the row's global address, or NULL for

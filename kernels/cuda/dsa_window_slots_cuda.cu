@@ -28,20 +28,13 @@ size_t dsa_fwd3_smem_bytes(int64_t D);
 // Whether the slot-list path takes these operands (out: the head sum's, NULL for the lse).
 extern "C" bool dsa_window_slots_apply(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *lse,
                                        const dsa_tensor *out) {
-    static int simt = -1, max_optin = -1;
-    if (simt < 0) simt = dsa_env_flag("DSA_DENSE_SIMT");
     bool sm90 = false;
-    if (simt || dsa_cuda_sm90(&sm90) != DSA_OK || !sm90) return false;
-    if (max_optin < 0) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-            max_optin = 0;
-    }
+    size_t optin = 0;
+    if (dsa_dense_simt() || dsa_cuda_sm90(&sm90) != DSA_OK || !sm90 || dsa_smem_optin(&optin) != DSA_OK) return false;
     int64_t H = q->shape[1], D = q->shape[2];
     return q->dtype == DSA_BF16 && kv->dtype == DSA_BF16 && lse->dtype == DSA_F32 && (!out || out->dtype == DSA_BF16) &&
            (D == 512 || D == 576) && H >= 1 && H <= 128 && kv->shape[0] <= INT32_MAX &&
-           dsa_fwd3_smem_bytes(D) <= (size_t)max_optin;
+           dsa_fwd3_smem_bytes(D) <= optin;
 }
 
 // Runs `op(q rows, idx, len, r0, n)` over chunks of rows with their slot lists built in scratch.
