@@ -171,6 +171,15 @@ __device__ __forceinline__ void dsa_cp_async16(unsigned dst, const void *src) {
 __device__ __forceinline__ void dsa_cp_async16_zero(unsigned dst, const void *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, 0;\n" ::"r"(dst), "l"(src) : "memory");
 }
+__device__ __forceinline__ int dsa_ld_shared_s32(unsigned addr) {
+    int v;
+    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+    return v;
+}
+// The same reading `bytes` (16 or 0) of them and zero-filling the rest.
+__device__ __forceinline__ void dsa_cp_async16_n(unsigned dst, const void *src, unsigned bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
 __device__ __forceinline__ void dsa_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void dsa_cp_async_wait() {

@@ -395,6 +395,28 @@ __device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsi
     dsa_wgmma_commit();
 }
 
+// One part of a stage (column blocks B0 .. B1 - 1 of the 64 gathered rows, D = 576) by the 128 gather
+// threads, the layout of dsa_load_rows_sw128 unrolled: thread ptid copies 16-byte chunk ptid & 7 of
+// each block of rows ptid / 8 + 16 i. Those rows share one swizzle phase (r & 7), so every copy is a
+// constant offset from one shared and one global base, without a branch: an invalid slot's copies read
+// nothing and zero-fill (source size 0, row 0 as the address). The generic loop spent about 20
+// instructions a copy on the swizzle, its bounds and the zero-row branch.
+template <int B0, int B1>
+__device__ __forceinline__ void fwd5_gather_part(__nv_bfloat16 *stage, const int *keys, const __nv_bfloat16 *kv, int ptid) {
+    const int grp = ptid >> 3, sub = ptid & 7;
+    const unsigned base = dsa_smem_addr(stage + grp * 64 + ((sub ^ (grp & 7)) << 3)), kaddr = dsa_smem_addr(keys + grp);
+    int key[FWD3_BK / 16];
+#pragma unroll
+    for (int i = 0; i < FWD3_BK / 16; i++) key[i] = dsa_ld_shared_s32(kaddr + 4 * 16 * i);  // all four first
+#pragma unroll
+    for (int i = 0; i < FWD3_BK / 16; i++) {
+        const __nv_bfloat16 *src = kv + (int64_t)max(key[i], 0) * (FWD5_NB * 64) + sub * 8;
+        const unsigned bytes = key[i] >= 0 ? 16 : 0;
+#pragma unroll
+        for (int b = B0; b < B1; b++) dsa_cp_async16_n(base + 2 * (b * FWD3_BK * 64 + i * 16 * 64), src + b * 64, bytes);
+    }
+}
+
 // ASYNC_ARRIVE (opt-in DSA_SPARSE_FWD_V5_ASYNC=1, not yet run on a GPU): each gather thread signals a
 // part's mbarrier by cp.async.mbarrier.arrive (zero rows by zero-filling copies) and goes on to the next
 // part at once, instead of waiting for its copies and fencing; two parts can be in flight (the next
@@ -444,8 +466,9 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
                     }
                     dsa_bar_sync(2, 128);  // the pair's keys are published
                 }
-                ring.load_tile(sm.skv + st * FWD3_BK * D, 2 * p + st, kv, D, ptid, 128, pt ? 64 * FWD5_NB_L : 0,
-                               pt ? D : 64 * FWD5_NB_L, ASYNC_ARRIVE);
+                __nv_bfloat16 *stage = sm.skv + st * FWD3_BK * D;
+                if (pt) fwd5_gather_part<FWD5_NB_L, FWD5_NB>(stage, ring.tile_keys(2 * p + st), kv, ptid);
+                else fwd5_gather_part<0, FWD5_NB_L>(stage, ring.tile_keys(2 * p + st), kv, ptid);
                 if (ASYNC_ARRIVE) {
                     dsa_cp_async_mbar_arrive(sm.ready(st, pt));
                 } else {
