@@ -217,6 +217,11 @@ struct ixw_gather_row {
     __device__ __forceinline__ __nv_bfloat16 *stage(int n) const { return sk + ((2 * wg + (n & 1)) * IXW_KT) * D; }
     __device__ __forceinline__ void load_tile(int n) const {  // invalid slots: zero rows, nothing read
         const int64_t j0 = slot0(n);
+        if (D == 128) {  // unrolled, the four keys of a thread read at once (the generic loop reads each
+                         // row's key from global memory in turn, inside its copy loop)
+            dsa_gather_blocks_sw128<IXW_KT, 2, 0, 2>(stage(n), [&](int r) { return key(j0 + r); }, k, threadIdx.x & 127);
+            return;
+        }
         dsa_load_rows_sw128(
             stage(n), IXW_KT, D,
             [&](int r) -> const __nv_bfloat16 * {

@@ -248,7 +248,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
     const int nt = w.nt, tid = threadIdx.x;
     if (tid == 0) {
         for (int b = 0; b < 2; b++) {
-            dsa_mbar_init(full + b, 128);
+            dsa_mbar_init(full + b, DSA_GATHER_FULL_ARRIVALS);
             dsa_mbar_init(empty + b, 256);
         }
     }
@@ -259,7 +259,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
         // tile 0), each into stage tile & 1 once the math has released that stage.
         dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
         dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
-        ring.produce(max(nt, 1), sm.skv, FWD3_BK * D, kv, D, full, empty, tid - 256);
+        if (D == 576) ring.produce<FWD3_BK, 9>(max(nt, 1), sm.skv, FWD3_BK * D, kv, D, full, empty, tid - 256);
+        else ring.produce(max(nt, 1), sm.skv, FWD3_BK * D, kv, D, full, empty, tid - 256);
         return;
     }
     dsa_setmaxnreg_inc<FWD4_REGS_MATH>();
@@ -395,32 +396,12 @@ __device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsi
     dsa_wgmma_commit();
 }
 
-// One part of a stage (column blocks B0 .. B1 - 1 of the 64 gathered rows, D = 576) by the 128 gather
-// threads, the layout of dsa_load_rows_sw128 unrolled: thread ptid copies 16-byte chunk ptid & 7 of
-// each block of rows ptid / 8 + 16 i. Those rows share one swizzle phase (r & 7), so every copy is a
-// constant offset from one shared and one global base, without a branch: an invalid slot's copies read
-// nothing and zero-fill (source size 0, row 0 as the address). The generic loop spent about 20
-// instructions a copy on the swizzle, its bounds and the zero-row branch.
-template <int B0, int B1>
-__device__ __forceinline__ void fwd5_gather_part(__nv_bfloat16 *stage, const int *keys, const __nv_bfloat16 *kv, int ptid) {
-    const int grp = ptid >> 3, sub = ptid & 7;
-    const unsigned base = dsa_smem_addr(stage + grp * 64 + ((sub ^ (grp & 7)) << 3)), kaddr = dsa_smem_addr(keys + grp);
-    int key[FWD3_BK / 16];
-#pragma unroll
-    for (int i = 0; i < FWD3_BK / 16; i++) key[i] = dsa_ld_shared_s32(kaddr + 4 * 16 * i);  // all four first
-#pragma unroll
-    for (int i = 0; i < FWD3_BK / 16; i++) {
-        const __nv_bfloat16 *src = kv + (int64_t)max(key[i], 0) * (FWD5_NB * 64) + sub * 8;
-        const unsigned bytes = key[i] >= 0 ? 16 : 0;
-#pragma unroll
-        for (int b = B0; b < B1; b++) dsa_cp_async16_n(base + 2 * (b * FWD3_BK * 64 + i * 16 * 64), src + b * 64, bytes);
-    }
-}
-
-// ASYNC_ARRIVE (opt-in DSA_SPARSE_FWD_V5_ASYNC=1, not yet run on a GPU): each gather thread signals a
+// ASYNC_ARRIVE (the default; DSA_SPARSE_FWD_V5_SYNC=1 turns it off): each gather thread signals a
 // part's mbarrier by cp.async.mbarrier.arrive (zero rows by zero-filling copies) and goes on to the next
 // part at once, instead of waiting for its copies and fencing; two parts can be in flight (the next
-// pair's a R and b L both wait on the end of a pair). The pattern of FlashMLA's SM90 gather.
+// pair's a R and b L both wait on the end of a pair). The pattern of FlashMLA's SM90 gather. H200,
+// T 4096, H 128: 573 against 549 TFLOP/s with the unrolled part copies; with session 15's generic copy
+// loop it lost (333 against 363), its issue cost then hid the overlap.
 template <bool ASYNC_ARRIVE>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
@@ -429,7 +410,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     const int np = max(1, (w.nt + 1) / 2), tid = threadIdx.x;
     if (tid == 0) {
         for (int b = 0; b < 4; b++) {
-            dsa_mbar_init(sm.bars + b, 128);      // ready: the gather warpgroup
+            dsa_mbar_init(sm.bars + b, ASYNC_ARRIVE ? DSA_GATHER_FULL_ARRIVALS : 128);  // ready: the gather warpgroup
             dsa_mbar_init(sm.bars + 4 + b, 128);  // free: the math warpgroup that reads the part last
             dsa_mbar_init(sm.bars + 8 + b, 128);  // the signals: the sending math warpgroup
         }
@@ -467,9 +448,10 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
                     dsa_bar_sync(2, 128);  // the pair's keys are published
                 }
                 __nv_bfloat16 *stage = sm.skv + st * FWD3_BK * D;
-                if (pt) fwd5_gather_part<FWD5_NB_L, FWD5_NB>(stage, ring.tile_keys(2 * p + st), kv, ptid);
-                else fwd5_gather_part<0, FWD5_NB_L>(stage, ring.tile_keys(2 * p + st), kv, ptid);
+                if (pt) dsa_gather_blocks_sw128<FWD3_BK, FWD5_NB, FWD5_NB_L, FWD5_NB>(stage, ring.shared_keys(2 * p + st), kv, ptid);
+                else dsa_gather_blocks_sw128<FWD3_BK, FWD5_NB, 0, FWD5_NB_L>(stage, ring.shared_keys(2 * p + st), kv, ptid);
                 if (ASYNC_ARRIVE) {
+                    if (ptid == 0) dsa_mbar_arrive(sm.ready(st, pt));  // releases the pair's published masks
                     dsa_cp_async_mbar_arrive(sm.ready(st, pt));
                 } else {
                     dsa_cp_async_commit();
@@ -595,8 +577,8 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     size_t smem = pair ? fwd5_tile_bytes(D) : fwd3_tile_bytes(D);
     int slack = dsa_smem_slack(smem, optin);  // (a launch that does not fit fails in dsa_smem_setup, with its size)
     smem += (size_t)slack;
-    static int async_arrive = -1;
-    if (async_arrive < 0) async_arrive = dsa_env_flag("DSA_SPARSE_FWD_V5_ASYNC");
+    static int async_arrive = -1;  // DSA_SPARSE_FWD_V5_SYNC=1: the gather threads wait for their copies
+    if (async_arrive < 0) async_arrive = !dsa_env_flag("DSA_SPARSE_FWD_V5_SYNC");
     auto kern = pair ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true> : sparse_mqa_fwd_pair_kernel<false>)
                      : sparse_mqa_fwd_ws_kernel;
     DSA_TRY(dsa_smem_setup(kern, smem,

@@ -232,6 +232,39 @@ __device__ __forceinline__ void dsa_load_rows_sw128(__nv_bfloat16 *dst, int R, i
     }
 }
 
+// Column blocks B0 .. B1 - 1 of BK gathered kv rows (NB * 64 elements a row) into a swizzled stage
+// ([NB][BK][64], dsa_sw128's layout) by 128 gather threads: thread ptid copies 16-byte chunk ptid & 7 of
+// each block of rows ptid / 8 + 16 i. Those rows share one swizzle phase (r & 7), so every copy is a
+// constant offset from one shared and one global base, without a branch: an invalid slot (key < 0)
+// reads nothing and zero-fills (source size 0, row 0 as the address). dsa_load_rows_sw128's loop
+// spends about 20 instructions a copy on the swizzle, its bounds and the zero-row branch; replacing it
+// took forward v5 from 363 to 549 TFLOP/s (H200, session 16).
+// key_of(r): row r's kv row, < 0 for an invalid slot; the thread's BK / 16 keys are read first, so
+// their latencies overlap.
+template <int BK, int NB, int B0, int B1, typename KeyOf>
+__device__ __forceinline__ void dsa_gather_blocks_sw128(__nv_bfloat16 *stage, KeyOf key_of, const __nv_bfloat16 *kv, int ptid) {
+    static_assert(BK % 16 == 0 && 0 <= B0 && B0 < B1 && B1 <= NB, "16-row passes over whole 64-column blocks");
+    const int grp = ptid >> 3, sub = ptid & 7;
+    const unsigned base = dsa_smem_addr(stage + grp * 64 + ((sub ^ (grp & 7)) << 3));
+    int key[BK / 16];
+#pragma unroll
+    for (int i = 0; i < BK / 16; i++) key[i] = key_of(grp + 16 * i);
+#pragma unroll
+    for (int i = 0; i < BK / 16; i++) {
+        const __nv_bfloat16 *src = kv + (int64_t)max(key[i], 0) * (NB * 64) + sub * 8;
+        const unsigned bytes = key[i] >= 0 ? 16 : 0;
+#pragma unroll
+        for (int b = B0; b < B1; b++) dsa_cp_async16_n(base + 2 * (b * BK * 64 + i * 16 * 64), src + b * 64, bytes);
+    }
+}
+
+// Arrivals that complete a stage's "full" mbarrier filled by a gather warpgroup with asynchronous
+// signals: one per gather thread when its copies have landed (cp.async.mbarrier.arrive.noinc), plus
+// one ordinary arrival by gather thread 0 after the tile's keys and mask are published. That one is
+// the release the math warpgroups' wait acquires for the mask; whether the copy engine's arrival
+// also orders a thread's earlier stores is not stated by the PTX ISA.
+#define DSA_GATHER_FULL_ARRIVALS 129
+
 // Ring of published slot tiles (up to 64 slots each): warp 0 reads a tile's raw indices ahead of
 // use (two slots per lane) and publishes, for the whole CTA, each slot's kv row (-1 when the slot is
 // invalid: index < 0 or >= S_kv, or past the row's k_end) and the tile's valid-slot bit mask.
@@ -256,6 +289,12 @@ struct dsa_slot_ring64 {
         if (lane == 0) mask[tile % n] = (unsigned long long)m0 | ((unsigned long long)m1 << 32);
     }
     __device__ __forceinline__ const int *tile_keys(int tile) const { return keys + (tile % n) * 64; }
+    // The same as a dsa_gather_blocks_sw128 key source (ld.shared: the compiler no longer knows the
+    // ring is shared memory and would emit generic loads).
+    __device__ __forceinline__ auto shared_keys(int tile) const {
+        const unsigned a = dsa_smem_addr(tile_keys(tile));
+        return [a](int r) { return dsa_ld_shared_s32(a + 4 * r); };
+    }
     __device__ __forceinline__ unsigned long long tile_mask(int tile) const { return mask[tile % n]; }
 
     // Warp 0, before the first tile: publishes tiles 0, 1, 2 and returns tile 3's raw indices (the
@@ -287,9 +326,12 @@ struct dsa_slot_ring64 {
     }
     // The gather warpgroup of a warp-specialized kernel (threads ptid 0 .. 127, named barrier 2): tiles
     // 0 .. nfill - 1 into stage tile & 1 of `stages` (stage_elems apart), each once the math threads have
-    // released that stage (empty[st]: the release of tile - 2), each signalled on full[st] (128
-    // arrivals) when its rows are in and visible to wgmma. Publishes each tile's keys and mask first
-    // (ring entry tile % n, n >= 4): full[st]'s release / acquire makes them visible to the math.
+    // released that stage (empty[st]: the release of tile - 2). Publishes each tile's keys and mask
+    // first (ring entry tile % n, n >= 4), then copies it and signals full[st] asynchronously
+    // (DSA_GATHER_FULL_ARRIVALS): a thread goes on to the next tile without waiting for its copies, so
+    // two tiles can be in flight. BK_FIXED > 0: rows of D = NB_FIXED * 64 by dsa_gather_blocks_sw128
+    // (bk == BK_FIXED); else the generic loop, zero rows by zero-filling copies.
+    template <int BK_FIXED = 0, int NB_FIXED = 0>
     __device__ __forceinline__ void produce(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv, int D,
                                             unsigned long long *full, unsigned long long *empty, int ptid) const {
         int2 pre = make_int2(-1, -1);
@@ -302,11 +344,10 @@ struct dsa_slot_ring64 {
                 pre = raw(j + 1);  // read ahead: lands while this tile is gathered
             }
             dsa_bar_sync(2, 128);  // tile j's keys are published
-            load_tile(stages + st * stage_elems, j, kv, D, ptid, 128);
-            dsa_cp_async_commit();
-            dsa_cp_async_wait<0>();
-            dsa_fence_proxy_async();  // this thread's rows (cp.async and zero rows) -> visible to wgmma
-            dsa_mbar_arrive(full + st);
+            if (ptid == 0) dsa_mbar_arrive(full + st);  // releases the published keys and mask
+            if constexpr (BK_FIXED > 0) dsa_gather_blocks_sw128<BK_FIXED, NB_FIXED, 0, NB_FIXED>(stages + st * stage_elems, shared_keys(j), kv, ptid);
+            else load_tile(stages + st * stage_elems, j, kv, D, ptid, 128, 0, -1, true);
+            dsa_cp_async_mbar_arrive(full + st);
         }
     }
     // Gathers tile `tile`'s kv rows (zeros for invalid slots) into the swizzled stage dst (bk rows of D).
