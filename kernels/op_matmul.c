@@ -48,3 +48,38 @@ dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool t
     }
     return out;
 }
+
+// ---- per-head matmul in the [T, H, *] layout ------------------------------------------------------
+
+static dsa_status matmul_heads_backward(dsa_ctx *c, dsa_node *n) {
+    dsa_tensor *x = n->in[0], *w = n->in[1], *dout = n->out[0]->grad;
+    bool tw = n->i[0] != 0;
+    dsa_tensor *dx = dsa_grad_buffer(c, x), *dw = dsa_grad_buffer(c, w);
+    if ((x->requires_grad && !dx) || (w->requires_grad && !dw)) return dsa_error_status();
+    return DSA_ON_DEVICE(dout->device, dsa_matmul_heads_bwd_cpu(x, w, tw, dout, dx, dw),
+                         dsa_matmul_heads_bwd_cuda(x, w, tw, dout, dx, dw));
+}
+
+dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) {
+    DSA_TRY_NULL(dsa_check_float_pair("matmul_heads", x, w));
+    char xs[96], ws[96];
+    dsa_shape_str(x, xs, sizeof xs);
+    dsa_shape_str(w, ws, sizeof ws);
+    if (x->dtype != w->dtype || (x->dtype != DSA_F32 && x->dtype != DSA_F64)) {
+        dsa_error_set(DSA_ERR_DTYPE, "matmul_heads: x %s and w %s must both be f32 or both f64", dsa_dtype_name(x->dtype),
+                      dsa_dtype_name(w->dtype));
+        return NULL;
+    }
+    if (x->ndim != 3 || w->ndim != 3 || x->shape[1] != w->shape[0] || x->shape[2] != w->shape[tw ? 2 : 1]) {
+        dsa_error_set(DSA_ERR_SHAPE, "matmul_heads: x %s must be [T, H, K] and w %s [H, %s] with the same H and K", xs, ws,
+                      tw ? "N, K" : "K, N");
+        return NULL;
+    }
+    int64_t shape[3] = {x->shape[0], x->shape[1], w->shape[tw ? 1 : 2]};
+    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, x->dtype, x->device, 3, shape);
+    if (!out) return NULL;
+    DSA_TRY_NULL(DSA_ON_DEVICE(x->device, dsa_matmul_heads_fwd_cpu(x, w, tw, out), dsa_matmul_heads_fwd_cuda(x, w, tw, out)));
+    dsa_node *n = dsa_record(c, "matmul_heads", matmul_heads_backward, (dsa_tensor *[]){x, w}, 2, &out, 1);
+    if (n) n->i[0] = tw;
+    return out;
+}

@@ -20,6 +20,10 @@ extern "C" {
 // C = op(A) @ op(B), op = transpose of the last two dims when ta/tb. A [..., M, K], B [..., K, N]
 // (before the transposes). Leading (batch) dims must be equal, or B may be 2-D (shared weight).
 dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool tb);
+// Per-head matmul in the row-major head layout: x [T, H, K], w [H, K, N] (tw: [H, N, K]) -> y [T, H, N],
+// y[t, h] = x[t, h] op(w[h]). The same as permute -> matmul -> permute without the two copies: the
+// GEMMs read each head's rows in place. x and w: both f32 or both f64.
+dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw);
 // CUDA f32 GEMMs use bf16 tensor-core math with fp32 accumulation by default; exact_fp32 = 1 forces
 // full fp32 math (tests). bf16 tensors always compute in fp32, f64 in fp64. No effect on the CPU.
 void dsa_set_matmul_precision(int exact_fp32);

@@ -60,8 +60,7 @@ static void project(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, d
 
 // Absorbed form (SPEC 4): q~ = [q_nope W_kc ; q_pe] [T, H_l, L + rope]; the keys are a->kv.
 static dsa_tensor *absorb(dsa_ctx *c, const mla_acts *a) {
-    dsa_tensor *qn = dsa_permute(c, a->q_nope, SWAP01);               // [H, T, nope]
-    dsa_tensor *ql = dsa_permute(c, dsa_matmul(c, qn, a->w_kc, false, false), SWAP01); // [T, H, L]
+    dsa_tensor *ql = dsa_matmul_heads(c, a->q_nope, a->w_kc, false);  // [T, H, L]
     return dsa_concat(c, ql, a->q_pe, 2);
 }
 
@@ -73,8 +72,7 @@ static dsa_tensor *sparse_attention(dsa_ctx *c, const dsa_model *m, const mla_ac
     dsa_tensor *o_lat = NULL, *sink = a->sink ? dsa_model_ops_in(c, m, a->sink) : NULL;
     if (!q_in || !kv_in || (a->sink && !sink)) return NULL;
     if (dsa_sparse_mqa(c, q_in, kv_in, idx, len, sink, &args, &o_lat, lse) != DSA_OK) return NULL;
-    dsa_tensor *ol = dsa_permute(c, dsa_model_ops_out(c, m, o_lat), SWAP01); // [H, T, L]
-    return dsa_permute(c, dsa_matmul(c, ol, a->w_vc, false, true), SWAP01); // [T, H, v]
+    return dsa_matmul_heads(c, dsa_model_ops_out(c, m, o_lat), a->w_vc, true);  // [T, H, v]
 }
 
 // Dense reference path: per-head attention with k = [W_kc c_kv ; k_pe], v = W_vc c_kv and an

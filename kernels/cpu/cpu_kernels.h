@@ -39,6 +39,9 @@ dsa_status dsa_binary_bwd_cpu(dsa_binary_op op, const dsa_tensor *a, const dsa_t
 dsa_status dsa_matmul_fwd_cpu(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb, dsa_tensor *out);
 dsa_status dsa_matmul_bwd_cpu(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb, const dsa_tensor *dout,
                               dsa_tensor *da, dsa_tensor *db);
+dsa_status dsa_matmul_heads_fwd_cpu(const dsa_tensor *x, const dsa_tensor *w, bool tw, dsa_tensor *y);
+dsa_status dsa_matmul_heads_bwd_cpu(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout,
+                                    dsa_tensor *dx, dsa_tensor *dw);
 
 // Unary, any shape: out = s * x / relu(x) / silu(x) = x * sigmoid(x). dx += dout * d/dx.
 dsa_status dsa_scale_fwd_cpu(const dsa_tensor *x, double s, dsa_tensor *out);

@@ -39,8 +39,8 @@ static bool pack_in_float(const operand *B) { return B->dt != DSA_F64; }
 
 static panel panel_of(const operand *B, int64_t b, int64_t K, int64_t N, void *pack) {
     panel p = {NULL, NULL};
-    if (!B->t && B->dt == DSA_F32) p.f32 = (const float *)B->p + b * B->stride;
-    else if (!B->t && B->dt == DSA_F64) p.f64 = (const double *)B->p + b * B->stride;
+    if (!B->t && B->ld == N && B->dt == DSA_F32) p.f32 = (const float *)B->p + b * B->stride;
+    else if (!B->t && B->ld == N && B->dt == DSA_F64) p.f64 = (const double *)B->p + b * B->stride;
     else if (pack_in_float(B)) {
         float *f = pack;
         for (int64_t k = 0; k < K; k++)
@@ -96,9 +96,9 @@ static void accumulate_block(const operand *A, int64_t b, int64_t i0, int64_t ro
     }
 }
 
-static void store_block(dsa_tensor *C, int64_t off, int64_t rows, int64_t N, const double *acc, bool accumulate) {
+static void store_block(dsa_tensor *C, int64_t off, int64_t ldc, int64_t rows, int64_t N, const double *acc, bool accumulate) {
     for (int64_t r = 0; r < rows; r++) {
-        int64_t base = off + r * N;
+        int64_t base = off + r * ldc;
         if (C->dtype == DSA_F32) {
             float *c = (float *)C->data + base;
             for (int64_t j = 0; j < N; j++) c[j] = (float)((accumulate ? c[j] : 0.0) + acc[r * N + j]);
@@ -112,9 +112,10 @@ static void store_block(dsa_tensor *C, int64_t off, int64_t rows, int64_t N, con
     }
 }
 
-static dsa_status gemm(const operand *A, const operand *B, dsa_tensor *C, int64_t M, int64_t N, int64_t K,
-                       int64_t batch, bool reduce_batch, bool accumulate) {
-    bool packed = B->t || (B->dt != DSA_F32 && B->dt != DSA_F64);
+// C[b] (b at element cstride * b, rows ldc apart) (+)= op(A[b]) @ op(B[b]).
+static dsa_status gemm_strided(const operand *A, const operand *B, dsa_tensor *C, int64_t cstride, int64_t ldc, int64_t M,
+                               int64_t N, int64_t K, int64_t batch, bool reduce_batch, bool accumulate) {
+    bool packed = B->t || B->ld != N || (B->dt != DSA_F32 && B->dt != DSA_F64);
     int64_t n_panels = B->stride == 0 ? 1 : batch;
     size_t esz = pack_in_float(B) ? sizeof(float) : sizeof(double);
     char *packs = NULL;
@@ -149,7 +150,7 @@ static dsa_status gemm(const operand *A, const operand *B, dsa_tensor *C, int64_
                 for (int64_t k0 = 0; k0 < K; k0 += K_BLOCK)
                     accumulate_block(A, b, i0, rows, k0, k0 + K_BLOCK < K ? k0 + K_BLOCK : K,
                                      panels[B->stride == 0 ? 0 : b], N, acc, facc);
-            store_block(C, cb * M * N + i0 * N, rows, N, acc, accumulate);
+            store_block(C, cb * cstride + i0 * ldc, ldc, rows, N, acc, accumulate);
         }
         free(acc);
         free(facc);
@@ -157,6 +158,12 @@ static dsa_status gemm(const operand *A, const operand *B, dsa_tensor *C, int64_
     free(panels);
     free(packs);
     return failed ? dsa_error_set(DSA_ERR_MEMORY, "matmul: no memory for the accumulator") : DSA_OK;
+}
+
+// C packed: batch b at M * N * b, rows N apart.
+static dsa_status gemm(const operand *A, const operand *B, dsa_tensor *C, int64_t M, int64_t N, int64_t K,
+                       int64_t batch, bool reduce_batch, bool accumulate) {
+    return gemm_strided(A, B, C, M * N, N, M, N, K, batch, reduce_batch, accumulate);
 }
 
 // Stored [rows, cols] of the last two dims, and the batch count from the leading dims.
@@ -210,6 +217,44 @@ dsa_status dsa_matmul_bwd_cpu(const dsa_tensor *a, const dsa_tensor *b, bool ta,
             Gt.t = true;
             DSA_TRY(gemm(&Gt, &A, db, N, K, M, batch, shared, true));
         }
+    }
+    return DSA_OK;
+}
+
+// Per-head products in the [T, H, *] layout (dsa_matmul_heads): head h is a batch whose rows are H * K
+// (x), H * N (y) elements apart; w [H, K, N] or, with tw, [H, N, K].
+typedef struct {
+    operand X, W, G;  // x [T, H, K], w, dy [T, H, N] (G: dout may be NULL in the forward)
+    int64_t T, H, K, N;
+} heads_dims;
+
+static heads_dims heads_of(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout) {
+    heads_dims d = {.T = x->shape[0], .H = x->shape[1], .K = x->shape[2], .N = tw ? w->shape[1] : w->shape[2]};
+    d.X = (operand){x->data, x->dtype, d.K, false, d.H * d.K};
+    d.W = (operand){w->data, w->dtype, d.K * d.N, tw, tw ? d.K : d.N};
+    if (dout) d.G = (operand){dout->data, dout->dtype, d.N, false, d.H * d.N};
+    return d;
+}
+
+dsa_status dsa_matmul_heads_fwd_cpu(const dsa_tensor *x, const dsa_tensor *w, bool tw, dsa_tensor *y) {
+    heads_dims d = heads_of(x, w, tw, NULL);
+    return gemm_strided(&d.X, &d.W, y, d.N, d.H * d.N, d.T, d.N, d.K, d.H, false, false);
+}
+
+// dx[:, h] += dy[:, h] op(w[h])^T; dw[h] += x[:, h]^T dy[:, h] (tw: its transpose, dy[:, h]^T x[:, h]).
+dsa_status dsa_matmul_heads_bwd_cpu(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout,
+                                    dsa_tensor *dx, dsa_tensor *dw) {
+    heads_dims d = heads_of(x, w, tw, dout);
+    if (dx) {
+        operand Wt = d.W;
+        Wt.t = !tw;
+        DSA_TRY(gemm_strided(&d.G, &Wt, dx, d.K, d.H * d.K, d.T, d.K, d.N, d.H, false, true));
+    }
+    if (dw) {
+        operand Xt = d.X, Gt = d.G;
+        Xt.t = Gt.t = true;
+        if (!tw) DSA_TRY(gemm_strided(&Xt, &d.G, dw, d.K * d.N, d.N, d.K, d.N, d.T, d.H, false, true));
+        else DSA_TRY(gemm_strided(&Gt, &d.X, dw, d.N * d.K, d.K, d.N, d.K, d.T, d.H, false, true));
     }
     return DSA_OK;
 }

@@ -17,6 +17,9 @@ dsa_status dsa_binary_bwd_cuda(dsa_binary_op op, const dsa_tensor *a, const dsa_
 dsa_status dsa_matmul_fwd_cuda(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb, dsa_tensor *out);
 dsa_status dsa_matmul_bwd_cuda(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb, const dsa_tensor *dout,
                                dsa_tensor *da, dsa_tensor *db);
+dsa_status dsa_matmul_heads_fwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, dsa_tensor *y);
+dsa_status dsa_matmul_heads_bwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout,
+                                     dsa_tensor *dx, dsa_tensor *dw);
 dsa_status dsa_scale_fwd_cuda(const dsa_tensor *x, double s, dsa_tensor *out);
 dsa_status dsa_scale_bwd_cuda(double s, const dsa_tensor *dout, dsa_tensor *dx);
 dsa_status dsa_relu_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);

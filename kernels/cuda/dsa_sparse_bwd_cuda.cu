@@ -439,10 +439,9 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         int r = warp * 4 + (lane >> 3), key = ring.tile_keys(tile)[r];
         __nv_bfloat16 *drow = dst + r * ldq;
         const __nv_bfloat16 *src = kv + (int64_t)(key >= 0 ? key : 0) * D;
-        for (int v = lane & 7; v < D8; v += 8) {
-            if (key >= 0) dsa_cp_async16(dsa_smem_addr(drow + v * 8), src + v * 8);
-            else *(uint4 *)(drow + v * 8) = zero4;  // invalid slot: zeros (P = dS = 0 must meet finite values), nothing read
-        }
+        // An invalid slot's copies read nothing and zero-fill (P = dS = 0 must meet finite values).
+        const unsigned bytes = key >= 0 ? 16 : 0;
+        for (int v = lane & 7; v < D8; v += 8) dsa_cp_async16_n(dsa_smem_addr(drow + v * 8), src + v * 8, bytes);
     };
 
     // Prologue. Q by cp.async (joins tile 0's group); dO rounded to bf16 and Delta = out . dout

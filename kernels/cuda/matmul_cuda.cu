@@ -9,20 +9,23 @@
 #include "kernels/ops.h"
 
 
-// One operand of a GEMM: a raw pointer with its dtype and per-batch element stride (0 = shared).
+// One operand of a GEMM: a raw pointer with its dtype, per-batch element stride (0 = shared) and
+// stored row length (0: packed, the row length of its shape).
 struct gemm_arg {
     const void *p;
     dsa_dtype dt;
     int64_t stride;
+    int64_t ld;
 };
 
 static cudaDataType_t cuda_type(dsa_dtype dt) {
     return dt == DSA_F64 ? CUDA_R_64F : (dt == DSA_BF16 ? CUDA_R_16BF : CUDA_R_32F);
 }
 
-// C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], row-major, M x N x K, A and B of one dtype.
+// C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], row-major, M x N x K, A and B of one dtype; C's rows
+// ldc apart (0: N).
 static dsa_status gemm_cublas(gemm_arg A, gemm_arg B, void *C, dsa_dtype ct, int64_t cstride, bool ta, bool tb,
-                              int64_t M, int64_t N, int64_t K, int64_t batch, double beta) {
+                              int64_t M, int64_t N, int64_t K, int64_t batch, double beta, int64_t ldc = 0) {
     cublasHandle_t h = (cublasHandle_t)dsa_cuda()->cublas;
     cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
     if (A.dt == DSA_F64) compute = CUBLAS_COMPUTE_64F;
@@ -31,10 +34,11 @@ static dsa_status gemm_cublas(gemm_arg A, gemm_arg B, void *C, dsa_dtype ct, int
     float alpha32 = 1.0f, beta32 = (float)beta;
     const void *alpha = A.dt == DSA_F64 ? (const void *)&alpha64 : (const void *)&alpha32;
     const void *betap = A.dt == DSA_F64 ? (const void *)&beta64 : (const void *)&beta32;
-    int lda = (int)(tb ? K : N), ldb = (int)(ta ? M : K);  // cuBLAS's A is our B, and vice versa
+    // cuBLAS's A is our B, and vice versa.
+    int lda = (int)(B.ld ? B.ld : (tb ? K : N)), ldb = (int)(A.ld ? A.ld : (ta ? M : K));
     CUBLAS_TRY(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N,
                                           (int)M, (int)K, alpha, B.p, cuda_type(B.dt), lda, B.stride, A.p,
-                                          cuda_type(A.dt), ldb, A.stride, betap, C, cuda_type(ct), (int)N, cstride,
+                                          cuda_type(A.dt), ldb, A.stride, betap, C, cuda_type(ct), (int)(ldc ? ldc : N), cstride,
                                           (int)batch, compute, CUBLAS_GEMM_DEFAULT));
     return DSA_OK;
 }
@@ -136,8 +140,8 @@ static dsa_status gemm(gemm_arg A, gemm_arg B, void *C, dsa_dtype ct, int64_t cs
     // Shared-weight gradient: one beta=1 GEMM per batch accumulates into the same C.
     for (int64_t b = 0; b < batch; b++) {
         size_t ea = dsa_dtype_size(A.dt), eb = dsa_dtype_size(B.dt);
-        gemm_arg Ab = {(const char *)A.p + b * A.stride * ea, A.dt, 0};
-        gemm_arg Bb = {(const char *)B.p + b * B.stride * eb, B.dt, 0};
+        gemm_arg Ab = {(const char *)A.p + b * A.stride * ea, A.dt, 0, 0};
+        gemm_arg Bb = {(const char *)B.p + b * B.stride * eb, B.dt, 0, 0};
         DSA_TRY(gemm_cublas(Ab, Bb, C, ct, 0, ta, tb, M, N, K, 1, b == 0 ? beta : 1.0));
     }
     return DSA_OK;
@@ -177,7 +181,7 @@ extern "C" dsa_status dsa_matmul_fwd_cuda(const dsa_tensor *a, const dsa_tensor 
         CUDA_TRY(cudaMemsetAsync(out->data, 0, dsa_nbytes(out), dsa_stream()));
         return DSA_OK;
     }
-    gemm_arg A = {a->data, a->dtype, d.sa}, B = {b->data, b->dtype, d.sb};
+    gemm_arg A = {a->data, a->dtype, d.sa, 0}, B = {b->data, b->dtype, d.sb, 0};
     return gemm(A, B, out->data, out->dtype, d.sc, ta, tb, d.M, d.N, d.K, d.batch, false, 0.0);
 }
 
@@ -187,7 +191,7 @@ extern "C" dsa_status dsa_matmul_bwd_cuda(const dsa_tensor *a, const dsa_tensor 
                                           const dsa_tensor *dout, dsa_tensor *da, dsa_tensor *db) {
     mm_dims d = dims_of(a, b, ta, tb);
     if (d.K == 0) return DSA_OK;
-    gemm_arg A = {a->data, a->dtype, d.sa}, B = {b->data, b->dtype, d.sb}, G = {dout->data, dout->dtype, d.sc};
+    gemm_arg A = {a->data, a->dtype, d.sa, 0}, B = {b->data, b->dtype, d.sb, 0}, G = {dout->data, dout->dtype, d.sc, 0};
     if (da) {
         if (!ta)  // dA[M,K] = dC[M,N] @ op(B)^T
             DSA_TRY(gemm(G, B, da->data, da->dtype, d.sa, false, !tb, d.M, d.K, d.N, d.batch, false, 1.0));
@@ -200,6 +204,46 @@ extern "C" dsa_status dsa_matmul_bwd_cuda(const dsa_tensor *a, const dsa_tensor 
             DSA_TRY(gemm(A, G, db->data, db->dtype, sdb, !ta, false, d.K, d.N, d.M, d.batch, d.b_shared, 1.0));
         else      // dB[N,K] = dC^T @ op(A)
             DSA_TRY(gemm(G, A, db->data, db->dtype, sdb, true, ta, d.N, d.K, d.M, d.batch, d.b_shared, 1.0));
+    }
+    return DSA_OK;
+}
+
+// Per-head products in the [T, H, *] layout (dsa_matmul_heads): head h is a batch whose rows are H * K
+// (x) or H * N (y) elements apart, so cuBLAS reads the heads in place (no permute). x and w share an
+// f32 / f64 dtype (the front end checks), so every product is one strided-batched cuBLAS call.
+struct heads_dims {
+    gemm_arg X, W, G;
+    int64_t T, H, K, N;
+};
+
+static heads_dims heads_of(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout) {
+    heads_dims d;
+    d.T = x->shape[0], d.H = x->shape[1], d.K = x->shape[2], d.N = tw ? w->shape[1] : w->shape[2];
+    d.X = {x->data, x->dtype, d.K, d.H * d.K};
+    d.W = {w->data, w->dtype, d.K * d.N, 0};
+    d.G = {dout ? dout->data : NULL, dout ? dout->dtype : x->dtype, d.N, d.H * d.N};
+    return d;
+}
+
+extern "C" dsa_status dsa_matmul_heads_fwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, dsa_tensor *y) {
+    heads_dims d = heads_of(x, w, tw, NULL);
+    if (d.K == 0) {
+        CUDA_TRY(cudaMemsetAsync(y->data, 0, dsa_nbytes(y), dsa_stream()));
+        return DSA_OK;
+    }
+    if (d.T == 0 || d.N == 0) return DSA_OK;
+    return gemm_cublas(d.X, d.W, y->data, y->dtype, d.N, false, tw, d.T, d.N, d.K, d.H, 0.0, d.H * d.N);
+}
+
+// dx[:, h] += dy[:, h] op(w[h])^T; dw[h] += x[:, h]^T dy[:, h] (tw: dy[:, h]^T x[:, h]).
+extern "C" dsa_status dsa_matmul_heads_bwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout,
+                                                dsa_tensor *dx, dsa_tensor *dw) {
+    heads_dims d = heads_of(x, w, tw, dout);
+    if (d.T == 0 || d.K == 0 || d.N == 0) return DSA_OK;
+    if (dx) DSA_TRY(gemm_cublas(d.G, d.W, dx->data, dx->dtype, d.K, false, !tw, d.T, d.K, d.N, d.H, 1.0, d.H * d.K));
+    if (dw) {
+        if (!tw) DSA_TRY(gemm_cublas(d.X, d.G, dw->data, dw->dtype, d.K * d.N, true, false, d.K, d.N, d.T, d.H, 1.0));
+        else DSA_TRY(gemm_cublas(d.G, d.X, dw->data, dw->dtype, d.N * d.K, true, false, d.N, d.K, d.T, d.H, 1.0));
     }
     return DSA_OK;
 }

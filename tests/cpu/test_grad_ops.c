@@ -52,6 +52,7 @@ static dsa_tensor *f_matmul(dsa_ctx *c, dsa_tensor **in, void *u) {
     args *a = u;
     return dsa_matmul(c, in[0], in[1], a->i[0], a->i[1]);
 }
+static dsa_tensor *f_matmul_heads(dsa_ctx *c, dsa_tensor **in, void *u) { return dsa_matmul_heads(c, in[0], in[1], ((args *)u)->i[0]); }
 static dsa_tensor *f_scale(dsa_ctx *c, dsa_tensor **in, void *u) { return dsa_scale(c, in[0], ((args *)u)->f[0]); }
 static dsa_tensor *f_relu(dsa_ctx *c, dsa_tensor **in, void *u) { (void)u; return dsa_relu(c, in[0]); }
 static dsa_tensor *f_silu(dsa_ctx *c, dsa_tensor **in, void *u) { (void)u; return dsa_silu(c, in[0]); }
@@ -121,6 +122,28 @@ static void test_matmul(void) {
         dsa_tensor *W = randn(2, a.i[1] ? DSA_SHAPE(5, 4) : DSA_SHAPE(4, 5), "w_shared");
         check("matmul", no++, f_matmul, &a, (dsa_tensor *[]){A4, W}, 2);
     }
+}
+
+// Per-head matmul in the [T, H, *] layout: gradients by finite differences, and the forward against
+// permute -> batched matmul -> permute (the composition it replaces).
+static void test_matmul_heads(void) {
+    const int64_t thkn[][4] = {{1, 1, 1, 1}, {5, 3, 4, 6}, {7, 2, 9, 3}};
+    const int swap01[3] = {1, 0, 2};
+    int no = 0;
+    for (int s = 0; s < 3; s++)
+        for (int tw = 0; tw < 2; tw++) {
+            args a = {.i = {tw}};
+            int64_t T = thkn[s][0], H = thkn[s][1], K = thkn[s][2], N = thkn[s][3];
+            dsa_tensor *x = randn(3, DSA_SHAPE(T, H, K), "x");
+            dsa_tensor *w = randn(3, tw ? DSA_SHAPE(H, N, K) : DSA_SHAPE(H, K, N), "w");
+            check("matmul_heads", no++, f_matmul_heads, &a, (dsa_tensor *[]){x, w}, 2);
+            dsa_tensor *y = dsa_matmul_heads(C, x, w, tw);
+            dsa_tensor *r = dsa_permute(C, dsa_matmul(C, dsa_permute(C, x, swap01), w, false, tw), swap01);
+            CHECK(y && r && dsa_numel(y) == dsa_numel(r), "matmul_heads #%d: no result", no - 1);
+            double worst = 0;
+            for (int64_t i = 0; y && r && i < dsa_numel(y); i++) worst = fmax(worst, fabs(dsa_get(y, i) - dsa_get(r, i)));
+            CHECK(worst <= 1e-12, "matmul_heads #%d: forward differs from permute-matmul-permute by %.3e", no - 1, worst);
+        }
 }
 
 static void test_elementwise(void) {
@@ -254,6 +277,7 @@ int main(void) {
     C = dsa_ctx_create(DSA_CPU);
     dsa_rng_init(&RNG, 20261122);
     test_matmul();
+    test_matmul_heads();
     test_elementwise();
     test_rows();
     test_norms();

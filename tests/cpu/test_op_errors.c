@@ -36,6 +36,10 @@ int main(void) {
     dsa_tensor *b64 = randn(DSA_F64, 2, DSA_SHAPE(4, 5));
     expect_error("matmul mixed dtypes", dsa_matmul(C, a, b64, false, false), DSA_ERR_DTYPE, "matmul", "[3, 4] f32",
                  "[4, 5] f64");
+    expect_error("matmul_heads H differs", dsa_matmul_heads(C, a3, randn(DSA_F32, 3, DSA_SHAPE(4, 4, 5)), false), DSA_ERR_SHAPE,
+                 "matmul_heads", "[2, 3, 4]", "[4, 4, 5]");
+    expect_error("matmul_heads mixed dtypes", dsa_matmul_heads(C, a3, randn(DSA_F64, 3, DSA_SHAPE(3, 4, 5)), false),
+                 DSA_ERR_DTYPE, "matmul_heads", "f32", "f64");
     expect_error("add mixed dtypes", dsa_add(C, a, randn(DSA_F64, 2, DSA_SHAPE(3, 4))), DSA_ERR_DTYPE, "add", "f32", "f64");
 
     int32_t iv[12] = {0};

@@ -77,6 +77,9 @@ static dsa_tensor *f_matmul(dsa_ctx *c, dsa_tensor **in, const void *u) {
     const mm_arg *a = u;
     return dsa_matmul(c, in[0], in[1], a->ta, a->tb);
 }
+static dsa_tensor *f_matmul_heads(dsa_ctx *c, dsa_tensor **in, const void *u) {
+    return dsa_matmul_heads(c, in[0], in[1], *(const bool *)u);
+}
 static dsa_tensor *f_add(dsa_ctx *c, dsa_tensor **in, const void *u) { return dsa_add(c, in[0], in[1]); }
 static dsa_tensor *f_mul(dsa_ctx *c, dsa_tensor **in, const void *u) { return dsa_mul(c, in[0], in[1]); }
 static dsa_tensor *f_scale(dsa_ctx *c, dsa_tensor **in, const void *u) { return dsa_scale(c, in[0], -0.37); }
@@ -155,6 +158,15 @@ static void test_matmul(dsa_dtype dt) {
     mm_arg a = {false, true};
     dsa_tensor *in[2] = {rnd(dt, 3, DSA_SHAPE(2, 130, 257)), rnd(dt, 2, DSA_SHAPE(193, 257))};
     run_case("matmul 2x130x257 @ 193x257^T", f_matmul, &a, in, 2, dt == DSA_F64 ? 1e-10 : 1e-2, dt == DSA_F64 ? 1e-10 : 1e-2);
+    // Per-head matmul in the [T, H, *] layout (f32 / f64 only): heads read in place by strided GEMMs.
+    if (dt == DSA_BF16) return;
+    for (int tw = 0; tw < 2; tw++) {
+        bool t = tw;
+        const int64_t T = 67, H = 5, K = 48, N = 40;
+        dsa_tensor *hin[2] = {rnd(dt, 3, DSA_SHAPE(T, H, K)), rnd(dt, 3, t ? DSA_SHAPE(H, N, K) : DSA_SHAPE(H, K, N))};
+        run_case(t ? "matmul_heads tw=1" : "matmul_heads tw=0", f_matmul_heads, &t, hin, 2, tol_of(dt) * (dt == DSA_F32 ? 1e3 : 1),
+                 tol_of(dt) * (dt == DSA_F32 ? 1e3 : 1));
+    }
 }
 
 static void test_elementwise(dsa_dtype dt) {
