@@ -180,40 +180,6 @@ __device__ __forceinline__ int dsa_ld_shared_s32(unsigned addr) {
 __device__ __forceinline__ void dsa_cp_async16_n(unsigned dst, const void *src, unsigned bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
 }
-// Bulk asynchronous reductions (sm_90): gdst[0 .. bytes / 4) += the fp32 values at shared address ssrc,
-// performed by the copy engine in whole L2 sectors (bytes and both addresses multiples of 16). The
-// shared source must have been written before a dsa_bulk_fence (generic -> async proxy); it may be
-// reused once dsa_bulk_wait_read says the engine has read it.
-__device__ __forceinline__ void dsa_bulk_fence() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void dsa_bulk_reduce_add_f32(float *gdst, unsigned ssrc, unsigned bytes) {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gdst), "r"(ssrc),
-                 "r"(bytes)
-                 : "memory");
-#else
-    __trap();
-#endif
-}
-__device__ __forceinline__ void dsa_bulk_commit() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-#endif
-}
-// Every committed bulk group of this thread has read its shared source (.read) / is complete.
-__device__ __forceinline__ void dsa_bulk_wait_read() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void dsa_bulk_wait_all() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
-#endif
-}
 __device__ __forceinline__ void dsa_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void dsa_cp_async_wait() {

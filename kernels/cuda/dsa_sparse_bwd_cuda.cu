@@ -394,15 +394,7 @@ __device__ __forceinline__ void bwd2_k16(float (*acc)[4], unsigned a_addr, unsig
 // which DSA_SPARSE_BWD_W16=1 keeps).
 // SPLIT: the split mode below, its own instantiation (as a runtime flag its checks in the inner loops
 // cost the default kernel 8%: 178.3 against 193.4 TFLOP/s, H200, T 8192, H 64, session 15).
-// BULK (W32, D = 576; DSA_SPARSE_BWD_ATOMICS=1 turns it off): C's dkv sums leave by bulk asynchronous
-// reductions instead of float4 atomics. Once every warp's B has read the tile's kv stage (one more
-// barrier), the stage becomes eight per-warp staging areas: a warp writes its chunk's 32 slots x 32 (16)
-// fp32 columns there and each lane hands its slot's row to the copy engine
-// (cp.reduce.async.bulk .add.f32, 128 or 64 bytes): one operation per slot row instead of 8 (4) float4
-// atomics, in whole L2 sectors. The stage is refilled (tile i + 2) only after the next tile's first
-// barrier, which every thread passes after the engine has read its rows.
-#define BWD2_STG_PITCH 36  // staging row pitch in floats: 16-byte aligned rows, 8 warps x 32 rows fit a D 576 stage
-template <int NJQ, bool W32, bool SPLIT, bool BULK = false>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
+template <int NJQ, bool W32, bool SPLIT>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
 __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
@@ -509,11 +501,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     int at_row = (lane & 7) + ((lane >> 4) << 3), at_col = ((lane >> 3) & 1) * 8;
     const int kc = ch * 16;  // phase A: this warp's slots
 
-    static_assert(!BULK || (W32 && !SPLIT && 8 * 32 * BWD2_STG_PITCH * 4 <= BWD2_BK * (16 * NJQ + 8) * 2),
-                  "bulk dkv: 32-column chunks, staging inside one kv stage");
     for (int i = 0; i < nt; i++) {
         dsa_cp_async_wait<0>();  // this thread's copies of tile i have landed
-        if (BULK) dsa_bulk_wait_read();  // the engine has read this thread's dkv rows of tile i-1's stage
         __syncthreads();         // ... everyone's; tile i-1 is fully consumed (stage, sP, sdS, ring)
         if (i + 1 < nt) issue_tile(i + 1);
         dsa_cp_async_commit();
@@ -602,8 +591,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         }
         if (dkv) {  // C. dkv[slot, chunk of 16 NB columns] += (sigma dS)^T Q + P^T dO
             const int *keys = ring.tile_keys(i);
-            if (BULK) __syncthreads();  // every warp's B has read the kv stage: it becomes the staging area
-            float *stg = (float *)(skv + (i % NST) * BK * ldq) + warp * 32 * BWD2_STG_PITCH;
             unsigned ds_t = dsa_smem_addr(sdS + at_row * ldp + at_col), p_t = dsa_smem_addr(sP + at_row * ldp + at_col);
             // NB 16-column blocks at col0: the A fragments (dS^T, P^T) of a k-step serve all NB blocks.
             auto dkv_chunk = [&](auto nb, int col0, bool with_do) {
@@ -636,30 +623,12 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                     k_step(kk, ds_t, qt, ldq);
                     if (with_do) k_step(kk, p_t, ot, ldo);
                 }
-                if constexpr (BULK) {
-                    // Lane (g, c) holds rows g, g+8 at columns 2c, 2c+1 of each 16x8 tile -> the staging
-                    // rows (slots); then lane l reduces slot l's row (the previous chunk's rows have been
-                    // read: wait, then overwrite).
-                    dsa_bulk_wait_read();
-#pragma unroll
-                    for (int m = 0; m < 2; m++)
-#pragma unroll
-                        for (int n = 0; n < 2 * NB; n++) {
-                            float *r = stg + (m * 16 + g) * BWD2_STG_PITCH + n * 8 + 2 * c;
-                            *(float2 *)r = make_float2(acc[m][n][0], acc[m][n][1]);
-                            *(float2 *)(r + 8 * BWD2_STG_PITCH) = make_float2(acc[m][n][2], acc[m][n][3]);
-                        }
-                    dsa_bulk_fence();
-                    __syncwarp();
-                    const int key = keys[lane];
-                    if (key >= 0)
-                        dsa_bulk_reduce_add_f32(dkv + (int64_t)key * D + col0, dsa_smem_addr(stg + lane * BWD2_STG_PITCH), 64 * NB);
-                    dsa_bulk_commit();
-                    return;
-                }
                 // Lane (g, c) holds rows g, g+8 at columns 2c, 2c+1 of each 16x8 tile. Lanes c and c^1
                 // swap: the even one takes row g, columns 2c .. 2c+3; the odd one row g+8, columns
-                // 2c-2 .. 2c+1. One float4 atomic each.
+                // 2c-2 .. 2c+1. One float4 atomic each. (Staging the chunk's slot rows in the freed kv
+                // stage and reducing each 128-byte row by cp.reduce.async.bulk measured slower: 153.8
+                // against 188.7 TFLOP/s at T 4096, H 64, and 8.06 against 5.98 ms at H 12; session 16,
+                // commit b390a60.)
                 bool odd = c & 1;
 #pragma unroll
                 for (int m = 0; m < 2; m++) {
@@ -685,7 +654,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         }
     }
     dsa_cp_async_wait<0>();  // nothing in flight at exit
-    if (BULK) dsa_bulk_wait_all();
     if (dq) bwd_add_dq<NJQ>(dq, gq, t, H, h0, nh, rb + g, ch, c, 2 * jq0, 2 * jq1);
 }
 
@@ -704,10 +672,7 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
     if (split < 0) split = dsa_env_flag("DSA_SPARSE_BWD_SMALLH");
     // Split mode when every head block is one group (at most 16 heads in the call's range; on the 32-column dkv
     // chunks whatever DSA_SPARSE_BWD_W16 says).
-    static int atomics = -1;  // DSA_SPARSE_BWD_ATOMICS=1: dkv by float4 atomics at D 576 too
-    if (atomics < 0) atomics = dsa_env_flag("DSA_SPARSE_BWD_ATOMICS");
     auto kern = split && h1 - h0 <= 16 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true, true>
-                : w32 && NJQ == 36 && !atomics ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true, false, NJQ == 36>
                 : w32                  ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true, false>
                                        : sparse_mqa_bwd_mma_v2_kernel<NJQ, false, false>;
     size_t smem = bwd2_smem_bytes(16 * NJQ, dv);
