@@ -406,7 +406,10 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     int hblk = blockIdx.x % n_hb, h0 = hbeg + hblk * HB, nh = min(HB, hend - h0);
     int64_t t = blockIdx.x / n_hb;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
-    int rg = warp & 3, ch = warp >> 2, r0 = rg * 16;
+    // Head group rg and slot / column half ch of this warp. Pairs of consecutive warps share a head
+    // group, so with one or two groups (few heads) the working warps sit on different SM sub-partitions
+    // (warp % 4): with rg = warp & 3 a single group's two warps, 0 and 4, shared one tensor core.
+    int rg = warp >> 1, ch = warp & 1, r0 = rg * 16;
     // Head groups of 16 with a real head: the warps of the others skip A and B, and C's head sum stops
     // there (their P and dS rows are never read). A model with few heads (small.cfg: 12) pays for one
     // group instead of four.
