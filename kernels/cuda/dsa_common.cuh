@@ -156,6 +156,10 @@ __device__ __forceinline__ void dsa_ldsm_x4(unsigned r[4], unsigned addr) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
 }
+// Two 8x8 b16 matrices (lanes 0-7 and 8-15 give the row addresses): the B fragment of one n8 tile.
+__device__ __forceinline__ void dsa_ldsm_x2(unsigned r[2], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
 // The same, each matrix transposed on the way (row-major V tile -> col-major B operand).
 __device__ __forceinline__ void dsa_ldsm_x4_trans(unsigned r[4], unsigned addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"

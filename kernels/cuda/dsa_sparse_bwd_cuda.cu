@@ -389,6 +389,20 @@ __device__ __forceinline__ void bwd2_k16(float (*acc)[4], unsigned a_addr, unsig
     dsa_mma_bf16_16816(acc[1], a, b + 2);
 }
 
+// P = exp(sigma S - log Z) and sigma dS = sigma P (dP - Delta) of one n8 tile (rows g and g + 8 of the
+// row pointers, columns col, col + 1) into shared memory as bf16; invalid slots give P = dS = 0.
+__device__ __forceinline__ void bwd2_p_ds(const float *s, const float *dp, int col, unsigned vmask, float sigma, float dl_lo,
+                                          float dl_hi, float lz_lo, float lz_hi, __nv_bfloat16 *p_lo, __nv_bfloat16 *ds_lo,
+                                          int ldp) {
+    bool ok0 = (vmask >> col) & 1u, ok1 = (vmask >> (col + 1)) & 1u;
+    float p0 = ok0 ? __expf(s[0] * sigma - lz_lo) : 0.f, p1 = ok1 ? __expf(s[1] * sigma - lz_lo) : 0.f;
+    float p2 = ok0 ? __expf(s[2] * sigma - lz_hi) : 0.f, p3 = ok1 ? __expf(s[3] * sigma - lz_hi) : 0.f;
+    *(unsigned *)(p_lo + col) = dsa_pack_f32x2(p0, p1);
+    *(unsigned *)(p_lo + 8 * ldp + col) = dsa_pack_f32x2(p2, p3);
+    *(unsigned *)(ds_lo + col) = dsa_pack_f32x2(sigma * p0 * (dp[0] - dl_lo), sigma * p1 * (dp[1] - dl_lo));
+    *(unsigned *)(ds_lo + 8 * ldp + col) = dsa_pack_f32x2(sigma * p2 * (dp[2] - dl_hi), sigma * p3 * (dp[3] - dl_hi));
+}
+
 // W32 (the default): dkv in chunks of 32 columns, the A fragments of dS^T and P^T loaded once per 32
 // columns instead of per 16 (H200, T 8192: 188-190 TFLOP/s against 178-180 with 16-column chunks,
 // which DSA_SPARSE_BWD_W16=1 keeps).
@@ -414,9 +428,11 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     // there (their P and dS rows are never read). A model with few heads (small.cfg: 12) pays for one
     // group instead of four.
     const int ngr = (nh + 15) / 16;
-    // Split mode (SPLIT: opt-in DSA_SPARSE_BWD_SMALLH=1; one head group): the four warps of each slot half share A's
-    // reductions over D (a quarter each, partial sums added in a fixed order) and B's columns, so all
-    // eight warps work instead of two. The partial sums go to Q's rows 16.. (unused with one group).
+    // Split mode (SPLIT: opt-in DSA_SPARSE_BWD_SMALLH=1; one head group): A by four warps on four SM
+    // sub-partitions, warp w < 4 taking 8 of the 32 slots over the whole D, and B by all eight, each a
+    // quarter of its half's columns; the default has two warps on each. (Session 14's split mode shared
+    // A's reduction over D in quarters, with partial sums through shared memory and one more barrier:
+    // 6.96 against 6.07 ms at H 12, session 16 call 1. This one is not yet run on a GPU.)
     const bool one = SPLIT && ngr == 1;
     const int rb = one ? 0 : r0;  // the head rows this warp's A and B results belong to
     // Row pitches padded by 8 bf16 (an odd number of 16-byte units: conflict-free ldmatrix rows).
@@ -490,8 +506,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     float dl_lo = sdelta[r0 + g], dl_hi = sdelta[r0 + g + 8], lz_lo = slogz[r0 + g], lz_hi = slogz[r0 + g + 8];
     // B's column pairs of this warp's half of D: all of them, or in split mode a quarter (by rg).
     const int jq0 = one ? rg * (NJQ / 2) / 4 : 0, jq1 = one ? (rg + 1) * (NJQ / 2) / 4 : NJQ / 2;
-    // Split mode's partial S / dP of quarter q for this lane's slots (4 float4 in Q's rows 16..).
-    auto split_part = [&](int q) { return (float4 *)(sq + 16 * ldq) + ((ch * 4 + q) * 32 + lane) * 4; };
 
     // Per-lane ldmatrix offsets (elements). A (16 rows x 16 at k0): lanes 0-15 rows 0-15 at col 0,
     // lanes 16-31 the same rows at col 8.
@@ -515,36 +529,35 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
         unsigned kv_base = dsa_smem_addr(kvs);
 
-        if (one) {  // A, split: S over D steps [rg D/64, +D/64), dP over Dv steps [rg Dv/64, +Dv/64)
-            float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-            unsigned qa = dsa_smem_addr(sq + a_row * ldq + a_col), da = dsa_smem_addr(sdo + a_row * ldo + a_col);
-            unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
+        if (one) {  // A, split: warp w < 4 takes slots 8w .. 8w+7 of heads 0 .. 15 over the whole D (one n8 tile)
+            if (warp < 4) {
+                float s[4] = {0, 0, 0, 0}, dp[4] = {0, 0, 0, 0};
+                unsigned qa = dsa_smem_addr(sq + a_row * ldq + a_col), da = dsa_smem_addr(sdo + a_row * ldo + a_col);
+                // {b0, b1} of the n8 tile: lanes 0-7 the slots' rows at k, lanes 8-15 at k + 8.
+                unsigned kb = kv_base + (unsigned)(((8 * warp + (lane & 7)) * ldq + ((lane >> 3) & 1) * 8) * 2);
+#pragma unroll 4
+                for (int k = 0; k < Dv / 16; k++) {
+                    unsigned a[4], d[4], b[2];
+                    dsa_ldsm_x4(a, qa + k * 32);
+                    dsa_ldsm_x4(d, da + k * 32);
+                    dsa_ldsm_x2(b, kb + k * 32);
+                    dsa_mma_bf16_16816(s, a, b);
+                    dsa_mma_bf16_16816(dp, d, b);
+                }
 #pragma unroll
-            for (int k = rg * (D / 64); k < (rg + 1) * (D / 64); k++) bwd2_k16(s, qa, kb, k);
-#pragma unroll
-            for (int k = rg * (Dv / 64); k < (rg + 1) * (Dv / 64); k++) bwd2_k16(dp, da, kb, k);
-            float4 *apart = split_part(rg);
-            apart[0] = make_float4(s[0][0], s[0][1], s[0][2], s[0][3]);
-            apart[1] = make_float4(s[1][0], s[1][1], s[1][2], s[1][3]);
-            apart[2] = make_float4(dp[0][0], dp[0][1], dp[0][2], dp[0][3]);
-            apart[3] = make_float4(dp[1][0], dp[1][1], dp[1][2], dp[1][3]);
-            __syncthreads();  // CTA-uniform (one): every quarter's partials are written
-        }
-        if (rg < ngr) {  // A. S and dP for heads r0 .. +16, slots kc .. +16
+                for (int k = Dv / 16; k < D / 16; k++) {
+                    unsigned a[4], b[2];
+                    dsa_ldsm_x4(a, qa + k * 32);
+                    dsa_ldsm_x2(b, kb + k * 32);
+                    dsa_mma_bf16_16816(s, a, b);
+                }
+                bwd2_p_ds(s, dp, 8 * warp + 2 * c, vmask, sigma, sdelta[g], sdelta[g + 8], slogz[g], slogz[g + 8], sP + g * ldp,
+                          sdS + g * ldp, ldp);
+            }
+        } else if (rg < ngr) {  // A. S and dP for heads r0 .. +16, slots kc .. +16
             float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
             unsigned qa = dsa_smem_addr(sq + (r0 + a_row) * ldq + a_col), da = dsa_smem_addr(sdo + (r0 + a_row) * ldo + a_col);
             unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
-            if (one) {  // the four quarters' partials, added in quarter order (rg == 0 here)
-#pragma unroll
-                for (int q4 = 0; q4 < 4; q4++) {
-                    const float4 *pp = split_part(q4);
-                    float4 x0 = pp[0], x1 = pp[1], y0 = pp[2], y1 = pp[3];
-                    s[0][0] += x0.x, s[0][1] += x0.y, s[0][2] += x0.z, s[0][3] += x0.w;
-                    s[1][0] += x1.x, s[1][1] += x1.y, s[1][2] += x1.z, s[1][3] += x1.w;
-                    dp[0][0] += y0.x, dp[0][1] += y0.y, dp[0][2] += y0.z, dp[0][3] += y0.w;
-                    dp[1][0] += y1.x, dp[1][1] += y1.y, dp[1][2] += y1.z, dp[1][3] += y1.w;
-                }
-            } else {
 #pragma unroll 4
             for (int k = 0; k < Dv / 16; k++) {
                 unsigned a[4], d[4], b[4];
@@ -558,20 +571,10 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
             }
 #pragma unroll
             for (int k = Dv / 16; k < D / 16; k++) bwd2_k16(s, qa, kb, k);
-            }
 #pragma unroll
-            for (int x = 0; x < 2; x++) {
-                int col = kc + 8 * x + 2 * c;
-                bool ok0 = (vmask >> col) & 1u, ok1 = (vmask >> (col + 1)) & 1u;
-                float p0 = ok0 ? __expf(s[x][0] * sigma - lz_lo) : 0.f, p1 = ok1 ? __expf(s[x][1] * sigma - lz_lo) : 0.f;
-                float p2 = ok0 ? __expf(s[x][2] * sigma - lz_hi) : 0.f, p3 = ok1 ? __expf(s[x][3] * sigma - lz_hi) : 0.f;
-                *(unsigned *)(sP + (r0 + g) * ldp + col) = dsa_pack_f32x2(p0, p1);
-                *(unsigned *)(sP + (r0 + g + 8) * ldp + col) = dsa_pack_f32x2(p2, p3);
-                *(unsigned *)(sdS + (r0 + g) * ldp + col) =
-                    dsa_pack_f32x2(sigma * p0 * (dp[x][0] - dl_lo), sigma * p1 * (dp[x][1] - dl_lo));
-                *(unsigned *)(sdS + (r0 + g + 8) * ldp + col) =
-                    dsa_pack_f32x2(sigma * p2 * (dp[x][2] - dl_hi), sigma * p3 * (dp[x][3] - dl_hi));
-            }
+            for (int x = 0; x < 2; x++)
+                bwd2_p_ds(s[x], dp[x], kc + 8 * x + 2 * c, vmask, sigma, dl_lo, dl_hi, lz_lo, lz_hi, sP + (r0 + g) * ldp,
+                          sdS + (r0 + g) * ldp, ldp);
         }
         __syncthreads();  // P and dS of all 64 heads x 32 slots are in shared memory
         if (dq && (one || rg < ngr)) {  // B. dq[heads rb .. +16, this warp's half of D] += sigma dS K
