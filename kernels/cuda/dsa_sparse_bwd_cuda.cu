@@ -379,14 +379,32 @@ static size_t bwd2_smem_bytes(int64_t D, int64_t Dv) {
            4 * (2 * (size_t)BWD2_HB + BWD2_RING * (BWD2_BK + 1));
 }
 
-// One k16 step of a 16-row x 16-slot product: rows from a (ldmatrix address a, 16 x 16 at step k),
-// slots from the kv tile (kb), both n8 halves.
-__device__ __forceinline__ void bwd2_k16(float (*acc)[4], unsigned a_addr, unsigned kb, int k) {
-    unsigned a[4], b[4];
-    dsa_ldsm_x4(a, a_addr + k * 32);
-    dsa_ldsm_x4(b, kb + k * 32);
-    dsa_mma_bf16_16816(acc[0], a, b);
-    dsa_mma_bf16_16816(acc[1], a, b + 2);
+// A: S = Q K^T and dP = dO V^T for 16 heads (ldmatrix addresses qa, da at k 0) and NT n8 tiles of slots
+// (kb: the kv rows, ldmatrix .x4 for two tiles, .x2 for one) over the whole D; dP over the first Dv
+// columns, whose kv fragments serve both products.
+template <int NT, int D, int Dv>
+__device__ __forceinline__ void bwd2_scores(float (*s)[4], float (*dp)[4], unsigned qa, unsigned da, unsigned kb) {
+#pragma unroll 4
+    for (int k = 0; k < Dv / 16; k++) {
+        unsigned a[4], d[4], b[2 * NT];
+        dsa_ldsm_x4(a, qa + k * 32);
+        dsa_ldsm_x4(d, da + k * 32);
+        if constexpr (NT == 2) dsa_ldsm_x4(b, kb + k * 32);
+        else dsa_ldsm_x2(b, kb + k * 32);
+#pragma unroll
+        for (int n = 0; n < NT; n++) dsa_mma_bf16_16816(s[n], a, b + 2 * n);
+#pragma unroll
+        for (int n = 0; n < NT; n++) dsa_mma_bf16_16816(dp[n], d, b + 2 * n);
+    }
+#pragma unroll
+    for (int k = Dv / 16; k < D / 16; k++) {
+        unsigned a[4], b[2 * NT];
+        dsa_ldsm_x4(a, qa + k * 32);
+        if constexpr (NT == 2) dsa_ldsm_x4(b, kb + k * 32);
+        else dsa_ldsm_x2(b, kb + k * 32);
+#pragma unroll
+        for (int n = 0; n < NT; n++) dsa_mma_bf16_16816(s[n], a, b + 2 * n);
+    }
 }
 
 // P = exp(sigma S - log Z) and sigma dS = sigma P (dP - Delta) of one n8 tile (rows g and g + 8 of the
@@ -531,46 +549,19 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
 
         if (one) {  // A, split: warp w < 4 takes slots 8w .. 8w+7 of heads 0 .. 15 over the whole D (one n8 tile)
             if (warp < 4) {
-                float s[4] = {0, 0, 0, 0}, dp[4] = {0, 0, 0, 0};
+                float s[1][4] = {{0, 0, 0, 0}}, dp[1][4] = {{0, 0, 0, 0}};
                 unsigned qa = dsa_smem_addr(sq + a_row * ldq + a_col), da = dsa_smem_addr(sdo + a_row * ldo + a_col);
                 // {b0, b1} of the n8 tile: lanes 0-7 the slots' rows at k, lanes 8-15 at k + 8.
                 unsigned kb = kv_base + (unsigned)(((8 * warp + (lane & 7)) * ldq + ((lane >> 3) & 1) * 8) * 2);
-#pragma unroll 4
-                for (int k = 0; k < Dv / 16; k++) {
-                    unsigned a[4], d[4], b[2];
-                    dsa_ldsm_x4(a, qa + k * 32);
-                    dsa_ldsm_x4(d, da + k * 32);
-                    dsa_ldsm_x2(b, kb + k * 32);
-                    dsa_mma_bf16_16816(s, a, b);
-                    dsa_mma_bf16_16816(dp, d, b);
-                }
-#pragma unroll
-                for (int k = Dv / 16; k < D / 16; k++) {
-                    unsigned a[4], b[2];
-                    dsa_ldsm_x4(a, qa + k * 32);
-                    dsa_ldsm_x2(b, kb + k * 32);
-                    dsa_mma_bf16_16816(s, a, b);
-                }
-                bwd2_p_ds(s, dp, 8 * warp + 2 * c, vmask, sigma, sdelta[g], sdelta[g + 8], slogz[g], slogz[g + 8], sP + g * ldp,
+                bwd2_scores<1, D, Dv>(s, dp, qa, da, kb);
+                bwd2_p_ds(s[0], dp[0], 8 * warp + 2 * c, vmask, sigma, sdelta[g], sdelta[g + 8], slogz[g], slogz[g + 8], sP + g * ldp,
                           sdS + g * ldp, ldp);
             }
         } else if (rg < ngr) {  // A. S and dP for heads r0 .. +16, slots kc .. +16
             float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
             unsigned qa = dsa_smem_addr(sq + (r0 + a_row) * ldq + a_col), da = dsa_smem_addr(sdo + (r0 + a_row) * ldo + a_col);
             unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
-#pragma unroll 4
-            for (int k = 0; k < Dv / 16; k++) {
-                unsigned a[4], d[4], b[4];
-                dsa_ldsm_x4(a, qa + k * 32);
-                dsa_ldsm_x4(d, da + k * 32);
-                dsa_ldsm_x4(b, kb + k * 32);
-                dsa_mma_bf16_16816(s[0], a, b);
-                dsa_mma_bf16_16816(s[1], a, b + 2);
-                dsa_mma_bf16_16816(dp[0], d, b);
-                dsa_mma_bf16_16816(dp[1], d, b + 2);
-            }
-#pragma unroll
-            for (int k = Dv / 16; k < D / 16; k++) bwd2_k16(s, qa, kb, k);
+            bwd2_scores<2, D, Dv>(s, dp, qa, da, kb);
 #pragma unroll
             for (int x = 0; x < 2; x++)
                 bwd2_p_ds(s[x], dp[x], kc + 8 * x + 2 * c, vmask, sigma, dl_lo, dl_hi, lz_lo, lz_hi, sP + (r0 + g) * ldp,
