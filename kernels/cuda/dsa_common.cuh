@@ -170,17 +170,14 @@ __device__ __forceinline__ void dsa_ldsm_x4_trans(unsigned r[4], unsigned addr) 
 __device__ __forceinline__ void dsa_cp_async16(unsigned dst, const void *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 }
-// The same with the 16 bytes zero-filled and nothing read (src a dummy global address): a zero row
-// written by the copy engine like the others, so one asynchronous completion covers the whole tile.
-__device__ __forceinline__ void dsa_cp_async16_zero(unsigned dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, 0;\n" ::"r"(dst), "l"(src) : "memory");
-}
 __device__ __forceinline__ int dsa_ld_shared_s32(unsigned addr) {
     int v;
     asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
     return v;
 }
-// The same reading `bytes` (16 or 0) of them and zero-filling the rest.
+// The same reading `bytes` (16 or 0) of them and zero-filling the rest: with 0 nothing is read (src any
+// valid global address), a zero row written by the copy engine like the others, so one asynchronous
+// completion covers the whole tile.
 __device__ __forceinline__ void dsa_cp_async16_n(unsigned dst, const void *src, unsigned bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
 }

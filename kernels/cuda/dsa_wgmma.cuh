@@ -213,20 +213,18 @@ __device__ __forceinline__ unsigned char *dsa_smem_base1024(unsigned char *raw, 
 // (a probe gathering 64-row x 576 tiles on the H200): 2.7 TB/s with a warp per row, 6.7-7.4 TB/s
 // with 8 threads per row.
 // The copying threads are tid 0 .. nthr-1 (default: the whole CTA; nthr % 8 == 0).
-// Columns c0 .. c1 - 1 only (multiples of 64; default all of D): one part of a tile that lands apart.
 // zero_src (a valid global address, nothing is read from it): zero rows by zero-filling cp.async
 // instead of shared-memory stores.
 template <typename RowSrc>
 __device__ __forceinline__ void dsa_load_rows_sw128(__nv_bfloat16 *dst, int R, int D, RowSrc row_src, int tid = threadIdx.x,
-                                                    int nthr = blockDim.x, int c0 = 0, int c1 = -1,
-                                                    const void *zero_src = nullptr) {
-    int sub = tid & 7, nr = nthr >> 3, v1 = (c1 < 0 ? D : c1) / 8;
+                                                    int nthr = blockDim.x, const void *zero_src = nullptr) {
+    int sub = tid & 7, nr = nthr >> 3;
     for (int r = tid >> 3; r < R; r += nr) {
         const __nv_bfloat16 *src = row_src(r);
-        for (int v = c0 / 8 + sub; v < v1; v += 8) {
+        for (int v = sub; v < D / 8; v += 8) {
             __nv_bfloat16 *d = dst + dsa_sw128(r, v * 8, R);
             if (src) dsa_cp_async16(dsa_smem_addr(d), src + v * 8);
-            else if (zero_src) dsa_cp_async16_zero(dsa_smem_addr(d), zero_src);
+            else if (zero_src) dsa_cp_async16_n(dsa_smem_addr(d), zero_src, 0);
             else *(uint4 *)d = make_uint4(0, 0, 0, 0);
         }
     }
@@ -346,16 +344,16 @@ struct dsa_slot_ring64 {
             dsa_bar_sync(2, 128);  // tile j's keys are published
             if (ptid == 0) dsa_mbar_arrive(full + st);  // releases the published keys and mask
             if constexpr (BK_FIXED > 0) dsa_gather_blocks_sw128<BK_FIXED, NB_FIXED, 0, NB_FIXED>(stages + st * stage_elems, shared_keys(j), kv, ptid);
-            else load_tile(stages + st * stage_elems, j, kv, D, ptid, 128, 0, -1, true);
+            else load_tile(stages + st * stage_elems, j, kv, D, ptid, 128, true);
             dsa_cp_async_mbar_arrive(full + st);
         }
     }
     // Gathers tile `tile`'s kv rows (zeros for invalid slots) into the swizzled stage dst (bk rows of D).
     __device__ __forceinline__ void load_tile(__nv_bfloat16 *dst, int tile, const __nv_bfloat16 *kv, int D, int tid = threadIdx.x,
-                                              int nthr = blockDim.x, int c0 = 0, int c1 = -1, bool zero_by_copy = false) const {
+                                              int nthr = blockDim.x, bool zero_by_copy = false) const {
         const int *k = tile_keys(tile);
         dsa_load_rows_sw128(
             dst, bk, D, [&](int r) -> const __nv_bfloat16 * { return k[r] >= 0 ? kv + (int64_t)k[r] * D : nullptr; }, tid, nthr,
-            c0, c1, zero_by_copy ? (const void *)kv : nullptr);
+            zero_by_copy ? (const void *)kv : nullptr);
     }
 };
