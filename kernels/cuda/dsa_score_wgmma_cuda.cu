@@ -191,8 +191,7 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS3_ARGS) {
     __syncthreads();          // Q, lse and the barriers are ready
     dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, idx + t * K, k_end, S_kv};
     if (tid >= 256) {  // at least one tile: with nt = 0 the math still reads a zero tile 0
-        if (D == 576) ring.produce<BK, 9>(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
-        else ring.produce(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
+        ring.produce<BK>(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
         return;
     }
     const hs3_math<HQ> mt(sm, sigma);

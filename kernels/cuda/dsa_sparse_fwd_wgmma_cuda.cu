@@ -236,7 +236,7 @@ struct fwd3_work {
 };
 
 // v4: warp-specialized (384 threads). Warpgroups 0 and 1 do the math; warpgroup 2 gathers. Stage
-// tile & 1 holds tile `tile`: full[st] completes (128 gather-thread arrivals) when its rows have
+// tile & 1 holds tile `tile`: full[st] completes (DSA_GATHER_FULL_ARRIVALS) when its rows have
 // landed, empty[st] (256 math-thread arrivals) when P V of the tile it held is done. The gather
 // warpgroup also publishes each tile's keys and valid mask (ring entry tile % 4) before filling it;
 // full[st]'s release / acquire makes them visible to the math warpgroups.
@@ -259,8 +259,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
         // tile 0), each into stage tile & 1 once the math has released that stage.
         dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
         dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
-        if (D == 576) ring.produce<FWD3_BK, 9>(max(nt, 1), sm.skv, FWD3_BK * D, kv, D, full, empty, tid - 256);
-        else ring.produce(max(nt, 1), sm.skv, FWD3_BK * D, kv, D, full, empty, tid - 256);
+        ring.produce<FWD3_BK>(max(nt, 1), sm.skv, FWD3_BK * D, kv, D, full, empty, tid - 256);
         return;
     }
     dsa_setmaxnreg_inc<FWD4_REGS_MATH>();

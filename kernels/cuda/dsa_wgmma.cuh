@@ -327,11 +327,19 @@ struct dsa_slot_ring64 {
     // released that stage (empty[st]: the release of tile - 2). Publishes each tile's keys and mask
     // first (ring entry tile % n, n >= 4), then copies it and signals full[st] asynchronously
     // (DSA_GATHER_FULL_ARRIVALS): a thread goes on to the next tile without waiting for its copies, so
-    // two tiles can be in flight. BK_FIXED > 0: rows of D = NB_FIXED * 64 by dsa_gather_blocks_sw128
-    // (bk == BK_FIXED); else the generic loop, zero rows by zero-filling copies.
-    template <int BK_FIXED = 0, int NB_FIXED = 0>
+    // two tiles can be in flight. BK == bk; rows of D = 576 (MLA's latent keys) by dsa_gather_blocks_sw128,
+    // others by the generic loop, zero rows by zero-filling copies.
+    template <int BK>
     __device__ __forceinline__ void produce(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv, int D,
                                             unsigned long long *full, unsigned long long *empty, int ptid) const {
+        // (one loop per row shape: the check outside the tile loop)
+        if (D == 9 * 64) produce_rows<BK, 9>(nfill, stages, stage_elems, kv, D, full, empty, ptid);
+        else produce_rows<0, 0>(nfill, stages, stage_elems, kv, D, full, empty, ptid);
+    }
+    // produce()'s loop; BK_FIXED > 0: rows of NB_FIXED * 64 by dsa_gather_blocks_sw128, else the generic loop.
+    template <int BK_FIXED, int NB_FIXED>
+    __device__ __forceinline__ void produce_rows(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv, int D,
+                                                 unsigned long long *full, unsigned long long *empty, int ptid) const {
         int2 pre = make_int2(-1, -1);
         if (ptid < 32) pre = raw(0);
         for (int j = 0; j < nfill; j++) {
