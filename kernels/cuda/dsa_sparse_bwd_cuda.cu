@@ -663,8 +663,8 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     static int w32 = -1;
     if (w32 < 0) w32 = !dsa_env_flag("DSA_SPARSE_BWD_W16");
-    // Opt-in: slower than the kernel without it once that kernel lost the split mode's runtime checks
-    // (H200, T 8192, H 12, K 512: 6.93 against 6.06 ms, session 15 call 6).
+    // Opt-in: session 14's split mode was slower than the kernel without it (H200, T 8192, H 12, K 512:
+    // 6.93 against 6.06 ms, session 15 call 6); the rebuilt one (slots over warps) is not yet measured.
     static int split = -1;
     if (split < 0) split = dsa_env_flag("DSA_SPARSE_BWD_SMALLH");
     // Split mode when every head block is one group (at most 16 heads in the call's range; on the 32-column dkv
