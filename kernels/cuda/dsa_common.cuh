@@ -192,3 +192,34 @@ __device__ __forceinline__ unsigned dsa_pack_f32x2(float lo, float hi) {
     return *(unsigned *)&v;
 }
 
+// log Z of head h0 + h of row t (the tensor-core backwards): lse, or logaddexp(lse, sink) with a sink,
+// where dsink[h0 + h] also gets -Delta exp(sink - log Z). -inf for a padding head (h >= nh).
+__device__ __forceinline__ float dsa_bwd_log_z(const float *lse, const void *sink, dsa_dtype sink_dt, float *dsink, int64_t t,
+                                               int H, int h0, int h, int nh, float delta) {
+    float l = h < nh ? lse[t * H + h0 + h] : -INFINITY, logz = l;
+    if (sink && h < nh) {
+        float sk = (float)dsa_ld_any(sink, sink_dt, h0 + h), mx = fmaxf(l, sk);
+        logz = mx + logf(expf(l - mx) + expf(sk - mx));
+        if (dsink) atomicAdd(&dsink[h0 + h], -delta * expf(sk - logz));
+    }
+    return logz;
+}
+
+// The tensor-core backwards' prologue for one head row, by one warp: returns the lane's part of Delta =
+// out . dout (fp32 dout, bf16 out) and hands each 4 columns of dout rounded to bf16 (column col .. col + 3,
+// col = 4 (lane + 32 m)) to store(col, packed). Dv % 128 == 0; 16-byte aligned rows.
+template <int Dv, typename Store>
+__device__ __forceinline__ float dsa_bwd_do_delta(const float *dout_row, const __nv_bfloat16 *out_row, int lane, Store store) {
+    const float4 *dsrc = (const float4 *)dout_row;
+    const uint2 *osrc = (const uint2 *)out_row;
+    float part = 0.f;
+#pragma unroll
+    for (int m = 0; m < Dv / 128; m++) {
+        float4 d4 = dsrc[lane + 32 * m];
+        uint2 o2 = osrc[lane + 32 * m];
+        float2 oa = __bfloat1622float2(*(__nv_bfloat162 *)&o2.x), ob = __bfloat1622float2(*(__nv_bfloat162 *)&o2.y);
+        part += oa.x * d4.x + oa.y * d4.y + ob.x * d4.z + ob.y * d4.w;
+        store(4 * (lane + 32 * m), make_uint2(dsa_pack_f32x2(d4.x, d4.y), dsa_pack_f32x2(d4.z, d4.w)));
+    }
+    return part;
+}

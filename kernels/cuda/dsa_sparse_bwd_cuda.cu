@@ -8,6 +8,12 @@
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
+// v3 (wgmma, sm_90a; the default for D = 576 with dq and dkv): dsa_sparse_bwd_wgmma_cuda.cu.
+dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                         const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
+                                         const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t h0, int64_t h1,
+                                         dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink);
+
 #define BWD_COLS 3  // dq columns per thread: D <= 3 * 256
 
 template <typename T, typename A>
@@ -168,19 +174,6 @@ __device__ __forceinline__ void rows_x_rows(float s[2][4], const __nv_bfloat16 *
     }
 }
 
-// log Z of head h0 + h of row t (both tensor-core backwards): lse, or logaddexp(lse, sink) with a sink,
-// where dsink[h0 + h] also gets -Delta exp(sink - log Z). -inf for a padding head (h >= nh).
-__device__ __forceinline__ float bwd_log_z(const float *lse, const void *sink, dsa_dtype sink_dt, float *dsink, int64_t t,
-                                           int H, int h0, int h, int nh, float delta) {
-    float l = h < nh ? lse[t * H + h0 + h] : -INFINITY, logz = l;
-    if (sink && h < nh) {
-        float sk = (float)dsa_ld_any(sink, sink_dt, h0 + h), mx = fmaxf(l, sk);
-        logz = mx + logf(expf(l - mx) + expf(sk - mx));
-        if (dsink) atomicAdd(&dsink[h0 + h], -delta * expf(sk - logz));
-    }
-    return logz;
-}
-
 // dq of a CTA's head block += this thread's fp32 fragment (both tensor-core backwards): rows `row` and
 // row + 8 of the block (those below nh), columns ch * 8 NJQ + 8 j + 2c, + 1. The CTA owns these rows
 // of dq: plain read-modify-write.
@@ -242,7 +235,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_kernel(
         float delta = dsa_warp_sum(part);
         if (lane == 0) {
             sdelta[h] = delta;
-            slogz[h] = bwd_log_z(lse, sink, sink_dt, dsink, t, H, h0, h, nh, delta);
+            slogz[h] = dsa_bwd_log_z(lse, sink, sink_dt, dsink, t, H, h0, h, nh, delta);
         }
     }
     float gq[NJQ][4];
@@ -489,23 +482,15 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         if (r < nh) {
             const __nv_bfloat16 *src = q + ((t * H) + h0 + r) * D;
             for (int v = lane; v < D8; v += 32) dsa_cp_async16(dsa_smem_addr(qrow + v * 8), src + v * 8);
-            const float4 *dsrc = (const float4 *)(dout + ((t * H) + h0 + r) * Dv);
-            const uint2 *osrc = (const uint2 *)(out + ((t * H) + h0 + r) * Dv);
-#pragma unroll
-            for (int m = 0; m < Dv / 128; m++) {
-                float4 d4 = dsrc[lane + 32 * m];
-                uint2 o2 = osrc[lane + 32 * m];
-                float2 oa = __bfloat1622float2(*(__nv_bfloat162 *)&o2.x), ob = __bfloat1622float2(*(__nv_bfloat162 *)&o2.y);
-                part += oa.x * d4.x + oa.y * d4.y + ob.x * d4.z + ob.y * d4.w;
-                *(uint2 *)(orow + 4 * (lane + 32 * m)) = make_uint2(dsa_pack_f32x2(d4.x, d4.y), dsa_pack_f32x2(d4.z, d4.w));
-            }
+            part = dsa_bwd_do_delta<Dv>(dout + ((t * H) + h0 + r) * Dv, out + ((t * H) + h0 + r) * Dv, lane,
+                                        [&](int col, uint2 v) { *(uint2 *)(orow + col) = v; });
         } else {
             for (int v = lane; v < D8; v += 32) *(uint4 *)(qrow + v * 8) = zero4;
             for (int v = lane; v < Dv / 8; v += 32) *(uint4 *)(orow + v * 8) = zero4;
         }
         float delta = dsa_warp_sum(part);
         if (lane == 0) {
-            float logz = bwd_log_z(lse, sink, sink_dt, dsink, t, H, h0, r, nh, delta);
+            float logz = dsa_bwd_log_z(lse, sink, sink_dt, dsink, t, H, h0, r, nh, delta);
             sdelta[r] = delta;
             // exp(sigma S - inf) = 0: padding heads (and rows whose lse is -inf, i.e. no valid slot and
             // no sink, where every slot is invalid anyway) give P = dS = 0.
@@ -700,8 +685,17 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
                                const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv, int64_t h0,
                                int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
     if (use_mma_bwd(q, dout, dq, dkv, dsink, dv)) {
-        static int v1 = -1;
+        static int v1 = -1, v2 = -1;
         if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_BWD_V1");
+        if (v2 < 0) v2 = dsa_env_flag("DSA_SPARSE_BWD_V2");
+        // v3 (wgmma) for D = 576 when both dq and dkv are asked for (the deterministic mode asks for dq
+        // alone), on sm_90; DSA_SPARSE_BWD_V2=1 / _V1=1 keep the mma.sync kernels.
+        bool sm90 = false;
+        DSA_TRY(dsa_cuda_sm90(&sm90));
+        if (!v1 && !v2 && sm90 && q->shape[2] == 576 && dq && dkv) {
+            dsa_status st = dsa_sparse_mqa_bwd_wgmma_cuda(q, kv, idx, topk_length, sink, out, lse, dout, sigma, h0, h1, dq, dkv, dsink);
+            if (st != DSA_ERR_UNSUPPORTED) return st;
+        }
         size_t max_optin = 0;
         DSA_TRY(dsa_smem_optin(&max_optin));
         if (!v1 && bwd2_smem_bytes(q->shape[2], dv) <= max_optin) {

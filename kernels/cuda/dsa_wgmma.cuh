@@ -100,13 +100,15 @@ __device__ __forceinline__ void dsa_wgmma_m64n32k16(float *d, unsigned long long
     __trap();
 #endif
 }
-// D[64 x 64] (+)= A[64 x 16] . B[16 x 64], A and B from shared-memory descriptors, both K-major.
+// D[64 x 64] (+)= A[64 x 16] . B[16 x 64], A and B from shared-memory descriptors; TRANS_A / TRANS_B as
+// for m64n128k16 below (0: K-major, the default; 1: MN-major).
+template <int TRANS_A = 0, int TRANS_B = 0>
 __device__ __forceinline__ void dsa_wgmma_m64n64k16(float *d, unsigned long long da, unsigned long long db, int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(accumulate));
+                 : "l"(da), "l"(db), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
 #else
     __trap();
 #endif
@@ -329,22 +331,25 @@ struct dsa_slot_ring64 {
     // (DSA_GATHER_FULL_ARRIVALS): a thread goes on to the next tile without waiting for its copies, so
     // two tiles can be in flight. BK == bk; rows of D = 576 (MLA's latent keys) by dsa_gather_blocks_sw128,
     // others by the generic loop, zero rows by zero-filling copies.
-    template <int BK>
+    // NST = 1 (one stage, the sparse backward v3): tile j waits for the release of tile j - 1.
+    template <int BK, int NST = 2>
     __device__ __forceinline__ void produce(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv, int D,
                                             unsigned long long *full, unsigned long long *empty, int ptid) const {
         // (one loop per row shape: the check outside the tile loop)
-        if (D == 9 * 64) produce_rows<BK, 9>(nfill, stages, stage_elems, kv, D, full, empty, ptid);
-        else produce_rows<0, 0>(nfill, stages, stage_elems, kv, D, full, empty, ptid);
+        if (D == 9 * 64) produce_rows<BK, 9, NST>(nfill, stages, stage_elems, kv, D, full, empty, ptid);
+        else produce_rows<0, 0, NST>(nfill, stages, stage_elems, kv, D, full, empty, ptid);
     }
     // produce()'s loop; BK_FIXED > 0: rows of NB_FIXED * 64 by dsa_gather_blocks_sw128, else the generic loop.
-    template <int BK_FIXED, int NB_FIXED>
+    template <int BK_FIXED, int NB_FIXED, int NST>
     __device__ __forceinline__ void produce_rows(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv, int D,
                                                  unsigned long long *full, unsigned long long *empty, int ptid) const {
+        static_assert(NST == 1 || NST == 2, "one or two stages");
+        constexpr int LOG_NST = NST == 2 ? 1 : 0;
         int2 pre = make_int2(-1, -1);
         if (ptid < 32) pre = raw(0);
         for (int j = 0; j < nfill; j++) {
-            int st = j & 1;
-            if (j >= 2) dsa_mbar_wait(empty + st, ((j >> 1) - 1) & 1);
+            int st = j & (NST - 1);
+            if (j >= NST) dsa_mbar_wait(empty + st, ((j >> LOG_NST) - 1) & 1);
             if (ptid < 32) {
                 publish(j, pre);
                 pre = raw(j + 1);  // read ahead: lands while this tile is gathered
