@@ -175,6 +175,11 @@ __device__ __forceinline__ int dsa_ld_shared_s32(unsigned addr) {
     asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
     return v;
 }
+__device__ __forceinline__ unsigned long long dsa_ld_shared_u64(unsigned addr) {
+    unsigned long long v;
+    asm volatile("ld.shared.b64 %0, [%1];\n" : "=l"(v) : "r"(addr) : "memory");
+    return v;
+}
 // The same reading `bytes` (16 or 0) of them and zero-filling the rest: with 0 nothing is read (src any
 // valid global address), a zero row written by the copy engine like the others, so one asynchronous
 // completion covers the whole tile.

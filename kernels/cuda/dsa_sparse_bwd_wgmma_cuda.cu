@@ -149,6 +149,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const float dl_lo = sm.sdelta[row_lo], dl_hi = sm.sdelta[row_lo + 8];
     const float lz_lo = sm.slogz[row_lo] * 1.44269504f, lz_hi = sm.slogz[row_lo + 8] * 1.44269504f;
     const unsigned a_q = dsa_smem_addr(sm.sq), a_do = dsa_smem_addr(sm.sdo), a_kv = dsa_smem_addr(sm.skv);
+    const unsigned a_mask = dsa_smem_addr(sm.rmask), a_keys = dsa_smem_addr(sm.rkeys);
     // Descriptors. MN-major operands: 64-column blocks of M or N 64 rows x 128 bytes apart (lbo), 8 k-rows
     // per 1024-byte atom (sbo); a k16 step is 16 rows (2048 bytes: + 128 in the address field). K-major:
     // + 2 (32 bytes) per k16 step.
@@ -171,9 +172,12 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
         dsa_wgmma_fence();
         dsa_wgmma_scores_m64n32(s, a_q, HB, a_kv + 32 * wg * 128, BK, D);
         dsa_wgmma_scores_m64n32(dp, a_do, HB, a_kv + 32 * wg * 128, BK, Dv);
+        // The tile's mask and this thread's dkv key by ld.shared, before the waits (through the generic
+        // pointers the compiler emitted generic loads after them: 4% of the stall samples, session 17).
+        const unsigned mk = (unsigned)(dsa_ld_shared_u64(a_mask + 8 * (i % RING)) >> (32 * wg));
+        const int key = dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + ((c & 1) ? row_lo + 8 : row_lo)));
         dsa_bar_sync(1, 256);  // the other warpgroup's dkv(i - 1) no longer reads sP / sdS
         dsa_wgmma_wait<0>();
-        const unsigned mk = (unsigned)(sm.rmask[i % RING] >> (32 * wg));
         bwd3_p_ds(s, dp, mk, wg, row_lo, c, sig2, sigma, lz_lo, lz_hi, dl_lo, dl_hi, sm.sp, sm.sds);
         dsa_fence_proxy_async();  // P, dS -> visible to wgmma
         dsa_bar_sync(3, 256);     // P(i), dS(i) of all 64 slots are in
@@ -186,8 +190,6 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
         dsa_wgmma_commit();
         dsa_wgmma_wait<0>();
         dsa_mbar_arrive(empty);  // this thread is done with tile i's stage: the gather of i + 1 may start
-        const int *keys = sm.rkeys + (i % RING) * BK;
-        const int key = keys[(c & 1) ? row_lo + 8 : row_lo];
         for (int ck = ck0; ck < ck1; ck++) {  // dkv[:, 64 ck ..] = (sigma dS)^T Q + P^T dO
             float acc[32];
             const unsigned long long d_qn = dsa_wgmma_desc(a_q + ck * HB * 128, HB * 128, 1024);
