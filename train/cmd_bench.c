@@ -1,5 +1,6 @@
 // `dsa bench`: times the DSA CUDA kernels at the standard shapes beside the ceilings measured in the
-// same run (cuBLAS bf16 GEMM 8192^3, device-to-device copy bandwidth) and beside the same ops in
+// same run (cuBLAS bf16 GEMM 8192^3, device-to-device copy bandwidth, fp32 float4 reductions in the sparse
+// backward's dkv pattern) and beside the same ops in
 // PyTorch (bench/torch_dsa.py, run as a child process after our kernels are done). Prints a markdown
 // table. Timing: CUDA events around each call, warm-up first, median of --runs (>= 20 by default),
 // inputs freshly drawn random values (never zeros). bench/bench_dsa.c is a thin main over this.
@@ -36,13 +37,14 @@ typedef struct {
     char op[32];
     int64_t T, H;
     double ms, flops, bytes, mem;        // ours: median ms, FLOPs, minimal bytes moved, tensor bytes
+    double red_bytes;                    // bytes the op adds by fp32 atomics (dkv, dk), 0 for none
     double torch_ms, torch_mem;          // PyTorch (or < 0 when absent)
 } bench_row;
 
 #define MAX_ROWS 64
 static bench_row ROWS[MAX_ROWS];
 static int N_ROWS;
-static double GEMM_TFLOPS, COPY_GBS;
+static double GEMM_TFLOPS, COPY_GBS, RED_GBS;
 
 // ---- timing --------------------------------------------------------------------------------------
 typedef dsa_status (*bench_fn)(void *arg);
@@ -94,6 +96,7 @@ static bench_row *add_row(const char *op, int64_t T, int64_t H, double ms, doubl
     r->flops = flops;
     r->bytes = bytes;
     r->mem = mem;
+    r->red_bytes = 0;
     r->torch_ms = r->torch_mem = -1;
     return r;
 }
@@ -147,6 +150,16 @@ static dsa_status run_copy(void *p) {
     return e == cudaSuccess ? DSA_OK : dsa_error_set(DSA_ERR_CUDA, "cudaMemcpyAsync: %s", cudaGetErrorString(e));
 }
 
+// The reduction ceiling: float4 atomics into a [4096, 576] fp32 buffer (L2-resident, like the bench's
+// dkv at T 4096) at 2M random rows (dsa_red_ceiling_cuda), the instruction pattern of the backward's dkv.
+typedef struct {
+    dsa_tensor *dst, *idx;
+} red_args;
+static dsa_status run_red(void *p) {
+    red_args *a = p;
+    return dsa_red_ceiling_cuda(a->dst, a->idx);
+}
+
 static int measure_ceilings(const bench_opts *o) {
     dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
     if (!c) return 1;
@@ -165,16 +178,31 @@ static int measure_ceilings(const bench_opts *o) {
     g.src = src->data;
     g.dst = dst->data;
     g.bytes = dsa_nbytes(src);
+    dsa_rng r;
+    dsa_rng_init(&r, 11);
+    const int64_t red_rows = 4096, red_slots = 4096 * 512;
+    red_args ra = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 576), 1.0), random_indices(c, 4096, 512, red_rows, &r)};
+    if (!ra.dst || !ra.idx) {
+        fprintf(stderr, "bench: %s\n", dsa_error_message());
+        dsa_ctx_free(c);
+        return 1;
+    }
     double ms = time_median_ms(run_gemm, &g, 3, o->runs);
     GEMM_TFLOPS = ms > 0 ? 2.0 * g.n * g.n * g.n / (ms * 1e-3) / 1e12 : -1;
     double cms = time_median_ms(run_copy, &g, 3, o->runs);
     COPY_GBS = cms > 0 ? 2.0 * (double)g.bytes / (cms * 1e-3) / 1e9 : -1;
-    printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s; D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write)\n",
-           ms, GEMM_TFLOPS, cms, COPY_GBS);
+    const double red_bytes = (double)red_slots * 576 * 4;
+    double rms = time_median_ms(run_red, &ra, 3, o->runs);
+    RED_GBS = rms > 0 ? red_bytes / (rms * 1e-3) / 1e9 : -1;
+    printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s; D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write); "
+           "fp32 float4 reductions, 2M rows x 576 into 4096 rows %.3f ms = %.0f GB/s added\n",
+           ms, GEMM_TFLOPS, cms, COPY_GBS, rms, RED_GBS);
     add_row("gemm_bf16_8192", 8192, 0, ms, 2.0 * g.n * g.n * g.n, 3.0 * g.n * g.n * 2, 3.0 * g.n * g.n * 2);
     add_row("copy_d2d_1GiB", 0, 0, cms, 0, 2.0 * (double)g.bytes, 2.0 * (double)g.bytes);
+    bench_row *rr = add_row("red_f32x4_576", 4096, 0, rms, 0, red_bytes, (double)(dsa_nbytes(ra.dst) + dsa_nbytes(ra.idx)));
+    if (rr) rr->red_bytes = red_bytes;
     dsa_ctx_free(c);
-    return GEMM_TFLOPS > 0 && COPY_GBS > 0 ? 0 : 1;
+    return GEMM_TFLOPS > 0 && COPY_GBS > 0 && RED_GBS > 0 ? 0 : 1;
 }
 
 // ---- sparse attention (fwd, bwd, score recompute) -----------------------------------------------------
@@ -228,7 +256,8 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
     double bytes_bwd = bytes_fwd + (double)T * H * Dv * 4 + (double)T * H * D * 4 + (double)S * D * 4;
     ms = time_median_ms(run_bwd, &a, 2, o->runs);
     if (ms < 0) goto fail;
-    add_row("sparse_mqa_bwd", T, H, ms, 2.0 * T * H * K * (3 * D + 2 * Dv), bytes_bwd, g_mem);
+    bench_row *rb = add_row("sparse_mqa_bwd", T, H, ms, 2.0 * T * H * K * (3 * D + 2 * Dv), bytes_bwd, g_mem);
+    if (rb) rb->red_bytes = (double)T * K * D * 4 * ((H + 63) / 64);  // every slot's dkv row, once per 64-head block
 
     a.hs = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, K), 1.0);
     if (!a.hs) goto fail;
@@ -340,8 +369,9 @@ static int bench_indexer(const bench_opts *o, int64_t T) {
     add_row("indexer_gather_fwd", T, HI, ms, 2.0 * gpairs * HI * DI, in_bytes + (double)T * K * 6, base_mem + (double)T * K * 6);
     ms = time_median_ms(run_gather_bwd, &a, 2, o->runs);
     if (ms < 0) goto fail;
-    add_row("indexer_gather_bwd", T, HI, ms, 3 * 2.0 * gpairs * HI * DI,
-            in_bytes + (double)T * K * 8 + (double)T * HI * DI * 4 + (double)S * DI * 4 + T * HI * 4.0, g_mem);
+    bench_row *rg = add_row("indexer_gather_bwd", T, HI, ms, 3 * 2.0 * gpairs * HI * DI,
+                            in_bytes + (double)T * K * 8 + (double)T * HI * DI * 4 + (double)S * DI * 4 + T * HI * 4.0, g_mem);
+    if (rg) rg->red_bytes = gpairs * DI * 4;  // dk row of every pick (the same upper bound as the FLOPs)
     dsa_ctx_free(c);
     return 0;
 fail:
@@ -386,20 +416,24 @@ static void run_torch(const bench_opts *o) {
 
 static void print_table(void) {
     printf("\n| op | T | H | ours ms | ours TFLOP/s | %% of GEMM | min-bytes GB/s | %% of copy BW | compute floor ms | "
-           "memory floor ms | gap | ours mem MiB | PyTorch ms | PyTorch TFLOP/s | PyTorch peak MiB | speed-up vs PyTorch |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+           "memory floor ms | reduction floor ms | gap | ours mem MiB | PyTorch ms | PyTorch TFLOP/s | PyTorch peak MiB | "
+           "speed-up vs PyTorch |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < N_ROWS; i++) {
         bench_row *r = &ROWS[i];
         double tf = r->flops > 0 ? r->flops / (r->ms * 1e-3) / 1e12 : 0, gbs = r->bytes / (r->ms * 1e-3) / 1e9;
         printf("| %s | %lld | %lld | %.3f | ", r->op, (long long)r->T, (long long)r->H, r->ms);
         if (r->flops > 0) printf("%.1f | %.1f%% | ", tf, 100 * tf / GEMM_TFLOPS);
         else printf("- | - | ");
-        // Roofline: the time at the measured GEMM rate and at the measured copy rate; gap = measured over
-        // the larger of the two.
+        // Roofline: the time at the measured GEMM rate, at the measured copy rate and (ops that reduce by
+        // atomics) at the measured reduction rate; gap = measured over the largest.
         double cfl = r->flops / (GEMM_TFLOPS * 1e12) * 1e3, mfl = r->bytes / (COPY_GBS * 1e9) * 1e3;
-        double fl = cfl > mfl ? cfl : mfl;
-        printf("%.0f | %.1f%% | %.3f | %.3f | %.1fx | %.0f | ", gbs, 100 * gbs / COPY_GBS, cfl, mfl, fl > 0 ? r->ms / fl : 0,
-               r->mem / 1048576.0);
+        double rfl = r->red_bytes / (RED_GBS * 1e9) * 1e3, fl = cfl > mfl ? cfl : mfl;
+        if (rfl > fl) fl = rfl;
+        printf("%.0f | %.1f%% | %.3f | %.3f | ", gbs, 100 * gbs / COPY_GBS, cfl, mfl);
+        if (r->red_bytes > 0) printf("%.3f | ", rfl);
+        else printf("- | ");
+        printf("%.1fx | %.0f | ", fl > 0 ? r->ms / fl : 0, r->mem / 1048576.0);
         if (r->torch_ms > 0)
             printf("%.3f | %s%.1f | %.0f | %.2fx |\n", r->torch_ms, "", r->flops > 0 ? r->flops / (r->torch_ms * 1e-3) / 1e12 : 0,
                    r->torch_mem / 1048576.0, r->torch_ms / r->ms);
@@ -408,8 +442,9 @@ static void print_table(void) {
     }
     printf("\nFLOPs: sparse fwd 2*T*H*K*(D+Dv), bwd 2*T*H*K*(3D+2Dv), score headsum 2*T*H*K*D, indexer "
            "2*(valid pairs)*H_I*D_I (gather: T*K pairs; gather bwd 3x). min-bytes: each input read once, each "
-           "output written once. Floors: FLOPs at the measured GEMM rate, min-bytes at the measured copy rate; "
-           "gap = ours / the larger floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
+           "output written once. Floors: FLOPs at the measured GEMM rate, min-bytes at the measured copy rate, "
+           "the bytes added by fp32 atomics (sparse bwd: T*K*D*4 per 64-head block, gather bwd: T*K*D_I*4) at the "
+           "measured reduction rate (red_f32x4_576); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
            "topk: dense f32 rows; topk_window_bf16: the fused op's top-k alone (bf16 logits, -inf outside the "
            "causal windows, scores written).\n");
 }

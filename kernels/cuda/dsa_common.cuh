@@ -156,10 +156,6 @@ __device__ __forceinline__ void dsa_ldsm_x4(unsigned r[4], unsigned addr) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
 }
-// Two 8x8 b16 matrices (lanes 0-7 and 8-15 give the row addresses): the B fragment of one n8 tile.
-__device__ __forceinline__ void dsa_ldsm_x2(unsigned r[2], unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
-}
 // The same, each matrix transposed on the way (row-major V tile -> col-major B operand).
 __device__ __forceinline__ void dsa_ldsm_x4_trans(unsigned r[4], unsigned addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -227,4 +223,23 @@ __device__ __forceinline__ float dsa_bwd_do_delta(const float *dout_row, const _
         store(4 * (lane + 32 * m), make_uint2(dsa_pack_f32x2(d4.x, d4.y), dsa_pack_f32x2(d4.z, d4.w)));
     }
     return part;
+}
+
+// dst rows += an m64n64 accumulator fragment of 8 column groups (rows: this thread's row_lo and row_lo + 8,
+// columns col0 + 8j + 2c, + 1; the wgmma m64nN and mma.sync m16n8 layout) by float4 atomics: lanes c
+// and c ^ 1 swap halves, the even one adds row lo at columns 2c .. 2c+3, the odd one row hi at
+// 2c-2 .. 2c+1, so a warp's instruction covers one 32-byte sector in each of 8 rows. key: the dst row of
+// this lane's row (row lo for even c, hi for odd), < 0 for an invalid slot (nothing added). D: the row
+// length of dst. (Used by the sparse backward v3 and by the benchmark's reduction ceiling.)
+template <int D>
+__device__ __forceinline__ void dsa_red_rows_f32x4(float *dst, const float *acc, int key, int col0, int c) {
+    const bool odd = c & 1;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float *a = acc + 4 * j;
+        float s0 = odd ? a[0] : a[2], s1 = odd ? a[1] : a[3];
+        float r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+        float4 v = odd ? make_float4(r0, r1, a[2], a[3]) : make_float4(a[0], a[1], r0, r1);
+        if (key >= 0) atomicAdd((float4 *)(dst + (int64_t)key * D + col0 + 8 * j + 2 * c - (odd ? 2 : 0)), v);
+    }
 }

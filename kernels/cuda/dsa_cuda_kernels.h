@@ -99,6 +99,9 @@ dsa_status dsa_window_slots_cuda(const dsa_tensor *start, const dsa_tensor *end,
 // (dsa_window_cuda.cu has both layouts).
 dsa_status dsa_window_lists_cuda(const int *start, const int *end, int *idx, int *len, int64_t rows, int64_t K,
                                  bool keys_as_slots);
+// The benchmark's reduction ceiling (dsa_red_ceiling_cuda.cu): dst [rows, 576 or 128] fp32 += a constant at
+// the rows idx names (i32, a multiple of 16 of them), by the sparse backward's float4 atomics.
+dsa_status dsa_red_ceiling_cuda(dsa_tensor *dst, const dsa_tensor *idx);
 
 #ifdef __cplusplus
 }

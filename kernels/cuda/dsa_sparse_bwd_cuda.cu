@@ -179,7 +179,7 @@ __device__ __forceinline__ void rows_x_rows(float s[2][4], const __nv_bfloat16 *
 // of dq: plain read-modify-write.
 template <int NJQ>
 __device__ __forceinline__ void bwd_add_dq(float *dq, const float (*gq)[4], int64_t t, int H, int h0, int nh, int row, int ch,
-                                           int c, int j0 = 0, int j1 = NJQ) {
+                                           int c) {
     const int D = 16 * NJQ;
 #pragma unroll
     for (int half = 0; half < 2; half++) {
@@ -188,7 +188,6 @@ __device__ __forceinline__ void bwd_add_dq(float *dq, const float (*gq)[4], int6
         float *qrow = dq + ((t * H) + h0 + r) * D + ch * (NJQ * 8) + 2 * c;
 #pragma unroll
         for (int j = 0; j < NJQ; j++) {
-            if (j < j0 || j >= j1) continue;  // (tiles another warp owns: see v2's split mode)
             float2 *p = (float2 *)(qrow + j * 8), v = *p;
             v.x += gq[j][2 * half];
             v.y += gq[j][2 * half + 1];
@@ -372,31 +371,29 @@ static size_t bwd2_smem_bytes(int64_t D, int64_t Dv) {
            4 * (2 * (size_t)BWD2_HB + BWD2_RING * (BWD2_BK + 1));
 }
 
-// A: S = Q K^T and dP = dO V^T for 16 heads (ldmatrix addresses qa, da at k 0) and NT n8 tiles of slots
-// (kb: the kv rows, ldmatrix .x4 for two tiles, .x2 for one) over the whole D; dP over the first Dv
-// columns, whose kv fragments serve both products.
-template <int NT, int D, int Dv>
+// A: S = Q K^T and dP = dO V^T for 16 heads (ldmatrix addresses qa, da at k 0) and two n8 tiles of
+// slots (kb: the kv rows, one ldmatrix .x4) over the whole D; dP over the first Dv columns, whose kv
+// fragments serve both products.
+template <int D, int Dv>
 __device__ __forceinline__ void bwd2_scores(float (*s)[4], float (*dp)[4], unsigned qa, unsigned da, unsigned kb) {
 #pragma unroll 4
     for (int k = 0; k < Dv / 16; k++) {
-        unsigned a[4], d[4], b[2 * NT];
+        unsigned a[4], d[4], b[4];
         dsa_ldsm_x4(a, qa + k * 32);
         dsa_ldsm_x4(d, da + k * 32);
-        if constexpr (NT == 2) dsa_ldsm_x4(b, kb + k * 32);
-        else dsa_ldsm_x2(b, kb + k * 32);
+        dsa_ldsm_x4(b, kb + k * 32);
 #pragma unroll
-        for (int n = 0; n < NT; n++) dsa_mma_bf16_16816(s[n], a, b + 2 * n);
+        for (int n = 0; n < 2; n++) dsa_mma_bf16_16816(s[n], a, b + 2 * n);
 #pragma unroll
-        for (int n = 0; n < NT; n++) dsa_mma_bf16_16816(dp[n], d, b + 2 * n);
+        for (int n = 0; n < 2; n++) dsa_mma_bf16_16816(dp[n], d, b + 2 * n);
     }
 #pragma unroll
     for (int k = Dv / 16; k < D / 16; k++) {
-        unsigned a[4], b[2 * NT];
+        unsigned a[4], b[4];
         dsa_ldsm_x4(a, qa + k * 32);
-        if constexpr (NT == 2) dsa_ldsm_x4(b, kb + k * 32);
-        else dsa_ldsm_x2(b, kb + k * 32);
+        dsa_ldsm_x4(b, kb + k * 32);
 #pragma unroll
-        for (int n = 0; n < NT; n++) dsa_mma_bf16_16816(s[n], a, b + 2 * n);
+        for (int n = 0; n < 2; n++) dsa_mma_bf16_16816(s[n], a, b + 2 * n);
     }
 }
 
@@ -417,9 +414,10 @@ __device__ __forceinline__ void bwd2_p_ds(const float *s, const float *dp, int c
 // W32 (the default): dkv in chunks of 32 columns, the A fragments of dS^T and P^T loaded once per 32
 // columns instead of per 16 (H200, T 8192: 188-190 TFLOP/s against 178-180 with 16-column chunks,
 // which DSA_SPARSE_BWD_W16=1 keeps).
-// SPLIT: the split mode below, its own instantiation (as a runtime flag its checks in the inner loops
-// cost the default kernel 8%: 178.3 against 193.4 TFLOP/s, H200, T 8192, H 64, session 15).
-template <int NJQ, bool W32, bool SPLIT>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
+// (A split mode for one head group, opt-in until session 17, is gone: four warps computing S / dP for 8
+// slots each measured 6.42 against 5.57 ms at H 12, K 512 on the H200, session 17 call 1; session 14's,
+// partial sums over D, 6.96 against 6.07; the wgmma backward v3 now takes few-head models, 5.24 ms.)
+template <int NJQ, bool W32>  // dq n8-tiles per warp: D = 16 * NJQ; Dv = 512
 __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
@@ -439,13 +437,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
     // there (their P and dS rows are never read). A model with few heads (small.cfg: 12) pays for one
     // group instead of four.
     const int ngr = (nh + 15) / 16;
-    // Split mode (SPLIT: opt-in DSA_SPARSE_BWD_SMALLH=1; one head group): A by four warps on four SM
-    // sub-partitions, warp w < 4 taking 8 of the 32 slots over the whole D, and B by all eight, each a
-    // quarter of its half's columns; the default has two warps on each. (Session 14's split mode shared
-    // A's reduction over D in quarters, with partial sums through shared memory and one more barrier:
-    // 6.96 against 6.07 ms at H 12, session 16 call 1. This one is not yet run on a GPU.)
-    const bool one = SPLIT && ngr == 1;
-    const int rb = one ? 0 : r0;  // the head rows this warp's A and B results belong to
     // Row pitches padded by 8 bf16 (an odd number of 16-byte units: conflict-free ldmatrix rows).
     const int ldq = D + 8, ldo = Dv + 8, ldp = BK + 8, D8 = D / 8;
     __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem;  // [HB][ldq]
@@ -507,8 +498,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
 #pragma unroll
     for (int j = 0; j < NJQ; j++) gq[j][0] = gq[j][1] = gq[j][2] = gq[j][3] = 0.f;
     float dl_lo = sdelta[r0 + g], dl_hi = sdelta[r0 + g + 8], lz_lo = slogz[r0 + g], lz_hi = slogz[r0 + g + 8];
-    // B's column pairs of this warp's half of D: all of them, or in split mode a quarter (by rg).
-    const int jq0 = one ? rg * (NJQ / 2) / 4 : 0, jq1 = one ? (rg + 1) * (NJQ / 2) / 4 : NJQ / 2;
 
     // Per-lane ldmatrix offsets (elements). A (16 rows x 16 at k0): lanes 0-15 rows 0-15 at col 0,
     // lanes 16-31 the same rows at col 8.
@@ -532,29 +521,19 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         const __nv_bfloat16 *kvs = skv + (i % NST) * BK * ldq;
         unsigned kv_base = dsa_smem_addr(kvs);
 
-        if (one) {  // A, split: warp w < 4 takes slots 8w .. 8w+7 of heads 0 .. 15 over the whole D (one n8 tile)
-            if (warp < 4) {
-                float s[1][4] = {{0, 0, 0, 0}}, dp[1][4] = {{0, 0, 0, 0}};
-                unsigned qa = dsa_smem_addr(sq + a_row * ldq + a_col), da = dsa_smem_addr(sdo + a_row * ldo + a_col);
-                // {b0, b1} of the n8 tile: lanes 0-7 the slots' rows at k, lanes 8-15 at k + 8.
-                unsigned kb = kv_base + (unsigned)(((8 * warp + (lane & 7)) * ldq + ((lane >> 3) & 1) * 8) * 2);
-                bwd2_scores<1, D, Dv>(s, dp, qa, da, kb);
-                bwd2_p_ds(s[0], dp[0], 8 * warp + 2 * c, vmask, sigma, sdelta[g], sdelta[g + 8], slogz[g], slogz[g + 8], sP + g * ldp,
-                          sdS + g * ldp, ldp);
-            }
-        } else if (rg < ngr) {  // A. S and dP for heads r0 .. +16, slots kc .. +16
+        if (rg < ngr) {  // A. S and dP for heads r0 .. +16, slots kc .. +16
             float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
             unsigned qa = dsa_smem_addr(sq + (r0 + a_row) * ldq + a_col), da = dsa_smem_addr(sdo + (r0 + a_row) * ldo + a_col);
             unsigned kb = kv_base + (unsigned)(((kc + b_row) * ldq + b_col) * 2);
-            bwd2_scores<2, D, Dv>(s, dp, qa, da, kb);
+            bwd2_scores<D, Dv>(s, dp, qa, da, kb);
 #pragma unroll
             for (int x = 0; x < 2; x++)
                 bwd2_p_ds(s[x], dp[x], kc + 8 * x + 2 * c, vmask, sigma, dl_lo, dl_hi, lz_lo, lz_hi, sP + (r0 + g) * ldp,
                           sdS + (r0 + g) * ldp, ldp);
         }
         __syncthreads();  // P and dS of all 64 heads x 32 slots are in shared memory
-        if (dq && (one || rg < ngr)) {  // B. dq[heads rb .. +16, this warp's half of D] += sigma dS K
-            unsigned dsa_ = dsa_smem_addr(sdS + (rb + a_row) * ldp + a_col);
+        if (dq && rg < ngr) {  // B. dq[heads r0 .. +16, this warp's half of D] += sigma dS K
+            unsigned dsa_ = dsa_smem_addr(sdS + (r0 + a_row) * ldp + a_col);
             unsigned kt = kv_base + (unsigned)((t_row * ldq + ch * (NJQ * 8) + t_col) * 2);
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) {
@@ -563,7 +542,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
                 dsa_ldsm_x4(a, dsa_ + kk * 32);
 #pragma unroll
                 for (int jj = 0; jj < NJQ / 2; jj++) {
-                    if (jj < jq0 || jj >= jq1) continue;  // split mode: another warp's columns
                     unsigned b[4];
                     dsa_ldsm_x4_trans(b, kt + (unsigned)((kk * 16 * ldq + jj * 16) * 2));
                     dsa_mma_bf16_16816(gq[2 * jj], a, b);
@@ -636,7 +614,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_bwd_mma_v2_kernel(
         }
     }
     dsa_cp_async_wait<0>();  // nothing in flight at exit
-    if (dq) bwd_add_dq<NJQ>(dq, gq, t, H, h0, nh, rb + g, ch, c, 2 * jq0, 2 * jq1);
+    if (dq) bwd_add_dq<NJQ>(dq, gq, t, H, h0, nh, r0 + g, ch, c);
 }
 
 template <int NJQ>
@@ -648,15 +626,7 @@ static dsa_status launch_bwd_mma_v2(const dsa_tensor *q, const dsa_tensor *kv, c
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     static int w32 = -1;
     if (w32 < 0) w32 = !dsa_env_flag("DSA_SPARSE_BWD_W16");
-    // Opt-in: session 14's split mode was slower than the kernel without it (H200, T 8192, H 12, K 512:
-    // 6.93 against 6.06 ms, session 15 call 6); the rebuilt one (slots over warps) is not yet measured.
-    static int split = -1;
-    if (split < 0) split = dsa_env_flag("DSA_SPARSE_BWD_SMALLH");
-    // Split mode when every head block is one group (at most 16 heads in the call's range; on the 32-column dkv
-    // chunks whatever DSA_SPARSE_BWD_W16 says).
-    auto kern = split && h1 - h0 <= 16 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true, true>
-                : w32                  ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true, false>
-                                       : sparse_mqa_bwd_mma_v2_kernel<NJQ, false, false>;
+    auto kern = w32 ? sparse_mqa_bwd_mma_v2_kernel<NJQ, true> : sparse_mqa_bwd_mma_v2_kernel<NJQ, false>;
     size_t smem = bwd2_smem_bytes(16 * NJQ, dv);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (mma v2)"));
     int64_t n_hb = (h1 - h0 + BWD2_HB - 1) / BWD2_HB;

@@ -82,21 +82,6 @@ __device__ __forceinline__ void bwd3_p_ds(const float *s, const float *dp, unsig
     }
 }
 
-// dkv rows of an m64n64 fragment (slots row_lo / row_lo + 8, columns col0 + 8j + 2c, + 1) by float4
-// atomics: lanes c and c ^ 1 swap, the even one adds row lo at columns 2c .. 2c+3, the odd one row hi at
-// 2c-2 .. 2c+1 (key: that row's kv row, < 0 for an invalid slot: nothing added).
-__device__ __forceinline__ void bwd3_dkv_atomics(float *dkv, const float *acc, int key, int col0, int c) {
-    const bool odd = c & 1;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        const float *a = acc + 4 * j;
-        float s0 = odd ? a[0] : a[2], s1 = odd ? a[1] : a[3];
-        float r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-        float4 v = odd ? make_float4(r0, r1, a[2], a[3]) : make_float4(a[0], a[1], r0, r1);
-        if (key >= 0) atomicAdd((float4 *)(dkv + (int64_t)key * BWD3_D + col0 + 8 * j + 2 * c - (odd ? 2 : 0)), v);
-    }
-}
-
 __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
@@ -202,7 +187,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
                 for (int kk = 0; kk < HB / 16; kk++) dsa_wgmma_m64n64k16<1, 1>(acc, d_pt + kk * 128, d_don + kk * 128, 1);
             dsa_wgmma_commit();
             dsa_wgmma_wait<0>();
-            bwd3_dkv_atomics(dkv, acc, key, 64 * ck, c);
+            dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
         }
     }
     // dq (the CTA's own rows: plain read-modify-write) += the accumulators.

@@ -1,0 +1,41 @@
+// The benchmark's third ceiling (dsa bench, train/cmd_bench.c): how fast the GPU takes fp32 reductions
+// into L2-resident rows in the sparse backward's dkv pattern, with no math and no loads around them.
+// Each warp takes 16 consecutive slots of idx and adds a constant fragment to their dst rows, 64 columns
+// at a time, by the same instruction sequence as the backward (dsa_red_rows_f32x4: float4 atomics, one
+// 32-byte sector of each of 8 rows per warp instruction). The backwards whose gradients are reduced by
+// atomics (dkv, dk) cannot run faster than their reduced bytes at this rate.
+#include "kernels/cuda/dsa_common.cuh"
+#include "kernels/cuda/dsa_cuda_kernels.h"
+
+template <int D>
+__global__ void red_ceiling_kernel(float *dst, const int *__restrict__ idx, int64_t n_groups, int64_t rows) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    float acc[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) acc[i] = 1e-6f * (float)(lane + i);
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    for (int64_t grp = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); grp < n_groups; grp += warps) {
+        int key = idx[grp * 16 + g + ((c & 1) ? 8 : 0)];
+        if (key >= rows) key = -1;  // (any index outside [0, rows) adds nothing)
+#pragma unroll 1
+        for (int col0 = 0; col0 < D; col0 += 64) dsa_red_rows_f32x4<D>(dst, acc, key, col0, c);
+    }
+}
+
+// dst [rows, D] fp32 (D = 576 or 128) += a constant per element at the rows idx names (i32, numel % 16 == 0).
+extern "C" dsa_status dsa_red_ceiling_cuda(dsa_tensor *dst, const dsa_tensor *idx) {
+    if (dst->dtype != DSA_F32 || dst->ndim != 2 || (dst->shape[1] != 576 && dst->shape[1] != 128) || idx->dtype != DSA_I32 ||
+        dsa_numel(idx) % 16 != 0)
+        return dsa_error_set(DSA_ERR_SHAPE, "dsa_red_ceiling: dst must be f32 [rows, 576 or 128], idx i32 with a multiple of 16 "
+                                            "elements (got %s dst with %d dims, %lld indices)",
+                             dsa_dtype_name(dst->dtype), dst->ndim, (long long)dsa_numel(idx));
+    int64_t n_groups = dsa_numel(idx) / 16, rows = dst->shape[0];
+    if (n_groups == 0) return DSA_OK;
+    unsigned blocks = (unsigned)(n_groups / 8 < 4096 ? (n_groups + 7) / 8 : 4096);
+    if (dst->shape[1] == 576)
+        red_ceiling_kernel<576><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
+    else
+        red_ceiling_kernel<128><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
+    CUDA_LAUNCH_CHECK("red_ceiling");
+    return DSA_OK;
+}
