@@ -230,11 +230,12 @@ __device__ __forceinline__ float dsa_bwd_do_delta(const float *dout_row, const _
 // and c ^ 1 swap halves, the even one adds row lo at columns 2c .. 2c+3, the odd one row hi at
 // 2c-2 .. 2c+1, so a warp's instruction covers one 32-byte sector in each of 8 rows. key: the dst row of
 // this lane's row (row lo for even c, hi for odd), < 0 for an invalid slot (nothing added). D: the row
-// length of dst. (Used by the sparse backward v3 and by the benchmark's reduction ceiling.)
-// All eight values are formed before the first atomic: with one float4 formed per atomic the compiler
-// reused the same four registers, so each atomic waited for the previous one's operands to be read
-// (long-scoreboard stalls, session 17).
-template <int D>
+// length of dst. Used by the sparse backward v3 (ALL_FIRST false: each float4 formed just before its
+// atomic, so the compiler reuses four registers) and by the benchmark's reduction ceiling (ALL_FIRST:
+// the eight formed first, in distinct registers, the form the ceiling was measured with). v3 with
+// ALL_FIRST, together with an unbranched dq issue, ran 277.8 against 290.4 TFLOP/s (H200, T 4096, H 64,
+// session 17, a436ca6, reverted).
+template <int D, bool ALL_FIRST = false>
 __device__ __forceinline__ void dsa_red_rows_f32x4(float *dst, const float *acc, int key, int col0, int c) {
     const bool odd = c & 1;
     float4 v[8];
@@ -244,8 +245,9 @@ __device__ __forceinline__ void dsa_red_rows_f32x4(float *dst, const float *acc,
         float s0 = odd ? a[0] : a[2], s1 = odd ? a[1] : a[3];
         float r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
         v[j] = odd ? make_float4(r0, r1, a[2], a[3]) : make_float4(a[0], a[1], r0, r1);
+        if (!ALL_FIRST && key >= 0) atomicAdd((float4 *)(dst + (int64_t)key * D + col0 + 8 * j + 2 * c - (odd ? 2 : 0)), v[j]);
     }
-    if (key < 0) return;
+    if (!ALL_FIRST || key < 0) return;
     float *row = dst + (int64_t)key * D + col0 + 2 * c - (odd ? 2 : 0);
 #pragma unroll
     for (int j = 0; j < 8; j++) atomicAdd((float4 *)(row + 8 * j), v[j]);

@@ -1,8 +1,8 @@
 // The benchmark's third ceiling (dsa bench, train/cmd_bench.c): how fast the GPU takes fp32 reductions
 // into L2-resident rows in the sparse backward's dkv pattern, with no math and no loads around them.
 // Each warp takes 16 consecutive slots of idx and adds a constant fragment to their dst rows, 64 columns
-// at a time, by the same instruction sequence as the backward (dsa_red_rows_f32x4: float4 atomics, one
-// 32-byte sector of each of 8 rows per warp instruction). The backwards whose gradients are reduced by
+// at a time, by the backward's atomics (dsa_red_rows_f32x4: float4 atomics, one 32-byte sector of each
+// of 8 rows per warp instruction; here the eight values of a chunk are formed before the first atomic). The backwards whose gradients are reduced by
 // atomics (dkv, dk) cannot run faster than their reduced bytes at this rate.
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
@@ -18,7 +18,7 @@ __global__ void red_ceiling_kernel(float *dst, const int *__restrict__ idx, int6
         int key = idx[grp * 16 + g + ((c & 1) ? 8 : 0)];
         if (key >= rows) key = -1;  // (any index outside [0, rows) adds nothing)
 #pragma unroll 1
-        for (int col0 = 0; col0 < D; col0 += 64) dsa_red_rows_f32x4<D>(dst, acc, key, col0, c);
+        for (int col0 = 0; col0 < D; col0 += 64) dsa_red_rows_f32x4<D, true>(dst, acc, key, col0, c);
     }
 }
 

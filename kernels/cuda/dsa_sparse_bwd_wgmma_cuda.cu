@@ -6,12 +6,9 @@
 //      operands K-major in shared memory); P = exp(sigma S - log Z) and sigma dS = sigma P (dP - Delta)
 //      go to shared memory as bf16 ([head][slot], one 64-column swizzled block each).
 //   2. dq (64 heads x D, fp32 registers across tiles) += (sigma dS) K_tile: A = dS (K-major), B = the
-//      kv stage read MN-major (as V in the forward). Warpgroup 0 owns columns 0 .. 255, warpgroup 1
-//      columns 320 .. 575 (m64n256 each); columns 256 .. 319 (m64n64) take slots 32w .. 32w+31 in
-//      warpgroup w, and the two partial sums meet in shared memory at the end (160 accumulators a
-//      thread). Both warpgroups issue the same instructions, their descriptors apart: a wgmma under a
-//      warpgroup branch is serialized by the compiler (it was, waiting after each of the 8 a tile, in
-//      the first version). Then the stage is released: the gather of the next tile runs beside step 3.
+//      kv stage read MN-major (as V in the forward). Warpgroup 0 owns columns 0 .. 319 (m64n256 +
+//      m64n64: 160 accumulators a thread), warpgroup 1 columns 320 .. 575 (m64n256). Then the stage is
+//      released: the gather of the next tile runs beside step 3.
 //   3. dkv[slot, chunk of 64 columns] = (sigma dS)^T Q + P^T dO (the second term below Dv): A = dS^T
 //      and P^T (the same tiles read MN-major), B = Q and dO read MN-major; m64n64k16 over the 64 heads.
 //      Warpgroup 0 takes chunks 0-3, warpgroup 1 chunks 4-8 (8 has no dO term): with step 2 both do
@@ -146,8 +143,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const unsigned long long d_pt = dsa_wgmma_desc(dsa_smem_addr(sm.sp), BK * 128, 1024);    // A = P^T
     const int qb0 = wg ? 5 : 0;  // this warpgroup's first dq column block
     const unsigned long long d_kv0 = dsa_wgmma_desc(a_kv + qb0 * BK * 128, BK * 128, 1024);  // B = K_tile, MN-major
-    // Columns 256 .. 319 over this warpgroup's half of the slots (k16 steps 2 wg, 2 wg + 1).
-    const unsigned long long d_ds4 = d_ds + 2 * (2 * wg), d_kv4 = dsa_wgmma_desc(a_kv + 4 * BK * 128 + wg * 32 * 128, BK * 128, 1024);
+    const unsigned long long d_kv4 = dsa_wgmma_desc(a_kv + 4 * BK * 128, BK * 128, 1024);
     const int ck0 = wg ? 4 : 0, ck1 = wg ? 9 : 4;  // this warpgroup's dkv chunks
 
     float dqa[128], dqb[32];
@@ -172,11 +168,10 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
         dsa_bar_sync(3, 256);     // P(i), dS(i) of all 64 slots are in
         dsa_wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++)  // dq += sigma dS K_tile over the 64 slots
+        for (int kk = 0; kk < BK / 16; kk++) {  // dq += sigma dS K_tile over the 64 slots
             dsa_wgmma_m64n256k16<1>(dqa, d_ds + 2 * kk, d_kv0 + kk * 128, 1);
-#pragma unroll
-        for (int kk = 0; kk < 2; kk++)  // columns 256 .. 319 over slots 32 wg .. 32 wg + 31
-            dsa_wgmma_m64n64k16<0, 1>(dqb, d_ds4 + 2 * kk, d_kv4 + kk * 128, 1);
+            if (wg == 0) dsa_wgmma_m64n64k16<0, 1>(dqb, d_ds + 2 * kk, d_kv4 + kk * 128, 1);
+        }
         dsa_wgmma_commit();
         dsa_wgmma_wait<0>();
         dsa_mbar_arrive(empty);  // this thread is done with tile i's stage: the gather of i + 1 may start
@@ -195,26 +190,6 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
             dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
         }
     }
-    // Columns 256 .. 319: warpgroup 1's partial sums join warpgroup 0's through shared memory (Q's tile:
-    // every dkv product has completed once both warpgroups pass the barrier).
-    float *sdqb = (float *)sm.sq;  // [64 heads][64]
-    dsa_bar_sync(1, 256);
-    if (wg == 1)
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            *(float2 *)(sdqb + row_lo * 64 + 8 * j + 2 * c) = make_float2(dqb[4 * j], dqb[4 * j + 1]);
-            *(float2 *)(sdqb + (row_lo + 8) * 64 + 8 * j + 2 * c) = make_float2(dqb[4 * j + 2], dqb[4 * j + 3]);
-        }
-    dsa_bar_sync(3, 256);
-    if (wg == 0)
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            float2 lo = *(float2 *)(sdqb + row_lo * 64 + 8 * j + 2 * c), hi = *(float2 *)(sdqb + (row_lo + 8) * 64 + 8 * j + 2 * c);
-            dqb[4 * j] += lo.x;
-            dqb[4 * j + 1] += lo.y;
-            dqb[4 * j + 2] += hi.x;
-            dqb[4 * j + 3] += hi.y;
-        }
     // dq (the CTA's own rows: plain read-modify-write) += the accumulators.
 #pragma unroll
     for (int half = 0; half < 2; half++) {
