@@ -1,9 +1,9 @@
 // `dsa bench`: times the DSA CUDA kernels at the standard shapes beside the ceilings measured in the
-// same run (cuBLAS bf16 GEMM 8192^3, device-to-device copy bandwidth, fp32 float4 reductions in the sparse
-// backward's dkv pattern) and beside the same ops in
-// PyTorch (bench/torch_dsa.py, run as a child process after our kernels are done). Prints a markdown
-// table. Timing: CUDA events around each call, warm-up first, median of --runs (>= 20 by default),
-// inputs freshly drawn random values (never zeros). bench/bench_dsa.c is a thin main over this.
+// same run (cuBLAS bf16 GEMM 8192^3, device-to-device copy bandwidth, fp32 float4 reductions in the
+// sparse backward's dkv pattern) and beside the same ops in PyTorch (bench/torch_dsa.py, run as a child
+// process after our kernels are done). Prints a markdown table. Timing: CUDA events around each call,
+// warm-up first, median of --runs (>= 20 by default), inputs freshly drawn random values (never zeros).
+// bench/bench_dsa.c is a thin main over this.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
