@@ -171,6 +171,40 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
     free(len);
 }
 
+// ---- the benchmark's reduction ceiling ------------------------------------------------------------
+// dsa_red_ceiling_cuda adds what it says (a ceiling kernel that skipped work would report a rate no
+// backward can reach): warp w takes slots 16w .. 16w+15; lane 4g + c adds the fragment value
+// 1e-6 (lane + i) of acc[i] (i = 4j + e: e 0, 1 to slot g's row, e 2, 3 to slot g+8's row) at columns
+// col0 + 8j + 2c + (e & 1) of every 64-column chunk col0; indices outside [0, rows) add nothing.
+static void check_red_ceiling(int64_t rows, int64_t D, int64_t n) {
+    int32_t *idx = malloc(sizeof(int32_t) * n);
+    double *want = calloc((size_t)(rows * D), sizeof(double));
+    for (int64_t i = 0; i < n; i++) idx[i] = (int32_t)dsa_rng_below(&R, (uint64_t)rows + 10) - 5;
+    for (int64_t grp = 0; grp < n / 16; grp++)
+        for (int lane = 0; lane < 32; lane++) {
+            int g = lane >> 2, c = lane & 3;
+            for (int half = 0; half < 2; half++) {
+                int key = idx[grp * 16 + g + 8 * half];
+                if (key < 0 || key >= rows) continue;
+                for (int64_t col0 = 0; col0 < D; col0 += 64)
+                    for (int j = 0; j < 8; j++)
+                        for (int e = 0; e < 2; e++)
+                            want[key * D + col0 + 8 * j + 2 * c + e] += (double)(1e-6f * (float)(lane + 4 * j + 2 * half + e));
+            }
+        }
+    pair ix = int_pair(idx, 1, DSA_SHAPE(n)), dst = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(rows, D));
+    dsa_tensor *wc = dsa_from_host(C, DSA_PERSIST, DSA_F64, DSA_CPU, 2, DSA_SHAPE(rows, D), want);
+    CHECK_OK(dsa_red_ceiling_cuda(dst.g, ix.g));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    double e = test_rel_l2(dst.g, wc);
+    printf("reduction ceiling kernel, %lld slots into [%lld, %lld]: rel %.2e\n", (long long)n, (long long)rows, (long long)D, e);
+    CHECK(e <= 1e-5, "reduction ceiling [%lld, %lld]: rel L2 %.3e", (long long)rows, (long long)D, e);
+    // A shape it does not take is an error, not a launch.
+    CHECK(dsa_red_ceiling_cuda(dst.g, int_pair(idx, 1, DSA_SHAPE(n - 1)).g) == DSA_ERR_SHAPE, "reduction ceiling: 15-slot remainder accepted");
+    free(idx);
+    free(want);
+}
+
 // ---- SPEC 0 / 4: windows and masks (exact) ---------------------------------------------------------
 // Random documents: n docs of real length 1..maxlen, padded to a multiple of P.
 static int64_t make_docs(int n, int maxlen, int P, int32_t *cu, int32_t *cup) {
@@ -585,6 +619,8 @@ int main(void) {
 
     check_windows(1);
     check_windows(4);
+    check_red_ceiling(100, 576, 16 * 300);
+    check_red_ceiling(37, 128, 16 * 41);
     if (SMALL) {
         check_mqa("mqa bf16 H20 D40/32 K37 sink", DSA_BF16, 16, 20, 40, 32, 100, 37, true, true, 0.15);
         check_mqa("mqa f32 H16 D64 K33", DSA_F32, 9, 16, 64, 64, 50, 33, false, true, 0.125);
