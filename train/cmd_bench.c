@@ -310,6 +310,20 @@ static dsa_status run_gather_bwd(void *p) {
     return dsa_indexer_gather_bwd_cuda(a->q, a->k, a->w, a->idx, a->len, a->G, a->dq, a->dk, a->dw);
 }
 
+// Valid picks of a top-k result (j < topk_length[t], 0 <= idx < S), counted on the host; < 0 on error.
+static double count_valid_picks(const dsa_tensor *idx, const dsa_tensor *len, int64_t T, int64_t K, int64_t S) {
+    int32_t *hi = malloc(sizeof(int32_t) * T * K), *hl = malloc(sizeof(int32_t) * T);
+    double n = -1;
+    if (hi && hl && dsa_to_host(idx, hi) == DSA_OK && dsa_to_host(len, hl) == DSA_OK) {
+        n = 0;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t j = 0; j < K && j < hl[t]; j++) n += hi[t * K + j] >= 0 && hi[t * K + j] < S;
+    }
+    free(hi);
+    free(hl);
+    return n;
+}
+
 static int bench_indexer(const bench_opts *o, int64_t T) {
     int64_t HI = o->HI, DI = o->DI, S = T, K = o->K;
     dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
@@ -365,6 +379,8 @@ static int bench_indexer(const bench_opts *o, int64_t T) {
     a.dw = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, HI), 0);
     if (!a.gl || !a.G || !a.dq || !a.dk || !a.dw) goto fail;
     double gpairs = (double)T * K;  // upper bound; early rows have fewer valid picks
+    double vpairs = count_valid_picks(a.idx, a.len, T, K, S);  // the picks whose dk rows get reduced
+    if (vpairs < 0) goto fail;
     ms = time_median_ms(run_gather, &a, 2, o->runs);
     if (ms < 0) goto fail;
     add_row("indexer_gather_fwd", T, HI, ms, 2.0 * gpairs * HI * DI, in_bytes + (double)T * K * 6, base_mem + (double)T * K * 6);
@@ -372,7 +388,7 @@ static int bench_indexer(const bench_opts *o, int64_t T) {
     if (ms < 0) goto fail;
     bench_row *rg = add_row("indexer_gather_bwd", T, HI, ms, 3 * 2.0 * gpairs * HI * DI,
                             in_bytes + (double)T * K * 8 + (double)T * HI * DI * 4 + (double)S * DI * 4 + T * HI * 4.0, g_mem);
-    if (rg) rg->red_bytes = gpairs * DI * 4;  // dk row of every pick (the same upper bound as the FLOPs)
+    if (rg) rg->red_bytes = vpairs * DI * 4;  // the dk row of every valid pick
     dsa_ctx_free(c);
     return 0;
 fail:
@@ -444,7 +460,7 @@ static void print_table(void) {
     printf("\nFLOPs: sparse fwd 2*T*H*K*(D+Dv), bwd 2*T*H*K*(3D+2Dv), score headsum 2*T*H*K*D, indexer "
            "2*(valid pairs)*H_I*D_I (gather: T*K pairs; gather bwd 3x). min-bytes: each input read once, each "
            "output written once. Floors: FLOPs at the measured GEMM rate, min-bytes at the measured copy rate, "
-           "the bytes added by fp32 atomics (sparse bwd: T*K*D*4 per 64-head block, gather bwd: T*K*D_I*4) at the "
+           "the bytes added by fp32 atomics (sparse bwd: T*K*D*4 per 64-head block, gather bwd: (valid picks)*D_I*4) at the "
            "measured reduction rate (red_f32x4_576); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
            "topk: dense f32 rows; topk_window_bf16: the fused op's top-k alone (bf16 logits, -inf outside the "
            "causal windows, scores written).\n");
