@@ -229,6 +229,29 @@ static dsa_status run_headsum(void *p) {
     return dsa_attn_score_headsum_cuda(a->q, a->kv, a->idx, NULL, a->lse, a->sigma, a->hs);
 }
 
+// Issue 7's row "sparse score recompute + KL + indexer backward" as a training step runs it, at the
+// attention case's picks: the head sum (the KL target's scores), its L1 row normalisation, the indexer
+// logits at the picks, the KL loss forward and backward, and the gathered indexer backward (its
+// gradients zeroed first, as a step does). FLOPs: head sum + gathered logits forward + backward.
+typedef struct {
+    mqa_args *m;
+    dsa_tensor *qi, *ki, *wi, *target, *gl, *loss, *dloss, *G, *dq, *dk, *dw;
+} chain_args;
+static dsa_status run_chain(void *p) {
+    chain_args *a = p;
+    mqa_args *m = a->m;
+    double rows = (double)a->gl->shape[0];
+    DSA_TRY(dsa_attn_score_headsum_cuda(m->q, m->kv, m->idx, NULL, m->lse, m->sigma, m->hs));
+    DSA_TRY(dsa_normalize_rows_l1_cuda(m->hs, a->target));
+    DSA_TRY(dsa_indexer_gather_fwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->gl));
+    DSA_TRY(dsa_kl_loss_fwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->loss));
+    DSA_TRY(dsa_kl_loss_bwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->dloss, a->G));
+    DSA_TRY(dsa_zero(a->dq));
+    DSA_TRY(dsa_zero(a->dk));
+    DSA_TRY(dsa_zero(a->dw));
+    return dsa_indexer_gather_bwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->G, a->dq, a->dk, a->dw);
+}
+
 static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r) {
     int64_t D = o->D, Dv = o->Dv, K = o->K, S = T;
     dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
@@ -266,6 +289,33 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
     if (ms < 0) goto fail;
     add_row("score_headsum", T, H, ms, 2.0 * T * H * K * D,
             (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 6 + T * H * 4.0, mem_fwd + (double)T * K * 2);
+
+    int64_t HI = o->HI, DI = o->DI;
+    chain_args ch = {0};
+    ch.m = &a;
+    double mem_before = g_mem;
+    ch.qi = dev_tensor(c, DSA_BF16, 3, DSA_SHAPE(T, HI, DI), 1.0);
+    ch.ki = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(S, DI), 1.0);
+    ch.wi = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, HI), 0.1);
+    ch.target = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, K), 1.0);
+    ch.gl = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(T, K), 1.0);
+    ch.loss = dev_tensor(c, DSA_F32, 0, NULL, 1.0);
+    ch.dloss = dev_tensor(c, DSA_F32, 0, NULL, 1.0);
+    ch.G = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, K), 1.0);
+    ch.dq = dev_tensor(c, DSA_F32, 3, DSA_SHAPE(T, HI, DI), 0);
+    ch.dk = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(S, DI), 0);
+    ch.dw = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, HI), 0);
+    if (!ch.qi || !ch.ki || !ch.wi || !ch.target || !ch.gl || !ch.loss || !ch.dloss || !ch.G || !ch.dq || !ch.dk || !ch.dw)
+        goto fail;
+    ms = time_median_ms(run_chain, &ch, 2, o->runs);
+    if (ms < 0) goto fail;
+    // Min-bytes: the inputs (q, kv, idx, lse; the indexer's q, k, w) read once, the indexer's gradients
+    // written once (the [T, K] intermediates need not leave the chip).
+    double io_idx = (double)T * HI * DI * 6 + (double)S * DI * 6 + (double)T * HI * 6;
+    bench_row *rc = add_row("indexer_kl_chain", T, H, ms, 2.0 * T * K * (H * D + 4.0 * HI * DI),
+                            (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 4 + T * H * 4.0 + io_idx,
+                            (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 6 + T * H * 4.0 + (g_mem - mem_before));
+    if (rc) rc->red_bytes = (double)T * K * DI * 4;  // the dk row of every pick (all valid here)
     dsa_ctx_free(c);
     return 0;
 fail:
@@ -458,7 +508,8 @@ static void print_table(void) {
             printf("- | - | - | - |\n");
     }
     printf("\nFLOPs: sparse fwd 2*T*H*K*(D+Dv), bwd 2*T*H*K*(3D+2Dv), score headsum 2*T*H*K*D, indexer "
-           "2*(valid pairs)*H_I*D_I (gather: T*K pairs; gather bwd 3x). min-bytes: each input read once, each "
+           "2*(valid pairs)*H_I*D_I (gather: T*K pairs; gather bwd 3x); indexer_kl_chain (head sum, L1 normalise, "
+           "gathered logits, KL fwd + bwd, gathered indexer bwd at the attention case's picks) 2*T*K*(H*D + 4*H_I*D_I). min-bytes: each input read once, each "
            "output written once. Floors: FLOPs at the measured GEMM rate, min-bytes at the measured copy rate, "
            "the bytes added by fp32 atomics (sparse bwd: T*K*D*4 per 64-head block, gather bwd: (valid picks)*D_I*4) at the "
            "measured reduction rate (red_f32x4_576); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
