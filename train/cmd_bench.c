@@ -231,7 +231,7 @@ static dsa_status run_headsum(void *p) {
 
 // Issue 7's row "sparse score recompute + KL + indexer backward" as a training step runs it, at the
 // attention case's picks: the head sum (the KL target's scores), its L1 row normalisation, the indexer
-// logits at the picks, the KL loss forward and backward, and the gathered indexer backward (its
+// logits at the picks, the KL loss forward and backward, and the gathered indexer backward (the
 // gradients zeroed first, as a step does). FLOPs: head sum + gathered logits forward + backward.
 typedef struct {
     mqa_args *m;
@@ -245,6 +245,7 @@ static dsa_status run_chain(void *p) {
     DSA_TRY(dsa_normalize_rows_l1_cuda(m->hs, a->target));
     DSA_TRY(dsa_indexer_gather_fwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->gl));
     DSA_TRY(dsa_kl_loss_fwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->loss));
+    DSA_TRY(dsa_zero(a->G));  // the KL backward adds into the logits' gradient
     DSA_TRY(dsa_kl_loss_bwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->dloss, a->G));
     DSA_TRY(dsa_zero(a->dq));
     DSA_TRY(dsa_zero(a->dk));
