@@ -54,6 +54,16 @@ dsa_tensor *dsa_grad_buffer(dsa_ctx *c, dsa_tensor *t) {
     return t->grad;
 }
 
+bool dsa_grad_adopt(dsa_ctx *c, dsa_tensor *x, dsa_tensor *g) {
+    if (!x || !x->requires_grad || x->grad || x->persistent || !g || g->persistent) return false;
+    if (g->dtype != dsa_grad_dtype(x->dtype) || g->device != x->device || dsa_numel(g) != dsa_numel(x)) return false;
+    dsa_tensor *w = dsa_wrap(c, DSA_STEP, g->dtype, g->device, g->data, x->ndim, x->shape);
+    if (!w) return false;  // (the caller's buffer path reports an allocation failure)
+    dsa_set_name(w, "grad(%s)", x->name);
+    x->grad = w;
+    return true;
+}
+
 static dsa_status run_tape(dsa_ctx *c) {
     for (int k = c->tape.n - 1; k >= 0; k--) {
         dsa_node *n = c->tape.nodes[k];

@@ -45,6 +45,12 @@ dsa_node *dsa_record(dsa_ctx *c, const char *op, dsa_backward_fn backward, dsa_t
 // The gradient buffer to accumulate into for t: NULL when t does not require grad; allocated
 // (zeroed, in t's scope) on first use. Backward functions skip inputs for which this is NULL.
 dsa_tensor *dsa_grad_buffer(dsa_ctx *c, dsa_tensor *t);
+// For backwards whose input gradient is their output gradient's values (a cast between dtypes with
+// the same gradient dtype, a view): when x needs a gradient, has none yet and is a step tensor, and g
+// (the output's gradient) has x's element count, gradient dtype and device, x's gradient becomes g's
+// memory seen in x's shape and this returns true; no zeroing, no copy. g is complete and never read
+// again by the tape (a node runs after every consumer of its outputs). Otherwise false: add as usual.
+bool dsa_grad_adopt(dsa_ctx *c, dsa_tensor *x, dsa_tensor *g);
 
 // Backward from a scalar (seeded with 1) or from any tensor with a given upstream gradient
 // (same shape, grad dtype). Consumes the tape.

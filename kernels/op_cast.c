@@ -3,7 +3,9 @@
 #include "kernels/ops.h"
 
 static dsa_status cast_backward(dsa_ctx *c, dsa_node *n) {
-    dsa_tensor *x = n->in[0], *dx = dsa_grad_buffer(c, x), *dout = n->out[0]->grad;
+    dsa_tensor *x = n->in[0], *dout = n->out[0]->grad;
+    if (dsa_grad_adopt(c, x, dout)) return DSA_OK;  // f32 -> bf16 -> f32 gradients: x's first is dout itself
+    dsa_tensor *dx = dsa_grad_buffer(c, x);
     if (!dx) return dsa_error_status();
     return DSA_ON_DEVICE(x->device, dsa_cast_bwd_cpu(dout, dx), dsa_cast_bwd_cuda(dout, dx));
 }

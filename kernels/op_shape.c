@@ -20,9 +20,11 @@ static int64_t row_elems(const dsa_tensor *x) {
 }
 
 static dsa_status shared_backward(dsa_ctx *c, dsa_node *n) {
-    dsa_tensor *x = n->in[0], *dx = dsa_grad_buffer(c, x);
+    dsa_tensor *x = n->in[0], *dout = n->out[0]->grad;
+    if (n->i[0] == 0 && dsa_grad_adopt(c, x, dout)) return DSA_OK;  // a whole view: x's first gradient is dout
+    dsa_tensor *dx = dsa_grad_buffer(c, x);
     if (!dx) return dsa_error_status();
-    return add_flat(c, n->out[0]->grad, dx, n->i[0]);
+    return add_flat(c, dout, dx, n->i[0]);
 }
 
 // A step tensor over x's memory from element `offset`, linked to x on the tape.

@@ -273,6 +273,48 @@ static void test_cast_dtypes(void) {
     dsa_ctx_step_reset(C);
 }
 
+// Gradient adoption (dsa_grad_adopt): a cast whose gradient dtypes agree (f32 -> bf16) and a whole view
+// hand their output's gradient to the input without a copy when it is the input's first; later
+// contributions add into it; a persistent input gets its own persistent buffer.
+// (x: a step tensor, the scaled copy of a persistent leaf.)
+static dsa_tensor *step_input(void) {
+    return dsa_scale(C, test_randn(C, DSA_F32, DSA_CPU, 2, DSA_SHAPE(4, 6), &RNG, 1.0, true), 1.0);
+}
+static void test_grad_adopt(void) {
+    dsa_tensor *x = step_input();
+    dsa_tensor *y = dsa_cast(C, x, DSA_BF16);
+    CHECK_OK(dsa_backward(C, dsa_sum(C, dsa_scale(C, y, 2.0))));
+    bool adopted = x->grad && y->grad && x->grad->data == y->grad->data;
+    double err = 0;
+    for (int i = 0; x->grad && i < 24; i++) err = fmax(err, fabs(dsa_get(x->grad, i) - 2.0));
+    printf("grad adoption, cast f32 -> bf16: %s, max err %.2e\n", adopted ? "adopted" : "copied", err);
+    CHECK(adopted && err == 0, "cast f32 -> bf16: x's gradient should be y's, 2 everywhere");
+    dsa_ctx_step_reset(C);
+
+    // x feeds a cast, a whole view and a product: dx = 2 + 3 + 2x, whichever consumer's backward runs
+    // first (the last one recorded): the cast's (it adopts, the others add into it), or the product's.
+    for (int order = 0; order < 2; order++) {
+        x = step_input();
+        dsa_tensor *a = NULL, *b, *m = NULL;
+        if (order == 1) m = dsa_sum(C, dsa_mul(C, x, x));
+        b = dsa_sum(C, dsa_scale(C, dsa_view(C, x, 1, DSA_SHAPE(24)), 3.0));
+        a = dsa_sum(C, dsa_scale(C, dsa_cast(C, dsa_cast(C, x, DSA_BF16), DSA_F32), 2.0));
+        if (order == 0) m = dsa_sum(C, dsa_mul(C, x, x));
+        CHECK_OK(dsa_backward(C, dsa_add(C, dsa_add(C, a, b), m)));
+        err = 0;
+        for (int i = 0; x->grad && i < 24; i++) err = fmax(err, fabs(dsa_get(x->grad, i) - (5.0 + 2.0 * dsa_get(x, i))));
+        printf("grad adoption, three consumers (%s first): max err %.2e\n", order ? "the cast" : "the product", err);
+        CHECK(x->grad && err < 1e-5, "x with three consumers: dx = 5 + 2x (max err %.2e)", err);
+        dsa_ctx_step_reset(C);
+    }
+
+    dsa_tensor *p = dsa_zeros(C, DSA_PERSIST, DSA_F32, DSA_CPU, 2, DSA_SHAPE(4, 6));
+    p->requires_grad = true;
+    CHECK_OK(dsa_backward(C, dsa_sum(C, dsa_cast(C, p, DSA_BF16))));
+    CHECK(p->grad && p->grad->persistent && dsa_get(p->grad, 5) == 1.0, "a persistent input keeps its own gradient");
+    dsa_ctx_step_reset(C);
+}
+
 int main(void) {
     C = dsa_ctx_create(DSA_CPU);
     dsa_rng_init(&RNG, 20261122);
@@ -285,6 +327,7 @@ int main(void) {
     test_softmax_loss();
     test_shapes();
     test_cast_dtypes();
+    test_grad_adopt();
     printf("\nworst gradcheck error per op (tol %.0e):\n", GRADCHECK_TOL);
     for (int k = 0; k < g_nops; k++) printf("  %-18s %.2e\n", g_ops[k], g_worst[k]);
     dsa_ctx_free(C);
