@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build from source, run the ctest labels asked for, optional
 # compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
-#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [variants=0|1|all] [dist=0|1] [train=STEPS] [det=0|1]
+#   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [variants=0|1|all] [dist=0|1] [train=STEPS] [sparse=0|1] [det=0|1]
+# sparse=1: the small.cfg run starts in the sparse stage (no dense warm-up; the default config's first 200 steps are warm-up).
 # det=1 (default) also runs test_cuda_dsa with DSA_DETERMINISTIC=1 (the atomic-free backward).
 # variants=1 benches the older forward / head sum / indexer versions (env switches, T 8192) beside the default ones and
 # tests then benches the opt-in wgmma gathered backward; variants=all adds the older backward and top-k kernels.
@@ -14,7 +15,7 @@ OUT="${OUT:-$PWD/gpu-logs}"
 mkdir -p "$OUT"
 for a in "$@"; do eval "$a"; done
 labels="${labels:-cuda}"; sanitize="${sanitize:-0}"; bench="${bench:-0}"; dist="${dist:-0}"; train="${train:-0}"
-det="${det:-1}"; variants="${variants:-0}"
+det="${det:-1}"; variants="${variants:-0}"; sparse="${sparse:-0}"
 export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0
 {
   echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -90,7 +91,9 @@ if [ "$variants" != 0 ] && [ -x build-gpu/bench_dsa ]; then
 fi
 if [ "$train" != 0 ]; then
   rm -rf /tmp/dsa-small
-  build-gpu/dsa train configs/small.cfg train.steps="$train" train.out_dir=/tmp/dsa-small > "$OUT/train_small.log" 2>&1
+  stage=""
+  [ "$sparse" = 1 ] && stage="train.stage=sparse train.dense_warmup_steps=0"
+  build-gpu/dsa train configs/small.cfg train.steps="$train" train.out_dir=/tmp/dsa-small $stage > "$OUT/train_small.log" 2>&1
   echo "== train small.cfg $train steps: rc=$?" | tee -a "$OUT/00-summary.txt"
   tail -8 "$OUT/train_small.log" | tee -a "$OUT/00-summary.txt"
 fi
