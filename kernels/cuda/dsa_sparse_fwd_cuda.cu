@@ -331,10 +331,9 @@ static dsa_status launch_fwd_mma_v1(const dsa_tensor *q, const dsa_tensor *kv, c
 // Barrier of the two warps (64 threads) that share a head group; ids 1..4 (0 is __syncthreads).
 __device__ __forceinline__ void fwd2_pair_sync(int id) { asm volatile("bar.sync %0, 64;\n" ::"r"(id) : "memory"); }
 
-// NST: shared-memory stages of the kv gather (2 or 3). SPLIT: the split mode below, its own
-// instantiation so that the default kernel carries none of its checks (as a runtime flag in the
-// backward v2 they cost 8%, session 15).
-template <int NST, bool SPLIT>
+// NST: shared-memory stages of the kv gather (2 or 3). (Its split mode for one head group, opt-in
+// until session 17, is gone: 2.65 against 1.18 ms for the wgmma forward at H 12, K 512 on the H200.)
+template <int NST>
 __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out,
@@ -345,14 +344,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
     int hblk = blockIdx.x % n_hb, h0 = hbeg + hblk * HB, nh = min(HB, hend - h0);
     int64_t t = blockIdx.x / n_hb;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
-    int rg = warp & 3, ch = warp >> 2;
-    // Split mode (DSA_SPARSE_FWD_SMALLH=1, at most 16 real heads: one group): all eight warps serve
-    // heads 0-15. Warp w adds S over an eighth of D, the eight partials meet in sx and every warp adds
-    // them in the same order (bit-identical S, softmax state and P everywhere), and warp w owns O's
-    // columns 64 w .. +64 (8 n8-tiles of acc) instead of half of them for one head group.
-    const bool one = SPLIT && nh <= 16;
-    int r0 = one ? 0 : rg * 16;
-    const int nj = one ? 8 : NJ;  // acc n8-tiles this warp owns
+    int rg = warp & 3, ch = warp >> 2, r0 = rg * 16;
     // Rows padded by 8 bf16: the row pitch is an odd number of 16-byte units, so the 8 row addresses
     // of each ldmatrix matrix (and the cp.async writes) hit distinct bank groups.
     int ldq = D + 8, D8 = D / 8;
@@ -415,9 +407,8 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
     int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
     // B of P V (V rows, 16 keys x 16 columns, transposed): matrices (keys 0-7, cols 0-7), (keys 8-15,
     // cols 0-7), (keys 0-7, cols 8-15), (keys 8-15, cols 8-15) -> {b0, b1} of column n8-tile 0, then 1.
-    int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, col0 = one ? warp * 64 : ch * (NJ * 8), v_col = col0 + (lane >> 4) * 8;
+    int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, col0 = ch * (NJ * 8), v_col = col0 + (lane >> 4) * 8;
     int nk = D / 16, kb = ch == 0 ? 0 : nk / 2, ke = ch == 0 ? nk / 2 : nk;
-    if (one) kb = warp * nk / 8, ke = (warp + 1) * nk / 8;
     float4 *x_mine = sx + warp * 4 * 32, *x_peer = sx + (warp ^ 4) * 4 * 32;
 
     for (int i = 0; i < nt; i++) {
@@ -434,7 +425,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
         if (vmask == 0) continue;
         // A head group without a real head (pair-uniform: both warps skip the pair barrier together):
         // it only gathers. A model with few heads (small.cfg: 12) pays for one group of four.
-        if (r0 >= nh) continue;  // (never in split mode: r0 = 0)
+        if (r0 >= nh) continue;
 
         // S partial = Q K^T over this warp's half of D: 16 heads x 32 keys (4 n8-tiles).
         float s[4][4];
@@ -456,30 +447,14 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
         // after the next __syncthreads, which the peer reaches after reading it.
 #pragma unroll
         for (int x = 0; x < 4; x++) x_mine[x * 32 + lane] = make_float4(s[x][0], s[x][1], s[x][2], s[x][3]);
-        if (one) {  // CTA-uniform: the eight eighths of D, added in warp order by every warp
-            __syncthreads();
+        fwd2_pair_sync(1 + rg);
 #pragma unroll
-            for (int x = 0; x < 4; x++) s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
-#pragma unroll
-            for (int w = 0; w < 8; w++)
-#pragma unroll
-                for (int x = 0; x < 4; x++) {
-                    float4 o = sx[(w * 4 + x) * 32 + lane];
-                    s[x][0] += o.x;
-                    s[x][1] += o.y;
-                    s[x][2] += o.z;
-                    s[x][3] += o.w;
-                }
-        } else {
-            fwd2_pair_sync(1 + rg);
-#pragma unroll
-            for (int x = 0; x < 4; x++) {
-                float4 o = x_peer[x * 32 + lane];
-                s[x][0] += o.x;
-                s[x][1] += o.y;
-                s[x][2] += o.z;
-                s[x][3] += o.w;
-            }
+        for (int x = 0; x < 4; x++) {
+            float4 o = x_peer[x * 32 + lane];
+            s[x][0] += o.x;
+            s[x][1] += o.y;
+            s[x][2] += o.z;
+            s[x][3] += o.w;
         }
 
         // Online softmax in registers: this lane holds keys 8x + 2c + {0,1} of rows g and g+8; the row
@@ -523,7 +498,6 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
         if (__any_sync(0xffffffffu, al_lo != 1.f || al_hi != 1.f)) {  // the max moved somewhere in the warp
 #pragma unroll
             for (int j = 0; j < NJ; j++) {
-                if (j >= nj) break;
                 acc[j][0] *= al_lo;
                 acc[j][1] *= al_lo;
                 acc[j][2] *= al_hi;
@@ -539,13 +513,12 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
             pa[kk][2] = dsa_pack_f32x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             pa[kk][3] = dsa_pack_f32x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
         }
-        // O += P V over this warp's 256 columns (64 in split mode; V = the first Dv columns of the kv rows).
+        // O += P V over this warp's 256 columns (V = the first Dv columns of the kv rows).
         unsigned v_addr = kv_base + (unsigned)((v_row * ldq + v_col) * 2);
 #pragma unroll
         for (int kk = 0; kk < 2; kk++) {
 #pragma unroll
             for (int jj = 0; jj < NJ / 2; jj++) {
-                if (2 * jj >= nj) break;
                 unsigned b[4];
                 dsa_ldsm_x4_trans(b, v_addr + (unsigned)((kk * 16 * ldq + jj * 16) * 2));
                 dsa_mma_bf16_16816(acc[2 * jj], pa[kk], b);
@@ -570,11 +543,10 @@ __global__ void __launch_bounds__(256, 1) sparse_mqa_fwd_mma_v2_kernel(
             __nv_bfloat16 *orow = out + ((t * H) + h0 + row) * Dv + col0 + 2 * c;
 #pragma unroll
             for (int j = 0; j < NJ; j++) {
-                if (j >= nj) break;
                 __nv_bfloat162 v = __floats2bfloat162_rn(acc[j][2 * half] * scale, acc[j][2 * half + 1] * scale);
                 *(__nv_bfloat162 *)(orow + j * 8) = v;
             }
-            if ((one ? warp : ch) == 0 && c == 0) lse[t * H + h0 + row] = lse_h;
+            if (ch == 0 && c == 0) lse[t * H + h0 + row] = lse_h;
         }
     }
 }
@@ -584,20 +556,12 @@ static size_t fwd2_smem_bytes(int64_t D, int nst) {
            4 * (size_t)FWD2_RING * (FWD2_BK + 1);
 }
 
-// DSA_SPARSE_FWD_SMALLH=1 (opt-in: slower than wgmma v4 on the H200, 2.63 against 1.83 ms at H 12, K 512): v2's split mode for head blocks of at most
-// 16 heads, and v2 instead of the wgmma kernels when every block is one (the wgmma M is 64 heads).
-static bool fwd2_split() {
-    static int on = -1;
-    if (on < 0) on = dsa_env_flag("DSA_SPARSE_FWD_SMALLH");
-    return on;
-}
-
 template <int NST>
 static dsa_status launch_fwd_mma_v2_nst(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                         const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
                                         int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], K = idx->shape[1], S = kv->shape[0];
-    auto kern = fwd2_split() ? sparse_mqa_fwd_mma_v2_kernel<NST, true> : sparse_mqa_fwd_mma_v2_kernel<NST, false>;
+    auto kern = sparse_mqa_fwd_mma_v2_kernel<NST>;
     size_t smem = fwd2_smem_bytes(D, NST);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (mma v2)"));
     int64_t n_hb = (h1 - h0 + FWD2_HB - 1) / FWD2_HB;
@@ -626,8 +590,7 @@ static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
         DSA_TRY(dsa_cuda_sm90(&sm90));
         v3 = sm90 && !dsa_env_flag("DSA_SPARSE_FWD_V2");
     }
-    if (!v1 && v3 && D % 64 == 0 && D <= 576 && dsa_fwd3_smem_bytes(D) <= max_optin &&
-        !(fwd2_split() && h1 - h0 <= 16 && fwd2_smem_bytes(D, 3) <= max_optin))
+    if (!v1 && v3 && D % 64 == 0 && D <= 576 && dsa_fwd3_smem_bytes(D) <= max_optin)
         return dsa_sparse_mqa_fwd_wgmma_cuda(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
     if (!v1 && fwd2_smem_bytes(D, 3) <= max_optin)
         return launch_fwd_mma_v2_nst<3>(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);

@@ -140,12 +140,11 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
     CHECK(e_dq <= 2e-2, "%s dq rel L2 %.3e", name, e_dq);
     CHECK(e_dkv <= 2e-2, "%s dkv rel L2 %.3e", name, e_dkv);
     CHECK(e_ds <= 2e-2, "%s dsink rel L2 %.3e", name, e_ds);
-    // The same kernel on both sides agrees to fp32 summation order. With bf16 inputs and the forward's
-    // split mode (DSA_SPARSE_FWD_SMALLH) a chunk of at most 16 heads runs it where the whole may not, and
-    // its sums differ in order (it adds S in eighths of D), so out and lse, hence P and dS, can round to
-    // other bf16 values: 1e-3 there, still far below any head-offset mistake.
-    double chunk_tol = dt == DSA_BF16 ? 1e-3 : 1e-5;
-    CHECK(e_chunk <= chunk_tol, "%s head-chunked vs whole %.3e", name, e_chunk);
+    // The same kernel on both sides, the same arithmetic per head: only dkv's sums over heads group
+    // differently (the CTAs' head blocks move with the chunk boundary), so the two agree to fp32
+    // summation order (at most 1.7e-7 measured, session 17). (Until session 17 the split modes for one
+    // head group ran in a chunk of at most 16 heads and not in the whole, and needed 1e-3.)
+    CHECK(e_chunk <= 1e-5, "%s head-chunked vs whole %.3e", name, e_chunk);
     // DSA_DETERMINISTIC=1: a second backward gives the same bits (dkv and dsink without atomics).
     if (det_env()) {
         pair dq3 = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dkv3 = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
@@ -637,8 +636,7 @@ int main(void) {
     } else {
         const double s576 = 1.0 / 16.0;  // GLM-5 style sigma (explicit, not 576^-1/2)
         check_mqa("mqa bf16 H16 D576/512 K64 sink", DSA_BF16, 64, 16, 576, 512, 1024, 64, true, true, s576);
-        // Few heads (small.cfg has 12): padding rows in the one head group (and the forward's split mode
-        // under DSA_SPARSE_FWD_SMALLH).
+        // Few heads (small.cfg has 12): padding rows in the one head group.
         check_mqa("mqa bf16 H12 D576/512 K200 sink", DSA_BF16, 40, 12, 576, 512, 900, 200, true, true, s576);
         check_mqa("mqa bf16 H64 D576/512 K2048", DSA_BF16, 16, 64, 576, 512, 4096, 2048, false, true, s576);
         check_mqa("mqa bf16 H128 D576/512 K300 sink", DSA_BF16, 16, 128, 576, 512, 2048, 300, true, false, s576);
