@@ -308,6 +308,25 @@ static void test_grad_adopt(void) {
         dsa_ctx_step_reset(C);
     }
 
+    // An add (a residual stream): a takes the output's gradient over after b's is formed; a == b
+    // (add(x, x)) still gives 2.
+    x = step_input();
+    dsa_tensor *y2 = step_input(), *sq = dsa_sum(C, dsa_mul(C, x, x)), *z = dsa_add(C, x, y2);
+    CHECK_OK(dsa_backward(C, dsa_add(C, dsa_sum(C, dsa_scale(C, z, 3.0)), sq)));
+    adopted = x->grad && z->grad && x->grad->data == z->grad->data;
+    err = 0;
+    for (int i = 0; x->grad && y2->grad && i < 24; i++)
+        err = fmax(err, fmax(fabs(dsa_get(x->grad, i) - (3.0 + 2.0 * dsa_get(x, i))), fabs(dsa_get(y2->grad, i) - 3.0)));
+    printf("grad adoption, add: %s, max err %.2e\n", adopted ? "adopted" : "copied", err);
+    CHECK(adopted && err < 1e-5, "add: dx = 3 + 2x (adopted), dy = 3 (max err %.2e)", err);
+    dsa_ctx_step_reset(C);
+    x = step_input();
+    CHECK_OK(dsa_backward(C, dsa_sum(C, dsa_add(C, x, x))));
+    err = 0;
+    for (int i = 0; x->grad && i < 24; i++) err = fmax(err, fabs(dsa_get(x->grad, i) - 2.0));
+    CHECK(x->grad && err == 0, "add(x, x): dx = 2 (max err %.2e)", err);
+    dsa_ctx_step_reset(C);
+
     dsa_tensor *p = dsa_zeros(C, DSA_PERSIST, DSA_F32, DSA_CPU, 2, DSA_SHAPE(4, 6));
     p->requires_grad = true;
     CHECK_OK(dsa_backward(C, dsa_sum(C, dsa_cast(C, p, DSA_BF16))));
