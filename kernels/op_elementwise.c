@@ -6,26 +6,23 @@
 #include "kernels/dispatch.h"
 #include "kernels/ops.h"
 
+static dsa_status binary_bwd(dsa_binary_op op, const dsa_tensor *a, const dsa_tensor *b, const dsa_tensor *dout,
+                             dsa_tensor *da, dsa_tensor *db) {
+    return DSA_ON_DEVICE(dout->device, dsa_binary_bwd_cpu(op, a, b, dout, da, db), dsa_binary_bwd_cuda(op, a, b, dout, da, db));
+}
+
 static dsa_status binary_backward(dsa_ctx *c, dsa_node *n) {
     dsa_binary_op op = (dsa_binary_op)n->i[0];
     dsa_tensor *a = n->in[0], *b = n->in[1], *dout = n->out[0]->grad;
     // An add whose a has the output's shape and no gradient yet (a residual stream): b's gradient
     // first, while dout is intact, then a takes dout over (dsa_grad_adopt: no zeroed buffer, no add).
-    if (op == DSA_BIN_ADD && a != b && a->requires_grad && !a->grad && dsa_same_shape(a, dout)) {
-        dsa_tensor *db = dsa_grad_buffer(c, b);
-        if (b->requires_grad && !db) return dsa_error_status();
-        if (db) DSA_TRY(DSA_ON_DEVICE(dout->device, dsa_binary_bwd_cpu(op, a, b, dout, NULL, db),
-                                      dsa_binary_bwd_cuda(op, a, b, dout, NULL, db)));
-        if (dsa_grad_adopt(c, a, dout)) return DSA_OK;
-        dsa_tensor *da = dsa_grad_buffer(c, a);
-        if (!da) return dsa_error_status();
-        return DSA_ON_DEVICE(dout->device, dsa_binary_bwd_cpu(op, a, b, dout, da, NULL),
-                             dsa_binary_bwd_cuda(op, a, b, dout, da, NULL));
-    }
-    dsa_tensor *da = dsa_grad_buffer(c, a), *db = dsa_grad_buffer(c, b);
-    if ((a->requires_grad && !da) || (b->requires_grad && !db)) return dsa_error_status();
-    return DSA_ON_DEVICE(dout->device, dsa_binary_bwd_cpu(op, a, b, dout, da, db),
-                         dsa_binary_bwd_cuda(op, a, b, dout, da, db));
+    bool adopt = op == DSA_BIN_ADD && a != b && a->requires_grad && !a->grad && dsa_same_shape(a, dout);
+    dsa_tensor *da = adopt ? NULL : dsa_grad_buffer(c, a), *db = dsa_grad_buffer(c, b);
+    if ((!adopt && a->requires_grad && !da) || (b->requires_grad && !db)) return dsa_error_status();
+    if (da || db) DSA_TRY(binary_bwd(op, a, b, dout, da, db));
+    if (!adopt || dsa_grad_adopt(c, a, dout)) return DSA_OK;
+    if (!(da = dsa_grad_buffer(c, a))) return dsa_error_status();
+    return binary_bwd(op, a, b, dout, da, NULL);
 }
 
 static dsa_tensor *binary(dsa_ctx *c, dsa_binary_op op, const char *name, dsa_tensor *a, dsa_tensor *b) {

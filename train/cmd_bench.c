@@ -181,8 +181,8 @@ static int measure_ceilings(const bench_opts *o) {
     g.bytes = dsa_nbytes(src);
     dsa_rng r;
     dsa_rng_init(&r, 11);
-    const int64_t red_rows = 4096, red_slots = 4096 * 512;
-    red_args ra = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 576), 1.0), random_indices(c, 4096, 512, red_rows, &r)};
+    const int64_t red_rows = 4096, red_k = 512;  // 4096 x 512 slots into 4096 rows
+    red_args ra = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 576), 1.0), random_indices(c, red_rows, red_k, red_rows, &r)};
     if (!ra.dst || !ra.idx) {
         fprintf(stderr, "bench: %s\n", dsa_error_message());
         dsa_ctx_free(c);
@@ -192,7 +192,7 @@ static int measure_ceilings(const bench_opts *o) {
     GEMM_TFLOPS = ms > 0 ? 2.0 * g.n * g.n * g.n / (ms * 1e-3) / 1e12 : -1;
     double cms = time_median_ms(run_copy, &g, 3, o->runs);
     COPY_GBS = cms > 0 ? 2.0 * (double)g.bytes / (cms * 1e-3) / 1e9 : -1;
-    const double red_bytes = (double)red_slots * 576 * 4;
+    const double red_bytes = (double)red_rows * red_k * 576 * 4;
     double rms = time_median_ms(run_red, &ra, 3, o->runs);
     RED_GBS = rms > 0 ? red_bytes / (rms * 1e-3) / 1e9 : -1;
     printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s; D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write); "
