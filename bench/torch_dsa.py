@@ -155,6 +155,8 @@ def main():
     ap.add_argument("--H", default="64,128")
     ap.add_argument("--K", type=int, default=2048)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--HI", type=int, default=64)
+    ap.add_argument("--DI", type=int, default=128)
     ap.add_argument("--only", default="all")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -167,7 +169,7 @@ def main():
             for H in [int(x) for x in args.H.split(",")]:
                 bench_attention(T, H, args.K, 576, 512, args.runs, chunk=256 if H <= 64 else 128)
         if args.only in ("all", "indexer"):
-            bench_indexer(T, args.K, 64, 128, args.runs, chunk=256)
+            bench_indexer(T, args.K, args.HI, args.DI, args.runs, chunk=256)
     return 0
 
 

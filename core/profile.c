@@ -17,6 +17,7 @@ static int g_enabled = -1;
 static prof_entry g_entries[PROF_MAX];
 static int g_n;
 static double g_last;
+static bool g_paused;
 
 static double now_s(void) {
     struct timespec ts;
@@ -39,8 +40,20 @@ void dsa_profile_start(void) {
     g_last = now_s();
 }
 
-void dsa_profile_mark(const char *name, dsa_prof_phase phase) {
+void dsa_profile_pause(void) {
     if (!dsa_profile_enabled()) return;
+    wait_device();  // the work before the pause is charged by the marks already made
+    g_paused = true;
+}
+
+void dsa_profile_resume(void) {
+    if (!dsa_profile_enabled()) return;
+    g_paused = false;
+    dsa_profile_start();
+}
+
+void dsa_profile_mark(const char *name, dsa_prof_phase phase) {
+    if (!dsa_profile_enabled() || g_paused) return;
     wait_device();
     double t = now_s(), dt = t - g_last;
     g_last = t;

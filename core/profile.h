@@ -18,6 +18,10 @@ bool dsa_profile_enabled(void);
 // Starts the clock without charging anyone (start of a profiled region).
 void dsa_profile_start(void);
 void dsa_profile_mark(const char *name, dsa_prof_phase phase);
+// Stops charging (evaluation and checkpoints between steps are not a step's ops) until resume
+// restarts the clock.
+void dsa_profile_pause(void);
+void dsa_profile_resume(void);
 // Forgets what was charged so far (e.g. the first step's allocations) and restarts the clock.
 void dsa_profile_reset(void);
 // Prints the table (time per (name, phase), calls, share), sorted by time, over `steps` steps.

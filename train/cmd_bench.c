@@ -38,13 +38,14 @@ typedef struct {
     int64_t T, H;
     double ms, flops, bytes, mem;        // ours: median ms, FLOPs, minimal bytes moved, tensor bytes
     double red_bytes;                    // bytes the op adds by fp32 atomics (dkv, dk), 0 for none
+    int red_narrow;                      // its rows are 128 fp32 wide (indexer dk): the red_f32x4_128 rate
     double torch_ms, torch_mem;          // PyTorch (or < 0 when absent)
 } bench_row;
 
 #define MAX_ROWS 64
 static bench_row ROWS[MAX_ROWS];
 static int N_ROWS;
-static double GEMM_TFLOPS, COPY_GBS, RED_GBS;
+static double GEMM_TFLOPS, COPY_GBS, RED_GBS, RED128_GBS;
 
 // ---- timing --------------------------------------------------------------------------------------
 typedef dsa_status (*bench_fn)(void *arg);
@@ -97,6 +98,7 @@ static bench_row *add_row(const char *op, int64_t T, int64_t H, double ms, doubl
     r->bytes = bytes;
     r->mem = mem;
     r->red_bytes = 0;
+    r->red_narrow = 0;
     r->torch_ms = r->torch_mem = -1;
     return r;
 }
@@ -181,9 +183,12 @@ static int measure_ceilings(const bench_opts *o) {
     g.bytes = dsa_nbytes(src);
     dsa_rng r;
     dsa_rng_init(&r, 11);
-    const int64_t red_rows = 4096, red_k = 512;  // 4096 x 512 slots into 4096 rows
+    // Two reduction ceilings: the sparse backward's dkv rows (576 fp32) and the indexer backward's dk rows
+    // (128 fp32), both 4096 rows x 2M or 8M random slots.
+    const int64_t red_rows = 4096, red_k = 512, red128_k = 2048;
     red_args ra = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 576), 1.0), random_indices(c, red_rows, red_k, red_rows, &r)};
-    if (!ra.dst || !ra.idx) {
+    red_args rn = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 128), 1.0), random_indices(c, red_rows, red128_k, red_rows, &r)};
+    if (!ra.dst || !ra.idx || !rn.dst || !rn.idx) {
         fprintf(stderr, "bench: %s\n", dsa_error_message());
         dsa_ctx_free(c);
         return 1;
@@ -192,18 +197,24 @@ static int measure_ceilings(const bench_opts *o) {
     GEMM_TFLOPS = ms > 0 ? 2.0 * g.n * g.n * g.n / (ms * 1e-3) / 1e12 : -1;
     double cms = time_median_ms(run_copy, &g, 3, o->runs);
     COPY_GBS = cms > 0 ? 2.0 * (double)g.bytes / (cms * 1e-3) / 1e9 : -1;
-    const double red_bytes = (double)red_rows * red_k * 576 * 4;
-    double rms = time_median_ms(run_red, &ra, 3, o->runs);
+    const double red_bytes = (double)red_rows * red_k * 576 * 4, red128_bytes = (double)red_rows * red128_k * 128 * 4;
+    double rms = time_median_ms(run_red, &ra, 3, o->runs), nms = time_median_ms(run_red, &rn, 3, o->runs);
     RED_GBS = rms > 0 ? red_bytes / (rms * 1e-3) / 1e9 : -1;
+    RED128_GBS = nms > 0 ? red128_bytes / (nms * 1e-3) / 1e9 : -1;
     printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s; D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write); "
-           "fp32 float4 reductions, 2M rows x 576 into 4096 rows %.3f ms = %.0f GB/s added\n",
-           ms, GEMM_TFLOPS, cms, COPY_GBS, rms, RED_GBS);
+           "fp32 float4 reductions, 2M rows x 576 into 4096 rows %.3f ms = %.0f GB/s added, 8M rows x 128 %.3f ms = %.0f GB/s\n",
+           ms, GEMM_TFLOPS, cms, COPY_GBS, rms, RED_GBS, nms, RED128_GBS);
     add_row("gemm_bf16_8192", 8192, 0, ms, 2.0 * g.n * g.n * g.n, 3.0 * g.n * g.n * 2, 3.0 * g.n * g.n * 2);
     add_row("copy_d2d_1GiB", 0, 0, cms, 0, 2.0 * (double)g.bytes, 2.0 * (double)g.bytes);
     bench_row *rr = add_row("red_f32x4_576", 4096, 0, rms, 0, red_bytes, (double)(dsa_nbytes(ra.dst) + dsa_nbytes(ra.idx)));
     if (rr) rr->red_bytes = red_bytes;
+    bench_row *rw = add_row("red_f32x4_128", 4096, 0, nms, 0, red128_bytes, (double)(dsa_nbytes(rn.dst) + dsa_nbytes(rn.idx)));
+    if (rw) {
+        rw->red_bytes = red128_bytes;
+        rw->red_narrow = 1;
+    }
     dsa_ctx_free(c);
-    return GEMM_TFLOPS > 0 && COPY_GBS > 0 && RED_GBS > 0 ? 0 : 1;
+    return GEMM_TFLOPS > 0 && COPY_GBS > 0 && RED_GBS > 0 && RED128_GBS > 0 ? 0 : 1;
 }
 
 // ---- sparse attention (fwd, bwd, score recompute) -----------------------------------------------------
@@ -237,21 +248,28 @@ typedef struct {
     mqa_args *m;
     dsa_tensor *qi, *ki, *wi, *target, *gl, *loss, *dloss, *G, *dq, *dk, *dw;
 } chain_args;
-static dsa_status run_chain(void *p) {
-    chain_args *a = p;
+// One piece of the chain (part 0..4), or all of it (part < 0): the breakdown line says where its time goes.
+static dsa_status chain_part(chain_args *a, int part) {
     mqa_args *m = a->m;
     double rows = (double)a->gl->shape[0];
-    DSA_TRY(dsa_attn_score_headsum_cuda(m->q, m->kv, m->idx, NULL, m->lse, m->sigma, m->hs));
-    DSA_TRY(dsa_normalize_rows_l1_cuda(m->hs, a->target));
-    DSA_TRY(dsa_indexer_gather_fwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->gl));
-    DSA_TRY(dsa_kl_loss_fwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->loss));
-    DSA_TRY(dsa_zero(a->G));  // the KL backward adds into the logits' gradient
-    DSA_TRY(dsa_kl_loss_bwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->dloss, a->G));
-    DSA_TRY(dsa_zero(a->dq));
-    DSA_TRY(dsa_zero(a->dk));
-    DSA_TRY(dsa_zero(a->dw));
-    return dsa_indexer_gather_bwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->G, a->dq, a->dk, a->dw);
+    if (part < 0 || part == 0) DSA_TRY(dsa_attn_score_headsum_cuda(m->q, m->kv, m->idx, NULL, m->lse, m->sigma, m->hs));
+    if (part < 0 || part == 1) DSA_TRY(dsa_normalize_rows_l1_cuda(m->hs, a->target));
+    if (part < 0 || part == 2) DSA_TRY(dsa_indexer_gather_fwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->gl));
+    if (part < 0 || part == 3) {
+        DSA_TRY(dsa_kl_loss_fwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->loss));
+        DSA_TRY(dsa_zero(a->G));  // the KL backward adds into the logits' gradient
+        DSA_TRY(dsa_kl_loss_bwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->dloss, a->G));
+    }
+    if (part < 0 || part == 4) {
+        DSA_TRY(dsa_zero(a->dq));
+        DSA_TRY(dsa_zero(a->dk));
+        DSA_TRY(dsa_zero(a->dw));
+        DSA_TRY(dsa_indexer_gather_bwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->G, a->dq, a->dk, a->dw));
+    }
+    return DSA_OK;
 }
+static int g_chain_part = -1;
+static dsa_status run_chain(void *p) { return chain_part(p, g_chain_part); }
 
 static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r) {
     int64_t D = o->D, Dv = o->Dv, K = o->K, S = T;
@@ -308,15 +326,29 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
     ch.dw = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, HI), 0);
     if (!ch.qi || !ch.ki || !ch.wi || !ch.target || !ch.gl || !ch.loss || !ch.dloss || !ch.G || !ch.dq || !ch.dk || !ch.dw)
         goto fail;
+    g_chain_part = -1;
     ms = time_median_ms(run_chain, &ch, 2, o->runs);
     if (ms < 0) goto fail;
+    {
+        static const char *PART[] = {"head sum", "L1 normalise", "gathered logits", "KL fwd + bwd", "gathered bwd (zeroing included)"};
+        printf("indexer_kl_chain T %lld H %lld: %.3f ms =", (long long)T, (long long)H, ms);
+        for (g_chain_part = 0; g_chain_part < 5; g_chain_part++) {
+            double pm = time_median_ms(run_chain, &ch, 2, o->runs);
+            printf("%s %s %.3f", g_chain_part ? " +" : "", PART[g_chain_part], pm);
+        }
+        printf(" ms (each timed alone)\n");
+        g_chain_part = -1;
+    }
     // Min-bytes: the inputs (q, kv, idx, lse; the indexer's q, k, w) read once, the indexer's gradients
     // written once (the [T, K] intermediates need not leave the chip).
     double io_idx = (double)T * HI * DI * 6 + (double)S * DI * 6 + (double)T * HI * 6;
     bench_row *rc = add_row("indexer_kl_chain", T, H, ms, 2.0 * T * K * (H * D + 4.0 * HI * DI),
                             (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 4 + T * H * 4.0 + io_idx,
                             (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 6 + T * H * 4.0 + (g_mem - mem_before));
-    if (rc) rc->red_bytes = (double)T * K * DI * 4;  // the dk row of every pick (all valid here)
+    if (rc) {
+        rc->red_bytes = (double)T * K * DI * 4;  // the dk row of every pick (all valid here)
+        rc->red_narrow = DI == 128;
+    }
     dsa_ctx_free(c);
     return 0;
 fail:
@@ -439,7 +471,10 @@ static int bench_indexer(const bench_opts *o, int64_t T) {
     if (ms < 0) goto fail;
     bench_row *rg = add_row("indexer_gather_bwd", T, HI, ms, 3 * 2.0 * gpairs * HI * DI,
                             in_bytes + (double)T * K * 8 + (double)T * HI * DI * 4 + (double)S * DI * 4 + T * HI * 4.0, g_mem);
-    if (rg) rg->red_bytes = vpairs * DI * 4;  // the dk row of every valid pick
+    if (rg) {
+        rg->red_bytes = vpairs * DI * 4;  // the dk row of every valid pick
+        rg->red_narrow = DI == 128;
+    }
     dsa_ctx_free(c);
     return 0;
 fail:
@@ -454,8 +489,8 @@ static void run_torch(const bench_opts *o) {
     char cmd[1024], ts[128] = "", hs[128] = "";
     for (int i = 0; i < o->nT; i++) snprintf(ts + strlen(ts), sizeof ts - strlen(ts), "%s%lld", i ? "," : "", (long long)o->Ts[i]);
     for (int i = 0; i < o->nH; i++) snprintf(hs + strlen(hs), sizeof hs - strlen(hs), "%s%lld", i ? "," : "", (long long)o->Hs[i]);
-    snprintf(cmd, sizeof cmd, "python3 %s --T %s --H %s --runs %d --K %lld 2>&1", o->torch_script, ts, hs, o->runs,
-             (long long)o->K);
+    snprintf(cmd, sizeof cmd, "python3 %s --T %s --H %s --runs %d --K %lld --HI %lld --DI %lld 2>&1", o->torch_script, ts, hs,
+             o->runs, (long long)o->K, (long long)o->HI, (long long)o->DI);
     printf("running: %s\n", cmd);
     fflush(stdout);
     FILE *p = popen(cmd, "r");
@@ -496,7 +531,7 @@ static void print_table(void) {
         // Roofline: the time at the measured GEMM rate, at the measured copy rate and (ops that reduce by
         // atomics) at the measured reduction rate; gap = measured over the largest.
         double cfl = r->flops / (GEMM_TFLOPS * 1e12) * 1e3, mfl = r->bytes / (COPY_GBS * 1e9) * 1e3;
-        double rfl = r->red_bytes / (RED_GBS * 1e9) * 1e3, fl = cfl > mfl ? cfl : mfl;
+        double rfl = r->red_bytes / ((r->red_narrow ? RED128_GBS : RED_GBS) * 1e9) * 1e3, fl = cfl > mfl ? cfl : mfl;
         if (rfl > fl) fl = rfl;
         printf("%.0f | %.1f%% | %.3f | %.3f | ", gbs, 100 * gbs / COPY_GBS, cfl, mfl);
         if (r->red_bytes > 0) printf("%.3f | ", rfl);
@@ -513,7 +548,7 @@ static void print_table(void) {
            "gathered logits, KL fwd + bwd, gathered indexer bwd at the attention case's picks) 2*T*K*(H*D + 4*H_I*D_I). min-bytes: each input read once, each "
            "output written once. Floors: FLOPs at the measured GEMM rate, min-bytes at the measured copy rate, "
            "the bytes added by fp32 atomics (sparse bwd: T*K*D*4 per 64-head block, gather bwd: (valid picks)*D_I*4) at the "
-           "measured reduction rate (red_f32x4_576); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
+           "measured reduction rate (red_f32x4_576; red_f32x4_128 for the indexer's 128-wide dk rows); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
            "topk: dense f32 rows; topk_window_bf16: the fused op's top-k alone (bf16 logits, -inf outside the "
            "causal windows, scores written).\n");
 }
@@ -538,17 +573,24 @@ int dsa_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--T") && v) o.nT = parse_list(argv[++i], o.Ts, 8);
         else if (!strcmp(a, "--H") && v) o.nH = parse_list(argv[++i], o.Hs, 8);
         else if (!strcmp(a, "--K") && v) o.K = strtoll(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--HI") && v) o.HI = strtoll(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--DI") && v) o.DI = strtoll(argv[++i], NULL, 10);
         else if (!strcmp(a, "--only") && v) only = argv[++i];
         else if (!strcmp(a, "--no-torch")) o.torch = 0;
         else if (!strcmp(a, "--torch-script") && v) o.torch_script = argv[++i];
         else {
             fprintf(stderr,
-                    "usage: dsa bench [--runs N] [--T 4096,8192] [--H 64,128] [--K 2048] [--only attention|indexer]\n"
-                    "                 [--no-torch] [--torch-script bench/torch_dsa.py]\n");
+                    "usage: dsa bench [--runs N] [--T 4096,8192] [--H 64,128] [--K 2048] [--HI 64] [--DI 128]\n"
+                    "                 [--only attention|indexer] [--no-torch] [--torch-script bench/torch_dsa.py]\n");
             return !strcmp(a, "--help") || !strcmp(a, "-h") ? 0 : 2;
         }
     }
     if (o.runs < 1) o.runs = 1;
+    if (o.HI < 1 || o.DI < 1 || o.K < 1) {
+        fprintf(stderr, "dsa bench: --K, --HI and --DI must be positive (got %lld, %lld, %lld)\n", (long long)o.K, (long long)o.HI,
+                (long long)o.DI);
+        return 2;
+    }
     if (dsa_cuda_init(0) != DSA_OK) {
         fprintf(stderr, "dsa bench: %s\n", dsa_error_message());
         return 1;

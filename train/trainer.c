@@ -336,11 +336,13 @@ dsa_status dsa_trainer_run_until(dsa_trainer *t, int64_t stop_step, dsa_train_su
         log_step(t, &st);
         sum->last_loss = st.loss;
         sum->last_kl = st.kl;
+        dsa_profile_pause();  // the profile is of training steps: evaluation and checkpoints stay out
         if (c->eval_every > 0 && (t->step % c->eval_every == 0 || t->step == c->steps)) {
             DSA_TRY(dsa_trainer_evaluate(t, &sum->eval_loss, &sum->eval_accuracy));
             log_eval(t, sum->eval_loss, sum->eval_accuracy);
         }
         if (c->checkpoint_every > 0 && t->step % c->checkpoint_every == 0 && t->step < c->steps) DSA_TRY(dsa_trainer_save_checkpoint(t));
+        dsa_profile_resume();
     }
     if (t->main_rank) dsa_profile_report(stdout, (int)(t->step - first - 1));
     sum->interrupted = g_stop_requested != 0;
