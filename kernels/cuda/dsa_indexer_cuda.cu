@@ -582,7 +582,11 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 //   3. after a barrier, dk_j += G^T q for 16-key blocks spread over the warps (M = 16 keys, N = DD,
 //      K = H heads; G^T and q read with ldmatrix .trans), added with 16-byte fp32 atomics.
 // The simple kernel's semantics: 1[S > 0] is false for NaN; invalid slots have dout = 0 and zero keys.
-template <int MT, int DD, bool DSPLIT>
+// Measured (H200, H 64, D 128, session 18): issuing a tile's index and dout loads before its copies took
+// T 4096 / 8192 from 2.169 / 4.775 to 1.894 / 4.105 ms (the reduction floor: 1.39 / 3.24 ms). Phases 2
+// and 3 split over D across the warps instead (G read from shared memory for every head, 24 + 24
+// ldmatrix a warp a tile instead of 32 + 36) measured 1.912 / 4.175: no gain, not kept.
+template <int MT, int DD>
 __global__ void __launch_bounds__(32 * MT) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
@@ -668,11 +672,6 @@ __global__ void __launch_bounds__(32 * MT) indexer_gather_bwd_mma_kernel(
     const int b_off = ((lane & 7) + 8 * (lane >> 4)) * ldq + 8 * ((lane >> 3) & 1);
     const int bt_off = ((lane & 7) + 8 * ((lane >> 3) & 1)) * ldq + 8 * (lane >> 4);
     const int at_off = ((lane & 7) + 8 * (lane >> 4)) * ldg + 8 * ((lane >> 3) & 1);
-    // DSPLIT: G [head][key] as a non-trans A; this warp's DWC columns of dq and dk.
-    const int ag_off = ((lane & 7) + 8 * ((lane >> 3) & 1)) * ldg + 8 * (lane >> 4);
-    constexpr int DWC = DD / NW;
-    const int dc0 = DWC * warp;
-    static_assert(!DSPLIT || DWC % 16 == 0, "DSPLIT: each warp takes a multiple of 16 columns");
 
     for (int64_t it = 0; it < n_tiles; it++) {
         int buf = (int)(it & 1);
@@ -720,125 +719,57 @@ __global__ void __launch_bounds__(32 * MT) indexer_gather_bwd_mma_kernel(
             *(unsigned *)(sg + (h0 + g) * ldg + 8 * nj + 2 * c) = lo;
             *(unsigned *)(sg + (h0 + g + 8) * ldg + 8 * nj + 2 * c) = hi;
         }
-        if constexpr (!DSPLIT) {
-            // 2. dq_w += G K: K-dim = the 64 keys in 4 steps, N = DD in pairs of n8 tiles.
-            if (dq) {
-    #pragma unroll
-                for (int ks = 0; ks < 4; ks++)
-    #pragma unroll
-                    for (int dp = 0; dp < DD / 16; dp++) {
-                        unsigned r[4];
-                        idxm_ldmatrix_x4_trans(r, kb + bt_off + 16 * ks * ldq + 16 * dp);
-                        unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-                        dsa_mma_bf16_16816(dqa[2 * dp], ga[ks], b0);
-                        dsa_mma_bf16_16816(dqa[2 * dp + 1], ga[ks], b1);
-                    }
-            }
+        // 2. dq_w += G K: K-dim = the 64 keys in 4 steps, N = DD in pairs of n8 tiles.
+        if (dq) {
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+                for (int dp = 0; dp < DD / 16; dp++) {
+                    unsigned r[4];
+                    idxm_ldmatrix_x4_trans(r, kb + bt_off + 16 * ks * ldq + 16 * dp);
+                    unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+                    dsa_mma_bf16_16816(dqa[2 * dp], ga[ks], b0);
+                    dsa_mma_bf16_16816(dqa[2 * dp + 1], ga[ks], b1);
+                }
         }
         __syncthreads();  // G of every head is in shared memory
-        if constexpr (!DSPLIT) {
-            // 3. dk of 16-key blocks: M = keys, N = DD, K-dim = heads.
-            if (dk)
-                for (int kb0 = 16 * warp; kb0 < IDXG_KT; kb0 += 16 * NW) {
-                    int key_lo = kt[kb0 + g], key_hi = kt[kb0 + g + 8];
-                    if (!__any_sync(0xffffffffu, key_lo >= 0 || key_hi >= 0)) continue;  // warp-uniform
-                    float dka[DD / 8][4];
-    #pragma unroll
-                    for (int n = 0; n < DD / 8; n++) dka[n][0] = dka[n][1] = dka[n][2] = dka[n][3] = 0.f;
-    #pragma unroll
-                    for (int hk = 0; hk < MT; hk++) {
-                        unsigned a[4];
-                        idxm_ldmatrix_x4_trans(a, sg + at_off + 16 * hk * ldg + kb0);
-    #pragma unroll
-                        for (int dp = 0; dp < DD / 16; dp++) {
-                            unsigned r[4];
-                            idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + 16 * dp);
-                            unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-                            dsa_mma_bf16_16816(dka[2 * dp], a, b0);
-                            dsa_mma_bf16_16816(dka[2 * dp + 1], a, b1);
-                        }
-                    }
-                    // Lane pairs (c, c ^ 1) trade halves so that each lane owns 4 adjacent d of one key:
-                    // even c: key kb0 + g, d 8n + 2c .. 2c + 3; odd c: key kb0 + g + 8, d 8n + 2c - 2 .. 2c + 1.
-                    bool odd = c & 1;
-                    int key = odd ? key_hi : key_lo, d0 = 2 * (c & ~1);
-    #pragma unroll
-                    for (int n = 0; n < DD / 8; n++) {
-                        float x0 = odd ? dka[n][0] : dka[n][2], x1 = odd ? dka[n][1] : dka[n][3];
-                        float y0 = __shfl_xor_sync(0xffffffffu, x0, 1), y1 = __shfl_xor_sync(0xffffffffu, x1, 1);
-                        float4 v = odd ? make_float4(y0, y1, dka[n][2], dka[n][3]) : make_float4(dka[n][0], dka[n][1], y0, y1);
-                        if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + 8 * n + d0), v);
-                    }
-                }
-        } else {
-            // 2'. dq[:, dc0 ..] += G K: M = the H heads (G from shared memory), N = DWC, K-dim = 64 keys.
-            if (dq)
+        // 3. dk of 16-key blocks: M = keys, N = DD, K-dim = heads.
+        if (dk)
+            for (int kb0 = 16 * warp; kb0 < IDXG_KT; kb0 += 16 * NW) {
+                int key_lo = kt[kb0 + g], key_hi = kt[kb0 + g + 8];
+                if (!__any_sync(0xffffffffu, key_lo >= 0 || key_hi >= 0)) continue;  // warp-uniform
+                float dka[DD / 8][4];
 #pragma unroll
-                for (int ks = 0; ks < 4; ks++) {
-                    unsigned b[DWC / 16][4];
-#pragma unroll
-                    for (int dp = 0; dp < DWC / 16; dp++) idxm_ldmatrix_x4_trans(b[dp], kb + bt_off + 16 * ks * ldq + dc0 + 16 * dp);
-#pragma unroll
-                    for (int mi = 0; mi < MT; mi++) {
-                        unsigned a[4];
-                        idxm_ldmatrix_x4(a, sg + ag_off + 16 * mi * ldg + 16 * ks);
-#pragma unroll
-                        for (int dp = 0; dp < DWC / 16; dp++) {
-                            unsigned b0[2] = {b[dp][0], b[dp][1]}, b1[2] = {b[dp][2], b[dp][3]};
-                            dsa_mma_bf16_16816(dqa[mi * (DWC / 8) + 2 * dp], a, b0);
-                            dsa_mma_bf16_16816(dqa[mi * (DWC / 8) + 2 * dp + 1], a, b1);
-                        }
-                    }
-                }
-            // 3'. dk[64 keys][dc0 ..] = G^T q: M = keys, N = DWC, K-dim = the H heads.
-            if (dk) {
-                bool blk[4];  // 16-key blocks with a valid key (warp-uniform)
-#pragma unroll
-                for (int mk = 0; mk < 4; mk++) blk[mk] = __any_sync(0xffffffffu, kt[16 * mk + g] >= 0 || kt[16 * mk + g + 8] >= 0);
-                float dka[4][DWC / 8][4];
-#pragma unroll
-                for (int mk = 0; mk < 4; mk++)
-#pragma unroll
-                    for (int n = 0; n < DWC / 8; n++) dka[mk][n][0] = dka[mk][n][1] = dka[mk][n][2] = dka[mk][n][3] = 0.f;
+                for (int n = 0; n < DD / 8; n++) dka[n][0] = dka[n][1] = dka[n][2] = dka[n][3] = 0.f;
 #pragma unroll
                 for (int hk = 0; hk < MT; hk++) {
-                    unsigned b[DWC / 16][4];
+                    unsigned a[4];
+                    idxm_ldmatrix_x4_trans(a, sg + at_off + 16 * hk * ldg + kb0);
 #pragma unroll
-                    for (int dp = 0; dp < DWC / 16; dp++) idxm_ldmatrix_x4_trans(b[dp], sq + bt_off + 16 * hk * ldq + dc0 + 16 * dp);
-#pragma unroll
-                    for (int mk = 0; mk < 4; mk++) {
-                        if (!blk[mk]) continue;
-                        unsigned a[4];
-                        idxm_ldmatrix_x4_trans(a, sg + at_off + 16 * hk * ldg + 16 * mk);
-#pragma unroll
-                        for (int dp = 0; dp < DWC / 16; dp++) {
-                            unsigned b0[2] = {b[dp][0], b[dp][1]}, b1[2] = {b[dp][2], b[dp][3]};
-                            dsa_mma_bf16_16816(dka[mk][2 * dp], a, b0);
-                            dsa_mma_bf16_16816(dka[mk][2 * dp + 1], a, b1);
-                        }
+                    for (int dp = 0; dp < DD / 16; dp++) {
+                        unsigned r[4];
+                        idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + 16 * dp);
+                        unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+                        dsa_mma_bf16_16816(dka[2 * dp], a, b0);
+                        dsa_mma_bf16_16816(dka[2 * dp + 1], a, b1);
                     }
                 }
-                // Lane pairs trade halves as in 3. above: a float4 of 4 adjacent d of one key per lane.
-                const bool odd = c & 1;
-                const int dd = 2 * (c & ~1);
+                // Lane pairs (c, c ^ 1) trade halves so that each lane owns 4 adjacent d of one key:
+                // even c: key kb0 + g, d 8n + 2c .. 2c + 3; odd c: key kb0 + g + 8, d 8n + 2c - 2 .. 2c + 1.
+                bool odd = c & 1;
+                int key = odd ? key_hi : key_lo, d0 = 2 * (c & ~1);
 #pragma unroll
-                for (int mk = 0; mk < 4; mk++) {
-                    if (!blk[mk]) continue;
-                    const int key = odd ? kt[16 * mk + g + 8] : kt[16 * mk + g];
-#pragma unroll
-                    for (int n = 0; n < DWC / 8; n++) {
-                        float x0 = odd ? dka[mk][n][0] : dka[mk][n][2], x1 = odd ? dka[mk][n][1] : dka[mk][n][3];
-                        float y0 = __shfl_xor_sync(0xffffffffu, x0, 1), y1 = __shfl_xor_sync(0xffffffffu, x1, 1);
-                        float4 v = odd ? make_float4(y0, y1, dka[mk][n][2], dka[mk][n][3]) : make_float4(dka[mk][n][0], dka[mk][n][1], y0, y1);
-                        if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + dc0 + 8 * n + dd), v);
-                    }
+                for (int n = 0; n < DD / 8; n++) {
+                    float x0 = odd ? dka[n][0] : dka[n][2], x1 = odd ? dka[n][1] : dka[n][3];
+                    float y0 = __shfl_xor_sync(0xffffffffu, x0, 1), y1 = __shfl_xor_sync(0xffffffffu, x1, 1);
+                    float4 v = odd ? make_float4(y0, y1, dka[n][2], dka[n][3]) : make_float4(dka[n][0], dka[n][1], y0, y1);
+                    if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + 8 * n + d0), v);
                 }
             }
-        }
     }
     idxm_cp_async_wait_all();
     // dq and dw of the row belong to this CTA alone: plain read-modify-write.
-    if (dq && !DSPLIT) {
+    if (dq) {
         float *r_lo = dq + (t * H + h0 + g) * DD + 2 * c, *r_hi = r_lo + 8 * DD;
 #pragma unroll
         for (int n = 0; n < DD / 8; n++) {
@@ -847,18 +778,6 @@ __global__ void __launch_bounds__(32 * MT) indexer_gather_bwd_mma_kernel(
             *(float2 *)(r_hi + 8 * n) = make_float2(b.x + dqa[n][2], b.y + dqa[n][3]);
         }
     }
-    if (dq && DSPLIT)  // every head, this warp's DWC columns
-#pragma unroll
-        for (int mi = 0; mi < MT; mi++) {
-            float *r_lo = dq + (t * H + 16 * mi + g) * DD + dc0 + 2 * c, *r_hi = r_lo + 8 * DD;
-#pragma unroll
-            for (int n = 0; n < DWC / 8; n++) {
-                const float *x = dqa[mi * (DWC / 8) + n];
-                float2 a = *(float2 *)(r_lo + 8 * n), b = *(float2 *)(r_hi + 8 * n);
-                *(float2 *)(r_lo + 8 * n) = make_float2(a.x + x[0], a.y + x[1]);
-                *(float2 *)(r_hi + 8 * n) = make_float2(b.x + x[2], b.y + x[3]);
-            }
-        }
     if (dw) {
         dw_lo += __shfl_xor_sync(0xffffffffu, dw_lo, 1);
         dw_lo += __shfl_xor_sync(0xffffffffu, dw_lo, 2);
@@ -1091,13 +1010,6 @@ static dsa_status launch_gather_mma(const dsa_tensor *q, const dsa_tensor *k, co
     }
 }
 
-// DSA_GATHER_BWD_NOSPLIT=1: H 64, D 128 on the head-split phases (to compare).
-static bool gather_bwd_nosplit() {
-    static int on = -1;
-    if (on < 0) on = dsa_env_flag("DSA_GATHER_BWD_NOSPLIT");
-    return on;
-}
-
 template <int DD>
 static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                           const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
@@ -1107,13 +1019,10 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
                  const float *, float *, float *, float *, int64_t, int64_t, int64_t);
     switch (H) {
-    case 16: kern = indexer_gather_bwd_mma_kernel<1, DD, false>; break;
-    case 32: kern = indexer_gather_bwd_mma_kernel<2, DD, false>; break;
-    case 48: kern = indexer_gather_bwd_mma_kernel<3, DD, false>; break;
-    default:
-        kern = DD == 128 && !gather_bwd_nosplit() ? indexer_gather_bwd_mma_kernel<4, DD, DD == 128>
-                                                  : indexer_gather_bwd_mma_kernel<4, DD, false>;
-        break;
+    case 16: kern = indexer_gather_bwd_mma_kernel<1, DD>; break;
+    case 32: kern = indexer_gather_bwd_mma_kernel<2, DD>; break;
+    case 48: kern = indexer_gather_bwd_mma_kernel<3, DD>; break;
+    default: kern = indexer_gather_bwd_mma_kernel<4, DD>; break;
     }
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
     kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
