@@ -585,9 +585,12 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 // Measured (H200, H 64, D 128, session 18): issuing a tile's index and dout loads before its copies took
 // T 4096 / 8192 from 2.169 / 4.775 to 1.894 / 4.105 ms (the reduction floor: 1.39 / 3.24 ms). Phases 2
 // and 3 split over D across the warps instead (G read from shared memory for every head, 24 + 24
-// ldmatrix a warp a tile instead of 32 + 36) measured 1.912 / 4.175: no gain, not kept.
-template <int MT, int DD, bool STAGE>
-__global__ void __launch_bounds__(32 * MT, STAGE ? 3 : 0) indexer_gather_bwd_mma_kernel(
+// ldmatrix a warp a tile instead of 32 + 36) measured 1.912 / 4.175: no gain, not kept. dk's float4s
+// through shared memory instead of lane-pair shuffles: 1.863 / 4.139 against 1.895 / 4.121 ms at H 64,
+// D 128, and 0.461 against 0.600 ms at H 16, D 64, K 512, T 8192 (small.cfg's shape; floor 0.452).
+// 3 CTAs an SM (the bound holds the registers at 168; four spilled values, reloaded a few times a tile).
+template <int MT, int DD>
+__global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
     float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S) {
@@ -754,41 +757,27 @@ __global__ void __launch_bounds__(32 * MT, STAGE ? 3 : 0) indexer_gather_bwd_mma
                         dsa_mma_bf16_16816(dka[2 * dp + 1], a, b1);
                     }
                 }
-                if constexpr (STAGE) {
-                    // The block goes out through shared memory, 16 columns at a time, via this warp's 16
-                    // rows of 20 floats in the tile's key buffer (every warp is past phase 2, and the
-                    // buffer is refilled only after the next tile's barrier). Each lane then reads whole
-                    // float4s of a row: no shuffle a value (the exchange's shuffle waits held 16.5% of
-                    // the stall samples, ncu, session 18).
-                    constexpr int SST = 20;
-                    float *st = (float *)(sk + buf * IDXG_KT * ldq) + warp * 16 * SST;
+                // The block goes out through shared memory, 16 columns at a time, via this warp's 16
+                // rows of 20 floats in the tile's key buffer (every warp is past phase 2, and the
+                // buffer is refilled only after the next tile's barrier). Each lane then reads whole
+                // float4s of a row: no shuffle a value (the exchange's shuffle waits held 16.5% of
+                // the stall samples, ncu, session 18).
+                constexpr int SST = 20;
+                float *st = (float *)(sk + buf * IDXG_KT * ldq) + warp * 16 * SST;
 #pragma unroll
-                    for (int p = 0; p < DD / 16; p++) {
-                        __syncwarp();  // the previous chunk has been read back
-                        *(float2 *)(st + g * SST + 2 * c) = make_float2(dka[2 * p][0], dka[2 * p][1]);
-                        *(float2 *)(st + (g + 8) * SST + 2 * c) = make_float2(dka[2 * p][2], dka[2 * p][3]);
-                        *(float2 *)(st + g * SST + 8 + 2 * c) = make_float2(dka[2 * p + 1][0], dka[2 * p + 1][1]);
-                        *(float2 *)(st + (g + 8) * SST + 8 + 2 * c) = make_float2(dka[2 * p + 1][2], dka[2 * p + 1][3]);
-                        __syncwarp();
+                for (int p = 0; p < DD / 16; p++) {
+                    __syncwarp();  // the previous chunk has been read back
+                    *(float2 *)(st + g * SST + 2 * c) = make_float2(dka[2 * p][0], dka[2 * p][1]);
+                    *(float2 *)(st + (g + 8) * SST + 2 * c) = make_float2(dka[2 * p][2], dka[2 * p][3]);
+                    *(float2 *)(st + g * SST + 8 + 2 * c) = make_float2(dka[2 * p + 1][0], dka[2 * p + 1][1]);
+                    *(float2 *)(st + (g + 8) * SST + 8 + 2 * c) = make_float2(dka[2 * p + 1][2], dka[2 * p + 1][3]);
+                    __syncwarp();
 #pragma unroll
-                        for (int i = 0; i < 2; i++) {  // 16 rows x 4 float4s: lane -> row 8 i + lane / 4, float4 lane % 4
-                            const int row = 8 * i + (lane >> 2), c4 = lane & 3;
-                            const float4 v = *(const float4 *)(st + row * SST + 4 * c4);
-                            const int key = i ? key_hi : key_lo;  // rows g and g + 8: this lane's own keys
-                            if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + 16 * p + 4 * c4), v);
-                        }
-                    }
-                } else {
-                    // Lane pairs (c, c ^ 1) trade halves so that each lane owns 4 adjacent d of one key:
-                    // even c: key kb0 + g, d 8n + 2c .. 2c + 3; odd c: key kb0 + g + 8, d 8n + 2c - 2 .. 2c + 1.
-                    bool odd = c & 1;
-                    int key = odd ? key_hi : key_lo, d0 = 2 * (c & ~1);
-#pragma unroll
-                    for (int n = 0; n < DD / 8; n++) {
-                        float x0 = odd ? dka[n][0] : dka[n][2], x1 = odd ? dka[n][1] : dka[n][3];
-                        float y0 = __shfl_xor_sync(0xffffffffu, x0, 1), y1 = __shfl_xor_sync(0xffffffffu, x1, 1);
-                        float4 v = odd ? make_float4(y0, y1, dka[n][2], dka[n][3]) : make_float4(dka[n][0], dka[n][1], y0, y1);
-                        if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + 8 * n + d0), v);
+                    for (int i = 0; i < 2; i++) {  // 16 rows x 4 float4s: lane -> row 8 i + lane / 4, float4 lane % 4
+                        const int row = 8 * i + (lane >> 2), c4 = lane & 3;
+                        const float4 v = *(const float4 *)(st + row * SST + 4 * c4);
+                        const int key = i ? key_hi : key_lo;  // rows g and g + 8: this lane's own keys
+                        if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + 16 * p + 4 * c4), v);
                     }
                 }
             }
@@ -1036,13 +1025,6 @@ static dsa_status launch_gather_mma(const dsa_tensor *q, const dsa_tensor *k, co
     }
 }
 
-// DSA_GATHER_BWD_SHFL=1: dk's float4s formed by lane-pair shuffles instead of through shared memory.
-static bool gather_bwd_shfl() {
-    static int on = -1;
-    if (on < 0) on = dsa_env_flag("DSA_GATHER_BWD_SHFL");
-    return on;
-}
-
 template <int DD>
 static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                           const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
@@ -1051,12 +1033,11 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     size_t smem = gather_bwd_mma_smem(H, DD);
     void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
                  const float *, float *, float *, float *, int64_t, int64_t, int64_t);
-    const bool stage = !gather_bwd_shfl();
     switch (H) {
-    case 16: kern = stage ? indexer_gather_bwd_mma_kernel<1, DD, true> : indexer_gather_bwd_mma_kernel<1, DD, false>; break;
-    case 32: kern = stage ? indexer_gather_bwd_mma_kernel<2, DD, true> : indexer_gather_bwd_mma_kernel<2, DD, false>; break;
-    case 48: kern = stage ? indexer_gather_bwd_mma_kernel<3, DD, true> : indexer_gather_bwd_mma_kernel<3, DD, false>; break;
-    default: kern = stage ? indexer_gather_bwd_mma_kernel<4, DD, true> : indexer_gather_bwd_mma_kernel<4, DD, false>; break;
+    case 16: kern = indexer_gather_bwd_mma_kernel<1, DD>; break;
+    case 32: kern = indexer_gather_bwd_mma_kernel<2, DD>; break;
+    case 48: kern = indexer_gather_bwd_mma_kernel<3, DD>; break;
+    default: kern = indexer_gather_bwd_mma_kernel<4, DD>; break;
     }
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
     kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
