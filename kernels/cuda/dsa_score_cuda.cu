@@ -626,43 +626,100 @@ __device__ void row_logsumexp(const T *lg, int64_t N, A *buf, A *m_out, A *lse_o
     *lse_out = m + log(z);
 }
 
-template <typename T, typename A>
+// Rows of at most ROW_NT * PER logits (PER > 0) are read once into registers, with their targets: one
+// pass over the row instead of three (max, sum of exponentials, the loss or gradient terms). PER 0:
+// any length, the logits read again for each pass.
+template <typename T, typename A, int PER>
+struct kl_row {
+    static constexpr int N_REG = PER > 0 ? PER : 1;
+    A l[N_REG], p[N_REG];  // logit and target of slot threadIdx.x + k ROW_NT (PER > 0)
+    A m, lse;
+    // Loads the row (PER > 0) and its max and log-sum-exp over the valid slots (m = -inf: none valid).
+    __device__ void stats(const T *lg, const void *target, dsa_dtype tdt, int64_t t, int64_t N, A *buf) {
+        if constexpr (PER == 0) {
+            row_logsumexp<T, A>(lg, N, buf, &m, &lse);
+        } else {
+            A mx = -INFINITY;
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                const int64_t j = threadIdx.x + (int64_t)k * ROW_NT;
+                l[k] = j < N ? (A)dsa_to_float(lg[j]) : (A)-INFINITY;
+                p[k] = j < N ? (A)dsa_ld_any(target, tdt, t * N + j) : (A)0;
+                if (slot_ok(l[k]) && l[k] > mx) mx = l[k];
+            }
+            m = block_reduce<A>(mx, true, buf);
+            A part = 0;
+            if (m != (A)-INFINITY)
+#pragma unroll
+                for (int k = 0; k < PER; k++)
+                    if (slot_ok(l[k])) part += exp(l[k] - m);
+            lse = m + log(block_reduce<A>(part, false, buf));
+        }
+    }
+    // f(j, logit, target) for every valid slot of this thread.
+    template <typename F>
+    __device__ void each_valid(const T *lg, const void *target, dsa_dtype tdt, int64_t t, int64_t N, F f) const {
+        if constexpr (PER == 0) {
+            for (int64_t j = threadIdx.x; j < N; j += ROW_NT) {
+                A lv = (A)dsa_to_float(lg[j]);
+                if (slot_ok(lv)) f(j, lv, (A)dsa_ld_any(target, tdt, t * N + j));
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < PER; k++)
+                if (slot_ok(l[k])) f(threadIdx.x + (int64_t)k * ROW_NT, l[k], p[k]);
+        }
+    }
+};
+
+template <typename T, typename A, int PER>
 __global__ void kl_fwd_kernel(const T *logits, const void *target, dsa_dtype tdt, const uint8_t *is_real, A scale,
                               int64_t N, A *loss) {
     __shared__ A buf[32];
     int64_t t = blockIdx.x;
     if (is_real && !is_real[t]) return;
     const T *lg = logits + t * N;
-    A m, lse;
-    row_logsumexp<T, A>(lg, N, buf, &m, &lse);
-    if (m == (A)-INFINITY) return;
+    kl_row<T, A, PER> r;
+    r.stats(lg, target, tdt, t, N, buf);
+    if (r.m == (A)-INFINITY) return;
     A part = 0;
-    for (int64_t j = threadIdx.x; j < N; j += ROW_NT) {
-        A l = (A)dsa_to_float(lg[j]);
-        if (!slot_ok(l)) continue;
-        A p = (A)dsa_ld_any(target, tdt, t * N + j);
-        part += p * (log(p > (A)1e-10 ? p : (A)1e-10) - (l - lse));
-    }
+    const A lse = r.lse;
+    r.each_valid(lg, target, tdt, t, N, [&](int64_t, A l, A p) { part += p * (log(p > (A)1e-10 ? p : (A)1e-10) - (l - lse)); });
     A row = block_reduce<A>(part, false, buf);
     if (threadIdx.x == 0) atomicAdd(loss, scale * row);
 }
 
-template <typename T, typename A>
+template <typename T, typename A, int PER>
 __global__ void kl_bwd_kernel(const T *logits, const void *target, dsa_dtype tdt, const uint8_t *is_real, A scale,
                               const A *dloss, int64_t N, A *dlogits) {
     __shared__ A buf[32];
     int64_t t = blockIdx.x;
     if (is_real && !is_real[t]) return;
     const T *lg = logits + t * N;
-    A m, lse;
-    row_logsumexp<T, A>(lg, N, buf, &m, &lse);
-    if (m == (A)-INFINITY) return;
-    A c = scale * dloss[0];
-    for (int64_t j = threadIdx.x; j < N; j += ROW_NT) {
-        A l = (A)dsa_to_float(lg[j]);
-        if (!slot_ok(l)) continue;
-        dlogits[t * N + j] += c * (exp(l - lse) - (A)dsa_ld_any(target, tdt, t * N + j));
-    }
+    kl_row<T, A, PER> r;
+    r.stats(lg, target, tdt, t, N, buf);
+    if (r.m == (A)-INFINITY) return;
+    const A c = scale * dloss[0], lse = r.lse;
+    A *out = dlogits + t * N;
+    r.each_valid(lg, target, tdt, t, N, [&](int64_t j, A l, A p) { out[j] += c * (exp(l - lse) - p); });
+}
+
+// The row kernels by row length: 2 or 8 slots a thread in registers, or the re-reading kernel.
+template <typename T, typename A>
+static void launch_kl_fwd(const T *lg, const void *target, dsa_dtype tdt, const uint8_t *real, A scale, int64_t T_, int64_t N,
+                          A *loss) {
+    if (N <= 2 * ROW_NT) kl_fwd_kernel<T, A, 2><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(lg, target, tdt, real, scale, N, loss);
+    else if (N <= 8 * ROW_NT) kl_fwd_kernel<T, A, 8><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(lg, target, tdt, real, scale, N, loss);
+    else kl_fwd_kernel<T, A, 0><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(lg, target, tdt, real, scale, N, loss);
+}
+template <typename T, typename A>
+static void launch_kl_bwd(const T *lg, const void *target, dsa_dtype tdt, const uint8_t *real, A scale, const A *dloss,
+                          int64_t T_, int64_t N, A *dlogits) {
+    if (N <= 2 * ROW_NT)
+        kl_bwd_kernel<T, A, 2><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(lg, target, tdt, real, scale, dloss, N, dlogits);
+    else if (N <= 8 * ROW_NT)
+        kl_bwd_kernel<T, A, 8><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(lg, target, tdt, real, scale, dloss, N, dlogits);
+    else kl_bwd_kernel<T, A, 0><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(lg, target, tdt, real, scale, dloss, N, dlogits);
 }
 
 extern "C" dsa_status dsa_kl_loss_fwd_cuda(const dsa_tensor *logits, const dsa_tensor *target,
@@ -674,16 +731,16 @@ extern "C" dsa_status dsa_kl_loss_fwd_cuda(const dsa_tensor *logits, const dsa_t
     const uint8_t *real = is_real ? (const uint8_t *)is_real->data : NULL;
     switch (logits->dtype) {
     case DSA_F32:
-        kl_fwd_kernel<float, float><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(
-            (const float *)logits->data, target->data, target->dtype, real, (float)scale, N, (float *)loss->data);
+        launch_kl_fwd<float, float>((const float *)logits->data, target->data, target->dtype, real, (float)scale, T_, N,
+                                    (float *)loss->data);
         break;
     case DSA_BF16:
-        kl_fwd_kernel<__nv_bfloat16, float><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(
-            (const __nv_bfloat16 *)logits->data, target->data, target->dtype, real, (float)scale, N, (float *)loss->data);
+        launch_kl_fwd<__nv_bfloat16, float>((const __nv_bfloat16 *)logits->data, target->data, target->dtype, real, (float)scale,
+                                            T_, N, (float *)loss->data);
         break;
     case DSA_F64:
-        kl_fwd_kernel<double, double><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(
-            (const double *)logits->data, target->data, target->dtype, real, scale, N, (double *)loss->data);
+        launch_kl_fwd<double, double>((const double *)logits->data, target->data, target->dtype, real, scale, T_, N,
+                                      (double *)loss->data);
         break;
     default: return dsa_error_set(DSA_ERR_DTYPE, "dsa_kl_indexer_loss (cuda): unsupported dtype %s", dsa_dtype_name(logits->dtype));
     }
@@ -700,19 +757,16 @@ extern "C" dsa_status dsa_kl_loss_bwd_cuda(const dsa_tensor *logits, const dsa_t
     const uint8_t *real = is_real ? (const uint8_t *)is_real->data : NULL;
     switch (logits->dtype) {
     case DSA_F32:
-        kl_bwd_kernel<float, float><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(
-            (const float *)logits->data, target->data, target->dtype, real, (float)scale, (const float *)dloss->data, N,
-            (float *)dlogits->data);
+        launch_kl_bwd<float, float>((const float *)logits->data, target->data, target->dtype, real, (float)scale,
+                                    (const float *)dloss->data, T_, N, (float *)dlogits->data);
         break;
     case DSA_BF16:
-        kl_bwd_kernel<__nv_bfloat16, float><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(
-            (const __nv_bfloat16 *)logits->data, target->data, target->dtype, real, (float)scale,
-            (const float *)dloss->data, N, (float *)dlogits->data);
+        launch_kl_bwd<__nv_bfloat16, float>((const __nv_bfloat16 *)logits->data, target->data, target->dtype, real,
+                                            (float)scale, (const float *)dloss->data, T_, N, (float *)dlogits->data);
         break;
     case DSA_F64:
-        kl_bwd_kernel<double, double><<<(unsigned)T_, ROW_NT, 0, dsa_stream()>>>(
-            (const double *)logits->data, target->data, target->dtype, real, scale, (const double *)dloss->data, N,
-            (double *)dlogits->data);
+        launch_kl_bwd<double, double>((const double *)logits->data, target->data, target->dtype, real, scale,
+                                      (const double *)dloss->data, T_, N, (double *)dlogits->data);
         break;
     default: return dsa_error_set(DSA_ERR_DTYPE, "dsa_kl_indexer_loss backward (cuda): unsupported dtype %s", dsa_dtype_name(logits->dtype));
     }

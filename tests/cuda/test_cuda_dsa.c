@@ -669,6 +669,7 @@ int main(void) {
         check_gather("gather bf16 H32 D32 K200", 40, 300, 32, 32, 200, true);
         check_gather("gather bf16 H16 D96 K77 (fwd mma, bwd simple)", 24, 500, 16, 96, 77, true);
         check_dense_scores(DSA_F32, 128, 20, 64, 256, 0.125);
+        check_dense_scores(DSA_F32, 6, 2, 16, 2200, 0.25);  // KL rows longer than 2048: the re-reading kernels
         check_dense_scores(DSA_BF16, 64, 16, 576, 300, 1.0 / 16.0);
         // The dense ops on the sparse wgmma kernels (sm_90, bf16, D 512 / 576; DSA_DENSE_SIMT=1: SIMT):
         // heads not a multiple of 64, windows over 64-slot tile edges, a second document per few rows.
