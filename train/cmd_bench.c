@@ -38,7 +38,7 @@ typedef struct {
     int64_t T, H;
     double ms, flops, bytes, mem;        // ours: median ms, FLOPs, minimal bytes moved, tensor bytes
     double red_bytes;                    // bytes the op adds by fp32 atomics (dkv, dk), 0 for none
-    int red_narrow;                      // its rows are 128 fp32 wide (indexer dk): the red_f32x4_128 rate
+    int red_narrow;                      // rows of at most 128 fp32 (indexer dk): floor at the red_f32x4_128 rate
     double torch_ms, torch_mem;          // PyTorch (or < 0 when absent)
 } bench_row;
 
@@ -347,7 +347,7 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
                             (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 6 + T * H * 4.0 + (g_mem - mem_before));
     if (rc) {
         rc->red_bytes = (double)T * K * DI * 4;  // the dk row of every pick (all valid here)
-        rc->red_narrow = DI == 128;
+        rc->red_narrow = DI <= 128;
     }
     dsa_ctx_free(c);
     return 0;
@@ -473,7 +473,7 @@ static int bench_indexer(const bench_opts *o, int64_t T) {
                             in_bytes + (double)T * K * 8 + (double)T * HI * DI * 4 + (double)S * DI * 4 + T * HI * 4.0, g_mem);
     if (rg) {
         rg->red_bytes = vpairs * DI * 4;  // the dk row of every valid pick
-        rg->red_narrow = DI == 128;
+        rg->red_narrow = DI <= 128;
     }
     dsa_ctx_free(c);
     return 0;
@@ -548,7 +548,7 @@ static void print_table(void) {
            "gathered logits, KL fwd + bwd, gathered indexer bwd at the attention case's picks) 2*T*K*(H*D + 4*H_I*D_I). min-bytes: each input read once, each "
            "output written once. Floors: FLOPs at the measured GEMM rate, min-bytes at the measured copy rate, "
            "the bytes added by fp32 atomics (sparse bwd: T*K*D*4 per 64-head block, gather bwd: (valid picks)*D_I*4) at the "
-           "measured reduction rate (red_f32x4_576; red_f32x4_128 for the indexer's 128-wide dk rows); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
+           "measured reduction rate (red_f32x4_576; red_f32x4_128 for the indexer's dk rows, 128 fp32 or narrower); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
            "topk: dense f32 rows; topk_window_bf16: the fused op's top-k alone (bf16 logits, -inf outside the "
            "causal windows, scores written).\n");
 }
