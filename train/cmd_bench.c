@@ -247,10 +247,14 @@ static dsa_status run_headsum(void *p) {
 typedef struct {
     mqa_args *m;
     dsa_tensor *qi, *ki, *wi, *target, *gl, *loss, *dloss, *G, *dq, *dk, *dw;
+    int part;  // the piece run_chain times (0..4), or all of them (< 0)
 } chain_args;
-// One piece of the chain (part 0..4), or all of it (part < 0): the breakdown line says where its time goes.
-static dsa_status chain_part(chain_args *a, int part) {
+// One piece of the chain (a->part 0..4), or all of it (a->part < 0): the breakdown line says where its
+// time goes.
+static dsa_status run_chain(void *p) {
+    chain_args *a = p;
     mqa_args *m = a->m;
+    const int part = a->part;
     double rows = (double)a->gl->shape[0];
     if (part < 0 || part == 0) DSA_TRY(dsa_attn_score_headsum_cuda(m->q, m->kv, m->idx, NULL, m->lse, m->sigma, m->hs));
     if (part < 0 || part == 1) DSA_TRY(dsa_normalize_rows_l1_cuda(m->hs, a->target));
@@ -268,8 +272,6 @@ static dsa_status chain_part(chain_args *a, int part) {
     }
     return DSA_OK;
 }
-static int g_chain_part = -1;
-static dsa_status run_chain(void *p) { return chain_part(p, g_chain_part); }
 
 static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r) {
     int64_t D = o->D, Dv = o->Dv, K = o->K, S = T;
@@ -326,18 +328,17 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
     ch.dw = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, HI), 0);
     if (!ch.qi || !ch.ki || !ch.wi || !ch.target || !ch.gl || !ch.loss || !ch.dloss || !ch.G || !ch.dq || !ch.dk || !ch.dw)
         goto fail;
-    g_chain_part = -1;
+    ch.part = -1;
     ms = time_median_ms(run_chain, &ch, 2, o->runs);
     if (ms < 0) goto fail;
     {
         static const char *PART[] = {"head sum", "L1 normalise", "gathered logits", "KL fwd + bwd", "gathered bwd (zeroing included)"};
         printf("indexer_kl_chain T %lld H %lld: %.3f ms =", (long long)T, (long long)H, ms);
-        for (g_chain_part = 0; g_chain_part < 5; g_chain_part++) {
+        for (ch.part = 0; ch.part < 5; ch.part++) {
             double pm = time_median_ms(run_chain, &ch, 2, o->runs);
-            printf("%s %s %.3f", g_chain_part ? " +" : "", PART[g_chain_part], pm);
+            printf("%s %s %.3f", ch.part ? " +" : "", PART[ch.part], pm);
         }
         printf(" ms (each timed alone)\n");
-        g_chain_part = -1;
     }
     // Min-bytes: the inputs (q, kv, idx, lse; the indexer's q, k, w) read once, the indexer's gradients
     // written once (the [T, K] intermediates need not leave the chip).

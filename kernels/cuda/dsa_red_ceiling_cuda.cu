@@ -2,8 +2,9 @@
 // into L2-resident rows in the sparse backward's dkv pattern, with no math and no loads around them.
 // Each warp takes 16 consecutive slots of idx and adds a constant fragment to their dst rows, 64 columns
 // at a time, by the backward's atomics (dsa_red_rows_f32x4: float4 atomics, one 32-byte sector of each
-// of 8 rows per warp instruction; here the eight values of a chunk are formed before the first atomic). The backwards whose gradients are reduced by
-// atomics (dkv, dk) cannot run faster than their reduced bytes at this rate.
+// of 8 rows per warp instruction; here the eight values of a chunk are formed before the first
+// atomic). The backwards whose gradients are reduced by atomics (dkv, dk) cannot run faster than their
+// reduced bytes at this rate.
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
