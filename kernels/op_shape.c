@@ -110,7 +110,7 @@ static dsa_status concat_backward(dsa_ctx *c, dsa_node *n) {
     return DSA_ON_DEVICE(a->device, dsa_concat_bwd_cpu(dout, dim, da, db, alen), dsa_concat_bwd_cuda(dout, dim, da, db, alen));
 }
 
-dsa_tensor *dsa_concat(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, int dim) {
+dsa_tensor *dsa_concat_cast(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, int dim, dsa_dtype dt) {
     DSA_TRY_NULL(dsa_check_float_pair("concat", a, b));
     bool ok = a->ndim == b->ndim && dim >= 0 && dim < a->ndim;
     for (int i = 0; ok && i < a->ndim; i++) ok = i == dim || a->shape[i] == b->shape[i];
@@ -120,15 +120,24 @@ dsa_tensor *dsa_concat(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, int dim) {
                       dsa_shape_str(b, y, sizeof y), dim);
         return NULL;
     }
+    if (dt != DSA_F32 && dt != DSA_F64 && dt != DSA_BF16) {
+        dsa_error_set(DSA_ERR_DTYPE, "concat_cast: the output must be a float dtype (asked for %d)", (int)dt);
+        return NULL;
+    }
     int64_t shape[DSA_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     shape[dim] += b->shape[dim];
-    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, a->dtype, a->device, a->ndim, shape);
+    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, dt, a->device, a->ndim, shape);
     if (!out) return NULL;
     DSA_TRY_NULL(DSA_ON_DEVICE(a->device, dsa_concat_fwd_cpu(a, b, dim, out), dsa_concat_fwd_cuda(a, b, dim, out)));
+    // The gradient comes back in out's gradient dtype, which is a's and b's (f32, or f64 for f64 inputs).
     dsa_node *n = dsa_record(c, "concat", concat_backward, (dsa_tensor *[]){a, b}, 2, &out, 1);
     if (n) n->i[0] = dim;
     return out;
+}
+
+dsa_tensor *dsa_concat(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, int dim) {
+    return dsa_concat_cast(c, a, b, dim, a ? a->dtype : DSA_F32);  // (a NULL a fails its check there)
 }
 
 dsa_status dsa_split(dsa_ctx *c, dsa_tensor *x, int dim, int n, const int64_t *sizes, dsa_tensor **out) {

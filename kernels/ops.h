@@ -77,6 +77,9 @@ dsa_tensor *dsa_view(dsa_ctx *c, dsa_tensor *x, int ndim, const int64_t *shape);
 dsa_tensor *dsa_rows(dsa_ctx *c, dsa_tensor *x, int64_t start, int64_t count);  // x[start:start+count]
 dsa_tensor *dsa_slice(dsa_ctx *c, dsa_tensor *x, int dim, int64_t start, int64_t len);
 dsa_tensor *dsa_concat(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, int dim);
+// concat written as dt (a float dtype) in one pass: dsa_cast(dsa_concat(a, b, dim), dt) without the
+// intermediate (the MLA layer's absorbed query, cast to the DSA ops' dtype).
+dsa_tensor *dsa_concat_cast(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, int dim, dsa_dtype dt);
 // Splits dim into pieces of the given sizes (summing to the dim); outputs written to out[0..n).
 dsa_status dsa_split(dsa_ctx *c, dsa_tensor *x, int dim, int n, const int64_t *sizes, dsa_tensor **out);
 // out.shape[i] = x.shape[perm[i]].

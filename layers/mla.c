@@ -58,10 +58,13 @@ static void project(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, d
     a->sink = p->sink ? part_rows(c, p->sink, h0, H) : NULL;
 }
 
-// Absorbed form (SPEC 4): q~ = [q_nope W_kc ; q_pe] [T, H_l, L + rope]; the keys are a->kv.
-static dsa_tensor *absorb(dsa_ctx *c, const mla_acts *a) {
+// Absorbed form (SPEC 4): q~ = [q_nope W_kc ; q_pe] [T, H_l, L + rope]; the keys are a->kv. Written
+// in the DSA ops' dtype (model.dsa_dtype) by the concat itself: no fp32 copy to cast.
+static dsa_tensor *absorb(dsa_ctx *c, const dsa_model *m, const mla_acts *a) {
     dsa_tensor *ql = dsa_matmul_heads(c, a->q_nope, a->w_kc, false);  // [T, H, L]
-    return dsa_concat(c, ql, a->q_pe, 2);
+    if (!ql) return NULL;
+    dsa_dtype dt = m->cfg.dsa_dtype == DSA_OPS_BF16 ? DSA_BF16 : ql->dtype;
+    return dsa_concat_cast(c, ql, a->q_pe, 2, dt);
 }
 
 // Sparse path: o [T, H_l, v] from SparseMQA over the top-k, then W_vc per head. q_in, kv_in: the
@@ -148,7 +151,7 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
 
     dsa_tensor *q_abs = NULL, *kv = dsa_model_ops_in(c, m, a.kv), *lse = NULL, *heads;
     if (o->attn_path == DSA_ATTN_SPARSE) {  // dense warm-up: *idx selects every key of the window
-        q_abs = dsa_model_ops_in(c, m, absorb(c, &a));
+        q_abs = absorb(c, m, &a);
         heads = sparse_attention(c, m, &a, q_abs, kv, *idx, *topk_length, &lse);
     } else {
         dsa_tensor *mask = sparse_stage ? dsa_sparse_mask(c, *idx, *topk_length, b->start, b->end, b->S, h->dtype)
@@ -157,7 +160,7 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
         heads = dense_attention(c, m, p, &a, b, mask, &lse);
         if (heads && p->has_indexer && o->want_kl) {  // absorbed inputs of the KL target only
             bool prev = dsa_set_grad_enabled(c, false);
-            q_abs = dsa_model_ops_in(c, m, absorb(c, &a));
+            q_abs = absorb(c, m, &a);
             dsa_set_grad_enabled(c, prev);
         }
     }

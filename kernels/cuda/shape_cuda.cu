@@ -1,5 +1,6 @@
 // Copying shape ops on the GPU: slice / concat / split (slab copies along one dim), permute, cast.
 // Backward kernels accumulate into the f32/f64 gradients.
+#include <type_traits>
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -51,50 +52,58 @@ struct swap01_runs {
     }
 };
 
-template <typename T, int N, typename I, typename Map>
-__global__ void __launch_bounds__(256) run_copy_kernel(const T *__restrict__ src, T *__restrict__ dst, I n_runs,
+template <typename S, typename D, int N, typename I, typename Map>
+__global__ void __launch_bounds__(256) run_copy_kernel(const S *__restrict__ src, D *__restrict__ dst, I n_runs,
                                                        I run_vecs, I segs, Map map, bool accumulate) {
     for (I item = blockIdx.x; item < n_runs * segs; item += gridDim.x) {
         I r = item / segs, v = (item - r * segs) * 256 + threadIdx.x;
         if (v >= run_vecs) continue;
         I so, dof;
         map(r, so, dof);
-        const run_vec<T, N> *s = (const run_vec<T, N> *)(src + so) + v;
-        run_vec<T, N> *d = (run_vec<T, N> *)(dst + dof) + v;
-        run_vec<T, N> x = *s;
-        if (accumulate) {
-            run_vec<T, N> y = *d;
+        const run_vec<S, N> *s = (const run_vec<S, N> *)(src + so) + v;
+        run_vec<D, N> *d = (run_vec<D, N> *)(dst + dof) + v;
+        run_vec<S, N> x = *s;
+        if constexpr (std::is_same<S, D>::value) {
+            if (accumulate) {
+                run_vec<D, N> y = *d;
 #pragma unroll
-            for (int e = 0; e < N; e++) run_add(y.v[e], x.v[e]);
+                for (int e = 0; e < N; e++) run_add(y.v[e], x.v[e]);
+                *d = y;
+            } else {
+                *d = x;
+            }
+        } else {  // a converting copy (concat_cast's forward): never accumulates
+            run_vec<D, N> y;
+#pragma unroll
+            for (int e = 0; e < N; e++) y.v[e] = dsa_from_double<D>((double)dsa_to_float(x.v[e]));
             *d = y;
-        } else {
-            *d = x;
         }
     }
 }
 
-// Launches the run copy: vectors of 16 bytes when `run` and `stride_gcd` (every offset's common
-// divisor, in elements) are multiples of them and both pointers are 16-byte aligned; 32-bit indices
+// Launches the run copy: vectors of 16 bytes of S when `run` and `stride_gcd` (every offset's common
+// divisor, in elements) are multiples of them and both pointers are aligned to a vector; 32-bit indices
 // when `extent` (the largest offset + 1 on either side) and n_runs * segments fit.
-template <typename T, template <typename> class Runs>
-static dsa_status launch_runs(const T *src, T *dst, int64_t n_runs, int64_t run, int64_t stride_gcd, int64_t extent,
+template <typename S, typename D, template <typename> class Runs>
+static dsa_status launch_runs(const S *src, D *dst, int64_t n_runs, int64_t run, int64_t stride_gcd, int64_t extent,
                               Runs<int64_t> m64, Runs<uint32_t> m32, bool accumulate, const char *name) {
     if (n_runs == 0 || run == 0) return DSA_OK;
-    constexpr int NV = 16 / sizeof(T);
-    bool vec = run % NV == 0 && stride_gcd % NV == 0 && ((uintptr_t)src | (uintptr_t)dst) % 16 == 0;
+    constexpr int NV = 16 / sizeof(S);
+    bool vec = run % NV == 0 && stride_gcd % NV == 0 && (uintptr_t)src % (NV * sizeof(S)) == 0 &&
+               (uintptr_t)dst % (NV * sizeof(D)) == 0;
     int64_t run_vecs = vec ? run / NV : run, segs = (run_vecs + 255) / 256, items = n_runs * segs;
     unsigned grid = (unsigned)(items < 65535LL * 64 ? items : 65535LL * 64);
     bool narrow = extent < (1LL << 31) && items < (1LL << 31);
     if (vec && narrow)
-        run_copy_kernel<T, NV, uint32_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, (uint32_t)n_runs, (uint32_t)run_vecs,
-                                                                          (uint32_t)segs, m32, accumulate);
+        run_copy_kernel<S, D, NV, uint32_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, (uint32_t)n_runs, (uint32_t)run_vecs,
+                                                                             (uint32_t)segs, m32, accumulate);
     else if (vec)
-        run_copy_kernel<T, NV, int64_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, n_runs, run_vecs, segs, m64, accumulate);
+        run_copy_kernel<S, D, NV, int64_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, n_runs, run_vecs, segs, m64, accumulate);
     else if (narrow)
-        run_copy_kernel<T, 1, uint32_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, (uint32_t)n_runs, (uint32_t)run_vecs,
-                                                                         (uint32_t)segs, m32, accumulate);
+        run_copy_kernel<S, D, 1, uint32_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, (uint32_t)n_runs, (uint32_t)run_vecs,
+                                                                            (uint32_t)segs, m32, accumulate);
     else
-        run_copy_kernel<T, 1, int64_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, n_runs, run_vecs, segs, m64, accumulate);
+        run_copy_kernel<S, D, 1, int64_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, n_runs, run_vecs, segs, m64, accumulate);
     CUDA_LAUNCH_CHECK(name);
     return DSA_OK;
 }
@@ -124,27 +133,49 @@ __global__ void slab_copy_kernel(const S *src, int64_t src_dim, int64_t src_star
 }
 
 
-// One slab copy between tensors of one float dtype (forward), or from a gradient into a gradient (backward).
+// The slab copy's runs (one per outer index, len * inner elements each) with S -> D elements.
+template <typename S, typename D>
+static dsa_status slab_runs_copy(const dsa_tensor *src, int64_t src_start, dsa_tensor *dst, int64_t dst_start, slab s,
+                                 slab d, int64_t len, bool accumulate) {
+    int64_t g = gcd64(gcd64(s.dim * s.inner, d.dim * d.inner), gcd64(src_start * s.inner, dst_start * d.inner));
+    int64_t extent = s.outer * (s.dim > d.dim ? s.dim : d.dim) * s.inner;
+    return launch_runs<S, D, slab_runs>((const S *)src->data, (D *)dst->data, s.outer, len * s.inner, g ? g : 16, extent,
+                                        slab_runs<int64_t>{s.dim, src_start, d.dim, dst_start, s.inner},
+                                        slab_runs<uint32_t>{(uint32_t)s.dim, (uint32_t)src_start, (uint32_t)d.dim,
+                                                            (uint32_t)dst_start, (uint32_t)s.inner},
+                                        accumulate, "slab_copy (runs)");
+}
+
+// The simplest version's launch for a destination type D (any float source).
+template <typename D>
+static dsa_status slab_copy_simple(const dsa_tensor *src, int64_t src_start, dsa_tensor *dst, int64_t dst_start, slab s,
+                                   slab d, int64_t len, bool accumulate) {
+    int64_t n = s.outer * len * s.inner;
+    DSA_DISPATCH_FLOAT(src->dtype, "slab_copy", slab_copy_kernel<scalar_t, D><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
+                                                    (const scalar_t *)src->data, s.dim, src_start, (D *)dst->data,
+                                                    d.dim, dst_start, s.outer, len, s.inner, accumulate));
+    CUDA_LAUNCH_CHECK("slab_copy");
+    return DSA_OK;
+}
+
+// One slab copy: between tensors of one float dtype (forward), from a gradient into a gradient
+// (backward, accumulate), or converting (concat_cast's forward; a bf16 destination never accumulates).
 static dsa_status slab_copy(const dsa_tensor *src, int64_t src_start, dsa_tensor *dst, int64_t dst_start, int dim,
                             int64_t len, bool accumulate) {
     slab s = slab_of(src, dim), d = slab_of(dst, dim);
-    int64_t n = s.outer * len * s.inner;
-    if (n == 0) return DSA_OK;
-    if (src->dtype == dst->dtype && !dsa_shape_generic()) {  // runs of len * inner elements, one per outer index
-        int64_t g = gcd64(gcd64(s.dim * s.inner, d.dim * d.inner), gcd64(src_start * s.inner, dst_start * d.inner));
-        int64_t extent = s.outer * (s.dim > d.dim ? s.dim : d.dim) * s.inner;
-        DSA_DISPATCH_FLOAT(src->dtype, "slab_copy",
-                           return launch_runs<scalar_t, slab_runs>(
-                               (const scalar_t *)src->data, (scalar_t *)dst->data, s.outer, len * s.inner, g ? g : 16, extent,
-                               slab_runs<int64_t>{s.dim, src_start, d.dim, dst_start, s.inner},
-                               slab_runs<uint32_t>{(uint32_t)s.dim, (uint32_t)src_start, (uint32_t)d.dim, (uint32_t)dst_start,
-                                                   (uint32_t)s.inner},
-                               accumulate, "slab_copy (runs)"));
+    if (s.outer * len * s.inner == 0) return DSA_OK;
+    if (accumulate && (dst->dtype == DSA_BF16 || src->dtype != dst->dtype))
+        return dsa_error_set(DSA_ERR_DTYPE, "slab_copy (cuda): cannot accumulate %s into %s", dsa_dtype_name(src->dtype),
+                             dsa_dtype_name(dst->dtype));
+    if (!dsa_shape_generic()) {  // runs of len * inner elements, one per outer index
+        if (src->dtype == dst->dtype)
+            DSA_DISPATCH_FLOAT(src->dtype, "slab_copy",
+                               return slab_runs_copy<scalar_t, scalar_t>(src, src_start, dst, dst_start, s, d, len, accumulate));
+        if (src->dtype == DSA_F32 && dst->dtype == DSA_BF16)
+            return slab_runs_copy<float, __nv_bfloat16>(src, src_start, dst, dst_start, s, d, len, false);
     }
-    DSA_DISPATCH_FLOAT(src->dtype, "slab_copy", slab_copy_kernel<scalar_t, scalar_t><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
-                                                    (const scalar_t *)src->data, s.dim, src_start, (scalar_t *)dst->data,
-                                                    d.dim, dst_start, s.outer, len, s.inner, accumulate));
-    CUDA_LAUNCH_CHECK("slab_copy");
+    DSA_DISPATCH_FLOAT(dst->dtype, "slab_copy",
+                       return slab_copy_simple<scalar_t>(src, src_start, dst, dst_start, s, d, len, accumulate));
     return DSA_OK;
 }
 
@@ -212,7 +243,7 @@ static dsa_status swap01(const dsa_tensor *src, dsa_tensor *dst, bool reverse) {
     const dsa_tensor *x = reverse ? dst : src;
     int64_t A = x->shape[0], B = x->shape[1], C = dsa_numel(x) / (A * B > 0 ? A * B : 1);
     DSA_DISPATCH_FLOAT(src->dtype, "permute",
-                       return launch_runs<scalar_t, swap01_runs>(
+                       return launch_runs<scalar_t, scalar_t, swap01_runs>(
                            (const scalar_t *)src->data, (scalar_t *)dst->data, A * B, C, C, dsa_numel(x),
                            swap01_runs<int64_t>{A, B, C, reverse},
                            swap01_runs<uint32_t>{(uint32_t)A, (uint32_t)B, (uint32_t)C, reverse}, reverse,

@@ -273,6 +273,30 @@ static void test_cast_dtypes(void) {
     dsa_ctx_step_reset(C);
 }
 
+// concat_cast (concat written in another dtype) against cast(concat): the same bf16 values, and the
+// gradients of a weighted sum of its output the same as concat's (every weight lands in its input).
+static void test_concat_cast(void) {
+    dsa_tensor *a = test_randn(C, DSA_F32, DSA_CPU, 3, DSA_SHAPE(2, 3, 5), &RNG, 1.0, true);
+    dsa_tensor *b = test_randn(C, DSA_F32, DSA_CPU, 3, DSA_SHAPE(2, 3, 4), &RNG, 1.0, true);
+    dsa_tensor *w = test_randn(C, DSA_F32, DSA_CPU, 3, DSA_SHAPE(2, 3, 9), &RNG, 1.0, false);
+    dsa_tensor *y = dsa_concat_cast(C, a, b, 2, DSA_BF16), *ref = dsa_cast(C, dsa_concat(C, a, b, 2), DSA_BF16);
+    if (!CHECK_T(y) || !CHECK_T(ref)) return;
+    double err = 0;
+    for (int i = 0; i < 54; i++) err = fmax(err, fabs(dsa_get(y, i) - dsa_get(ref, i)));
+    CHECK(y->dtype == DSA_BF16 && err == 0, "concat_cast forward: dtype %s, max diff %.3e from cast(concat)",
+          dsa_dtype_name(y->dtype), err);
+    CHECK_OK(dsa_backward(C, dsa_sum(C, dsa_mul(C, dsa_cast(C, y, DSA_F32), w))));
+    double gerr = 0;
+    for (int i = 0; a->grad && b->grad && i < 54; i++) {
+        int r = i / 9, k = i % 9;
+        double g = k < 5 ? dsa_get(a->grad, r * 5 + k) : dsa_get(b->grad, r * 4 + k - 5);
+        gerr = fmax(gerr, fabs(g - dsa_get(w, i)));
+    }
+    printf("concat_cast f32 -> bf16: forward max diff %.2e, gradient max err %.2e\n", err, gerr);
+    CHECK(a->grad && b->grad && gerr == 0, "concat_cast gradient: max err %.3e", gerr);
+    dsa_ctx_step_reset(C);
+}
+
 // Gradient adoption (dsa_grad_adopt): a cast whose gradient dtypes agree (f32 -> bf16) and a whole view
 // hand their output's gradient to the input without a copy when it is the input's first; later
 // contributions add into it; a persistent input gets its own persistent buffer.
@@ -346,6 +370,7 @@ int main(void) {
     test_softmax_loss();
     test_shapes();
     test_cast_dtypes();
+    test_concat_cast();
     test_grad_adopt();
     printf("\nworst gradcheck error per op (tol %.0e):\n", GRADCHECK_TOL);
     for (int k = 0; k < g_nops; k++) printf("  %-18s %.2e\n", g_ops[k], g_worst[k]);

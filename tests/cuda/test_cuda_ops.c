@@ -128,6 +128,12 @@ static dsa_tensor *f_cast(dsa_ctx *c, dsa_tensor **in, const void *u) {
     return dsa_cast(c, in[0], *(const dsa_dtype *)u);
 }
 
+typedef struct { int dim; dsa_dtype to; } concat_cast_arg;
+static dsa_tensor *f_concat_cast(dsa_ctx *c, dsa_tensor **in, const void *u) {
+    const concat_cast_arg *a = u;
+    return dsa_concat_cast(c, in[0], in[1], a->dim, a->to);
+}
+
 static double tol_of(dsa_dtype dt) { return dt == DSA_BF16 ? 1e-2 : (dt == DSA_F64 ? 1e-10 : 1e-5); }
 
 static void test_matmul(dsa_dtype dt) {
@@ -223,6 +229,14 @@ static void test_rows_ops(dsa_dtype dt) {
         snprintf(name, sizeof name, "cross_entropy [23, %lld] (ignored rows)", (long long)D[s]);
         run_case(name, f_ce, NULL, in, 2, tol, tol);
     }
+    // Wide rows: cross-entropy's 16-byte loads with several four-load batches a thread and a tail (V =
+    // 8 * 256 * 4 * 2 + 8 * 40), and a row one element off the vector width (the element path).
+    in[0] = rnd(dt, 2, DSA_SHAPE(7, 16704)), in[1] = ids(7, 0, 16704, 3, -100);
+    in[1]->requires_grad = false;
+    run_case("cross_entropy [7, 16704] (vector loads)", f_ce, NULL, in, 2, tol, tol);
+    in[0] = rnd(dt, 2, DSA_SHAPE(5, 16703)), in[1] = ids(5, 0, 16703, 2, -100);
+    in[1]->requires_grad = false;
+    run_case("cross_entropy [5, 16703] (element loads)", f_ce, NULL, in, 2, tol, tol);
     // Wide rows: the weight gradients take the direct-atomics path (no shared-memory partials).
     in[0] = rnd(dt, 2, DSA_SHAPE(5, 10301)), in[1] = rnd(dt, 1, DSA_SHAPE(10301));
     run_case("rmsnorm [5, 10301]", f_rmsnorm, NULL, in, 2, tol, tol);
@@ -347,6 +361,22 @@ static void test_shape_ops(dsa_dtype dt) {
     char cname[64];
     snprintf(cname, sizeof cname, "cast %s -> %s", dsa_dtype_name(dt), dsa_dtype_name(to));
     run_case(cname, f_cast, &to, in, 1, tol_of(to) > tol ? tol_of(to) : tol, tol);
+    // concat written in another dtype (the MLA layer's absorbed query): converting runs of 16-byte
+    // vectors, element runs, and the simplest kernel (dim 0 of [5,6,7] + [2,6,7] is one run a side).
+    {
+        double tc = tol_of(to) > tol ? tol_of(to) : tol;
+        concat_cast_arg a = {2, to};
+        in[0] = rnd(dt, 3, DSA_SHAPE(9, 3, 64)), in[1] = rnd(dt, 3, DSA_SHAPE(9, 3, 16));
+        snprintf(cname, sizeof cname, "concat_cast dim 2 -> %s (vector runs)", dsa_dtype_name(to));
+        run_case(cname, f_concat_cast, &a, in, 2, tc, tol);
+        in[0] = rnd(dt, 3, DSA_SHAPE(4, 3, 7)), in[1] = rnd(dt, 3, DSA_SHAPE(4, 3, 5));
+        snprintf(cname, sizeof cname, "concat_cast dim 2 -> %s (element runs)", dsa_dtype_name(to));
+        run_case(cname, f_concat_cast, &a, in, 2, tc, tol);
+        a.dim = 0;
+        in[0] = rnd(dt, 3, DSA_SHAPE(5, 6, 7)), in[1] = rnd(dt, 3, DSA_SHAPE(2, 6, 7));
+        snprintf(cname, sizeof cname, "concat_cast dim 0 -> %s", dsa_dtype_name(to));
+        run_case(cname, f_concat_cast, &a, in, 2, tc, tol);
+    }
 }
 
 // The kernels themselves (the front ends reject bad indices first) skip indices outside the valid
