@@ -54,6 +54,16 @@ dsa_tensor *dsa_grad_buffer(dsa_ctx *c, dsa_tensor *t) {
     return t->grad;
 }
 
+dsa_tensor *dsa_grad_buffer_to_store(dsa_ctx *c, dsa_tensor *t, bool *store) {
+    *store = false;
+    if (!t || !t->requires_grad || t->grad || t->persistent) return dsa_grad_buffer(c, t);
+    t->grad = dsa_tensor_new(c, DSA_STEP, dsa_grad_dtype(t->dtype), t->device, t->ndim, t->shape);
+    if (!t->grad) return NULL;
+    dsa_set_name(t->grad, "grad(%s)", t->name);
+    *store = true;
+    return t->grad;
+}
+
 bool dsa_grad_adopt(dsa_ctx *c, dsa_tensor *x, dsa_tensor *g) {
     if (!x || !x->requires_grad || x->grad || x->persistent || !g || g->persistent) return false;
     if (g->dtype != dsa_grad_dtype(x->dtype) || g->device != x->device || dsa_numel(g) != dsa_numel(x)) return false;

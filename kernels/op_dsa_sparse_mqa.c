@@ -11,15 +11,21 @@ static dsa_status sparse_mqa_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *idx = n->saved[0], *tl = n->saved[1], *lse = n->saved[2], *out = n->out[0], *dout = out->grad;
     double sigma = n->f[0];
     int64_t dv = n->i[0], H = q->shape[1], chunk = head_chunk(H, n->i[1]);
-    dsa_tensor *dq = dsa_grad_buffer(c, q), *dkv = dsa_grad_buffer(c, kv), *dsink = sink ? dsa_grad_buffer(c, sink) : NULL;
+    bool dq_store = false;  // dq stored, not added (its first producer; one call covering every head)
+    dsa_tensor *dq = dsa_grad_buffer_to_store(c, q, &dq_store), *dkv = dsa_grad_buffer(c, kv);
+    dsa_tensor *dsink = sink ? dsa_grad_buffer(c, sink) : NULL;
     if ((q->requires_grad && !dq) || (kv->requires_grad && !dkv) || (sink && sink->requires_grad && !dsink))
         return dsa_error_status();
+    if (dq_store && (dout->device == DSA_CPU || chunk < H)) {  // the CPU kernels and head chunks add
+        DSA_TRY(dsa_zero(dq));
+        dq_store = false;
+    }
     for (int64_t h0 = 0; h0 < H; h0 += chunk) {
         int64_t h1 = h0 + chunk < H ? h0 + chunk : H;
         DSA_TRY(DSA_ON_DEVICE(dout->device,
                               dsa_sparse_mqa_bwd_cpu(q, kv, idx, tl, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink),
                               dsa_sparse_mqa_bwd_cuda(q, kv, idx, tl, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv,
-                                                      dsink)));
+                                                      dsink, dq_store)));
     }
     return DSA_OK;
 }

@@ -228,12 +228,13 @@ static dsa_status run_fwd(void *p) {
     mqa_args *a = p;
     return dsa_sparse_mqa_fwd_cuda(a->q, a->kv, a->idx, NULL, NULL, a->sigma, a->dv, 0, a->H, a->out, a->lse);
 }
-static dsa_status run_bwd(void *p) {  // a training step pays the gradient zeroing too
+// As a training step runs it: dkv zeroed first (the atomics add into it), dq stored (the step's dq
+// buffer is its first gradient, left unzeroed: dsa_grad_buffer_to_store).
+static dsa_status run_bwd(void *p) {
     mqa_args *a = p;
-    DSA_TRY(dsa_zero(a->dq));
     DSA_TRY(dsa_zero(a->dkv));
     return dsa_sparse_mqa_bwd_cuda(a->q, a->kv, a->idx, NULL, NULL, a->out, a->lse, a->dout, a->sigma, a->dv, 0, a->H,
-                                   a->dq, a->dkv, NULL);
+                                   a->dq, a->dkv, NULL, true);
 }
 static dsa_status run_headsum(void *p) {
     mqa_args *a = p;
@@ -243,7 +244,7 @@ static dsa_status run_headsum(void *p) {
 // Issue 7's row "sparse score recompute + KL + indexer backward" as a training step runs it, at the
 // attention case's picks: the head sum (the KL target's scores), its L1 row normalisation, the indexer
 // logits at the picks, the KL loss forward and backward, and the gathered indexer backward (the
-// gradients zeroed first, as a step does). FLOPs: head sum + gathered logits forward + backward.
+// gradients as a step makes them: dk and dw zeroed first, dq stored). FLOPs: head sum + gathered logits forward + backward.
 typedef struct {
     mqa_args *m;
     dsa_tensor *qi, *ki, *wi, *target, *gl, *loss, *dloss, *G, *dq, *dk, *dw;
@@ -264,11 +265,10 @@ static dsa_status run_chain(void *p) {
         DSA_TRY(dsa_zero(a->G));  // the KL backward adds into the logits' gradient
         DSA_TRY(dsa_kl_loss_bwd_cuda(a->gl, a->target, NULL, 1.0, rows, a->dloss, a->G));
     }
-    if (part < 0 || part == 4) {
-        DSA_TRY(dsa_zero(a->dq));
+    if (part < 0 || part == 4) {  // dk and dw zeroed (added into), dq stored (as run_bwd's)
         DSA_TRY(dsa_zero(a->dk));
         DSA_TRY(dsa_zero(a->dw));
-        DSA_TRY(dsa_indexer_gather_bwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->G, a->dq, a->dk, a->dw));
+        DSA_TRY(dsa_indexer_gather_bwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->G, a->dq, a->dk, a->dw, true));
     }
     return DSA_OK;
 }
@@ -386,12 +386,11 @@ static dsa_status run_gather(void *p) {
     idx_args *a = p;
     return dsa_indexer_gather_fwd_cuda(a->q, a->k, a->w, a->idx, a->len, a->gl);
 }
-static dsa_status run_gather_bwd(void *p) {
+static dsa_status run_gather_bwd(void *p) {  // as run_bwd: dq stored, the others zeroed and added into
     idx_args *a = p;
-    DSA_TRY(dsa_zero(a->dq));
     DSA_TRY(dsa_zero(a->dk));
     DSA_TRY(dsa_zero(a->dw));
-    return dsa_indexer_gather_bwd_cuda(a->q, a->k, a->w, a->idx, a->len, a->G, a->dq, a->dk, a->dw);
+    return dsa_indexer_gather_bwd_cuda(a->q, a->k, a->w, a->idx, a->len, a->G, a->dq, a->dk, a->dw, true);
 }
 
 // Valid picks of a top-k result (j < topk_length[t], 0 <= idx < S), counted on the host; < 0 on error.

@@ -8,6 +8,12 @@
 #include "core/tensor.h"
 
 static inline cudaStream_t dsa_stream() { return (cudaStream_t)dsa_cuda()->stream; }
+// Zeroes a device tensor on the stream (the kernels' own fallback when a gradient buffer they were to
+// store into must be added into instead).
+static inline dsa_status dsa_zero_cuda(dsa_tensor *t) {
+    CUDA_TRY(cudaMemsetAsync(t->data, 0, dsa_nbytes(t), dsa_stream()));
+    return DSA_OK;
+}
 
 __device__ __forceinline__ float dsa_to_float(float x) { return x; }
 __device__ __forceinline__ float dsa_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }

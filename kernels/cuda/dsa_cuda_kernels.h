@@ -34,9 +34,10 @@ dsa_status dsa_indexer_topk_cuda(const dsa_tensor *q, const dsa_tensor *k, const
 // SPEC 1/6: indexer logits at the selected slots [T, K] and the SPEC 6 backward (dk: fp32 atomics).
 dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                        const dsa_tensor *idx, const dsa_tensor *topk_length, dsa_tensor *out);
+// dq_store: dq holds anything and gets the gradient stored (every element written); else it is added.
 dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                        const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *dout,
-                                       dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw);
+                                       dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw, bool dq_store);
 
 // SPEC 3: sparse MQA with sink, heads [h0, h1) per call (the front end loops over head chunks).
 // fwd -> out [T,H,dv], lse [T,H] (KV-only natural log). bwd saved: out, lse; dkv is the fp32
@@ -47,7 +48,8 @@ dsa_status dsa_sparse_mqa_fwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, co
 dsa_status dsa_sparse_mqa_bwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                    const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                    const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv, int64_t h0,
-                                   int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink);
+                                   int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink, bool dq_store);
+// (dq_store: as the gathered backward's, for heads [h0, h1) = every head.)
 // The deterministic dkv / dsink of the above (DSA_DETERMINISTIC=1 routes there; no atomics).
 dsa_status dsa_sparse_mqa_bwd_det_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                        const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,

@@ -593,7 +593,8 @@ template <int MT, int DD>
 __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
-    float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S) {
+    float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S,
+    bool dq_store) {
     constexpr int NW = MT, NT = 32 * NW, H = 16 * MT, ldq = DD + 8, D8 = DD / 8, ldg = IDXG_KT + 8;
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
@@ -783,12 +784,14 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
             }
     }
     idxm_cp_async_wait_all();
-    // dq and dw of the row belong to this CTA alone: plain read-modify-write.
+    // dq and dw of the row belong to this CTA alone: plain read-modify-write (dq: stores when its buffer
+    // is the gradient's first and holds anything; the CTA writes all H x DD of row t).
     if (dq) {
         float *r_lo = dq + (t * H + h0 + g) * DD + 2 * c, *r_hi = r_lo + 8 * DD;
 #pragma unroll
         for (int n = 0; n < DD / 8; n++) {
-            float2 a = *(float2 *)(r_lo + 8 * n), b = *(float2 *)(r_hi + 8 * n);
+            const float2 z = make_float2(0.f, 0.f);
+            float2 a = dq_store ? z : *(float2 *)(r_lo + 8 * n), b = dq_store ? z : *(float2 *)(r_hi + 8 * n);
             *(float2 *)(r_lo + 8 * n) = make_float2(a.x + dqa[n][0], a.y + dqa[n][1]);
             *(float2 *)(r_hi + 8 * n) = make_float2(b.x + dqa[n][2], b.y + dqa[n][3]);
         }
@@ -1028,11 +1031,11 @@ static dsa_status launch_gather_mma(const dsa_tensor *q, const dsa_tensor *k, co
 template <int DD>
 static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                           const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
-                                          dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+                                          dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw, bool dq_store) {
     int64_t T_ = q->shape[0], H = q->shape[1], S = k->shape[0], K = idx->shape[1];
     size_t smem = gather_bwd_mma_smem(H, DD);
     void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
-                 const float *, float *, float *, float *, int64_t, int64_t, int64_t);
+                 const float *, float *, float *, float *, int64_t, int64_t, int64_t, bool);
     switch (H) {
     case 16: kern = indexer_gather_bwd_mma_kernel<1, DD>; break;
     case 32: kern = indexer_gather_bwd_mma_kernel<2, DD>; break;
@@ -1043,20 +1046,20 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
         (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, (const float *)G->data,
-        dq ? (float *)dq->data : NULL, dk ? (float *)dk->data : NULL, dw ? (float *)dw->data : NULL, T_, K, S);
+        dq ? (float *)dq->data : NULL, dk ? (float *)dk->data : NULL, dw ? (float *)dw->data : NULL, T_, K, S, dq_store);
     CUDA_LAUNCH_CHECK("indexer_gather_bwd_mma");
     return DSA_OK;
 }
 
 static dsa_status launch_gather_bwd_mma(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                         const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
-                                        dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+                                        dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw, bool dq_store) {
     int64_t T_ = q->shape[0], D = q->shape[2], K = idx->shape[1];
-    if (T_ == 0 || K == 0 || (!dq && !dk && !dw)) return DSA_OK;
+    if (T_ == 0 || K == 0 || (!dq && !dk && !dw)) return dq_store ? dsa_zero_cuda(dq) : DSA_OK;
     switch (D) {
-    case 32: return launch_gather_bwd_mma_d<32>(q, k, w, idx, topk_length, G, dq, dk, dw);
-    case 64: return launch_gather_bwd_mma_d<64>(q, k, w, idx, topk_length, G, dq, dk, dw);
-    default: return launch_gather_bwd_mma_d<128>(q, k, w, idx, topk_length, G, dq, dk, dw);
+    case 32: return launch_gather_bwd_mma_d<32>(q, k, w, idx, topk_length, G, dq, dk, dw, dq_store);
+    case 64: return launch_gather_bwd_mma_d<64>(q, k, w, idx, topk_length, G, dq, dk, dw, dq_store);
+    default: return launch_gather_bwd_mma_d<128>(q, k, w, idx, topk_length, G, dq, dk, dw, dq_store);
     }
 }
 
@@ -1128,18 +1131,23 @@ extern "C" dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa
 
 extern "C" dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                                const dsa_tensor *idx, const dsa_tensor *topk_length,
-                                               const dsa_tensor *G, dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw) {
+                                               const dsa_tensor *G, dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw,
+                                               bool dq_store) {
+    dq_store = dq_store && dq;
     // DSA_DETERMINISTIC=1: dq and dw from the kernels below (fixed order already), dk key-major.
     if (dk && dsa_deterministic()) {
-        if (dq || dw) DSA_TRY(dsa_indexer_gather_bwd_cuda(q, k, w, idx, topk_length, G, dq, NULL, dw));
+        if (dq || dw) DSA_TRY(dsa_indexer_gather_bwd_cuda(q, k, w, idx, topk_length, G, dq, NULL, dw, dq_store));
         return dsa_indexer_dk_det_cuda(q, k, w, idx, topk_length, NULL, NULL, G, dk);
     }
+    if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw) && !gather_bwd_wgmma())  // bf16 inputs, fp32 gradients
+        return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw, dq_store);
+    if (dq_store) DSA_TRY(dsa_zero_cuda(dq));  // the kernels below add into dq
     if (gather_bwd_wgmma()) {
         dsa_status st = dsa_indexer_gather_bwd_wgmma_cuda(q, k, w, idx, topk_length, G, dq, dk, dw);
         if (st != DSA_ERR_UNSUPPORTED) return st;
     }
-    if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw))  // bf16 inputs, fp32 gradients: tensor cores
-        return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw);
+    if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw))  // tensor cores (the wgmma kernel declined)
+        return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw, false);
     IDX_DISPATCH(q->dtype, "dsa_indexer_gather_logits backward",
                  (launch_gather_bwd<float, float, false>(q, k, w, idx, topk_length, NULL, NULL, G, dq, dk, dw)),
                  (launch_gather_bwd<__nv_bfloat16, float, false>(q, k, w, idx, topk_length, NULL, NULL, G, dq, dk, dw)),

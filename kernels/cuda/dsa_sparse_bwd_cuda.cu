@@ -12,7 +12,7 @@
 dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                          const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                          const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t h0, int64_t h1,
-                                         dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink);
+                                         dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink, bool dq_store);
 
 #define BWD_COLS 3  // dq columns per thread: D <= 3 * 256
 
@@ -650,10 +650,13 @@ static bool use_mma_bwd(const dsa_tensor *q, const dsa_tensor *dout, const dsa_t
            (!dkv || dkv->dtype == DSA_F32) && (!dsink || dsink->dtype == DSA_F32) && dv == 512 && (D == 576 || D == 512);
 }
 
+// dq_store: dq holds anything; v3 stores its rows, the other kernels add into it zeroed here first
+// (the caller passes dq_store only for calls covering every head).
 static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv, int64_t h0,
-                               int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
+                               int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink, bool dq_store) {
+    dq_store = dq_store && dq;
     if (use_mma_bwd(q, dout, dq, dkv, dsink, dv)) {
         static int v1 = -1, v2 = -1;
         if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_BWD_V1");
@@ -663,9 +666,11 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
         bool sm90 = false;
         DSA_TRY(dsa_cuda_sm90(&sm90));
         if (!v1 && !v2 && sm90 && q->shape[2] == 576 && dq && dkv) {
-            dsa_status st = dsa_sparse_mqa_bwd_wgmma_cuda(q, kv, idx, topk_length, sink, out, lse, dout, sigma, h0, h1, dq, dkv, dsink);
+            dsa_status st = dsa_sparse_mqa_bwd_wgmma_cuda(q, kv, idx, topk_length, sink, out, lse, dout, sigma, h0, h1, dq,
+                                                          dkv, dsink, dq_store);
             if (st != DSA_ERR_UNSUPPORTED) return st;
         }
+        if (dq_store) DSA_TRY(dsa_zero_cuda(dq));
         size_t max_optin = 0;
         DSA_TRY(dsa_smem_optin(&max_optin));
         if (!v1 && bwd2_smem_bytes(q->shape[2], dv) <= max_optin) {
@@ -677,6 +682,7 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
             return launch_bwd_mma<36>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
         return launch_bwd_mma<32>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
     }
+    if (dq_store) DSA_TRY(dsa_zero_cuda(dq));
     switch (q->dtype) {
     case DSA_F32:
         return launch_bwd<float, float>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
@@ -696,9 +702,10 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
 extern "C" dsa_status dsa_sparse_mqa_bwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                            const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                            const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv,
-                                           int64_t h0, int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
+                                           int64_t h0, int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink,
+                                           bool dq_store) {
     if (!dsa_deterministic() || (!dkv && !dsink))
-        return bwd_dispatch(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
-    if (dq) DSA_TRY(bwd_dispatch(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, NULL, NULL));
+        return bwd_dispatch(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink, dq_store);
+    if (dq) DSA_TRY(bwd_dispatch(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, NULL, NULL, dq_store));
     return dsa_sparse_mqa_bwd_det_cuda(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dkv, dsink);
 }

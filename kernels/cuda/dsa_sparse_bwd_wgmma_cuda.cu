@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
     const float *__restrict__ lse, const float *__restrict__ dout, float *dq, float *dkv, float *dsink, int H, int hbeg,
-    int hend, int64_t K, int64_t S_kv, float sigma, int smem_slack) {
+    int hend, int64_t K, int64_t S_kv, float sigma, int smem_slack, bool dq_store) {
     constexpr int HB = BWD3_HB, BK = BWD3_BK, D = BWD3_D, Dv = BWD3_DV, RING = BWD3_RING;
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     bwd3_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack));
@@ -195,7 +195,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
             dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
         }
     }
-    // dq (the CTA's own rows: plain read-modify-write) += the accumulators.
+    // dq (the CTA's own rows: plain read-modify-write, or stores when the buffer is the gradient's first
+    // and holds anything: every column of every head row < nh is written here) += the accumulators.
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         const int r = row_lo + 8 * half;
@@ -203,13 +204,13 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
         float *qrow = dq + ((t * H) + h0 + r) * D + 2 * c;
 #pragma unroll
         for (int j = 0; j < 32; j++) {
-            float2 *p = (float2 *)(qrow + 64 * qb0 + 8 * j), v = *p;
+            float2 *p = (float2 *)(qrow + 64 * qb0 + 8 * j), v = dq_store ? make_float2(0.f, 0.f) : *p;
             *p = make_float2(v.x + dqa[4 * j + 2 * half], v.y + dqa[4 * j + 2 * half + 1]);
         }
         if (wg == 0)
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                float2 *p = (float2 *)(qrow + 256 + 8 * j), v = *p;
+                float2 *p = (float2 *)(qrow + 256 + 8 * j), v = dq_store ? make_float2(0.f, 0.f) : *p;
                 *p = make_float2(v.x + dqb[4 * j + 2 * half], v.y + dqb[4 * j + 2 * half + 1]);
             }
     }
@@ -221,7 +222,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
 dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                          const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                          const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t h0, int64_t h1,
-                                         dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink) {
+                                         dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink, bool dq_store) {
     int64_t T_ = q->shape[0], H = q->shape[1], K = idx->shape[1], S = kv->shape[0];
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     size_t optin = 0, smem = bwd3_tile_bytes();
@@ -236,7 +237,8 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (const __nv_bfloat16 *)out->data, (const float *)lse->data, (const float *)dout->data, (float *)dq->data,
-        (float *)dkv->data, dsink ? (float *)dsink->data : NULL, (int)H, (int)h0, (int)h1, K, S, (float)sigma, slack);
+        (float *)dkv->data, dsink ? (float *)dsink->data : NULL, (int)H, (int)h0, (int)h1, K, S, (float)sigma, slack,
+        dq_store);
     CUDA_LAUNCH_CHECK("sparse_mqa_bwd_wgmma");
     return DSA_OK;
 }

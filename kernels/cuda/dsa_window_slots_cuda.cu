@@ -104,6 +104,6 @@ extern "C" dsa_status dsa_indexer_logits_bwd_slots_cuda(const dsa_tensor *q, con
         dsa_tensor ws = dsa_row_chunk(w, r0, n), gs = dsa_row_chunk(dout, r0, n), dqs, dws;
         if (dq) dqs = dsa_row_chunk(dq, r0, n);
         if (dw) dws = dsa_row_chunk(dw, r0, n);
-        return dsa_indexer_gather_bwd_cuda(qs, k, &ws, ix, tl, &gs, dq ? &dqs : NULL, dk, dw ? &dws : NULL);
+        return dsa_indexer_gather_bwd_cuda(qs, k, &ws, ix, tl, &gs, dq ? &dqs : NULL, dk, dw ? &dws : NULL, false);
     });
 }

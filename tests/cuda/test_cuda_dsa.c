@@ -48,6 +48,14 @@ static pair zeros_pair(dsa_dtype cdt, dsa_dtype gdt, int ndim, const int64_t *sh
     return p;
 }
 
+// A GPU tensor of NaNs (f32 or f64): the buffer a backward with dq_store gets, which must write every
+// element (a NaN left anywhere fails the comparison).
+static dsa_tensor *nan_tensor(dsa_dtype dt, int ndim, const int64_t *shape) {
+    dsa_tensor *h = dsa_zeros(C, DSA_STEP, DSA_F64, DSA_CPU, ndim, shape);
+    for (int64_t i = 0; h && i < dsa_numel(h); i++) ((double *)h->data)[i] = NAN;
+    return h ? dsa_copy(G, DSA_PERSIST, h, DSA_CUDA, dt) : NULL;
+}
+
 // Top-k indices with the edge rows of SPEC 9, by row t % 8: 0 all -1; 1 -1 in the middle; 2 some
 // idx >= S (and very negative); 3 topk_length 0; 4 topk_length K; 5 a short window (few valid,
 // then -1); else random valid keys. len gets topk_length.
@@ -66,7 +74,7 @@ static void check_indexer_bwd_repeat(const char *name, const char *what, const d
     if (!det_env()) return;
     dsa_dtype gd = dq->dtype;
     pair dq3 = zeros_pair(gd, gd, 3, dq->shape), dk3 = zeros_pair(gd, gd, 2, dk->shape), dw3 = zeros_pair(gd, gd, 2, dw->shape);
-    if (idx) CHECK_OK(dsa_indexer_gather_bwd_cuda(q, k, w, idx, len, G, dq3.g, dk3.g, dw3.g));
+    if (idx) CHECK_OK(dsa_indexer_gather_bwd_cuda(q, k, w, idx, len, G, dq3.g, dk3.g, dw3.g, false));
     else CHECK_OK(dsa_indexer_logits_bwd_cuda(q, k, w, st, en, G, dq3.g, dk3.g, dw3.g));
     CHECK_OK(dsa_device_sync(DSA_CUDA));
     double b_dk = test_max_abs_diff(dk3.g, dk), b_dq = test_max_abs_diff(dq3.g, dq), b_dw = test_max_abs_diff(dw3.g, dw);
@@ -122,15 +130,18 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
     pair ds = zeros_pair(gd, gd, 1, DSA_SHAPE(H));
     CHECK_OK(dsa_sparse_mqa_bwd_cpu(q.c, kv.c, ix.c, tlc, skc, out.c, lse.c, dout.c, sigma, Dv, 0, H, dq.c, dkv.c,
                                     sink_on ? ds.c : NULL));
+    // The whole run stores dq into a buffer of NaNs (dq_store, as a training step's first dq gradient).
+    dq.g = nan_tensor(gd, 3, DSA_SHAPE(T, H, D));
     CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, 0, H, dq.g, dkv.g,
-                                     sink_on ? ds.g : NULL));
-    // Head-chunked run (two chunks, the second starting mid-block) into fresh buffers.
+                                     sink_on ? ds.g : NULL, true));
+    // Head-chunked run (two chunks, the second starting mid-block) into fresh buffers, dq added to zeros.
     pair dq2 = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dkv2 = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
     int64_t hm = H / 2 + 1 < H ? H / 2 + 1 : H;
-    CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, 0, hm, dq2.g, dkv2.g, NULL));
+    CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, 0, hm, dq2.g, dkv2.g, NULL,
+                                     false));
     if (hm < H)
         CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, hm, H, dq2.g,
-                                         dkv2.g, NULL));
+                                         dkv2.g, NULL, false));
     CHECK_OK(dsa_device_sync(DSA_CUDA));
     double e_dq = test_rel_l2(dq.g, dq.c), e_dkv = test_rel_l2(dkv.g, dkv.c);
     double e_ds = sink_on ? test_rel_l2(ds.g, ds.c) : 0.0;
@@ -150,7 +161,7 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
         pair dq3 = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dkv3 = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
         pair ds3 = zeros_pair(gd, gd, 1, DSA_SHAPE(H));
         CHECK_OK(dsa_sparse_mqa_bwd_cuda(q.g, kv.g, ix.g, tlg, skg, out.g, lse.g, dout.g, sigma, Dv, 0, H, dq3.g, dkv3.g,
-                                         sink_on ? ds3.g : NULL));
+                                         sink_on ? ds3.g : NULL, false));
         CHECK_OK(dsa_device_sync(DSA_CUDA));
         double b_dkv = test_max_abs_diff(dkv3.g, dkv.g), b_dq = test_max_abs_diff(dq3.g, dq.g);
         double b_ds = sink_on ? test_max_abs_diff(ds3.g, ds.g) : 0.0;
@@ -488,7 +499,8 @@ static void check_indexer(const char *name, dsa_dtype dt, int64_t T, int64_t S, 
     pair dq = zeros_pair(gd, gd, 3, DSA_SHAPE(T, H, D)), dk = zeros_pair(gd, gd, 2, DSA_SHAPE(S, D));
     pair dw = zeros_pair(gd, gd, 2, DSA_SHAPE(T, H));
     CHECK_OK(dsa_indexer_gather_bwd_cpu(q.c, k.c, w.c, gi.c, gl.c, Gd.c, dq.c, dk.c, dw.c));
-    CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, gl.g, Gd.g, dq.g, dk.g, dw.g));
+    dq.g = nan_tensor(gd, 3, DSA_SHAPE(T, H, D));  // dq stored into NaNs (dq_store), as a step's first dq
+    CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, gl.g, Gd.g, dq.g, dk.g, dw.g, true));
     CHECK_OK(dsa_device_sync(DSA_CUDA));
     printf("%-34s gathered backward:\n", name);
     check_grad("dq", dq.g, dq.c);
@@ -537,12 +549,19 @@ static void check_gather(const char *name, int64_t T, int64_t S, int64_t H, int6
     pair dq = rand_pair(DSA_F32, 3, DSA_SHAPE(T, H, D), 0.1), dk = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(S, D));
     pair dw = rand_pair(DSA_F32, 2, DSA_SHAPE(T, H), 0.1);  // dq, dw accumulate into what is there
     CHECK_OK(dsa_indexer_gather_bwd_cpu(q.c, k.c, w.c, gi.c, lc, Gd.c, dq.c, dk.c, dw.c));
-    CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, lg, Gd.g, dq.g, dk.g, dw.g));
+    CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, lg, Gd.g, dq.g, dk.g, dw.g, false));
     CHECK_OK(dsa_device_sync(DSA_CUDA));
     printf("%-34s gathered backward:\n", name);
     check_grad("dq", dq.g, dq.c);
     check_grad("dk", dk.g, dk.c);
     check_grad("dw", dw.g, dw.c);
+    // dq alone, stored into a buffer of NaNs (dq_store: every element of every row written).
+    pair dqs = zeros_pair(DSA_F32, DSA_F32, 3, DSA_SHAPE(T, H, D));
+    dqs.g = nan_tensor(DSA_F32, 3, DSA_SHAPE(T, H, D));
+    CHECK_OK(dsa_indexer_gather_bwd_cpu(q.c, k.c, w.c, gi.c, lc, Gd.c, dqs.c, NULL, NULL));
+    CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, lg, Gd.g, dqs.g, NULL, NULL, true));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    check_grad("dq stored", dqs.g, dqs.c);
     free(idx);
     free(len);
 }
