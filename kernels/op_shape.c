@@ -103,11 +103,13 @@ dsa_tensor *dsa_slice(dsa_ctx *c, dsa_tensor *x, int dim, int64_t start, int64_t
 
 static dsa_status concat_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *a = n->in[0], *b = n->in[1], *dout = n->out[0]->grad;
-    dsa_tensor *da = dsa_grad_buffer(c, a), *db = dsa_grad_buffer(c, b);
+    bool sa = false, sb = false;  // a's / b's gradient stored (its first producer), not added
+    dsa_tensor *da = dsa_grad_buffer_to_store(c, a, &sa), *db = dsa_grad_buffer_to_store(c, b, &sb);
     if ((a->requires_grad && !da) || (b->requires_grad && !db)) return dsa_error_status();
     int dim = (int)n->i[0];
     int64_t alen = a->shape[dim];
-    return DSA_ON_DEVICE(a->device, dsa_concat_bwd_cpu(dout, dim, da, db, alen), dsa_concat_bwd_cuda(dout, dim, da, db, alen));
+    return DSA_ON_DEVICE(a->device, dsa_concat_bwd_cpu(dout, dim, da, db, alen, sa, sb),
+                         dsa_concat_bwd_cuda(dout, dim, da, db, alen, sa, sb));
 }
 
 dsa_tensor *dsa_concat_cast(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, int dim, dsa_dtype dt) {

@@ -119,7 +119,8 @@ dsa_status dsa_slice_fwd_cpu(const dsa_tensor *x, int dim, int64_t start, dsa_te
 dsa_status dsa_slice_bwd_cpu(int dim, int64_t start, const dsa_tensor *dout, dsa_tensor *dx);
 // Concat along dim: out = [a, b]. Backward: da += dout[.., :a_len, ..], db += dout[.., a_len:, ..] (either NULL).
 dsa_status dsa_concat_fwd_cpu(const dsa_tensor *a, const dsa_tensor *b, int dim, dsa_tensor *out);
-dsa_status dsa_concat_bwd_cpu(const dsa_tensor *dout, int dim, dsa_tensor *da, dsa_tensor *db, int64_t a_len);
+dsa_status dsa_concat_bwd_cpu(const dsa_tensor *dout, int dim, dsa_tensor *da, dsa_tensor *db, int64_t a_len,
+                              bool a_store, bool b_store);
 // Permute: out.shape[i] = x.shape[perm[i]] (perm has x->ndim entries). Backward: dx += inverse-permuted dout.
 dsa_status dsa_permute_fwd_cpu(const dsa_tensor *x, const int *perm, dsa_tensor *out);
 dsa_status dsa_permute_bwd_cpu(const dsa_tensor *x, const int *perm, const dsa_tensor *dout, dsa_tensor *dx);

@@ -39,9 +39,10 @@ dsa_status dsa_concat_fwd_cpu(const dsa_tensor *a, const dsa_tensor *b, int dim,
     return DSA_OK;
 }
 
-dsa_status dsa_concat_bwd_cpu(const dsa_tensor *dout, int dim, dsa_tensor *da, dsa_tensor *db, int64_t a_len) {
-    if (da) slab_copy(dout, 0, da, 0, dim, a_len, true);
-    if (db) slab_copy(dout, a_len, db, 0, dim, dout->shape[dim] - a_len, true);
+dsa_status dsa_concat_bwd_cpu(const dsa_tensor *dout, int dim, dsa_tensor *da, dsa_tensor *db, int64_t a_len,
+                              bool a_store, bool b_store) {
+    if (da) slab_copy(dout, 0, da, 0, dim, a_len, !a_store);
+    if (db) slab_copy(dout, a_len, db, 0, dim, dout->shape[dim] - a_len, !b_store);
     return DSA_OK;
 }
 

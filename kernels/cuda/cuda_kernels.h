@@ -63,7 +63,9 @@ dsa_status dsa_cross_entropy_bwd_cuda(const dsa_tensor *logits, const dsa_tensor
 dsa_status dsa_slice_fwd_cuda(const dsa_tensor *x, int dim, int64_t start, dsa_tensor *out);
 dsa_status dsa_slice_bwd_cuda(int dim, int64_t start, const dsa_tensor *dout, dsa_tensor *dx);
 dsa_status dsa_concat_fwd_cuda(const dsa_tensor *a, const dsa_tensor *b, int dim, dsa_tensor *out);
-dsa_status dsa_concat_bwd_cuda(const dsa_tensor *dout, int dim, dsa_tensor *da, dsa_tensor *db, int64_t a_len);
+// da / db (+)= dout's two parts; a_store / b_store: stored (the buffer holds anything), not added.
+dsa_status dsa_concat_bwd_cuda(const dsa_tensor *dout, int dim, dsa_tensor *da, dsa_tensor *db, int64_t a_len,
+                               bool a_store, bool b_store);
 dsa_status dsa_permute_fwd_cuda(const dsa_tensor *x, const int *perm, dsa_tensor *out);
 dsa_status dsa_permute_bwd_cuda(const dsa_tensor *x, const int *perm, const dsa_tensor *dout, dsa_tensor *dx);
 dsa_status dsa_cast_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);

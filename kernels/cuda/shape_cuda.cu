@@ -164,9 +164,8 @@ static dsa_status slab_copy(const dsa_tensor *src, int64_t src_start, dsa_tensor
                             int64_t len, bool accumulate) {
     slab s = slab_of(src, dim), d = slab_of(dst, dim);
     if (s.outer * len * s.inner == 0) return DSA_OK;
-    if (accumulate && (dst->dtype == DSA_BF16 || src->dtype != dst->dtype))
-        return dsa_error_set(DSA_ERR_DTYPE, "slab_copy (cuda): cannot accumulate %s into %s", dsa_dtype_name(src->dtype),
-                             dsa_dtype_name(dst->dtype));
+    if (accumulate && dst->dtype == DSA_BF16)  // (gradients are f32 or f64; f32 adds into f64 below)
+        return dsa_error_set(DSA_ERR_DTYPE, "slab_copy (cuda): cannot accumulate %s into bf16", dsa_dtype_name(src->dtype));
     if (!dsa_shape_generic()) {  // runs of len * inner elements, one per outer index
         if (src->dtype == dst->dtype)
             DSA_DISPATCH_FLOAT(src->dtype, "slab_copy",
@@ -190,9 +189,9 @@ extern "C" dsa_status dsa_concat_fwd_cuda(const dsa_tensor *a, const dsa_tensor 
     return slab_copy(b, 0, out, a->shape[dim], dim, b->shape[dim], false);
 }
 extern "C" dsa_status dsa_concat_bwd_cuda(const dsa_tensor *dout, int dim, dsa_tensor *da, dsa_tensor *db,
-                                          int64_t a_len) {
-    if (da) DSA_TRY(slab_copy(dout, 0, da, 0, dim, a_len, true));
-    if (db) DSA_TRY(slab_copy(dout, a_len, db, 0, dim, dout->shape[dim] - a_len, true));
+                                          int64_t a_len, bool a_store, bool b_store) {
+    if (da) DSA_TRY(slab_copy(dout, 0, da, 0, dim, a_len, !a_store));
+    if (db) DSA_TRY(slab_copy(dout, a_len, db, 0, dim, dout->shape[dim] - a_len, !b_store));
     return DSA_OK;
 }
 

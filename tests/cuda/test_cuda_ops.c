@@ -115,6 +115,10 @@ static dsa_tensor *f_slice(dsa_ctx *c, dsa_tensor **in, const void *u) {
     return dsa_slice(c, in[0], a->dim, a->start, a->len);
 }
 static dsa_tensor *f_concat(dsa_ctx *c, dsa_tensor **in, const void *u) { return dsa_concat(c, in[0], in[1], *(const int *)u); }
+// concat of two step tensors: their gradients are new buffers the backward stores into (not adds).
+static dsa_tensor *f_concat_steps(dsa_ctx *c, dsa_tensor **in, const void *u) {
+    return dsa_concat(c, dsa_scale(c, in[0], 1.5), dsa_scale(c, in[1], -0.5), *(const int *)u);
+}
 // The middle piece of a three-way split of dim 1 (the other pieces get no gradient).
 static dsa_tensor *f_split(dsa_ctx *c, dsa_tensor **in, const void *u) {
     int64_t d = in[0]->shape[1], sizes[3] = {2, d - 5, 3};
@@ -344,6 +348,8 @@ static void test_shape_ops(dsa_dtype dt) {
         int d = 2;
         in[0] = rnd(dt, 3, DSA_SHAPE(9, 3, 64)), in[1] = rnd(dt, 3, DSA_SHAPE(9, 3, 16));
         run_case("concat dim 2 [9,3,64] + [9,3,16] (vector runs)", f_concat, &d, in, 2, tol, tol);
+        in[0] = rnd(dt, 3, DSA_SHAPE(9, 3, 64)), in[1] = rnd(dt, 3, DSA_SHAPE(9, 3, 16));
+        run_case("concat of step tensors (gradients stored)", f_concat_steps, &d, in, 2, tol, tol);
         const int swap[4] = {1, 0, 2, 3};
         in[0] = rnd(dt, 4, DSA_SHAPE(7, 12, 4, 8));
         run_case("permute [7,12,4,8] (1,0,2,3) (vector runs)", f_permute, swap, in, 1, tol, tol);
