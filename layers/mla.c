@@ -1,4 +1,5 @@
 #include "layers/mla.h"
+#include "layers/pick_stats.h"
 #include <math.h>
 #include "kernels/comm_ops.h"
 #include "kernels/dsa_ops.h"
@@ -120,6 +121,7 @@ static dsa_status select_topk(dsa_ctx *c, const dsa_model *m, int layer, const d
         return DSA_OK;
     }
     DSA_TRY(dsa_indexer_select(c, m, ia, b, idx, len));
+    dsa_pick_stats_report(layer, *idx, *len, b->S);  // DSA_PICK_STATS=1 only
     if (cache && cache->mode == DSA_TOPK_RECORD) {
         cache->idx[layer] = dsa_copy(cache->store, DSA_PERSIST, *idx, (*idx)->device, (*idx)->dtype);
         cache->len[layer] = dsa_copy(cache->store, DSA_PERSIST, *len, (*len)->device, (*len)->dtype);
