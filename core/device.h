@@ -3,12 +3,20 @@
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include "dtype.h"
 #include "error.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+// An on/off environment switch (DSA_PROFILE, the kernels' DSA_* switches): set and not 0. Callers read
+// it once (a static at the call site).
+static inline bool dsa_env_flag(const char *name) {
+    const char *e = getenv(name);
+    return e && atoi(e) != 0;
+}
 
 // True when this binary was built with CUDA support.
 bool dsa_cuda_built(void);

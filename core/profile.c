@@ -26,7 +26,7 @@ static double now_s(void) {
 }
 
 bool dsa_profile_enabled(void) {
-    if (g_enabled < 0) g_enabled = getenv("DSA_PROFILE") && atoi(getenv("DSA_PROFILE")) != 0;
+    if (g_enabled < 0) g_enabled = dsa_env_flag("DSA_PROFILE");
     return g_enabled != 0;
 }
 

@@ -63,9 +63,7 @@ static void project(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, d
 // in the DSA ops' dtype (model.dsa_dtype) by the concat itself: no fp32 copy to cast.
 static dsa_tensor *absorb(dsa_ctx *c, const dsa_model *m, const mla_acts *a) {
     dsa_tensor *ql = dsa_matmul_heads(c, a->q_nope, a->w_kc, false);  // [T, H, L]
-    if (!ql) return NULL;
-    dsa_dtype dt = m->cfg.dsa_dtype == DSA_OPS_BF16 ? DSA_BF16 : ql->dtype;
-    return dsa_concat_cast(c, ql, a->q_pe, 2, dt);
+    return ql ? dsa_concat_cast(c, ql, a->q_pe, 2, dsa_model_ops_dtype(m, ql->dtype)) : NULL;
 }
 
 // Sparse path: o [T, H_l, v] from SparseMQA over the top-k, then W_vc per head. q_in, kv_in: the

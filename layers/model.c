@@ -163,8 +163,12 @@ dsa_status dsa_model_batch_make(dsa_ctx *c, dsa_device dev, const int32_t *token
     return dsa_model_batch_make_part(c, dev, tokens, targets, cu_seqlens, cu_seqlens_padded, n_docs, NULL, 0, NULL, out);
 }
 
+dsa_dtype dsa_model_ops_dtype(const dsa_model *m, dsa_dtype dt) {
+    return m->cfg.dsa_dtype == DSA_OPS_BF16 ? DSA_BF16 : dt;
+}
+
 dsa_tensor *dsa_model_ops_in(dsa_ctx *c, const dsa_model *m, dsa_tensor *x) {
-    if (!x || m->cfg.dsa_dtype != DSA_OPS_BF16 || x->dtype == DSA_BF16) return x;
+    if (!x || dsa_model_ops_dtype(m, x->dtype) == x->dtype) return x;
     return dsa_cast(c, x, DSA_BF16);
 }
 

@@ -133,6 +133,8 @@ dsa_status dsa_model_batch_make_part(dsa_ctx *c, dsa_device dev, const int32_t *
 // model.dsa_dtype: x as an input of the DSA ops (a bf16 copy whose gradient flows back in x's dtype
 // when the config asks for bf16, x itself otherwise), and a DSA op's output back in the model's dtype.
 dsa_tensor *dsa_model_ops_in(dsa_ctx *c, const dsa_model *m, dsa_tensor *x);
+// The dtype dsa_model_ops_in gives a tensor of dtype dt (for ops that write the DSA ops' input directly).
+dsa_dtype dsa_model_ops_dtype(const dsa_model *m, dsa_dtype dt);
 dsa_tensor *dsa_model_ops_out(dsa_ctx *c, const dsa_model *m, dsa_tensor *x);
 
 // Uses the layout of par (kept by pointer; NULL = one process). Errors: heads or mlp_hidden not

@@ -1,20 +1,13 @@
 #include "layers/pick_stats.h"
-#include <stdio.h>
 #include <stdlib.h>
 #include "core/context.h"
+#include "core/device.h"
 #include "core/log.h"
 
-static int enabled(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("DSA_PICK_STATS");
-        on = e && e[0] && e[0] != '0';
-    }
-    return on;
-}
-
 void dsa_pick_stats_report(int layer, const dsa_tensor *idx, const dsa_tensor *topk_length, int64_t S) {
-    if (!enabled() || !idx || idx->ndim != 2 || S <= 0) return;
+    static int on = -1;
+    if (on < 0) on = dsa_env_flag("DSA_PICK_STATS");
+    if (!on || !idx || idx->ndim != 2 || S <= 0) return;
     int64_t T = idx->shape[0], K = idx->shape[1];
     int32_t *h = malloc(sizeof(int32_t) * (size_t)(T * K + 1));
     int32_t *len = topk_length ? malloc(sizeof(int32_t) * (size_t)(T + 1)) : NULL, *cur = malloc(sizeof(int32_t) * (size_t)(K + 1));

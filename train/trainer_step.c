@@ -64,11 +64,11 @@ static double scalar(const dsa_tensor *x) {
     return v;
 }
 
-// Answer accuracy: argmax of the logits at rows whose target is a synthetic answer. Logit row i is
-// batch row rows[i] (this rank's query rows under CP; rows NULL = the same row).
-// Answer rows whose highest logit is the target. Each row's argmax is taken where the logits are
-// (top-1: ties to the lower token, as a first-max scan), so T indices come to the host instead of the
-// [T, V] logits (small.cfg: 1 GiB of fp32 a batch, which made an evaluation take seconds).
+// Answer accuracy: the answer rows (synthetic answers) whose highest logit is the target. Logit row i
+// is batch row rows[i] (this rank's query rows under CP; rows NULL = the same row). Each row's argmax is
+// taken where the logits are (top-1: ties to the lower token, as a first-max scan), so T indices come
+// to the host instead of the [T, V] logits (small.cfg: 1 GiB of fp32 a batch, which made an
+// evaluation take seconds).
 static dsa_status count_answers(dsa_ctx *c, dsa_tensor *logits, const dsa_batch *hb, const int32_t *rows, double *right,
                                 double *total) {
     if (hb->n_answers == 0) return DSA_OK;

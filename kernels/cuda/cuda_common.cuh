@@ -8,12 +8,6 @@
 #include "core/tensor.h"
 
 static inline cudaStream_t dsa_stream() { return (cudaStream_t)dsa_cuda()->stream; }
-// Zeroes a device tensor on the stream (the kernels' own fallback when a gradient buffer they were to
-// store into must be added into instead).
-static inline dsa_status dsa_zero_cuda(dsa_tensor *t) {
-    CUDA_TRY(cudaMemsetAsync(t->data, 0, dsa_nbytes(t), dsa_stream()));
-    return DSA_OK;
-}
 
 __device__ __forceinline__ float dsa_to_float(float x) { return x; }
 __device__ __forceinline__ float dsa_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -39,12 +33,6 @@ template <> struct dsa_acc<double> { typedef double type; };
                                       dsa_dtype_name(dt));                                                \
         }                                                                                                 \
     } while (0)
-
-// An on/off environment switch: set and not 0. Callers read it once (a static at the call site).
-static inline bool dsa_env_flag(const char *name) {
-    const char *e = getenv(name);
-    return e && atoi(e) != 0;
-}
 
 // DSA_SHAPE_GENERIC=1: the general per-element kernels of the shape, cast, elementwise and rope ops
 // instead of their fast paths (for comparisons; read once per translation unit).

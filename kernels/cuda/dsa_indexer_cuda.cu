@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include "core/context.h"
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
@@ -1055,7 +1056,7 @@ static dsa_status launch_gather_bwd_mma(const dsa_tensor *q, const dsa_tensor *k
                                         const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
                                         dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw, bool dq_store) {
     int64_t T_ = q->shape[0], D = q->shape[2], K = idx->shape[1];
-    if (T_ == 0 || K == 0 || (!dq && !dk && !dw)) return dq_store ? dsa_zero_cuda(dq) : DSA_OK;
+    if (T_ == 0 || K == 0 || (!dq && !dk && !dw)) return dq_store ? dsa_zero(dq) : DSA_OK;
     switch (D) {
     case 32: return launch_gather_bwd_mma_d<32>(q, k, w, idx, topk_length, G, dq, dk, dw, dq_store);
     case 64: return launch_gather_bwd_mma_d<64>(q, k, w, idx, topk_length, G, dq, dk, dw, dq_store);
@@ -1139,15 +1140,15 @@ extern "C" dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa
         if (dq || dw) DSA_TRY(dsa_indexer_gather_bwd_cuda(q, k, w, idx, topk_length, G, dq, NULL, dw, dq_store));
         return dsa_indexer_dk_det_cuda(q, k, w, idx, topk_length, NULL, NULL, G, dk);
     }
-    if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw) && !gather_bwd_wgmma())  // bf16 inputs, fp32 gradients
-        return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw, dq_store);
-    if (dq_store) DSA_TRY(dsa_zero_cuda(dq));  // the kernels below add into dq
-    if (gather_bwd_wgmma()) {
+    if (gather_bwd_wgmma()) {  // opt-in; adds into dq
+        if (dq_store) DSA_TRY(dsa_zero(dq));
+        dq_store = false;
         dsa_status st = dsa_indexer_gather_bwd_wgmma_cuda(q, k, w, idx, topk_length, G, dq, dk, dw);
         if (st != DSA_ERR_UNSUPPORTED) return st;
     }
-    if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw))  // tensor cores (the wgmma kernel declined)
-        return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw, false);
+    if (use_gather_bwd_mma(q, k, w, idx, G, dq, dk, dw))  // bf16 inputs, fp32 gradients: tensor cores
+        return launch_gather_bwd_mma(q, k, w, idx, topk_length, G, dq, dk, dw, dq_store);
+    if (dq_store) DSA_TRY(dsa_zero(dq));  // the simple kernels add into dq
     IDX_DISPATCH(q->dtype, "dsa_indexer_gather_logits backward",
                  (launch_gather_bwd<float, float, false>(q, k, w, idx, topk_length, NULL, NULL, G, dq, dk, dw)),
                  (launch_gather_bwd<__nv_bfloat16, float, false>(q, k, w, idx, topk_length, NULL, NULL, G, dq, dk, dw)),

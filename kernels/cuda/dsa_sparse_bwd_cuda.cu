@@ -5,6 +5,7 @@
 // caller); dsink gets one atomic per (t, head).
 #include <stdlib.h>
 #include <type_traits>
+#include "core/context.h"
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
@@ -656,21 +657,23 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
                                const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv, int64_t h0,
                                int64_t h1, dsa_tensor *dq, dsa_tensor *dkv, dsa_tensor *dsink, bool dq_store) {
-    dq_store = dq_store && dq;
-    if (use_mma_bwd(q, dout, dq, dkv, dsink, dv)) {
-        static int v1 = -1, v2 = -1;
-        if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_BWD_V1");
-        if (v2 < 0) v2 = dsa_env_flag("DSA_SPARSE_BWD_V2");
+    static int v1 = -1, v2 = -1;
+    if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_BWD_V1");
+    if (v2 < 0) v2 = dsa_env_flag("DSA_SPARSE_BWD_V2");
+    const bool mma = use_mma_bwd(q, dout, dq, dkv, dsink, dv);
+    if (mma) {
         // v3 (wgmma) for D = 576 when both dq and dkv are asked for (the deterministic mode asks for dq
         // alone), on sm_90; DSA_SPARSE_BWD_V2=1 / _V1=1 keep the mma.sync kernels.
         bool sm90 = false;
         DSA_TRY(dsa_cuda_sm90(&sm90));
         if (!v1 && !v2 && sm90 && q->shape[2] == 576 && dq && dkv) {
             dsa_status st = dsa_sparse_mqa_bwd_wgmma_cuda(q, kv, idx, topk_length, sink, out, lse, dout, sigma, h0, h1, dq,
-                                                          dkv, dsink, dq_store);
+                                                          dkv, dsink, dq_store && dq);
             if (st != DSA_ERR_UNSUPPORTED) return st;
         }
-        if (dq_store) DSA_TRY(dsa_zero_cuda(dq));
+    }
+    if (dq_store && dq) DSA_TRY(dsa_zero(dq));  // every kernel below adds into dq
+    if (mma) {
         size_t max_optin = 0;
         DSA_TRY(dsa_smem_optin(&max_optin));
         if (!v1 && bwd2_smem_bytes(q->shape[2], dv) <= max_optin) {
@@ -682,7 +685,6 @@ static dsa_status bwd_dispatch(const dsa_tensor *q, const dsa_tensor *kv, const 
             return launch_bwd_mma<36>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
         return launch_bwd_mma<32>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
     }
-    if (dq_store) DSA_TRY(dsa_zero_cuda(dq));
     switch (q->dtype) {
     case DSA_F32:
         return launch_bwd<float, float>(q, kv, idx, topk_length, sink, out, lse, dout, sigma, dv, h0, h1, dq, dkv, dsink);
