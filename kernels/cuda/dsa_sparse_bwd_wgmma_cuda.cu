@@ -29,6 +29,7 @@
 // the fp32 dout, dO rounded to bf16.
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
+#include "kernels/cuda/dsa_pick_union.cuh"
 #include "kernels/cuda/dsa_wgmma.cuh"
 
 #define BWD3_HB 64
@@ -40,6 +41,23 @@
 #define BWD3_REGS_GATHER 40
 #define BWD3_REGS_MATH 232
 static_assert(128 * BWD3_REGS_GATHER + 256 * BWD3_REGS_MATH <= 384 * 168, "v3 register split exceeds the launch budget");
+
+// The rows of a merged group (dsa_pick_union) that picked each of this thread's 8 slots of a tile
+// (slots 8j + 2c, + 1 of the warpgroup's 32; rows bytes of the tile's first slot at `rows`): two 32-bit
+// masks in the layout of the ring's tile mask, for tile rows r_lo and r_hi (the group rows of this
+// thread's head rows). 16-bit loads: slot pairs are byte pairs.
+__device__ __forceinline__ void bwd3_row_masks(const unsigned char *rows, int c, int r_lo, int r_hi, unsigned *m_lo,
+                                               unsigned *m_hi) {
+    unsigned lo = 0, hi = 0;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const unsigned w = *(const unsigned short *)(rows + 8 * j + 2 * c), col = 8 * j + 2 * c;
+        lo |= (((w >> r_lo) & 1u) | (((w >> (8 + r_lo)) & 1u) << 1)) << col;
+        hi |= (((w >> r_hi) & 1u) | (((w >> (8 + r_hi)) & 1u) << 1)) << col;
+    }
+    *m_lo = lo;
+    *m_hi = hi;
+}
 
 // Bytes past the 1024-byte-aligned start: Q, dO, the kv stage, dS, P, Delta and log Z, the key ring and
 // its masks, two mbarriers.
@@ -67,18 +85,19 @@ struct bwd3_smem {
     }
 };
 
-// P and sigma dS of this thread's S / dP fragment (m64n32: heads row_lo / row_hi, slots 32 wg + 8j + 2c + e)
-// into the swizzled [head][slot] tiles; P = dS = 0 at invalid slots (bit clear in mk, this warpgroup's
-// 32 slots) and for padding heads (log Z = +inf).
-__device__ __forceinline__ void bwd3_p_ds(const float *s, const float *dp, unsigned mk, int wg, int row_lo, int c, float sig2,
+// P and sigma dS of this thread's S / dP fragment (m64n32: head rows row_lo / row_hi, slots 32 wg + 8j + 2c + e)
+// into the swizzled [head][slot] tiles; P = dS = 0 at slots the row does not take (bit clear in mk_lo /
+// mk_hi, this warpgroup's 32 slots) and for padding rows (log Z = +inf).
+__device__ __forceinline__ void bwd3_p_ds(const float *s, const float *dp, unsigned mk_lo, unsigned mk_hi, int wg, int row_lo, int c, float sig2,
                                           float sigma, float lz_lo, float lz_hi, float dl_lo, float dl_hi, __nv_bfloat16 *sp,
                                           __nv_bfloat16 *sds) {
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         const int col = 8 * j + 2 * c, slot = 32 * wg + col;
-        const bool ok0 = (mk >> col) & 1u, ok1 = (mk >> (col + 1)) & 1u;
+        const bool ok0 = (mk_lo >> col) & 1u, ok1 = (mk_lo >> (col + 1)) & 1u;
+        const bool ok2 = (mk_hi >> col) & 1u, ok3 = (mk_hi >> (col + 1)) & 1u;
         float p0 = ok0 ? dsa_exp2(s[4 * j] * sig2 - lz_lo) : 0.f, p1 = ok1 ? dsa_exp2(s[4 * j + 1] * sig2 - lz_lo) : 0.f;
-        float p2 = ok0 ? dsa_exp2(s[4 * j + 2] * sig2 - lz_hi) : 0.f, p3 = ok1 ? dsa_exp2(s[4 * j + 3] * sig2 - lz_hi) : 0.f;
+        float p2 = ok2 ? dsa_exp2(s[4 * j + 2] * sig2 - lz_hi) : 0.f, p3 = ok3 ? dsa_exp2(s[4 * j + 3] * sig2 - lz_hi) : 0.f;
         const int lo = dsa_sw128(row_lo, slot, BWD3_HB), hi = dsa_sw128(row_lo + 8, slot, BWD3_HB);
         *(unsigned *)(sp + lo) = dsa_pack_f32x2(p0, p1);
         *(unsigned *)(sp + hi) = dsa_pack_f32x2(p2, p3);
@@ -91,14 +110,26 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
     const float *__restrict__ lse, const float *__restrict__ dout, float *dq, float *dkv, float *dsink, int H, int hbeg,
-    int hend, int64_t K, int64_t S_kv, float sigma, int smem_slack, bool dq_store) {
+    int hend, int64_t T, int64_t K, int64_t S_kv, float sigma, int smem_slack, bool dq_store, dsa_pick_union un) {
     constexpr int HB = BWD3_HB, BK = BWD3_BK, D = BWD3_D, Dv = BWD3_DV, RING = BWD3_RING;
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     bwd3_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack));
-    const int n_hb = (hend - hbeg + HB - 1) / HB;
+    // Tile rows: one query row's block of up to 64 heads, or (merged, un.keys set) the heads [hbeg, hend)
+    // of a group of un.R rows, tile row m = (row m / nh of the group, head m % nh).
+    const bool merged = un.keys != nullptr;
+    const int n_hb = merged ? 1 : (hend - hbeg + HB - 1) / HB;
     const int h0 = hbeg + (int)(blockIdx.x % n_hb) * HB, nh = min(HB, hend - h0);
-    const int64_t t = blockIdx.x / n_hb, k_end = dsa_row_k_end(topk_length, t, K);
+    const int64_t grp = blockIdx.x / n_hb, t0 = merged ? grp * un.R : grp;
+    const int rows = merged ? (int)min((int64_t)un.R, T - t0) : 1;
+    const int64_t k_end = merged ? un.count[grp] : dsa_row_k_end(topk_length, t0, K);
     const int nt = (int)((k_end + BK - 1) / BK);
+    const int nk = min(HB / 16, (rows * nh + 15) / 16);  // k16 steps over the tile rows that hold heads
+    // The query row and head of tile row m (false for padding rows).
+    auto tile_row = [&](int m, int64_t *tr, int *hr) {
+        *tr = t0 + m / nh;
+        *hr = m % nh;
+        return m / nh < rows;
+    };
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     unsigned long long *full = sm.bars, *empty = sm.bars + 1;
     if (tid == 0) {
@@ -107,19 +138,26 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     }
     // Prologue (all 12 warps): Q by cp.async; dO rounded to bf16 and Delta (warp w: heads w, w + 12, ..);
     // log Z and dsink; zero rows for padding heads.
-    dsa_load_rows_sw128(sm.sq, HB, D, [&](int r) -> const __nv_bfloat16 * { return r < nh ? q + ((t * H) + h0 + r) * D : nullptr; });
+    dsa_load_rows_sw128(sm.sq, HB, D, [&](int r) -> const __nv_bfloat16 * {
+        int64_t tr;
+        int hr;
+        return tile_row(r, &tr, &hr) ? q + ((tr * H) + h0 + hr) * D : nullptr;
+    });
     dsa_cp_async_commit();
     for (int r = warp; r < HB; r += 12) {
         float part = 0.f;
+        int64_t tr;
+        int hr;
+        const bool real = tile_row(r, &tr, &hr);
         auto store = [&](int col, uint2 v) { *(uint2 *)(sm.sdo + dsa_sw128(r, col, HB)) = v; };
-        if (r < nh) part = dsa_bwd_do_delta<Dv>(dout + ((t * H) + h0 + r) * Dv, out + ((t * H) + h0 + r) * Dv, lane, store);
+        if (real) part = dsa_bwd_do_delta<Dv>(dout + ((tr * H) + h0 + hr) * Dv, out + ((tr * H) + h0 + hr) * Dv, lane, store);
         else
             for (int col = 4 * lane; col < Dv; col += 128) store(col, make_uint2(0, 0));
         float delta = dsa_warp_sum(part);
         if (lane == 0) {
-            float logz = dsa_bwd_log_z(lse, sink, sink_dt, dsink, t, H, h0, r, nh, delta);
+            float logz = real ? dsa_bwd_log_z(lse, sink, sink_dt, dsink, tr, H, h0, hr, nh, delta) : -INFINITY;
             sm.sdelta[r] = delta;
-            sm.slogz[r] = r < nh && logz > -INFINITY ? logz : INFINITY;  // exp(.. - inf) = 0: P = dS = 0
+            sm.slogz[r] = real && logz > -INFINITY ? logz : INFINITY;  // exp(.. - inf) = 0: P = dS = 0
         }
     }
     dsa_cp_async_wait<0>();
@@ -128,7 +166,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
 
     if (tid >= 256) {  // the gather warpgroup
         dsa_setmaxnreg_dec<BWD3_REGS_GATHER>();
-        dsa_slot_ring64 ring{sm.rkeys, sm.rmask, RING, BK, idx + t * K, k_end, S_kv};
+        dsa_slot_ring64 ring{sm.rkeys, sm.rmask, RING, BK, merged ? un.keys + grp * un.cap : idx + t0 * K, k_end, S_kv};
         ring.produce<BK, 1>(nt, sm.skv, BK * D, kv, D, full, empty, tid - 256);
         return;
     }
@@ -150,6 +188,10 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const unsigned long long d_kv0 = dsa_wgmma_desc(a_kv + qb0 * BK * 128, BK * 128, 1024);  // B = K_tile, MN-major
     const unsigned long long d_kv4 = dsa_wgmma_desc(a_kv + 4 * BK * 128, BK * 128, 1024);
     const int ck0 = wg ? 4 : 0, ck1 = wg ? 9 : 4;  // this warpgroup's dkv chunks
+    // Merged: the group rows of this thread's two head rows (clamped: padding rows have P = 0 anyway) and
+    // the row masks of the group's entries.
+    const int r_lo = min(row_lo / nh, 7), r_hi = min((row_lo + 8) / nh, 7);
+    const unsigned char *grp_rows = merged ? un.rows + grp * un.cap + 32 * wg : nullptr;
 
     float dqa[128], dqb[32];
 #pragma unroll
@@ -165,10 +207,17 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
         // The tile's mask and this thread's dkv key by ld.shared, before the waits (through the generic
         // pointers the compiler emitted generic loads after them: 4% of the stall samples, session 17).
         const unsigned mk = (unsigned)(dsa_ld_shared_u64(a_mask + 8 * (i % RING)) >> (32 * wg));
+        unsigned mk_lo = mk, mk_hi = mk;
+        if (merged) {
+            unsigned b_lo, b_hi;
+            bwd3_row_masks(grp_rows + (int64_t)i * BK, c, r_lo, r_hi, &b_lo, &b_hi);
+            mk_lo &= b_lo;
+            mk_hi &= b_hi;
+        }
         const int key = dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + ((c & 1) ? row_lo + 8 : row_lo)));
         dsa_bar_sync(1, 256);  // the other warpgroup's dkv(i - 1) no longer reads sP / sdS
         dsa_wgmma_wait<0>();
-        bwd3_p_ds(s, dp, mk, wg, row_lo, c, sig2, sigma, lz_lo, lz_hi, dl_lo, dl_hi, sm.sp, sm.sds);
+        bwd3_p_ds(s, dp, mk_lo, mk_hi, wg, row_lo, c, sig2, sigma, lz_lo, lz_hi, dl_lo, dl_hi, sm.sp, sm.sds);
         dsa_fence_proxy_async();  // P, dS -> visible to wgmma
         dsa_bar_sync(3, 256);     // P(i), dS(i) of all 64 slots are in
         dsa_wgmma_fence();
@@ -186,10 +235,12 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
             const unsigned long long d_don = dsa_wgmma_desc(a_do + ck * HB * 128, HB * 128, 1024);
             dsa_wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < HB / 16; kk++) dsa_wgmma_m64n64k16<1, 1>(acc, d_dst + kk * 128, d_qn + kk * 128, kk != 0);
+            for (int kk = 0; kk < HB / 16; kk++)
+                if (kk < nk) dsa_wgmma_m64n64k16<1, 1>(acc, d_dst + kk * 128, d_qn + kk * 128, kk != 0);
             if (ck < Dv / 64)
 #pragma unroll
-                for (int kk = 0; kk < HB / 16; kk++) dsa_wgmma_m64n64k16<1, 1>(acc, d_pt + kk * 128, d_don + kk * 128, 1);
+                for (int kk = 0; kk < HB / 16; kk++)
+                    if (kk < nk) dsa_wgmma_m64n64k16<1, 1>(acc, d_pt + kk * 128, d_don + kk * 128, 1);
             dsa_wgmma_commit();
             dsa_wgmma_wait<0>();
             dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
@@ -199,9 +250,10 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     // and holds anything: every column of every head row < nh is written here) += the accumulators.
 #pragma unroll
     for (int half = 0; half < 2; half++) {
-        const int r = row_lo + 8 * half;
-        if (r >= nh) continue;
-        float *qrow = dq + ((t * H) + h0 + r) * D + 2 * c;
+        int64_t tr;
+        int hr;
+        if (!tile_row(row_lo + 8 * half, &tr, &hr)) continue;
+        float *qrow = dq + ((tr * H) + h0 + hr) * D + 2 * c;
 #pragma unroll
         for (int j = 0; j < 32; j++) {
             float2 *p = (float2 *)(qrow + 64 * qb0 + 8 * j), v = dq_store ? make_float2(0.f, 0.f) : *p;
@@ -232,13 +284,23 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     smem += (size_t)slack;
     auto kern = sparse_mqa_bwd_wgmma_kernel;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (wgmma v3)"));
-    int64_t n_hb = (h1 - h0 + BWD3_HB - 1) / BWD3_HB;
-    kern<<<(unsigned)(T_ * n_hb), 384, smem, dsa_stream()>>>(
+    // Few heads: groups of neighbouring rows in one tile, over the union of their picks (DSA_SPARSE_BWD_ROWS,
+    // default 4; 1 turns it off).
+    static int want = -1;
+    if (want < 0) {
+        const char *e = getenv("DSA_SPARSE_BWD_ROWS");
+        want = e ? atoi(e) : 4;
+    }
+    dsa_pick_union un = {NULL, NULL, NULL, 1, 0};
+    const int R = dsa_pick_union_rows(want, h1 - h0, K, S);
+    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, &un));
+    int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + BWD3_HB - 1) / BWD3_HB);
+    kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (const __nv_bfloat16 *)out->data, (const float *)lse->data, (const float *)dout->data, (float *)dq->data,
-        (float *)dkv->data, dsink ? (float *)dsink->data : NULL, (int)H, (int)h0, (int)h1, K, S, (float)sigma, slack,
-        dq_store);
+        (float *)dkv->data, dsink ? (float *)dsink->data : NULL, (int)H, (int)h0, (int)h1, T_, K, S, (float)sigma, slack,
+        dq_store, un);
     CUDA_LAUNCH_CHECK("sparse_mqa_bwd_wgmma");
     return DSA_OK;
 }

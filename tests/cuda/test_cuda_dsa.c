@@ -657,6 +657,11 @@ int main(void) {
         check_mqa("mqa bf16 H16 D576/512 K64 sink", DSA_BF16, 64, 16, 576, 512, 1024, 64, true, true, s576);
         // Few heads (small.cfg has 12): padding rows in the one head group.
         check_mqa("mqa bf16 H12 D576/512 K200 sink", DSA_BF16, 40, 12, 576, 512, 900, 200, true, true, s576);
+        // Few heads, many keys shared by neighbouring rows (S < K: rows repeat keys too): the backward
+        // merges groups of rows over the union of their picks (dsa_pick_union; R 4 at 12 heads, 3 at
+        // 20, T not a multiple of either; the head-chunked run merges 4 rows of 7 and of 5 heads).
+        check_mqa("mqa bf16 H12 D576/512 K300 S150 merged", DSA_BF16, 43, 12, 576, 512, 150, 300, true, true, s576);
+        check_mqa("mqa bf16 H20 D576/512 K120 S80 merged", DSA_BF16, 29, 20, 576, 512, 80, 120, false, true, s576);
         check_mqa("mqa bf16 H64 D576/512 K2048", DSA_BF16, 16, 64, 576, 512, 4096, 2048, false, true, s576);
         check_mqa("mqa bf16 H128 D576/512 K300 sink", DSA_BF16, 16, 128, 576, 512, 2048, 300, true, false, s576);
         // D = 768: the v2 forward runs with 2 gather stages (3 do not fit in shared memory).
