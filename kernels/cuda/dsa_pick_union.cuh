@@ -26,3 +26,23 @@ int dsa_pick_union_rows(int want, int64_t heads, int64_t K, int64_t S_kv);
 // order, so that CTAs running side by side do not reduce into the same kv rows at the same time.
 dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_length, int64_t S_kv, int R,
                                 dsa_pick_union *u);
+
+#ifdef __CUDACC__
+// In a merged kernel's tile (64 union entries; `rows` = the group's row masks at the tile's first
+// entry): which of this thread's fragment columns 8j + 2c and 8j + 2c + 1 (j < NJ) its two tile rows'
+// query rows r_lo and r_hi (< 8) picked, as bit masks in the layout of the ring's tile mask. A column
+// pair is a byte pair: one 16-bit load each.
+template <int NJ>
+__device__ __forceinline__ void dsa_union_row_masks(const unsigned char *rows, int c, int r_lo, int r_hi,
+                                                    unsigned long long *m_lo, unsigned long long *m_hi) {
+    unsigned long long lo = 0, hi = 0;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const unsigned w = *(const unsigned short *)(rows + 8 * j + 2 * c), col = 8 * j + 2 * c;
+        lo |= (unsigned long long)(((w >> r_lo) & 1u) | (((w >> (8 + r_lo)) & 1u) << 1)) << col;
+        hi |= (unsigned long long)(((w >> r_hi) & 1u) | (((w >> (8 + r_hi)) & 1u) << 1)) << col;
+    }
+    *m_lo = lo;
+    *m_hi = hi;
+}
+#endif

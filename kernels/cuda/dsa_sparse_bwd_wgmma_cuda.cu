@@ -42,23 +42,6 @@
 #define BWD3_REGS_MATH 232
 static_assert(128 * BWD3_REGS_GATHER + 256 * BWD3_REGS_MATH <= 384 * 168, "v3 register split exceeds the launch budget");
 
-// The rows of a merged group (dsa_pick_union) that picked each of this thread's 8 slots of a tile
-// (slots 8j + 2c, + 1 of the warpgroup's 32; rows bytes of the tile's first slot at `rows`): two 32-bit
-// masks in the layout of the ring's tile mask, for tile rows r_lo and r_hi (the group rows of this
-// thread's head rows). 16-bit loads: slot pairs are byte pairs.
-__device__ __forceinline__ void bwd3_row_masks(const unsigned char *rows, int c, int r_lo, int r_hi, unsigned *m_lo,
-                                               unsigned *m_hi) {
-    unsigned lo = 0, hi = 0;
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        const unsigned w = *(const unsigned short *)(rows + 8 * j + 2 * c), col = 8 * j + 2 * c;
-        lo |= (((w >> r_lo) & 1u) | (((w >> (8 + r_lo)) & 1u) << 1)) << col;
-        hi |= (((w >> r_hi) & 1u) | (((w >> (8 + r_hi)) & 1u) << 1)) << col;
-    }
-    *m_lo = lo;
-    *m_hi = hi;
-}
-
 // Bytes past the 1024-byte-aligned start: Q, dO, the kv stage, dS, P, Delta and log Z, the key ring and
 // its masks, two mbarriers.
 static size_t bwd3_tile_bytes() {
@@ -209,10 +192,10 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
         const unsigned mk = (unsigned)(dsa_ld_shared_u64(a_mask + 8 * (i % RING)) >> (32 * wg));
         unsigned mk_lo = mk, mk_hi = mk;
         if (merged) {
-            unsigned b_lo, b_hi;
-            bwd3_row_masks(grp_rows + (int64_t)i * BK, c, r_lo, r_hi, &b_lo, &b_hi);
-            mk_lo &= b_lo;
-            mk_hi &= b_hi;
+            unsigned long long b_lo, b_hi;  // (this warpgroup's 32 slots: grp_rows starts at slot 32 wg)
+            dsa_union_row_masks<4>(grp_rows + (int64_t)i * BK, c, r_lo, r_hi, &b_lo, &b_hi);
+            mk_lo &= (unsigned)b_lo;
+            mk_hi &= (unsigned)b_hi;
         }
         const int key = dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + ((c & 1) ? row_lo + 8 : row_lo)));
         dsa_bar_sync(1, 256);  // the other warpgroup's dkv(i - 1) no longer reads sP / sdS

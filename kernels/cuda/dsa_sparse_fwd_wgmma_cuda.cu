@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
+#include "kernels/cuda/dsa_pick_union.cuh"
 #include "kernels/cuda/dsa_wgmma.cuh"
 
 #define FWD3_HB 64
@@ -42,20 +43,20 @@ static size_t fwd3_tile_bytes(int64_t D) {
 // memory window normally starts 1024-aligned, and the kernel checks that it fits either way.
 
 // Scores of NJ 8-column blocks of an m64nN fragment (s[4j + e]: row lo, s[4j + 2 + e]: row hi, column
-// 8j + 2c + e) scaled by sigma2 into out (may be s), -inf where bit 8j + 2c + e of `valid` is clear;
-// returns the two rows' maxima over the quad.
+// 8j + 2c + e) scaled by sigma2 into out (may be s), -inf where bit 8j + 2c + e of the row's mask
+// (valid_lo, valid_hi) is clear; returns the two rows' maxima over the quad.
 template <int NJ, typename Mask>
-__device__ __forceinline__ void fwd_mask_scale(const float *s, float *out, Mask valid, int c, float sigma2, float &mx_lo,
-                                               float &mx_hi) {
+__device__ __forceinline__ void fwd_mask_scale(const float *s, float *out, Mask valid_lo, Mask valid_hi, int c, float sigma2,
+                                               float &mx_lo, float &mx_hi) {
     mx_lo = -INFINITY;
     mx_hi = -INFINITY;
 #pragma unroll
     for (int j = 0; j < NJ; j++) {
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-            bool ok = (valid >> (8 * j + 2 * c + e)) & 1u;
-            out[4 * j + e] = ok ? s[4 * j + e] * sigma2 : -INFINITY;
-            out[4 * j + 2 + e] = ok ? s[4 * j + 2 + e] * sigma2 : -INFINITY;
+            const bool ok_lo = (valid_lo >> (8 * j + 2 * c + e)) & 1u, ok_hi = (valid_hi >> (8 * j + 2 * c + e)) & 1u;
+            out[4 * j + e] = ok_lo ? s[4 * j + e] * sigma2 : -INFINITY;
+            out[4 * j + 2 + e] = ok_hi ? s[4 * j + 2 + e] * sigma2 : -INFINITY;
             mx_lo = fmaxf(mx_lo, out[4 * j + e]);
             mx_hi = fmaxf(mx_hi, out[4 * j + 2 + e]);
         }
@@ -100,7 +101,8 @@ struct fwd3_math {
     __device__ __forceinline__ void softmax_to_p(const float *s, float *o, unsigned long long valid) {
         float x[16];  // scaled, masked scores (s itself is only written by wgmma)
         float mx_lo, mx_hi;
-        fwd_mask_scale<4>(s, x, (unsigned)(valid >> (32 * wg)), c, sigma2, mx_lo, mx_hi);
+        const unsigned v = (unsigned)(valid >> (32 * wg));
+        fwd_mask_scale<4>(s, x, v, v, c, sigma2, mx_lo, mx_hi);
         if (c == 0) {
             smax[wg * FWD3_HB + row_lo] = mx_lo;
             smax[wg * FWD3_HB + row_hi] = mx_hi;
@@ -143,9 +145,11 @@ struct fwd3_math {
         for (int kk = 0; kk < FWD3_BK / 16; kk++) dsa_wgmma_m64n256k16(o, dp + 2 * kk, dv + kk * (16 * 128 / 16), 1);
         dsa_wgmma_commit();
     }
-    // Row sums over both warpgroups, then out = O / l * sigmoid(lse - sink) and lse for rows < nh.
+    // Row sums over both warpgroups, then out = O / l * sigmoid(lse - sink) and lse for the tile rows
+    // that hold a head: tile row m is head h0 + m % nh of query row t0 + m / nh, for m / nh < rows (one
+    // query row: m < nh; a merged group: its `rows` rows).
     __device__ __forceinline__ void finish(const float *o, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *out,
-                                           float *lse, int64_t t, int H, int h0, int nh) {
+                                           float *lse, int64_t t0, int H, int h0, int nh, int rows) {
 #pragma unroll
         for (int x = 1; x <= 2; x <<= 1) {
             l_lo += __shfl_xor_sync(0xffffffffu, l_lo, x);
@@ -164,14 +168,16 @@ struct fwd3_math {
             int row = half ? row_hi : row_lo;
             float l = half ? l_hi : l_lo, m = half ? m_hi : m_lo;
             float lse_h = l > 0 ? m * 0.69314718f + logf(l) : -INFINITY, scale = l > 0 ? 1.f / l : 0.f;
-            if (row < nh) {
-                if (sink && l > 0) scale /= 1.f + expf((float)dsa_ld_any(sink, sink_dt, h0 + row) - lse_h);
-                __nv_bfloat16 *orow = out + ((t * H) + h0 + row) * FWD3_DV + 256 * wg + 2 * c;
+            if (row / nh < rows) {
+                const int64_t t = t0 + row / nh;
+                const int h = h0 + row % nh;
+                if (sink && l > 0) scale /= 1.f + expf((float)dsa_ld_any(sink, sink_dt, h) - lse_h);
+                __nv_bfloat16 *orow = out + ((t * H) + h) * FWD3_DV + 256 * wg + 2 * c;
 #pragma unroll
                 for (int j = 0; j < 32; j++)
                     *(__nv_bfloat162 *)(orow + 8 * j) =
                         __floats2bfloat162_rn(o[4 * j + 2 * half] * scale, o[4 * j + 2 * half + 1] * scale);
-                if (wg == 0 && c == 0) lse[t * H + h0 + row] = lse_h;
+                if (wg == 0 && c == 0) lse[t * H + h] = lse_h;
             }
         }
     }
@@ -199,24 +205,46 @@ struct fwd3_smem {
 #define FWD3_ARGS                                                                                                   \
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,          \
         const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out, \
-        float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t K, int64_t S_kv, float sigma,          \
-        unsigned v_lbo, unsigned v_sbo, int smem_slack
+        float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t T, int64_t K, int64_t S_kv, float sigma, \
+        unsigned v_lbo, unsigned v_sbo, int smem_slack, dsa_pick_union un
 
-// This CTA's work: query row t, heads h0 .. h0 + nh - 1, tiles 0 .. nt - 1 (slots below k_end).
+// This CTA's work: query row t, heads h0 .. h0 + nh - 1, tiles 0 .. nt - 1 (slots below k_end, the
+// row's picks at `picks`). Merged (v5 with un.keys set, dsa_pick_union): the heads [hbeg, hend) of the
+// `rows` query rows t .. t + rows - 1 of a group, over the group's union of picks (tile row m: query row
+// t + m / nh, head h0 + m % nh; `row_bits` says which rows picked each entry).
 struct fwd3_work {
     int64_t t, k_end;
-    int h0, nh, nt;
-    __device__ __forceinline__ fwd3_work(int hbeg, int hend, int64_t K, const int *topk_length) {
-        int n_hb = (hend - hbeg + FWD3_HB - 1) / FWD3_HB;
+    int h0, nh, nt, rows;
+    const int *picks;
+    const unsigned char *row_bits;  // NULL unless merged
+    __device__ __forceinline__ fwd3_work(int hbeg, int hend, int64_t T, int64_t K, const int *idx, const int *topk_length,
+                                         const dsa_pick_union &un) {
+        const bool merged = un.keys != nullptr;
+        int n_hb = merged ? 1 : (hend - hbeg + FWD3_HB - 1) / FWD3_HB;
         h0 = hbeg + (int)(blockIdx.x % n_hb) * FWD3_HB;
         nh = min(FWD3_HB, hend - h0);
-        t = blockIdx.x / n_hb;
-        k_end = dsa_row_k_end(topk_length, t, K);
+        const int64_t grp = blockIdx.x / n_hb;
+        t = merged ? grp * un.R : grp;
+        rows = merged ? (int)min((int64_t)un.R, T - t) : 1;
+        k_end = merged ? un.count[grp] : dsa_row_k_end(topk_length, t, K);
+        picks = merged ? un.keys + grp * un.cap : idx + t * K;
+        row_bits = merged ? un.rows + grp * un.cap : nullptr;
         nt = (int)((k_end + FWD3_BK - 1) / FWD3_BK);
     }
-    // Queues (cp.async, not committed) the block's Q rows into the swizzled sq; zeros for padding heads.
+    // Queues (cp.async, not committed) the block's Q rows into the swizzled sq; zeros for padding rows.
     __device__ __forceinline__ void load_q(__nv_bfloat16 *sq, const __nv_bfloat16 *q, int H, int D) const {
-        dsa_load_rows_sw128(sq, FWD3_HB, D, [&](int r) -> const __nv_bfloat16 * { return r < nh ? q + ((t * H) + h0 + r) * D : nullptr; });
+        dsa_load_rows_sw128(sq, FWD3_HB, D, [&](int r) -> const __nv_bfloat16 * {
+            return r / nh < rows ? q + (((t + r / nh) * H) + h0 + r % nh) * D : nullptr;
+        });
+    }
+    // The query rows (of the group) of tile rows row_lo and row_lo + 8, clamped below 8 (padding rows
+    // have no valid slot anyway).
+    __device__ __forceinline__ int2 group_rows(int row_lo) const { return make_int2(min(row_lo / nh, 7), min((row_lo + 8) / nh, 7)); }
+    // The tile's entries that tile rows row_lo / row_lo + 8 take: all (one query row), or those their
+    // query rows picked. For merged tiles below nt only (the row masks end there).
+    __device__ __forceinline__ void tile_rows_valid(int tile, int c, int2 gr, unsigned long long *lo, unsigned long long *hi) const {
+        *lo = *hi = ~0ull;
+        if (row_bits && tile < nt) dsa_union_row_masks<8>(row_bits + (int64_t)tile * FWD3_BK, c, gr.x, gr.y, lo, hi);
     }
     // The warp-specialized kernels' start: Q loaded by the whole CTA and visible to wgmma, then a CTA
     // barrier (which also publishes the mbarriers thread 0 initialised before).
@@ -244,7 +272,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     fwd3_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack), D);
     unsigned long long *full = sm.bars, *empty = sm.bars + 2;
-    const fwd3_work w(hbeg, hend, K, topk_length);
+    const fwd3_work w(hbeg, hend, T, K, idx, topk_length, un);
     const int nt = w.nt, tid = threadIdx.x;
     if (tid == 0) {
         for (int b = 0; b < 2; b++) {
@@ -258,7 +286,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
         // Gather warpgroup: tiles 0 .. nt - 1 (at least one: with nt = 0 the math still reads a zero
         // tile 0), each into stage tile & 1 once the math has released that stage.
         dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
-        dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
+        dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, w.picks, w.k_end, S_kv};
         ring.produce<FWD3_BK>(max(nt, 1), sm.skv, FWD3_BK * D, kv, D, full, empty, tid - 256);
         return;
     }
@@ -286,7 +314,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_ws_kernel(FWD3_ARGS) {
         dsa_mbar_arrive(empty + (i & 1));  // this thread is done with tile i's stage and P(i)
         dsa_wgmma_wait<0>();
     }
-    mt.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh);
+    mt.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh, w.rows);
 }
 
 // ---- v5: the two math warpgroups take alternate tiles (D = 576) ---------------------------------------
@@ -332,9 +360,10 @@ struct fwd5_smem : fwd3_smem {
 struct fwd5_math {
     int wg, row_lo, row_hi, c;
     float sigma2, m_lo, m_hi, l_lo, l_hi;
-    // Masks S (invalid slots -> -inf) and scales it to log2 units in place; returns the row maxima.
-    __device__ __forceinline__ void mask_scale(float *s, unsigned long long valid, float &mx_lo, float &mx_hi) const {
-        fwd_mask_scale<8>(s, s, valid, c, sigma2, mx_lo, mx_hi);
+    // Masks S (slots invalid for the row -> -inf) and scales it to log2 units in place; returns the row maxima.
+    __device__ __forceinline__ void mask_scale(float *s, unsigned long long valid_lo, unsigned long long valid_hi, float &mx_lo,
+                                               float &mx_hi) const {
+        fwd_mask_scale<8>(s, s, valid_lo, valid_hi, c, sigma2, mx_lo, mx_hi);
     }
     // P = 2^(s - new max) in place (fp32) and as the A fragments of P V (bf16 pairs); the row sums join
     // l after its rescale; returns the factors O must be rescaled by (see fwd_new_max).
@@ -405,7 +434,7 @@ template <bool ASYNC_ARRIVE>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     fwd5_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack), D);
-    const fwd3_work w(hbeg, hend, K, topk_length);
+    const fwd3_work w(hbeg, hend, T, K, idx, topk_length, un);
     const int np = max(1, (w.nt + 1) / 2), tid = threadIdx.x;
     if (tid == 0) {
         for (int b = 0; b < 4; b++) {
@@ -418,7 +447,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
 
     if (tid >= 256) {
         dsa_setmaxnreg_dec<FWD4_REGS_GATHER>();
-        dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, idx + w.t * K, w.k_end, S_kv};
+        dsa_slot_ring64 ring{sm.rkeys, sm.rmask, FWD3_RING, FWD3_BK, w.picks, w.k_end, S_kv};
         // Gather warpgroup, all 128 threads on one part after the other: per pair a's L part, b's
         // R part, a's R part, b's L part (the order the math needs them), each once the previous
         // pair has released it. Tiles past the row's end are zero rows with an empty mask. (Two
@@ -472,7 +501,11 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     unsigned pa[16];
 #pragma unroll
     for (int j = 0; j < 128; j++) o[j] = 0.f;
+    // Merged groups: the entries this thread's two tile rows take, loaded a tile ahead of their use.
+    const int2 gr = w.group_rows(row_lo);
+    unsigned long long rv_lo, rv_hi;
     if (wg == 0) {
+        w.tile_rows_valid(0, mt.c, gr, &rv_lo, &rv_hi);
         dsa_mbar_wait(sm.ready(0, 0), 0);
         dsa_wgmma_fence();
         dsa_wgmma_scores_m64n64<0, FWD5_NB_L, true>(s, q_base, st0);
@@ -482,7 +515,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
         dsa_wgmma_wait<0>();
         for (int p = 0; p < np; p++) {
             float mx_lo, mx_hi;
-            mt.mask_scale(s, sm.rmask[(2 * p) % FWD3_RING], mx_lo, mx_hi);
+            const unsigned long long va = sm.rmask[(2 * p) % FWD3_RING];
+            mt.mask_scale(s, va & rv_lo, va & rv_hi, mx_lo, mx_hi);
             const float m0_lo = fmaxf(mt.m_lo, mx_lo), m0_hi = fmaxf(mt.m_hi, mx_hi);
             if (mt.c == 0) {
                 sm.smax[row_lo] = m0_lo;
@@ -512,6 +546,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             // S of the next a, issued unconditionally (a wgmma under a data-dependent branch is
             // serialized); after the last pair it reads a stale stage and its result is unused.
             const bool more = p + 1 < np;
+            w.tile_rows_valid(2 * p + 2, mt.c, gr, &rv_lo, &rv_hi);
             if (more) dsa_mbar_wait(sm.ready(0, 0), (p + 1) & 1);
             dsa_wgmma_scores_m64n64<0, FWD5_NB_L, true>(s, q_base, st0);
             dsa_wgmma_commit();
@@ -524,6 +559,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
         }
     } else {
         for (int p = 0; p < np; p++) {
+            w.tile_rows_valid(2 * p + 1, mt.c, gr, &rv_lo, &rv_hi);
             dsa_mbar_wait(sm.ready(1, 1), p & 1);
             dsa_wgmma_fence();
             dsa_wgmma_scores_m64n64<FWD5_NB_L, FWD5_NB, true>(s, q_base, st1);
@@ -532,7 +568,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             dsa_wgmma_commit();
             dsa_wgmma_wait<0>();
             float mx_lo, mx_hi;
-            mt.mask_scale(s, sm.rmask[(2 * p + 1) % FWD3_RING], mx_lo, mx_hi);
+            const unsigned long long vb = sm.rmask[(2 * p + 1) % FWD3_RING];
+            mt.mask_scale(s, vb & rv_lo, vb & rv_hi, mx_lo, mx_hi);
             dsa_mbar_wait(sm.sig(FWD5_SIG_M0), p & 1);  // m0 (>= the running max) is in
             const float m1_lo = fmaxf(sm.smax[row_lo], mx_lo), m1_hi = fmaxf(sm.smax[row_lo + 8], mx_hi);
             if (mt.c == 0) {
@@ -556,7 +593,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     }
     // Row sums over both warpgroups, out and lse: v4's epilogue (its row-max buffer is sm here).
     fwd3_math fin{nullptr, nullptr, sm.smax, 0, 0, 0, 0, D, wg, row_lo, row_lo + 8, lane & 3, 0.f, mt.m_lo, mt.m_hi, mt.l_lo, mt.l_hi};
-    fin.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh);
+    fin.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh, w.rows);
 }
 
 // Called by the forward dispatcher (dsa_sparse_fwd_cuda.cu) for bf16, Dv = 512, D % 64 == 0, D <= 576,
@@ -586,11 +623,21 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).
     const unsigned v_lbo = FWD3_BK * 128, v_sbo = 1024;
-    int64_t n_hb = (h1 - h0 + FWD3_HB - 1) / FWD3_HB;
-    kern<<<(unsigned)(T_ * n_hb), 384, smem, dsa_stream()>>>(
+    // Few heads (v5): groups of neighbouring rows in one tile, over the union of their picks
+    // (DSA_SPARSE_FWD_ROWS, default 4; 1 turns it off).
+    static int want = -1;
+    if (want < 0) {
+        const char *e = getenv("DSA_SPARSE_FWD_ROWS");
+        want = e ? atoi(e) : 4;
+    }
+    dsa_pick_union un = {NULL, NULL, NULL, 1, 0};
+    const int R = pair ? dsa_pick_union_rows(want, h1 - h0, K, S) : 1;
+    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, &un));
+    int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + FWD3_HB - 1) / FWD3_HB);
+    kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
-        (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, K, S, (float)sigma, v_lbo, v_sbo, slack);
+        (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, T_, K, S, (float)sigma, v_lbo, v_sbo, slack, un);
     CUDA_LAUNCH_CHECK("sparse_mqa_fwd_wgmma");
     return DSA_OK;
 }
