@@ -89,6 +89,10 @@ __device__ __forceinline__ void bwd3_p_ds(const float *s, const float *dp, unsig
     }
 }
 
+// NK: the k16 steps of the dkv products over the tile rows (4 = 64 rows; fewer when the rows that hold a
+// head fit in 16 NK: the rest are zeros, skipped; a compile-time count, since a wgmma under a runtime
+// branch is serialized).
+template <int NK>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
@@ -106,7 +110,6 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const int rows = merged ? (int)min((int64_t)un.R, T - t0) : 1;
     const int64_t k_end = merged ? un.count[grp] : dsa_row_k_end(topk_length, t0, K);
     const int nt = (int)((k_end + BK - 1) / BK);
-    const int nk = min(HB / 16, (rows * nh + 15) / 16);  // k16 steps over the tile rows that hold heads
     // The query row and head of tile row m (false for padding rows).
     auto tile_row = [&](int m, int64_t *tr, int *hr) {
         *tr = t0 + m / nh;
@@ -218,12 +221,10 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
             const unsigned long long d_don = dsa_wgmma_desc(a_do + ck * HB * 128, HB * 128, 1024);
             dsa_wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < HB / 16; kk++)
-                if (kk < nk) dsa_wgmma_m64n64k16<1, 1>(acc, d_dst + kk * 128, d_qn + kk * 128, kk != 0);
+            for (int kk = 0; kk < NK; kk++) dsa_wgmma_m64n64k16<1, 1>(acc, d_dst + kk * 128, d_qn + kk * 128, kk != 0);
             if (ck < Dv / 64)
 #pragma unroll
-                for (int kk = 0; kk < HB / 16; kk++)
-                    if (kk < nk) dsa_wgmma_m64n64k16<1, 1>(acc, d_pt + kk * 128, d_don + kk * 128, 1);
+                for (int kk = 0; kk < NK; kk++) dsa_wgmma_m64n64k16<1, 1>(acc, d_pt + kk * 128, d_don + kk * 128, 1);
             dsa_wgmma_commit();
             dsa_wgmma_wait<0>();
             dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
@@ -265,8 +266,6 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     if (smem > optin) return DSA_ERR_UNSUPPORTED;
     int slack = dsa_smem_slack(smem, optin);
     smem += (size_t)slack;
-    auto kern = sparse_mqa_bwd_wgmma_kernel;
-    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (wgmma v3)"));
     // Few heads: groups of neighbouring rows in one tile, over the union of their picks (DSA_SPARSE_BWD_ROWS,
     // default 4; 1 turns it off).
     static int want = -1;
@@ -278,6 +277,13 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     const int R = dsa_pick_union_rows(want, h1 - h0, K, S);
     if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, &un));
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + BWD3_HB - 1) / BWD3_HB);
+    const int64_t tile_rows = R >= 2 ? R * (h1 - h0) : (h1 - h0 < BWD3_HB ? h1 - h0 : BWD3_HB);
+    const int nk = (int)((tile_rows + 15) / 16);
+    auto kern = nk == 1 ? sparse_mqa_bwd_wgmma_kernel<1>
+              : nk == 2 ? sparse_mqa_bwd_wgmma_kernel<2>
+              : nk == 3 ? sparse_mqa_bwd_wgmma_kernel<3>
+                        : sparse_mqa_bwd_wgmma_kernel<4>;
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (wgmma v3)"));
     kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
