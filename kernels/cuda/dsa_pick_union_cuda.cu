@@ -12,10 +12,11 @@
 
 __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restrict__ idx, const int *__restrict__ topk_length,
                                                           int64_t T, int64_t K, int64_t S_kv, int R, int n_sort, int cap,
-                                                          int *ukeys, unsigned char *urows, int *ucount) {
+                                                          int *ukeys, unsigned char *urows, int *ucount, short *upos) {
     extern __shared__ __align__(16) unsigned char union_smem[];
-    unsigned *s = (unsigned *)union_smem;     // [n_sort] sort keys
-    unsigned *emask = s + n_sort;             // [n_sort] row bits of entry e
+    unsigned *s = (unsigned *)union_smem;            // [n_sort] sort keys
+    unsigned *emask = s + n_sort;                    // [n_sort] row bits of entry e
+    unsigned short *slot = (unsigned short *)(emask + n_sort);  // [n_sort] the pick's slot in its row (upos only)
     __shared__ int warp_heads[UNION_NT / 32];
     const int64_t g = blockIdx.x, t0 = g * R;
     const int rows = (int)min((int64_t)R, T - t0), tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -29,6 +30,7 @@ __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restr
         }
         s[e] = v;
         emask[e] = 0;
+        if (upos) slot[e] = (unsigned short)j;
     }
     __syncthreads();
     // Bitonic sort, ascending (n_sort a power of two >= UNION_NT).
@@ -41,6 +43,11 @@ __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restr
                 if ((a > b) == up) {
                     s[lo] = b;
                     s[hi] = a;
+                    if (upos) {
+                        const unsigned short x = slot[lo];
+                        slot[lo] = slot[hi];
+                        slot[hi] = x;
+                    }
                 }
             }
             __syncthreads();
@@ -73,6 +80,10 @@ __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restr
     // Rotation of the entry order (see the header): a hash of the group, so that neighbouring CTAs
     // start far apart in their (sorted) key lists.
     const int rot = total ? (int)((unsigned)(g * 2654435761ull) % (unsigned)total) : 0;
+    if (upos) {  // no row's slot until one is set below
+        for (int e = tid; e < total; e += UNION_NT) *(unsigned long long *)(upos + (g * cap + e) * 4) = ~0ull;
+        __syncthreads();
+    }
     int ent = before + incl - mine - 1;  // the entry of the element before this thread's first
     for (int e = e0; e < e0 + per; e++) {
         const unsigned v = s[e];
@@ -82,6 +93,7 @@ __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restr
             ukeys[g * cap + (ent + rot) % total] = (int)(v >> 2);
         }
         atomicOr(&emask[ent], 1u << (v & 3u));
+        if (upos) upos[(g * cap + (ent + rot) % total) * 4 + (v & 3u)] = (short)slot[e];
     }
     __syncthreads();
     for (int e = tid; e < total; e += UNION_NT) urows[g * cap + (e + rot) % total] = (unsigned char)emask[e];
@@ -96,7 +108,7 @@ int dsa_pick_union_rows(int want, int64_t heads, int64_t K, int64_t S_kv) {
     return R >= 2 ? (int)R : 1;
 }
 
-dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_length, int64_t S_kv, int R,
+dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_length, int64_t S_kv, int R, bool slots,
                                 dsa_pick_union *u) {
     const int64_t T = idx->shape[0], K = idx->shape[1];
     if (R < 2 || R > DSA_UNION_MAX_ROWS || R * K > DSA_UNION_MAX_PICKS || S_kv >= ((int64_t)1 << 29))
@@ -106,20 +118,23 @@ dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_le
     const int cap = (int)((R * K + 63) / 64 * 64);
     int n_sort = UNION_NT;
     while (n_sort < R * K) n_sort <<= 1;
-    // keys, then row masks, then counts; kept between calls (grown when a call needs more).
+    // keys, then row masks, then counts, then (slots) the slot of each entry in each row; kept between
+    // calls (grown when a call needs more).
     static dsa_scratch scratch = {NULL, 0};
     const size_t kbytes = (size_t)groups * cap * 4, rbytes = ((size_t)groups * cap + 15) / 16 * 16;
-    DSA_TRY(dsa_scratch_reserve(&scratch, kbytes + rbytes + (size_t)groups * 4));
+    const size_t cbytes = ((size_t)groups * 4 + 15) / 16 * 16, pbytes = slots ? (size_t)groups * cap * 8 : 0;
+    DSA_TRY(dsa_scratch_reserve(&scratch, kbytes + rbytes + cbytes + pbytes));
     unsigned char *base = (unsigned char *)scratch.p;
     u->keys = (const int *)base;
     u->rows = base + kbytes;
     u->count = (const int *)(base + kbytes + rbytes);
+    u->slot = slots ? (const short *)(base + kbytes + rbytes + cbytes) : NULL;
     u->R = R;
     u->cap = cap;
     if (groups == 0) return DSA_OK;
-    pick_union_kernel<<<(unsigned)groups, UNION_NT, (size_t)n_sort * 8, dsa_stream()>>>(
+    pick_union_kernel<<<(unsigned)groups, UNION_NT, (size_t)n_sort * (slots ? 10 : 8), dsa_stream()>>>(
         (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, T, K, S_kv, R, n_sort, cap,
-        (int *)u->keys, (unsigned char *)u->rows, (int *)u->count);
+        (int *)u->keys, (unsigned char *)u->rows, (int *)u->count, (short *)u->slot);
     CUDA_LAUNCH_CHECK("pick_union");
     return DSA_OK;
 }

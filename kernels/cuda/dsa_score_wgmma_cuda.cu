@@ -14,15 +14,19 @@
 #include <stdlib.h>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
+#include "kernels/cuda/dsa_pick_union.cuh"
 #include "kernels/cuda/dsa_wgmma.cuh"
 
 #define HS3_RING 4
+// Head-sum buffers of one tile: [query rows][8 warps][32 slots] (HQ 64 keeps 4 query rows for merged
+// groups, dsa_pick_union; HQ 128 one).
+#define HS3_RED_ROWS(HQ) ((HQ) == 64 ? DSA_UNION_MAX_ROWS : 1)
 
 template <int HQ>
 static size_t hs3_tile_bytes(int64_t D) {
     const int BK = HQ == 64 ? 64 : 32;
-    return 2 * (size_t)HQ * D + 2 * 2 * (size_t)BK * D + 4 * (size_t)HQ + 4 * 2 * 8 * 32 + 4 * HS3_RING * 64 +
-           8 * HS3_RING + 8 * 4;
+    return 2 * (size_t)HQ * D + 2 * 2 * (size_t)BK * D + 4 * (size_t)HQ + 4 * 2 * HS3_RED_ROWS(HQ) * 8 * 32 +
+           4 * HS3_RING * 64 + 8 * HS3_RING + 8 * 4;
 }
 
 // Shared-memory carve-up of both kernels from the 1024-byte-aligned base.
@@ -30,7 +34,7 @@ template <int HQ>
 struct hs3_smem {
     static constexpr int BK = HQ == 64 ? 64 : 32;
     __nv_bfloat16 *sq, *skv;    // Q [D/64][HQ][64]; kv [2][D/64][BK][64]
-    float *slse, *sred;         // [HQ] (+inf for padding heads); [2][8 warps][32 columns]
+    float *slse, *sred;         // [HQ] (+inf for padding rows); [2][HS3_RED_ROWS][8 warps][32 columns]
     int *rkeys;                 // [RING][64]
     unsigned long long *rmask;  // [RING]
     unsigned long long *bars;   // v4: full[2], empty[2]
@@ -40,7 +44,7 @@ struct hs3_smem {
         skv = sq + HQ * D;
         slse = (float *)(skv + 2 * BK * D);
         sred = slse + HQ;
-        rkeys = (int *)(sred + 2 * 8 * 32);
+        rkeys = (int *)(sred + 2 * HS3_RED_ROWS(HQ) * 8 * 32);
         rmask = (unsigned long long *)(rkeys + HS3_RING * 64);
         bars = rmask + HS3_RING;
     }
@@ -54,6 +58,19 @@ struct hs3_smem {
         });
         if (threadIdx.x < HQ) slse[threadIdx.x] = threadIdx.x < H ? lse[t * H + threadIdx.x] : INFINITY;  // exp(x - inf) = 0
     }
+    // A merged group's prologue (rows t0 .. t0 + rows - 1, tile row m = head m % H of row t0 + m / H): the
+    // rows' outputs zeroed (the entries' sums land after the CTA's next barrier), Q and lse.
+    __device__ __forceinline__ void load_group(const __nv_bfloat16 *q, const float *lse, __nv_bfloat16 *out, int64_t t0,
+                                               int rows, int H, int D, int64_t K) const {
+        for (int64_t j = threadIdx.x; j < rows * K; j += blockDim.x) out[t0 * K + j] = __float2bfloat16(0.f);
+        dsa_load_rows_sw128(sq, HQ, D, [&](int r) -> const __nv_bfloat16 * {
+            return r / H < rows ? q + (((t0 + r / H) * H) + r % H) * D : nullptr;
+        });
+        if (threadIdx.x < HQ) {
+            const int r = threadIdx.x;
+            slse[r] = r / H < rows ? lse[(t0 + r / H) * H + r % H] : INFINITY;
+        }
+    }
 };
 
 // The per-tile math of a math thread (threads 0 .. 255): S, its exponentials summed over heads into
@@ -64,7 +81,7 @@ struct hs3_math {
     unsigned q_base, k_off;
     float *sred;
     float sigma2, lse_lo, lse_hi;  // sigma log2(e); this thread's two heads' lse, times log2(e)
-    int warp, g, c;
+    int warp, g, c, head_lo;
     __device__ __forceinline__ hs3_math(const hs3_smem<HQ> &sm, float sigma) {
         int lane = threadIdx.x & 31, wg = dsa_warpgroup_index();
         warp = threadIdx.x >> 5;
@@ -74,7 +91,7 @@ struct hs3_math {
         q_base = dsa_smem_addr(sm.sq) + (HQ == 128 ? wg * 64 * 128 : 0);
         k_off = HQ == 64 ? wg * 32 * 128 : 0;
         sred = sm.sred;
-        const int head_lo = (HQ == 128 ? 64 * wg : 0) + 16 * (warp & 3) + g;
+        head_lo = (HQ == 128 ? 64 * wg : 0) + 16 * (warp & 3) + g;
         // p = exp(sigma S - lse) = 2^(sigma log2(e) S - lse log2(e)): one FMA and the ex2 per score.
         sigma2 = sigma * 1.44269504f;
         lse_lo = sm.slse[head_lo] * 1.44269504f;
@@ -103,6 +120,57 @@ struct hs3_math {
                 *(float2 *)(sred + ((i & 1) * 8 + warp) * 32 + 8 * j + 2 * c) = make_float2(cs[2 * j], cs[2 * j + 1]);
         }
     }
+    // Merged groups (HQ 64, H heads a row): the sums of each query row of the group apart. A warp's 16
+    // tile rows span query rows m0 / H .. (m0 + 15) / H; the others get zeros.
+    __device__ __forceinline__ void warp_sums_rows(const float *s, int i, int H) const {
+        float pl[8], ph[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                pl[2 * j + e] = dsa_exp2(s[4 * j + e] * sigma2 - lse_lo);
+                ph[2 * j + e] = dsa_exp2(s[4 * j + 2 + e] * sigma2 - lse_hi);
+            }
+        const int m0 = 16 * (warp & 3), r_lo = head_lo / H, r_hi = (head_lo + 8) / H;
+        float *buf = sred + (i & 1) * DSA_UNION_MAX_ROWS * 8 * 32;
+#pragma unroll
+        for (int r = 0; r < DSA_UNION_MAX_ROWS; r++) {
+            float cs[8];
+            const bool spans = r >= m0 / H && r <= (m0 + 15) / H;  // warp-uniform
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float v = 0.f;
+                if (spans) {
+                    v = (r_lo == r ? pl[k] : 0.f) + (r_hi == r ? ph[k] : 0.f);
+                    v += __shfl_xor_sync(0xffffffffu, v, 4);
+                    v += __shfl_xor_sync(0xffffffffu, v, 8);
+                    v += __shfl_xor_sync(0xffffffffu, v, 16);
+                }
+                cs[k] = v;
+            }
+            if (g == 0)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    *(float2 *)(buf + (r * 8 + warp) * 32 + 8 * j + 2 * c) = make_float2(cs[2 * j], cs[2 * j + 1]);
+        }
+    }
+    // Threads 0 .. 63 of a merged group, once every warp's sums of tile i are in: entry i * 64 + tid, each
+    // query row that picked it gets its sum at the slot where it picked it (rows, slots: the group's
+    // dsa_pick_union arrays).
+    __device__ __forceinline__ void write_out_rows(int i, unsigned long long valid, __nv_bfloat16 *out, int64_t t0, int rows,
+                                                   int64_t K, const unsigned char *grows, const short *gslots) const {
+        const int tid = threadIdx.x;
+        if (tid >= 64 || !((valid >> tid) & 1ull)) return;
+        const int64_t e = (int64_t)i * 64 + tid;
+        const float *b = sred + (i & 1) * DSA_UNION_MAX_ROWS * 8 * 32;
+        const int w0 = 4 * (tid >> 5), col = tid & 31;
+        const unsigned bits = grows[e];
+        for (int r = 0; r < rows; r++) {
+            if (!((bits >> r) & 1u)) continue;
+            const float *x = b + (r * 8 + w0) * 32 + col;
+            out[(t0 + r) * K + gslots[e * 4 + r]] = __float2bfloat16(x[0] + x[32] + x[64] + x[96]);
+        }
+    }
     // Threads 0 .. BK-1, once every warp's sums of tile i are in: slot tid of tile i, the warps over
     // its heads added in a fixed order (0 for an invalid slot).
     __device__ __forceinline__ void write_out(int i, unsigned long long valid, __nv_bfloat16 *out, int64_t t, int64_t K) const {
@@ -127,6 +195,8 @@ struct hs3_math {
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,       \
         const int *__restrict__ topk_length, const float *__restrict__ lse, __nv_bfloat16 *out, int H, int D, \
         int64_t K, int64_t S_kv, float sigma, int smem_slack
+// v4's extra arguments: the query row count and, for merged groups (HQ 64), the union of their picks.
+#define HS4_ARGS HS3_ARGS, int64_t T, dsa_pick_union un
 
 // v3: the two math warpgroups gather too (256 threads). S(i+1) is on the tensor cores while tile i's
 // sums are written, and the gather of tile i+2 starts as soon as tile i's stage is free: one barrier
@@ -169,14 +239,18 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
 
 // v4 (the default): warp-specialized as the forward's v4 (384 threads): warpgroup 2 gathers
 // (dsa_slot_ring64::produce), the math warpgroups release a stage as soon as S of its tile is done.
+// Merged (HQ 64, un.keys set): a CTA takes a group of un.R query rows over the union of their picks,
+// tile row m = head m % H of row t0 + m / H (R H <= 64): a kv row two of them picked is gathered once.
 template <int HQ>
-__global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS3_ARGS) {
+__global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     constexpr int BK = hs3_smem<HQ>::BK;
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     const hs3_smem<HQ> sm(dsa_smem_raw, smem_slack, D);
     unsigned long long *full = sm.bars, *empty = sm.bars + 2;
-    int64_t t = blockIdx.x;
-    int64_t k_end = dsa_row_k_end(topk_length, t, K);
+    const bool merged = HQ == 64 && un.keys != nullptr;
+    const int64_t grp = blockIdx.x, t = merged ? grp * un.R : grp;
+    const int rows = merged ? (int)min((int64_t)un.R, T - t) : 1;
+    int64_t k_end = merged ? un.count[grp] : dsa_row_k_end(topk_length, t, K);
     int nt = (int)((k_end + BK - 1) / BK), tid = threadIdx.x;
     if (tid == 0) {
         for (int b = 0; b < 2; b++) {
@@ -184,12 +258,13 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS3_ARGS) {
             dsa_mbar_init(empty + b, 256);
         }
     }
-    sm.load_row(q, lse, out, t, H, D, K, nt);
+    if (merged) sm.load_group(q, lse, out, t, rows, H, D, K);
+    else sm.load_row(q, lse, out, t, H, D, K, nt);
     dsa_cp_async_commit();
     dsa_cp_async_wait<0>();
     dsa_fence_proxy_async();  // Q -> visible to wgmma
-    __syncthreads();          // Q, lse and the barriers are ready
-    dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, idx + t * K, k_end, S_kv};
+    __syncthreads();          // Q, lse and the barriers are ready (and a group's zeroed rows written)
+    dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, merged ? un.keys + grp * un.cap : idx + t * K, k_end, S_kv};
     if (tid >= 256) {  // at least one tile: with nt = 0 the math still reads a zero tile 0
         ring.produce<BK>(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
         return;
@@ -202,14 +277,16 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS3_ARGS) {
     dsa_wgmma_wait<0>();
     dsa_mbar_arrive(empty);  // tile 0's stage: S(0) has read it
     for (int i = 0; i < nt; i++) {
-        mt.warp_sums(s, i);
+        if (merged) mt.warp_sums_rows(s, i, H);
+        else mt.warp_sums(s, i);
         // S(i + 1) is issued unconditionally (a wgmma under a branch is serialized); past the last
         // tile it reads a stage nobody writes any more and its result is unused.
         if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
         dsa_wgmma_fence();
         mt.issue_scores(s, sm.skv + ((i + 1) & 1) * BK * D, D);
         dsa_bar_sync(1, 256);  // every math warp's sums of tile i are in
-        mt.write_out(i, sm.rmask[i % HS3_RING], out, t, K);
+        if (merged) mt.write_out_rows(i, sm.rmask[i % HS3_RING], out, t, rows, K, un.rows + grp * un.cap, un.slot + grp * un.cap * 4);
+        else mt.write_out(i, sm.rmask[i % HS3_RING], out, t, K);
         dsa_wgmma_wait<0>();
         if (i + 1 < nt) dsa_mbar_arrive(empty + ((i + 1) & 1));  // S(i + 1) has read its stage
     }
@@ -233,12 +310,32 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     // DSA_HEADSUM_V3=1 picks v3 (the math warpgroups gather).
     static int ws = -1;
     if (ws < 0) ws = !dsa_env_flag("DSA_HEADSUM_V3");
-    auto kern = ws ? (big ? headsum_ws_kernel<128> : headsum_ws_kernel<64>) : (big ? headsum_wgmma_kernel<128> : headsum_wgmma_kernel<64>);
-    DSA_TRY(dsa_smem_setup(kern, smem, ws ? "dsa_attn_score_headsum (wgmma v4)" : "dsa_attn_score_headsum (wgmma v3)"));
-    kern<<<(unsigned)T_, ws ? 384 : 256, smem, dsa_stream()>>>(
+    if (!ws) {
+        auto kern = big ? headsum_wgmma_kernel<128> : headsum_wgmma_kernel<64>;
+        DSA_TRY(dsa_smem_setup(kern, smem, "dsa_attn_score_headsum (wgmma v3)"));
+        kern<<<(unsigned)T_, 256, smem, dsa_stream()>>>(
+            (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
+            topk_length ? (const int *)topk_length->data : NULL, (const float *)lse->data, (__nv_bfloat16 *)out->data,
+            (int)H, (int)D, K, S, (float)sigma, slack);
+        CUDA_LAUNCH_CHECK("attn_score_headsum_wgmma");
+        return DSA_OK;
+    }
+    // v4 with few heads: groups of neighbouring rows over the union of their picks (DSA_HEADSUM_ROWS,
+    // default 4; 1 turns it off).
+    static int want = -1;
+    if (want < 0) {
+        const char *e = getenv("DSA_HEADSUM_ROWS");
+        want = e ? atoi(e) : 4;
+    }
+    dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
+    const int R = big ? 1 : dsa_pick_union_rows(want, H, K, S);
+    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, true, &un));
+    auto kern = big ? headsum_ws_kernel<128> : headsum_ws_kernel<64>;
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_attn_score_headsum (wgmma v4)"));
+    kern<<<(unsigned)(R >= 2 ? (T_ + R - 1) / R : T_), 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, (const float *)lse->data, (__nv_bfloat16 *)out->data,
-        (int)H, (int)D, K, S, (float)sigma, slack);
+        (int)H, (int)D, K, S, (float)sigma, slack, T_, un);
     CUDA_LAUNCH_CHECK("attn_score_headsum_wgmma");
     return DSA_OK;
 }

@@ -273,9 +273,9 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
         const char *e = getenv("DSA_SPARSE_BWD_ROWS");
         want = e ? atoi(e) : 4;
     }
-    dsa_pick_union un = {NULL, NULL, NULL, 1, 0};
+    dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
     const int R = dsa_pick_union_rows(want, h1 - h0, K, S);
-    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, &un));
+    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, false, &un));
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + BWD3_HB - 1) / BWD3_HB);
     const int64_t tile_rows = R >= 2 ? R * (h1 - h0) : (h1 - h0 < BWD3_HB ? h1 - h0 : BWD3_HB);
     const int nk = (int)((tile_rows + 15) / 16);

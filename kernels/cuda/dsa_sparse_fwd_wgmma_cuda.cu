@@ -630,9 +630,9 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
         const char *e = getenv("DSA_SPARSE_FWD_ROWS");
         want = e ? atoi(e) : 4;
     }
-    dsa_pick_union un = {NULL, NULL, NULL, 1, 0};
+    dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
     const int R = pair ? dsa_pick_union_rows(want, h1 - h0, K, S) : 1;
-    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, &un));
+    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, false, &un));
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + FWD3_HB - 1) / FWD3_HB);
     kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
