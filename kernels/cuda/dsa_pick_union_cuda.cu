@@ -5,7 +5,7 @@
 // 2048-key sort per 4 rows, microseconds per layer beside the backward's milliseconds.
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/dsa_common.cuh"
-#include "kernels/cuda/dsa_pick_union.cuh"
+#include "kernels/cuda/dsa_pick_union.h"
 
 #define UNION_NT 256
 #define UNION_PAD 0xffffffffu

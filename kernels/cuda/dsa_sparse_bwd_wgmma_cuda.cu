@@ -29,7 +29,7 @@
 // the fp32 dout, dO rounded to bf16.
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
-#include "kernels/cuda/dsa_pick_union.cuh"
+#include "kernels/cuda/dsa_pick_union.h"
 #include "kernels/cuda/dsa_wgmma.cuh"
 
 #define BWD3_HB 64

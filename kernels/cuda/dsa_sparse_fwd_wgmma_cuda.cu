@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
-#include "kernels/cuda/dsa_pick_union.cuh"
+#include "kernels/cuda/dsa_pick_union.h"
 #include "kernels/cuda/dsa_wgmma.cuh"
 
 #define FWD3_HB 64

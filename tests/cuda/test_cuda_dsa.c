@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "kernels/cpu/dsa_cpu_kernels.h"
 #include "kernels/cuda/dsa_cuda_kernels.h"
+#include "kernels/cuda/dsa_pick_union.h"
 
 #ifndef DSA_HAVE_CUDA
 int main(void) { test_skip("this build has no CUDA support"); }
@@ -101,6 +102,64 @@ static void make_indices(int64_t T, int64_t K, int64_t S, int32_t *idx, int32_t 
             len[t] = (int32_t)w;
         }
     }
+}
+
+// ---- the union of neighbouring rows' picks (dsa_pick_union, the merged few-head kernels' input) ----------
+// Read back and checked against the picks: every valid pick (slot j < topk_length of row t, 0 <= idx < S)
+// is exactly one (entry, row) of its group, with that entry's key and slot j; an entry's rows are
+// distinct rows of the group; nothing else is there. S < K forces rows that repeat a key.
+static void check_pick_union(int64_t T, int64_t K, int64_t S, int R) {
+    int32_t *idx = malloc(sizeof(int32_t) * T * K), *len = malloc(sizeof(int32_t) * T);
+    make_indices(T, K, S, idx, len);
+    pair ix = int_pair(idx, 2, DSA_SHAPE(T, K)), tl = int_pair(len, 1, DSA_SHAPE(T));
+    dsa_pick_union u;
+    CHECK_OK(dsa_pick_union_build(ix.g, tl.g, S, R, true, &u));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    const int64_t groups = (T + R - 1) / R, cap = u.cap;
+    int32_t *keys = malloc(sizeof(int32_t) * groups * cap), *count = malloc(sizeof(int32_t) * groups);
+    unsigned char *rows = malloc((size_t)groups * cap);
+    int16_t *slot = malloc(sizeof(int16_t) * groups * cap * 4);
+    char *seen = calloc((size_t)(T * K), 1);
+    CHECK_OK(dsa_memcpy(DSA_CPU, keys, DSA_CUDA, u.keys, sizeof(int32_t) * groups * cap));
+    CHECK_OK(dsa_memcpy(DSA_CPU, count, DSA_CUDA, u.count, sizeof(int32_t) * groups));
+    CHECK_OK(dsa_memcpy(DSA_CPU, rows, DSA_CUDA, u.rows, (size_t)groups * cap));
+    CHECK_OK(dsa_memcpy(DSA_CPU, slot, DSA_CUDA, u.slot, sizeof(int16_t) * groups * cap * 4));
+    int64_t bad = 0, entries = 0, valid = 0;
+    for (int64_t g = 0; g < groups; g++) {
+        const int64_t t0 = g * R, nr = T - t0 < R ? T - t0 : R;
+        if (count[g] < 0 || count[g] > nr * K) {
+            bad++;
+            continue;
+        }
+        entries += count[g];
+        for (int64_t e = 0; e < count[g]; e++) {
+            const int64_t at = g * cap + e;
+            if (keys[at] < 0 || keys[at] >= S || rows[at] == 0 || rows[at] >> nr) bad++;
+            for (int r = 0; r < 4; r++) {
+                const int sl = slot[at * 4 + r];
+                if (!((rows[at] >> r) & 1)) {
+                    if (sl != -1) bad++;
+                    continue;
+                }
+                const int64_t t = t0 + r;
+                if (sl < 0 || sl >= K || sl >= len[t] || idx[t * K + sl] != keys[at] || seen[t * K + sl]++) bad++;
+            }
+        }
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < len[t]; j++) {
+            const int32_t k = idx[t * K + j];
+            if (k >= 0 && k < S) {
+                valid++;
+                if (!seen[t * K + j]) bad++;
+            }
+        }
+    printf("pick union T %lld K %lld S %lld R %d: %lld entries for %lld valid picks, %lld bad\n", (long long)T,
+           (long long)K, (long long)S, R, (long long)entries, (long long)valid, (long long)bad);
+    CHECK(bad == 0, "pick union T %lld K %lld R %d: %lld entries or picks wrong", (long long)T, (long long)K, R, (long long)bad);
+    CHECK(entries < valid || valid == 0, "pick union T %lld K %lld R %d: no pick shared (S < K forces some)", (long long)T,
+          (long long)K, R);
+    free(idx), free(len), free(keys), free(count), free(rows), free(slot), free(seen);
 }
 
 // ---- SPEC 3: sparse MQA forward and backward ------------------------------------------------------
@@ -638,6 +697,10 @@ int main(void) {
     check_windows(1);
     check_windows(4);
     check_red_ceiling(100, 576, 16 * 300);
+    check_pick_union(SMALL ? 13 : 203, 37, 20, 4);
+    check_pick_union(SMALL ? 10 : 101, 300, 150, 3);
+    check_pick_union(SMALL ? 7 : 64, 1024, 5000, 4);
+    check_pick_union(SMALL ? 5 : 30, 2048, 1000, 2);
     check_red_ceiling(37, 128, 16 * 41);
     if (SMALL) {
         check_mqa("mqa bf16 H20 D40/32 K37 sink", DSA_BF16, 16, 20, 40, 32, 100, 37, true, true, 0.15);

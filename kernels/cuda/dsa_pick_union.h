@@ -1,4 +1,5 @@
-// Picks of neighbouring query rows merged (dsa_pick_union_cuda.cu): for each group of R consecutive
+// Picks of neighbouring query rows merged (dsa_pick_union_cuda.cu; C callable, the device helper below
+// for the CUDA kernels): for each group of R consecutive
 // rows (R <= 4), the distinct kv rows they picked, each once, with the bit mask of the group's rows
 // that picked it. A few-head kernel then runs the R rows' heads as one tile of R * H rows and touches
 // each shared kv row once: one gather, and one fp32 atomic row in the backward, instead of one per row.
@@ -6,6 +7,10 @@
 // an entry of its own), so every (row, slot) term of the unmerged op appears exactly once.
 #pragma once
 #include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define DSA_UNION_MAX_ROWS 4
 #define DSA_UNION_MAX_PICKS 4096  // R * K sorted in one CTA's shared memory
@@ -27,6 +32,10 @@ int dsa_pick_union_rows(int want, int64_t heads, int64_t K, int64_t S_kv);
 // order, so that CTAs running side by side do not reduce into the same kv rows at the same time.
 dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_length, int64_t S_kv, int R, bool slots,
                                 dsa_pick_union *u);
+
+#ifdef __cplusplus
+}
+#endif
 
 #ifdef __CUDACC__
 // In a merged kernel's tile (64 union entries; `rows` = the group's row masks at the tile's first
