@@ -162,6 +162,10 @@ static dsa_status run_red(void *p) {
     red_args *a = p;
     return dsa_red_ceiling_cuda(a->dst, a->idx);
 }
+static dsa_status run_red_bulk(void *p) {
+    red_args *a = p;
+    return dsa_red_ceiling_bulk_cuda(a->dst, a->idx);
+}
 
 static int measure_ceilings(const bench_opts *o) {
     dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
@@ -199,11 +203,15 @@ static int measure_ceilings(const bench_opts *o) {
     COPY_GBS = cms > 0 ? 2.0 * (double)g.bytes / (cms * 1e-3) / 1e9 : -1;
     const double red_bytes = (double)red_rows * red_k * 576 * 4, red128_bytes = (double)red_rows * red128_k * 128 * 4;
     double rms = time_median_ms(run_red, &ra, 3, o->runs), nms = time_median_ms(run_red, &rn, 3, o->runs);
+    // The same reductions by bulk copies (cp.reduce.async.bulk): printed beside, not a ceiling the rows use.
+    double bms = time_median_ms(run_red_bulk, &ra, 3, o->runs), bnms = time_median_ms(run_red_bulk, &rn, 3, o->runs);
     RED_GBS = rms > 0 ? red_bytes / (rms * 1e-3) / 1e9 : -1;
     RED128_GBS = nms > 0 ? red128_bytes / (nms * 1e-3) / 1e9 : -1;
     printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s; D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write); "
            "fp32 float4 reductions, 2M rows x 576 into 4096 rows %.3f ms = %.0f GB/s added, 8M rows x 128 %.3f ms = %.0f GB/s\n",
            ms, GEMM_TFLOPS, cms, COPY_GBS, rms, RED_GBS, nms, RED128_GBS);
+    printf("bulk reductions (cp.reduce.async.bulk, a row an instruction): 576 %.3f ms = %.0f GB/s, 128 %.3f ms = %.0f GB/s\n",
+           bms, bms > 0 ? red_bytes / (bms * 1e-3) / 1e9 : -1, bnms, bnms > 0 ? red128_bytes / (bnms * 1e-3) / 1e9 : -1);
     add_row("gemm_bf16_8192", 8192, 0, ms, 2.0 * g.n * g.n * g.n, 3.0 * g.n * g.n * 2, 3.0 * g.n * g.n * 2);
     add_row("copy_d2d_1GiB", 0, 0, cms, 0, 2.0 * (double)g.bytes, 2.0 * (double)g.bytes);
     bench_row *rr = add_row("red_f32x4_576", 4096, 0, rms, 0, red_bytes, (double)(dsa_nbytes(ra.dst) + dsa_nbytes(ra.idx)));

@@ -104,6 +104,8 @@ dsa_status dsa_window_lists_cuda(const int *start, const int *end, int *idx, int
 // The benchmark's reduction ceiling (dsa_red_ceiling_cuda.cu): dst [rows, 576 or 128] fp32 += a constant at
 // the rows idx names (i32, a multiple of 16 of them), by the sparse backward's float4 atomics.
 dsa_status dsa_red_ceiling_cuda(dsa_tensor *dst, const dsa_tensor *idx);
+// The same rows reduced by the bulk copy engine (cp.reduce.async.bulk, sm_90a): dst += 1e-6 (col % 97 + 1).
+dsa_status dsa_red_ceiling_bulk_cuda(dsa_tensor *dst, const dsa_tensor *idx);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,7 @@
 // reduced bytes at this rate.
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
+#include "kernels/cuda/dsa_wgmma.cuh"
 
 template <int D>
 __global__ void red_ceiling_kernel(float *dst, const int *__restrict__ idx, int64_t n_groups, int64_t rows) {
@@ -38,5 +39,57 @@ extern "C" dsa_status dsa_red_ceiling_cuda(dsa_tensor *dst, const dsa_tensor *id
     else
         red_ceiling_kernel<128><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
     CUDA_LAUNCH_CHECK("red_ceiling");
+    return DSA_OK;
+}
+
+// The same reductions by the bulk copy engine (sm_90a): cp.reduce.async.bulk .add.f32 of whole D-float
+// rows from shared memory into global memory, one instruction a row, the adds done in L2 (the way
+// FlashAttention 3's backward accumulates dQ). Lanes 0 .. 15 of each warp take one slot of a 16-slot
+// group each; the source rows (16 x D in shared memory) hold 1e-6 (col % 97 + 1) and never change, so
+// nothing waits between groups but the bound on outstanding bulk groups. Measured beside the float4
+// atomics to see whether a backward staging its rows in shared memory could reduce faster.
+template <int D>
+__global__ void __launch_bounds__(256) red_bulk_ceiling_kernel(float *dst, const int *__restrict__ idx, int64_t n_groups,
+                                                             int64_t rows) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    __shared__ __align__(128) float tile[16 * D];
+    for (int i = threadIdx.x; i < 16 * D; i += blockDim.x) tile[i] = 1e-6f * (float)((i % D) % 97 + 1);
+    dsa_fence_proxy_async();  // the rows -> visible to the bulk copies
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    const unsigned src = dsa_smem_addr(tile + (lane & 15) * D);
+    for (int64_t grp = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); grp < n_groups; grp += warps) {
+        if (lane >= 16) continue;
+        const int key = idx[grp * 16 + lane];
+        if (key < 0 || key >= rows) continue;
+        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst + (int64_t)key * D),
+                     "r"(src), "n"(D * 4)
+                     : "memory");
+        asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+        asm volatile("cp.async.bulk.wait_group.read 8;\n" ::: "memory");
+    }
+    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+
+// dst [rows, D] fp32 (D = 576 or 128) += 1e-6 (col % 97 + 1) at the rows idx names, by bulk reductions.
+extern "C" dsa_status dsa_red_ceiling_bulk_cuda(dsa_tensor *dst, const dsa_tensor *idx) {
+    if (dst->dtype != DSA_F32 || dst->ndim != 2 || (dst->shape[1] != 576 && dst->shape[1] != 128) || idx->dtype != DSA_I32 ||
+        dsa_numel(idx) % 16 != 0)
+        return dsa_error_set(DSA_ERR_SHAPE, "dsa_red_ceiling_bulk: dst must be f32 [rows, 576 or 128], idx i32 with a multiple "
+                                            "of 16 elements (got %s dst with %d dims, %lld indices)",
+                             dsa_dtype_name(dst->dtype), dst->ndim, (long long)dsa_numel(idx));
+    bool sm90 = false;
+    DSA_TRY(dsa_cuda_sm90(&sm90));
+    if (!sm90) return dsa_error_set(DSA_ERR_UNSUPPORTED, "dsa_red_ceiling_bulk: needs an sm_90 GPU");
+    int64_t n_groups = dsa_numel(idx) / 16, rows = dst->shape[0];
+    if (n_groups == 0) return DSA_OK;
+    unsigned blocks = (unsigned)(n_groups / 8 < 4096 ? (n_groups + 7) / 8 : 4096);
+    if (dst->shape[1] == 576)
+        red_bulk_ceiling_kernel<576><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
+    else
+        red_bulk_ceiling_kernel<128><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
+    CUDA_LAUNCH_CHECK("red_bulk_ceiling");
     return DSA_OK;
 }

@@ -270,6 +270,22 @@ static void check_red_ceiling(int64_t rows, int64_t D, int64_t n) {
     CHECK(e <= 1e-5, "reduction ceiling [%lld, %lld]: rel L2 %.3e", (long long)rows, (long long)D, e);
     // A shape it does not take is an error, not a launch.
     CHECK(dsa_red_ceiling_cuda(dst.g, int_pair(idx, 1, DSA_SHAPE(n - 1)).g) == DSA_ERR_SHAPE, "reduction ceiling: 15-slot remainder accepted");
+    // The bulk-reduction ceiling (sm_90): every valid slot adds 1e-6 (col % 97 + 1) to its row.
+    for (int64_t i = 0; i < rows * D; i++) want[i] = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] >= 0 && idx[i] < rows)
+            for (int64_t col = 0; col < D; col++) want[idx[i] * D + col] += (double)(1e-6f * (float)(col % 97 + 1));
+    dsa_tensor *wb = dsa_from_host(C, DSA_PERSIST, DSA_F64, DSA_CPU, 2, DSA_SHAPE(rows, D), want);
+    pair db = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(rows, D));
+    dsa_status st = dsa_red_ceiling_bulk_cuda(db.g, ix.g);
+    if (st == DSA_ERR_UNSUPPORTED) printf("bulk reduction ceiling: skipped (%s)\n", dsa_error_message());
+    else {
+        CHECK_OK(st);
+        CHECK_OK(dsa_device_sync(DSA_CUDA));
+        double eb = test_rel_l2(db.g, wb);
+        printf("bulk reduction ceiling kernel, %lld slots into [%lld, %lld]: rel %.2e\n", (long long)n, (long long)rows, (long long)D, eb);
+        CHECK(eb <= 1e-5, "bulk reduction ceiling [%lld, %lld]: rel L2 %.3e", (long long)rows, (long long)D, eb);
+    }
     free(idx);
     free(want);
 }
