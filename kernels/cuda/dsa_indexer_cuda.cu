@@ -8,6 +8,7 @@
 #include "core/context.h"
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
+#include "kernels/cuda/dsa_wgmma.cuh"
 
 #define IDX_NT 256
 #define IDX_KT 64  // keys per CTA of the dense logits kernel
@@ -590,7 +591,9 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 // through shared memory instead of lane-pair shuffles: 1.863 / 4.139 against 1.895 / 4.121 ms at H 64,
 // D 128, and 0.461 against 0.600 ms at H 16, D 64, K 512, T 8192 (small.cfg's shape; floor 0.452).
 // 3 CTAs an SM (the bound holds the registers at 168; four spilled values, reloaded a few times a tile).
-template <int MT, int DD>
+// BULK (sm_90a, DSA_GATHER_BWD_BULK=1): dk's rows leave by bulk reductions (cp.reduce.async.bulk, one
+// instruction per key and half row, the adds done by the copy engine in L2) instead of float4 atomics.
+template <int MT, int DD, bool BULK = false>
 __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
@@ -758,6 +761,34 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                         dsa_mma_bf16_16816(dka[2 * dp], a, b0);
                         dsa_mma_bf16_16816(dka[2 * dp + 1], a, b1);
                     }
+                }
+                if constexpr (BULK) {
+                    // Half rows (DD / 2 floats, rows DD / 2 + 4 apart: MT warps x 16 rows fill the
+                    // tile's key buffer exactly) staged in shared memory, then lane r < 16 reduces row
+                    // r into dk by one bulk copy; the half is restaged only once its copies have read it.
+                    constexpr int HC = DD / 2, SB = HC + 4;
+                    float *st = (float *)(sk + buf * IDXG_KT * ldq) + warp * 16 * SB;
+                    const int key_b = lane < 16 ? kt[kb0 + lane] : -1;
+#pragma unroll
+                    for (int half = 0; half < 2; half++) {
+                        if (half) {
+                            dsa_bulk_wait_read<0>();
+                            __syncwarp();
+                        }
+#pragma unroll
+                        for (int n = 0; n < HC / 8; n++) {
+                            const int nn = half * (HC / 8) + n;
+                            *(float2 *)(st + g * SB + 8 * n + 2 * c) = make_float2(dka[nn][0], dka[nn][1]);
+                            *(float2 *)(st + (g + 8) * SB + 8 * n + 2 * c) = make_float2(dka[nn][2], dka[nn][3]);
+                        }
+                        dsa_fence_proxy_async();  // the rows -> visible to the bulk copies
+                        __syncwarp();
+                        if (key_b >= 0) dsa_bulk_reduce_add_f32(dk + (int64_t)key_b * DD + half * HC, dsa_smem_addr(st + lane * SB), HC * 4);
+                        dsa_bulk_commit();
+                    }
+                    dsa_bulk_wait_read<0>();  // the buffer is free for the next block / the next tile's copies
+                    __syncwarp();
+                    continue;
                 }
                 // The block goes out through shared memory, 16 columns at a time, via this warp's 16
                 // rows of 20 floats in the tile's key buffer (every warp is past phase 2, and the
@@ -1037,11 +1068,18 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     size_t smem = gather_bwd_mma_smem(H, DD);
     void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
                  const float *, float *, float *, float *, int64_t, int64_t, int64_t, bool);
+    // DSA_GATHER_BWD_BULK=1 (sm_90): dk by bulk reductions (comparisons).
+    static int bulk = -1;
+    if (bulk < 0) {
+        bool sm90 = false;
+        DSA_TRY(dsa_cuda_sm90(&sm90));
+        bulk = sm90 && dsa_env_flag("DSA_GATHER_BWD_BULK");
+    }
     switch (H) {
-    case 16: kern = indexer_gather_bwd_mma_kernel<1, DD>; break;
-    case 32: kern = indexer_gather_bwd_mma_kernel<2, DD>; break;
-    case 48: kern = indexer_gather_bwd_mma_kernel<3, DD>; break;
-    default: kern = indexer_gather_bwd_mma_kernel<4, DD>; break;
+    case 16: kern = bulk ? indexer_gather_bwd_mma_kernel<1, DD, true> : indexer_gather_bwd_mma_kernel<1, DD>; break;
+    case 32: kern = bulk ? indexer_gather_bwd_mma_kernel<2, DD, true> : indexer_gather_bwd_mma_kernel<2, DD>; break;
+    case 48: kern = bulk ? indexer_gather_bwd_mma_kernel<3, DD, true> : indexer_gather_bwd_mma_kernel<3, DD>; break;
+    default: kern = bulk ? indexer_gather_bwd_mma_kernel<4, DD, true> : indexer_gather_bwd_mma_kernel<4, DD>; break;
     }
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
     kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(

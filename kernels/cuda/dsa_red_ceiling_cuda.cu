@@ -63,13 +63,11 @@ __global__ void __launch_bounds__(256) red_bulk_ceiling_kernel(float *dst, const
         if (lane >= 16) continue;
         const int key = idx[grp * 16 + lane];
         if (key < 0 || key >= rows) continue;
-        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst + (int64_t)key * D),
-                     "r"(src), "n"(D * 4)
-                     : "memory");
-        asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-        asm volatile("cp.async.bulk.wait_group.read 8;\n" ::: "memory");
+        dsa_bulk_reduce_add_f32(dst + (int64_t)key * D, src, D * 4);
+        dsa_bulk_commit();
+        dsa_bulk_wait_read<8>();
     }
-    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+    dsa_bulk_wait_read<0>();
 #endif
 }
 

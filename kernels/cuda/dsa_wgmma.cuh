@@ -43,6 +43,27 @@ __device__ __forceinline__ void dsa_fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
+// Bulk reductions (sm_90a): gdst[0 .. bytes / 4) += the fp32 row at shared address src, done in L2 by the
+// copy engine (cp.reduce.async.bulk .add.f32; bytes % 16 == 0, both 16-byte aligned). The issuing thread
+// commits its bulk group, and waits (dsa_bulk_wait_read<N>: at most N of its groups still reading shared
+// memory) before it rewrites the source; the global adds complete by the kernel's end.
+__device__ __forceinline__ void dsa_bulk_reduce_add_f32(float *gdst, unsigned src, unsigned bytes) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gdst), "r"(src), "r"(bytes)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void dsa_bulk_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void dsa_bulk_wait_read() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+#endif
+}
 // Named barrier `id` (1..15; 0 is __syncthreads) over the first `n` arriving threads (n % 32 == 0):
 // lets a subset of warps (the math warpgroups of a warp-specialized kernel) synchronize alone.
 __device__ __forceinline__ void dsa_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
