@@ -92,7 +92,14 @@ __device__ __forceinline__ void bwd3_p_ds(const float *s, const float *dp, unsig
 // NK: the k16 steps of the dkv products over the tile rows (4 = 64 rows; fewer when the rows that hold a
 // head fit in 16 NK: the rest are zeros, skipped; a compile-time count, since a wgmma under a runtime
 // branch is serialized).
-template <int NK>
+// BULK (NK <= 3, DSA_SPARSE_BWD_BULK): dkv chunks leave by bulk reductions (cp.reduce.async.bulk .add.f32,
+// one instruction a slot and 64 columns, the adds done in L2: 3806 against 2314 GB/s for the float4
+// atomics in the bench's ceilings, H200, session 20) instead of float4 atomics. A chunk (64 slots x 64
+// fp32 = 16 KiB) is staged in the rows 48 .. 63 of Q's and dO's column blocks (2 KiB each, 8 slots a
+// piece: warpgroup 0 Q blocks 0-7, warpgroup 1 Q block 8 and dO blocks 0-6), which only tile rows past
+// 16 NK occupy: no dkv product reads them, and what S, dP and dq compute from them (garbage, possibly
+// NaN) stays in those rows, whose P, dS and dq nothing reads. Shared memory has no other 32 KiB free.
+template <int NK, bool BULK>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
@@ -178,6 +185,16 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     // the row masks of the group's entries.
     const int r_lo = min(row_lo / nh, 7), r_hi = min((row_lo + 8) / nh, 7);
     const unsigned char *grp_rows = merged ? un.rows + grp * un.cap + 32 * wg : nullptr;
+    // BULK: this thread's two staging rows (slots row_lo, row_lo + 8: pieces 2 (warp & 3) and + 1, row g) and,
+    // for threads 0 .. 63 of the warpgroup, the row of slot wtid it reduces.
+    static_assert(!BULK || NK <= 3, "bulk dkv staging needs tile rows 48 .. 63 free");
+    const int wtid = tid - 128 * wg;
+    auto piece = [&](int p) -> unsigned char * {
+        unsigned char *b = wg == 0 || p == 0 ? (unsigned char *)sm.sq + (wg ? 8 : p) * 8192 : (unsigned char *)sm.sdo + (p - 1) * 8192;
+        return b + 48 * 128;
+    };
+    float *stage_lo = (float *)(piece(2 * (warp & 3)) + g * 256), *stage_hi = (float *)(piece(2 * (warp & 3) + 1) + g * 256);
+    const unsigned stage_src = BULK && wtid < 64 ? dsa_smem_addr(piece(wtid >> 3) + (wtid & 7) * 256) : 0u;
 
     float dqa[128], dqb[32];
 #pragma unroll
@@ -201,6 +218,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
             mk_hi &= (unsigned)b_hi;
         }
         const int key = dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + ((c & 1) ? row_lo + 8 : row_lo)));
+        const int key_b = BULK && wtid < 64 ? dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + wtid)) : -1;
         dsa_bar_sync(1, 256);  // the other warpgroup's dkv(i - 1) no longer reads sP / sdS
         dsa_wgmma_wait<0>();
         bwd3_p_ds(s, dp, mk_lo, mk_hi, wg, row_lo, c, sig2, sigma, lz_lo, lz_hi, dl_lo, dl_hi, sm.sp, sm.sds);
@@ -227,9 +245,24 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
                 for (int kk = 0; kk < NK; kk++) dsa_wgmma_m64n64k16<1, 1>(acc, d_pt + kk * 128, d_don + kk * 128, 1);
             dsa_wgmma_commit();
             dsa_wgmma_wait<0>();
-            dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
+            if constexpr (BULK) {
+                dsa_bulk_wait_read<0>();    // (issuers) the previous chunk's copies have read the staging
+                dsa_bar_sync(4 + wg, 128);  // the staging is free
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    *(float2 *)(stage_lo + 8 * j + 2 * c) = make_float2(acc[4 * j], acc[4 * j + 1]);
+                    *(float2 *)(stage_hi + 8 * j + 2 * c) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
+                }
+                dsa_fence_proxy_async();    // the rows -> visible to the bulk copies
+                dsa_bar_sync(4 + wg, 128);  // all 64 rows are staged
+                if (key_b >= 0) dsa_bulk_reduce_add_f32(dkv + (int64_t)key_b * D + 64 * ck, stage_src, 256);
+                dsa_bulk_commit();
+            } else {
+                dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
+            }
         }
     }
+    if constexpr (BULK) dsa_bulk_wait_read<0>();  // no copy may read shared memory after the CTA exits
     // dq (the CTA's own rows: plain read-modify-write, or stores when the buffer is the gradient's first
     // and holds anything: every column of every head row < nh is written here) += the accumulators.
 #pragma unroll
@@ -279,10 +312,13 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + BWD3_HB - 1) / BWD3_HB);
     const int64_t tile_rows = R >= 2 ? R * (h1 - h0) : (h1 - h0 < BWD3_HB ? h1 - h0 : BWD3_HB);
     const int nk = (int)((tile_rows + 15) / 16);
-    auto kern = nk == 1 ? sparse_mqa_bwd_wgmma_kernel<1>
-              : nk == 2 ? sparse_mqa_bwd_wgmma_kernel<2>
-              : nk == 3 ? sparse_mqa_bwd_wgmma_kernel<3>
-                        : sparse_mqa_bwd_wgmma_kernel<4>;
+    // DSA_SPARSE_BWD_BULK=1: dkv by bulk reductions where the tile rows leave room (nk <= 3).
+    static int bulk = -1;
+    if (bulk < 0) bulk = dsa_env_flag("DSA_SPARSE_BWD_BULK");
+    auto kern = nk == 1 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<1, true> : sparse_mqa_bwd_wgmma_kernel<1, false>)
+              : nk == 2 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<2, true> : sparse_mqa_bwd_wgmma_kernel<2, false>)
+              : nk == 3 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<3, true> : sparse_mqa_bwd_wgmma_kernel<3, false>)
+                        : sparse_mqa_bwd_wgmma_kernel<4, false>;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (wgmma v3)"));
     kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
