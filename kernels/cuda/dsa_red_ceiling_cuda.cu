@@ -24,24 +24,6 @@ __global__ void red_ceiling_kernel(float *dst, const int *__restrict__ idx, int6
     }
 }
 
-// dst [rows, D] fp32 (D = 576 or 128) += a constant per element at the rows idx names (i32, numel % 16 == 0).
-extern "C" dsa_status dsa_red_ceiling_cuda(dsa_tensor *dst, const dsa_tensor *idx) {
-    if (dst->dtype != DSA_F32 || dst->ndim != 2 || (dst->shape[1] != 576 && dst->shape[1] != 128) || idx->dtype != DSA_I32 ||
-        dsa_numel(idx) % 16 != 0)
-        return dsa_error_set(DSA_ERR_SHAPE, "dsa_red_ceiling: dst must be f32 [rows, 576 or 128], idx i32 with a multiple of 16 "
-                                            "elements (got %s dst with %d dims, %lld indices)",
-                             dsa_dtype_name(dst->dtype), dst->ndim, (long long)dsa_numel(idx));
-    int64_t n_groups = dsa_numel(idx) / 16, rows = dst->shape[0];
-    if (n_groups == 0) return DSA_OK;
-    unsigned blocks = (unsigned)(n_groups / 8 < 4096 ? (n_groups + 7) / 8 : 4096);
-    if (dst->shape[1] == 576)
-        red_ceiling_kernel<576><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
-    else
-        red_ceiling_kernel<128><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
-    CUDA_LAUNCH_CHECK("red_ceiling");
-    return DSA_OK;
-}
-
 // The same reductions by the bulk copy engine (sm_90a): cp.reduce.async.bulk .add.f32 of whole D-float
 // rows from shared memory into global memory, one instruction a row, the adds done in L2 (the way
 // FlashAttention 3's backward accumulates dQ). Lanes 0 .. 15 of each warp take one slot of a 16-slot
@@ -71,23 +53,35 @@ __global__ void __launch_bounds__(256) red_bulk_ceiling_kernel(float *dst, const
 #endif
 }
 
-// dst [rows, D] fp32 (D = 576 or 128) += 1e-6 (col % 97 + 1) at the rows idx names, by bulk reductions.
-extern "C" dsa_status dsa_red_ceiling_bulk_cuda(dsa_tensor *dst, const dsa_tensor *idx) {
+// Both ceilings' launcher: dst [rows, D] fp32 (D = 576 or 128) += a constant per element at the rows idx
+// names (i32, numel % 16 == 0); bulk: by bulk reductions (dst += 1e-6 (col % 97 + 1); sm_90 only).
+static dsa_status red_ceiling_launch(dsa_tensor *dst, const dsa_tensor *idx, bool bulk) {
+    const char *name = bulk ? "dsa_red_ceiling_bulk" : "dsa_red_ceiling";
     if (dst->dtype != DSA_F32 || dst->ndim != 2 || (dst->shape[1] != 576 && dst->shape[1] != 128) || idx->dtype != DSA_I32 ||
         dsa_numel(idx) % 16 != 0)
-        return dsa_error_set(DSA_ERR_SHAPE, "dsa_red_ceiling_bulk: dst must be f32 [rows, 576 or 128], idx i32 with a multiple "
-                                            "of 16 elements (got %s dst with %d dims, %lld indices)",
-                             dsa_dtype_name(dst->dtype), dst->ndim, (long long)dsa_numel(idx));
-    bool sm90 = false;
-    DSA_TRY(dsa_cuda_sm90(&sm90));
-    if (!sm90) return dsa_error_set(DSA_ERR_UNSUPPORTED, "dsa_red_ceiling_bulk: needs an sm_90 GPU");
+        return dsa_error_set(DSA_ERR_SHAPE, "%s: dst must be f32 [rows, 576 or 128], idx i32 with a multiple of 16 "
+                                            "elements (got %s dst with %d dims, %lld indices)",
+                             name, dsa_dtype_name(dst->dtype), dst->ndim, (long long)dsa_numel(idx));
+    if (bulk) {
+        bool sm90 = false;
+        DSA_TRY(dsa_cuda_sm90(&sm90));
+        if (!sm90) return dsa_error_set(DSA_ERR_UNSUPPORTED, "%s: needs an sm_90 GPU", name);
+    }
     int64_t n_groups = dsa_numel(idx) / 16, rows = dst->shape[0];
     if (n_groups == 0) return DSA_OK;
     unsigned blocks = (unsigned)(n_groups / 8 < 4096 ? (n_groups + 7) / 8 : 4096);
-    if (dst->shape[1] == 576)
-        red_bulk_ceiling_kernel<576><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
-    else
-        red_bulk_ceiling_kernel<128><<<blocks, 256, 0, dsa_stream()>>>((float *)dst->data, (const int *)idx->data, n_groups, rows);
-    CUDA_LAUNCH_CHECK("red_bulk_ceiling");
+    float *d = (float *)dst->data;
+    const int *ix = (const int *)idx->data;
+    if (dst->shape[1] == 576) {
+        if (bulk) red_bulk_ceiling_kernel<576><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n_groups, rows);
+        else red_ceiling_kernel<576><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n_groups, rows);
+    } else {
+        if (bulk) red_bulk_ceiling_kernel<128><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n_groups, rows);
+        else red_ceiling_kernel<128><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n_groups, rows);
+    }
+    CUDA_LAUNCH_CHECK(name);
     return DSA_OK;
 }
+
+extern "C" dsa_status dsa_red_ceiling_cuda(dsa_tensor *dst, const dsa_tensor *idx) { return red_ceiling_launch(dst, idx, false); }
+extern "C" dsa_status dsa_red_ceiling_bulk_cuda(dsa_tensor *dst, const dsa_tensor *idx) { return red_ceiling_launch(dst, idx, true); }
