@@ -157,8 +157,11 @@ static void check_pick_union(int64_t T, int64_t K, int64_t S, int R) {
     printf("pick union T %lld K %lld S %lld R %d: %lld entries for %lld valid picks, %lld bad\n", (long long)T,
            (long long)K, (long long)S, R, (long long)entries, (long long)valid, (long long)bad);
     CHECK(bad == 0, "pick union T %lld K %lld R %d: %lld entries or picks wrong", (long long)T, (long long)K, R, (long long)bad);
-    CHECK(entries < valid || valid == 0, "pick union T %lld K %lld R %d: no pick shared (S < K forces some)", (long long)T,
-          (long long)K, R);
+    // (With 16 rows or more, groups of rows with valid picks over S < K keys must share some; the
+    // sanitizer's few rows may all be edge rows.)
+    if (T >= 16)
+        CHECK(entries < valid || valid == 0, "pick union T %lld K %lld R %d: no pick shared (S < K forces some)", (long long)T,
+              (long long)K, R);
     free(idx), free(len), free(keys), free(count), free(rows), free(slot), free(seen);
 }
 
