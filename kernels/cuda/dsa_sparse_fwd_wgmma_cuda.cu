@@ -430,7 +430,10 @@ __device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsi
 // pair's a R and b L both wait on the end of a pair). The pattern of FlashMLA's SM90 gather. H200,
 // T 4096, H 128: 573 against 549 TFLOP/s with the unrolled part copies; with session 15's generic copy
 // loop it lost (333 against 363), its issue cost then hid the overlap.
-template <bool ASYNC_ARRIVE>
+// MERGED (un.keys set): groups of rows over the union of their picks, each tile row's slots masked by its
+// row's bits. A template flag, not a runtime one: the per-row masks kept live through the loop cost the
+// one-row kernel 18% at H 64 (T 4096: 459 against 558 TFLOP/s, H200, session 20 call 3).
+template <bool ASYNC_ARRIVE, bool MERGED>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     fwd5_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack), D);
@@ -503,9 +506,9 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     for (int j = 0; j < 128; j++) o[j] = 0.f;
     // Merged groups: the entries this thread's two tile rows take, loaded a tile ahead of their use.
     const int2 gr = w.group_rows(row_lo);
-    unsigned long long rv_lo, rv_hi;
+    unsigned long long rv_lo = ~0ull, rv_hi = ~0ull;
     if (wg == 0) {
-        w.tile_rows_valid(0, mt.c, gr, &rv_lo, &rv_hi);
+        if (MERGED) w.tile_rows_valid(0, mt.c, gr, &rv_lo, &rv_hi);
         dsa_mbar_wait(sm.ready(0, 0), 0);
         dsa_wgmma_fence();
         dsa_wgmma_scores_m64n64<0, FWD5_NB_L, true>(s, q_base, st0);
@@ -546,7 +549,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             // S of the next a, issued unconditionally (a wgmma under a data-dependent branch is
             // serialized); after the last pair it reads a stale stage and its result is unused.
             const bool more = p + 1 < np;
-            w.tile_rows_valid(2 * p + 2, mt.c, gr, &rv_lo, &rv_hi);
+            if (MERGED) w.tile_rows_valid(2 * p + 2, mt.c, gr, &rv_lo, &rv_hi);
             if (more) dsa_mbar_wait(sm.ready(0, 0), (p + 1) & 1);
             dsa_wgmma_scores_m64n64<0, FWD5_NB_L, true>(s, q_base, st0);
             dsa_wgmma_commit();
@@ -559,7 +562,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
         }
     } else {
         for (int p = 0; p < np; p++) {
-            w.tile_rows_valid(2 * p + 1, mt.c, gr, &rv_lo, &rv_hi);
+            if (MERGED) w.tile_rows_valid(2 * p + 1, mt.c, gr, &rv_lo, &rv_hi);
             dsa_mbar_wait(sm.ready(1, 1), p & 1);
             dsa_wgmma_fence();
             dsa_wgmma_scores_m64n64<FWD5_NB_L, FWD5_NB, true>(s, q_base, st1);
@@ -615,10 +618,6 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     smem += (size_t)slack;
     static int async_arrive = -1;  // DSA_SPARSE_FWD_V5_SYNC=1: the gather threads wait for their copies
     if (async_arrive < 0) async_arrive = !dsa_env_flag("DSA_SPARSE_FWD_V5_SYNC");
-    auto kern = pair ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true> : sparse_mqa_fwd_pair_kernel<false>)
-                     : sparse_mqa_fwd_ws_kernel;
-    DSA_TRY(dsa_smem_setup(kern, smem,
-                           pair ? "dsa_sparse_mqa fwd (wgmma v5)" : "dsa_sparse_mqa fwd (wgmma v4)"));
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).
@@ -633,6 +632,12 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
     const int R = pair ? dsa_pick_union_rows(want, h1 - h0, K, S) : 1;
     if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, false, &un));
+    auto kern = !pair          ? sparse_mqa_fwd_ws_kernel
+                : R >= 2        ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true> : sparse_mqa_fwd_pair_kernel<false, true>)
+                : async_arrive ? sparse_mqa_fwd_pair_kernel<true, false>
+                               : sparse_mqa_fwd_pair_kernel<false, false>;
+    DSA_TRY(dsa_smem_setup(kern, smem,
+                           pair ? "dsa_sparse_mqa fwd (wgmma v5)" : "dsa_sparse_mqa fwd (wgmma v4)"));
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + FWD3_HB - 1) / FWD3_HB);
     kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
