@@ -78,7 +78,8 @@ if [ "$variants" != 0 ] && [ -x build-gpu/bench_dsa ]; then
   run_variant bwd_v2 attention DSA_SPARSE_BWD_V2=1
   run_variant indexer_mma indexer DSA_INDEXER_MMA=1 DSA_GATHER_MMA=1
   opt_in gather_bwd_wgmma indexer DSA_GATHER_BWD_WGMMA=1
-  for e in "" "DSA_SPARSE_BWD_V2=1"; do  # few heads (small.cfg: 12 heads, top-k 512)
+  # few heads (small.cfg: 12 heads, top-k 512): merged rows (default), unmerged, the older backward
+  for e in "" "DSA_SPARSE_FWD_ROWS=1 DSA_SPARSE_BWD_ROWS=1" "DSA_SPARSE_BWD_V2=1"; do
     env $e timeout 60 build-gpu/bench_dsa --T 8192 --H 12 --K 512 --only attention --no-torch --runs 5 > "$OUT/bench_h12.md" 2>&1
     echo "== bench H 12 K 512 [$e]" | tee -a "$OUT/00-summary.txt"
     grep -E "^\| (sparse|score)" "$OUT/bench_h12.md" | tee -a "$OUT/00-summary.txt"
