@@ -99,7 +99,9 @@ __device__ __forceinline__ void bwd3_p_ds(const float *s, const float *dp, unsig
 // piece: warpgroup 0 Q blocks 0-7, warpgroup 1 Q block 8 and dO blocks 0-6), which only tile rows past
 // 16 NK occupy: no dkv product reads them, and what S, dP and dq compute from them (garbage, possibly
 // NaN) stays in those rows, whose P, dS and dq nothing reads. Shared memory has no other 32 KiB free.
-template <int NK, bool BULK>
+// MERGED (un.keys set; a template flag, as the forward's: the one-row kernel then keeps no merged state
+// live, and ptxas reports no spills for it, as before session 20).
+template <int NK, bool BULK, bool MERGED>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
@@ -110,7 +112,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     bwd3_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack));
     // Tile rows: one query row's block of up to 64 heads, or (merged, un.keys set) the heads [hbeg, hend)
     // of a group of un.R rows, tile row m = (row m / nh of the group, head m % nh).
-    const bool merged = un.keys != nullptr;
+    constexpr bool merged = MERGED;
     const int n_hb = merged ? 1 : (hend - hbeg + HB - 1) / HB;
     const int h0 = hbeg + (int)(blockIdx.x % n_hb) * HB, nh = min(HB, hend - h0);
     const int64_t grp = blockIdx.x / n_hb, t0 = merged ? grp * un.R : grp;
@@ -285,6 +287,15 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     }
 }
 
+// The instantiation for nk k16 steps (1..4), bulk dkv (nk <= 3 only) and merged groups or not.
+template <bool MERGED>
+static auto bwd3_kernel(int nk, bool bulk) {
+    return nk == 1 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<1, true, MERGED> : sparse_mqa_bwd_wgmma_kernel<1, false, MERGED>)
+         : nk == 2 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<2, true, MERGED> : sparse_mqa_bwd_wgmma_kernel<2, false, MERGED>)
+         : nk == 3 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<3, true, MERGED> : sparse_mqa_bwd_wgmma_kernel<3, false, MERGED>)
+                   : sparse_mqa_bwd_wgmma_kernel<4, false, MERGED>;
+}
+
 // Called by the backward dispatcher (dsa_sparse_bwd_cuda.cu) for bf16 q / kv / out, fp32 dout / dq /
 // dkv / dsink, dq and dkv both given, D = 576, Dv = 512, on an sm_90 GPU. DSA_ERR_UNSUPPORTED (no
 // message) when the shared memory does not fit: the caller runs v2.
@@ -315,10 +326,7 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     // DSA_SPARSE_BWD_BULK=1: dkv by bulk reductions where the tile rows leave room (nk <= 3).
     static int bulk = -1;
     if (bulk < 0) bulk = dsa_env_flag("DSA_SPARSE_BWD_BULK");
-    auto kern = nk == 1 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<1, true> : sparse_mqa_bwd_wgmma_kernel<1, false>)
-              : nk == 2 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<2, true> : sparse_mqa_bwd_wgmma_kernel<2, false>)
-              : nk == 3 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<3, true> : sparse_mqa_bwd_wgmma_kernel<3, false>)
-                        : sparse_mqa_bwd_wgmma_kernel<4, false>;
+    auto kern = R >= 2 ? bwd3_kernel<true>(nk, bulk) : bwd3_kernel<false>(nk, bulk);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (wgmma v3)"));
     kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
