@@ -25,32 +25,28 @@ static const char *env(const char *name) {
     return (v && *v) ? v : NULL;
 }
 
-static int env_int(const char *name, int dflt) {
-    const char *v = env(name);
-    return v ? atoi(v) : dflt;
-}
 
 dsa_launch_info dsa_launch_detect(void) {
     dsa_launch_info li = {0, 1, 0, "single"};
     if (env("OMPI_COMM_WORLD_SIZE")) {
-        li.world_rank = env_int("OMPI_COMM_WORLD_RANK", 0);
-        li.world_size = env_int("OMPI_COMM_WORLD_SIZE", 1);
-        li.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0);
+        li.world_rank = dsa_env_int("OMPI_COMM_WORLD_RANK", 0);
+        li.world_size = dsa_env_int("OMPI_COMM_WORLD_SIZE", 1);
+        li.local_rank = dsa_env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0);
         li.launcher = "mpirun";
     } else if (env("PMI_SIZE") && env("PMI_RANK")) {
-        li.world_rank = env_int("PMI_RANK", 0);
-        li.world_size = env_int("PMI_SIZE", 1);
-        li.local_rank = env_int("MPI_LOCALRANKID", env_int("SLURM_LOCALID", 0));
+        li.world_rank = dsa_env_int("PMI_RANK", 0);
+        li.world_size = dsa_env_int("PMI_SIZE", 1);
+        li.local_rank = dsa_env_int("MPI_LOCALRANKID", dsa_env_int("SLURM_LOCALID", 0));
         li.launcher = "mpirun";
     } else if (env("RANK") && env("WORLD_SIZE")) {
-        li.world_rank = env_int("RANK", 0);
-        li.world_size = env_int("WORLD_SIZE", 1);
-        li.local_rank = env_int("LOCAL_RANK", 0);
+        li.world_rank = dsa_env_int("RANK", 0);
+        li.world_size = dsa_env_int("WORLD_SIZE", 1);
+        li.local_rank = dsa_env_int("LOCAL_RANK", 0);
         li.launcher = "torchrun";
     } else if (env("SLURM_PROCID") && env("SLURM_NTASKS")) {
-        li.world_rank = env_int("SLURM_PROCID", 0);
-        li.world_size = env_int("SLURM_NTASKS", 1);
-        li.local_rank = env_int("SLURM_LOCALID", 0);
+        li.world_rank = dsa_env_int("SLURM_PROCID", 0);
+        li.world_size = dsa_env_int("SLURM_NTASKS", 1);
+        li.local_rank = dsa_env_int("SLURM_LOCALID", 0);
         li.launcher = "srun";
     }
     return li;
@@ -138,7 +134,7 @@ static dsa_status tcp_share_blob(int rank, int size, void *blob, size_t n) {
         close(srv);
         return DSA_OK;
     }
-    int fd = tcp_connect_retry(host, port, env_int("DSA_COMM_CONNECT_S", 120));
+    int fd = tcp_connect_retry(host, port, dsa_env_int("DSA_COMM_CONNECT_S", 120));
     if (fd < 0)
         return dsa_error_set(DSA_ERR_COMM, "rank %d cannot reach rank 0 at %s:%s (MASTER_ADDR/MASTER_PORT)", rank,
                              host, port);
@@ -183,7 +179,7 @@ static ncclDataType_t nccl_type(dsa_dtype dt) { return dt == DSA_F64 ? ncclFloat
 // communicator so this rank does not hang, and reports.
 static dsa_status nccl_wait(const dsa_comm *c, const char *what) {
     cudaStream_t st = (cudaStream_t)dsa_cuda()->stream;
-    double timeout = env_int("DSA_COMM_TIMEOUT_S", 600);
+    double timeout = dsa_env_int("DSA_COMM_TIMEOUT_S", 600);
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {

@@ -17,6 +17,12 @@ static inline bool dsa_env_flag(const char *name) {
     const char *e = getenv(name);
     return e && atoi(e) != 0;
 }
+// An integer environment setting (launcher ranks, the kernels' DSA_*_ROWS counts): its value, or dflt
+// when unset or empty.
+static inline int dsa_env_int(const char *name, int dflt) {
+    const char *e = getenv(name);
+    return e && *e ? atoi(e) : dflt;
+}
 
 // True when this binary was built with CUDA support.
 bool dsa_cuda_built(void);

@@ -885,7 +885,7 @@ static size_t logits_mma_smem(int rows, int64_t H, int64_t D) {
 // DSA_INDEXER_ROWS=8 selects the other variant.
 static int logits_mma_rows() {
     static int rows = -1;
-    if (rows < 0) rows = getenv("DSA_INDEXER_ROWS") && atoi(getenv("DSA_INDEXER_ROWS")) == 8 ? 8 : 4;
+    if (rows < 0) rows = dsa_env_int("DSA_INDEXER_ROWS", 4) == 8 ? 8 : 4;
     return rows;
 }
 
@@ -978,7 +978,7 @@ static bool gather_simt() {
 static int gather_nw() {
     static int nw = -1;
     if (nw < 0) {
-        int e = getenv("DSA_GATHER_NW") ? atoi(getenv("DSA_GATHER_NW")) : 4;
+        int e = dsa_env_int("DSA_GATHER_NW", 4);
         nw = e == 2 || e == 8 ? e : 4;
     }
     return nw;

@@ -330,10 +330,7 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     // off by default: measured slower, H200, T 8192, H 12, K 512: 1.992 against 0.975 ms; small.cfg's
     // profile 19.84 against 11.58 ms a step, session 20, cause not found yet).
     static int want = -1;
-    if (want < 0) {
-        const char *e = getenv("DSA_HEADSUM_ROWS");
-        want = e ? atoi(e) : 1;
-    }
+    if (want < 0) want = dsa_env_int("DSA_HEADSUM_ROWS", 1);
     dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
     const int R = big ? 1 : dsa_pick_union_rows(want, H, K, S);
     if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, true, &un));

@@ -318,10 +318,7 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     // Few heads: groups of neighbouring rows in one tile, over the union of their picks (DSA_SPARSE_BWD_ROWS,
     // default 4; 1 turns it off).
     static int want = -1;
-    if (want < 0) {
-        const char *e = getenv("DSA_SPARSE_BWD_ROWS");
-        want = e ? atoi(e) : 4;
-    }
+    if (want < 0) want = dsa_env_int("DSA_SPARSE_BWD_ROWS", 4);
     dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
     const int R = dsa_pick_union_rows(want, h1 - h0, K, S);
     if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, false, &un));
