@@ -26,6 +26,11 @@ typedef struct {
 // Rows per group for a kernel whose tile holds 64 head rows: min(want, 64 / heads, 4096 / K, 4); 1
 // (no merging) when that is below 2 or the kv row count does not fit the sort key (S_kv >= 2^29).
 int dsa_pick_union_rows(int want, int64_t heads, int64_t K, int64_t S_kv);
+// A kernel's merging, in one call: R = dsa_pick_union_rows(want, heads, K, S_kv) and, when R >= 2, the
+// union built (with `slots` as below) into *u; with R = 1, *u has no keys (the kernel's one-row mode).
+// Returns R through *rows.
+dsa_status dsa_pick_union_prepare(int want, int64_t heads, const dsa_tensor *idx, const dsa_tensor *topk_length,
+                                  int64_t S_kv, bool slots, dsa_pick_union *u, int *rows);
 // Builds the union of idx's [T, K] picks (and, with `slots`, u->slot) (slot j of row t valid when j < topk_length[t] (all K when
 // NULL) and 0 <= idx < S_kv) for groups of R rows, on the context stream, into a scratch kept between
 // calls (valid until the next build). Each group's entries start at a rotation of its sorted key

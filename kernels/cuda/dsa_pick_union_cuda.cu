@@ -108,6 +108,13 @@ int dsa_pick_union_rows(int want, int64_t heads, int64_t K, int64_t S_kv) {
     return R >= 2 ? (int)R : 1;
 }
 
+dsa_status dsa_pick_union_prepare(int want, int64_t heads, const dsa_tensor *idx, const dsa_tensor *topk_length,
+                                  int64_t S_kv, bool slots, dsa_pick_union *u, int *rows) {
+    *u = {NULL, NULL, NULL, NULL, 1, 0};
+    *rows = dsa_pick_union_rows(want, heads, idx->shape[1], S_kv);
+    return *rows >= 2 ? dsa_pick_union_build(idx, topk_length, S_kv, *rows, slots, u) : DSA_OK;
+}
+
 dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_length, int64_t S_kv, int R, bool slots,
                                 dsa_pick_union *u) {
     const int64_t T = idx->shape[0], K = idx->shape[1];

@@ -331,9 +331,9 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     // profile 19.84 against 11.58 ms a step, session 20, cause not found yet).
     static int want = -1;
     if (want < 0) want = dsa_env_int("DSA_HEADSUM_ROWS", 1);
-    dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
-    const int R = big ? 1 : dsa_pick_union_rows(want, H, K, S);
-    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, true, &un));
+    dsa_pick_union un;
+    int R = 1;
+    DSA_TRY(dsa_pick_union_prepare(big ? 1 : want, H, idx, topk_length, S, true, &un, &R));
     auto kern = big ? headsum_ws_kernel<128> : headsum_ws_kernel<64>;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_attn_score_headsum (wgmma v4)"));
     kern<<<(unsigned)(R >= 2 ? (T_ + R - 1) / R : T_), 384, smem, dsa_stream()>>>(

@@ -319,9 +319,9 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     // default 4; 1 turns it off).
     static int want = -1;
     if (want < 0) want = dsa_env_int("DSA_SPARSE_BWD_ROWS", 4);
-    dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
-    const int R = dsa_pick_union_rows(want, h1 - h0, K, S);
-    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, false, &un));
+    dsa_pick_union un;
+    int R = 1;
+    DSA_TRY(dsa_pick_union_prepare(want, h1 - h0, idx, topk_length, S, false, &un, &R));
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + BWD3_HB - 1) / BWD3_HB);
     const int64_t tile_rows = R >= 2 ? R * (h1 - h0) : (h1 - h0 < BWD3_HB ? h1 - h0 : BWD3_HB);
     const int nk = (int)((tile_rows + 15) / 16);

@@ -629,9 +629,9 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     // (DSA_SPARSE_FWD_ROWS, default 4; 1 turns it off).
     static int want = -1;
     if (want < 0) want = dsa_env_int("DSA_SPARSE_FWD_ROWS", 4);
-    dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
-    const int R = pair ? dsa_pick_union_rows(want, h1 - h0, K, S) : 1;
-    if (R >= 2) DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, false, &un));
+    dsa_pick_union un;
+    int R = 1;
+    DSA_TRY(dsa_pick_union_prepare(pair ? want : 1, h1 - h0, idx, topk_length, S, false, &un, &R));
     auto kern = !pair          ? sparse_mqa_fwd_ws_kernel
                 : R >= 2        ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true> : sparse_mqa_fwd_pair_kernel<false, true>)
                 : async_arrive ? sparse_mqa_fwd_pair_kernel<true, false>
