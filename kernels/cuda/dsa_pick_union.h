@@ -43,6 +43,17 @@ dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_le
 #endif
 
 #ifdef __CUDACC__
+// Tile row m of a merged kernel's 64-row tile: head h (h0 + m % nh) of query row t (t0 + m / nh); false
+// for padding rows (m / nh >= rows). One query row is the case rows = 1 (m < nh).
+__device__ __forceinline__ bool dsa_union_tile_row(int m, int64_t t0, int h0, int nh, int rows, int64_t *t, int *h) {
+    *t = t0 + m / nh;
+    *h = h0 + m % nh;
+    return m / nh < rows;
+}
+// The group row of tile row m, clamped below 8 (padding rows have no picks): the r_lo / r_hi of
+// dsa_union_row_masks.
+__device__ __forceinline__ int dsa_union_group_row(int m, int nh) { return min(m / nh, 7); }
+
 // In a merged kernel's tile (64 union entries; `rows` = the group's row masks at the tile's first
 // entry): which of this thread's fragment columns 8j + 2c and 8j + 2c + 1 (j < NJ) its two tile rows'
 // query rows r_lo and r_hi (< 8) picked, as bit masks in the layout of the ring's tile mask. A column

@@ -64,11 +64,14 @@ struct hs3_smem {
                                                int rows, int H, int D, int64_t K) const {
         for (int64_t j = threadIdx.x; j < rows * K; j += blockDim.x) out[t0 * K + j] = __float2bfloat16(0.f);
         dsa_load_rows_sw128(sq, HQ, D, [&](int r) -> const __nv_bfloat16 * {
-            return r / H < rows ? q + (((t0 + r / H) * H) + r % H) * D : nullptr;
+            int64_t t;
+            int h;
+            return dsa_union_tile_row(r, t0, 0, H, rows, &t, &h) ? q + ((t * H) + h) * D : nullptr;
         });
         if (threadIdx.x < HQ) {
-            const int r = threadIdx.x;
-            slse[r] = r / H < rows ? lse[(t0 + r / H) * H + r % H] : INFINITY;
+            int64_t t;
+            int h;
+            slse[threadIdx.x] = dsa_union_tile_row(threadIdx.x, t0, 0, H, rows, &t, &h) ? lse[t * H + h] : INFINITY;
         }
     }
 };

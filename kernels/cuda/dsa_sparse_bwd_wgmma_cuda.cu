@@ -124,12 +124,6 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const int rows = merged ? (int)min((int64_t)un.R, T - t0) : 1;
     const int64_t k_end = merged ? un.count[grp] : dsa_row_k_end(topk_length, t0, K);
     const int nt = (int)((k_end + BK - 1) / BK);
-    // The query row and head of tile row m (false for padding rows).
-    auto tile_row = [&](int m, int64_t *tr, int *hr) {
-        *tr = t0 + m / nh;
-        *hr = m % nh;
-        return m / nh < rows;
-    };
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     unsigned long long *full = sm.bars, *empty = sm.bars + 1;
     if (tid == 0) {
@@ -141,21 +135,21 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     dsa_load_rows_sw128(sm.sq, HB, D, [&](int r) -> const __nv_bfloat16 * {
         int64_t tr;
         int hr;
-        return tile_row(r, &tr, &hr) ? q + ((tr * H) + h0 + hr) * D : nullptr;
+        return dsa_union_tile_row(r, t0, h0, nh, rows, &tr, &hr) ? q + ((tr * H) + hr) * D : nullptr;
     });
     dsa_cp_async_commit();
     for (int r = warp; r < HB; r += 12) {
         float part = 0.f;
         int64_t tr;
         int hr;
-        const bool real = tile_row(r, &tr, &hr);
+        const bool real = dsa_union_tile_row(r, t0, h0, nh, rows, &tr, &hr);
         auto store = [&](int col, uint2 v) { *(uint2 *)(sm.sdo + dsa_sw128(r, col, HB)) = v; };
-        if (real) part = dsa_bwd_do_delta<Dv>(dout + ((tr * H) + h0 + hr) * Dv, out + ((tr * H) + h0 + hr) * Dv, lane, store);
+        if (real) part = dsa_bwd_do_delta<Dv>(dout + ((tr * H) + hr) * Dv, out + ((tr * H) + hr) * Dv, lane, store);
         else
             for (int col = 4 * lane; col < Dv; col += 128) store(col, make_uint2(0, 0));
         float delta = dsa_warp_sum(part);
         if (lane == 0) {
-            float logz = real ? dsa_bwd_log_z(lse, sink, sink_dt, dsink, tr, H, h0, hr, nh, delta) : -INFINITY;
+            float logz = real ? dsa_bwd_log_z(lse, sink, sink_dt, dsink, tr, H, h0, hr - h0, nh, delta) : -INFINITY;
             sm.sdelta[r] = delta;
             sm.slogz[r] = real && logz > -INFINITY ? logz : INFINITY;  // exp(.. - inf) = 0: P = dS = 0
         }
@@ -190,7 +184,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const int ck0 = wg ? 4 : 0, ck1 = wg ? 9 : 4;  // this warpgroup's dkv chunks
     // Merged: the group rows of this thread's two head rows (clamped: padding rows have P = 0 anyway) and
     // the row masks of the group's entries.
-    const int r_lo = min(row_lo / nh, 7), r_hi = min((row_lo + 8) / nh, 7);
+    const int r_lo = dsa_union_group_row(row_lo, nh), r_hi = dsa_union_group_row(row_lo + 8, nh);
     const unsigned char *grp_rows = merged ? un.rows + grp * un.cap + 32 * wg : nullptr;
     // BULK: this thread's two staging rows (slots row_lo, row_lo + 8: pieces 2 (warp & 3) and + 1, row g) and,
     // for threads 0 .. 63 of the warpgroup, the row of slot wtid it reduces.
@@ -276,8 +270,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     for (int half = 0; half < 2; half++) {
         int64_t tr;
         int hr;
-        if (!tile_row(row_lo + 8 * half, &tr, &hr)) continue;
-        float *qrow = dq + ((tr * H) + h0 + hr) * D + 2 * c;
+        if (!dsa_union_tile_row(row_lo + 8 * half, t0, h0, nh, rows, &tr, &hr)) continue;
+        float *qrow = dq + ((tr * H) + hr) * D + 2 * c;
 #pragma unroll
         for (int j = 0; j < 32; j++) {
             float2 *p = (float2 *)(qrow + 64 * qb0 + 8 * j), v = dq_store ? make_float2(0.f, 0.f) : *p;

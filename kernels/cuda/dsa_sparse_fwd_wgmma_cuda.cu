@@ -171,9 +171,9 @@ struct fwd3_math {
             int row = half ? row_hi : row_lo;
             float l = half ? l_hi : l_lo, m = half ? m_hi : m_lo;
             float lse_h = l > 0 ? m * 0.69314718f + logf(l) : -INFINITY, scale = l > 0 ? 1.f / l : 0.f;
-            if (row / nh < rows) {
-                const int64_t t = t0 + row / nh;
-                const int h = h0 + row % nh;
+            int64_t t;
+            int h;
+            if (dsa_union_tile_row(row, t0, h0, nh, rows, &t, &h)) {
                 if (sink && l > 0) scale /= 1.f + expf((float)dsa_ld_any(sink, sink_dt, h) - lse_h);
                 __nv_bfloat16 *orow = out + ((t * H) + h) * FWD3_DV + 256 * wg + 2 * c;
 #pragma unroll
@@ -237,12 +237,16 @@ struct fwd3_work {
     // Queues (cp.async, not committed) the block's Q rows into the swizzled sq; zeros for padding rows.
     __device__ __forceinline__ void load_q(__nv_bfloat16 *sq, const __nv_bfloat16 *q, int H, int D) const {
         dsa_load_rows_sw128(sq, FWD3_HB, D, [&](int r) -> const __nv_bfloat16 * {
-            return r / nh < rows ? q + (((t + r / nh) * H) + h0 + r % nh) * D : nullptr;
+            int64_t tr;
+            int hr;
+            return dsa_union_tile_row(r, t, h0, nh, rows, &tr, &hr) ? q + ((tr * H) + hr) * D : nullptr;
         });
     }
     // The query rows (of the group) of tile rows row_lo and row_lo + 8, clamped below 8 (padding rows
     // have no valid slot anyway).
-    __device__ __forceinline__ int2 group_rows(int row_lo) const { return make_int2(min(row_lo / nh, 7), min((row_lo + 8) / nh, 7)); }
+    __device__ __forceinline__ int2 group_rows(int row_lo) const {
+        return make_int2(dsa_union_group_row(row_lo, nh), dsa_union_group_row(row_lo + 8, nh));
+    }
     // The tile's entries that tile rows row_lo / row_lo + 8 take: all (one query row), or those their
     // query rows picked. For merged tiles below nt only (the row masks end there).
     __device__ __forceinline__ void tile_rows_valid(int tile, int c, int2 gr, unsigned long long *lo, unsigned long long *hi) const {
