@@ -2,6 +2,8 @@
 # One call on the GPU machine: build from source, run the ctest labels asked for, optional
 # compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
 #   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [variants=0|1|all] [dist=0|1] [train=STEPS] [sparse=0|1] [det=0|1]
+# gemm=1: bench_gemm (cuBLAS at small.cfg's linear shapes, fp32 / bf16 operands); torch_model=1: small.cfg's
+# PyTorch peer (bench/torch_model.py, 8 timed steps) after the train run.
 # sparse=1: the small.cfg run starts in the sparse stage (no dense warm-up; the default config's first 200 steps are warm-up).
 # det=1 (default) also runs test_cuda_dsa with DSA_DETERMINISTIC=1 (the atomic-free backward).
 # variants=1 benches the older forward / head sum / indexer versions (env switches, T 8192) beside the default ones and
@@ -15,7 +17,7 @@ OUT="${OUT:-$PWD/gpu-logs}"
 mkdir -p "$OUT"
 for a in "$@"; do eval "$a"; done
 labels="${labels:-cuda}"; sanitize="${sanitize:-0}"; bench="${bench:-0}"; dist="${dist:-0}"; train="${train:-0}"
-det="${det:-1}"; variants="${variants:-0}"; sparse="${sparse:-0}"
+det="${det:-1}"; variants="${variants:-0}"; sparse="${sparse:-0}"; gemm="${gemm:-0}"; torch_model="${torch_model:-0}"
 export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0
 {
   echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -97,5 +99,15 @@ if [ "$train" != 0 ]; then
   build-gpu/dsa train configs/small.cfg train.steps="$train" train.out_dir=/tmp/dsa-small $stage > "$OUT/train_small.log" 2>&1
   echo "== train small.cfg $train steps: rc=$?" | tee -a "$OUT/00-summary.txt"
   tail -8 "$OUT/train_small.log" | tee -a "$OUT/00-summary.txt"
+fi
+if [ "$torch_model" = 1 ]; then
+  timeout 300 python3 bench/torch_model.py --config configs/small.cfg --steps 8 --warmup 2 > "$OUT/torch_model.log" 2>&1
+  echo "== torch_model.py small.cfg: rc=$?" | tee -a "$OUT/00-summary.txt"
+  tail -4 "$OUT/torch_model.log" | tee -a "$OUT/00-summary.txt"
+fi
+if [ "$gemm" = 1 ] && [ -x build-gpu/bench_gemm ]; then
+  timeout 120 build-gpu/bench_gemm > "$OUT/bench_gemm.md" 2>&1
+  echo "== bench_gemm: rc=$?" | tee -a "$OUT/00-summary.txt"
+  tee -a "$OUT/00-summary.txt" < "$OUT/bench_gemm.md"
 fi
 echo "== total $(( $(date +%s) - t0 ))s" | tee -a "$OUT/00-summary.txt"
