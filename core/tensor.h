@@ -26,6 +26,7 @@ typedef struct dsa_tensor {
     bool persistent;          // lives in the persistent pool (its grad, if made lazily, lives there too)
     struct dsa_tensor *grad;  // same shape; f64 for f64 tensors, else f32. NULL until needed
     dsa_node *creator;        // tape node that produced it (NULL for leaves and detached tensors)
+    struct dsa_tensor *bf16_copy;  // a step-scope f32 tensor's bf16 copy for the GEMMs (kernels/op_matmul.c), or NULL
     char name[64];
 } dsa_tensor;
 

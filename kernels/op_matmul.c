@@ -3,13 +3,43 @@
 #include "kernels/dispatch.h"
 #include "kernels/ops.h"
 
+// ---- bf16 operands ----------------------------------------------------------------------------------
+// A CUDA GEMM of f32 tensors in the default precision multiplies bf16-rounded operands with fp32
+// accumulation. cuBLAS can round fp32 operands itself (CUBLAS_COMPUTE_32F_FAST_16BF), but runs at about
+// half the rate of bf16 operands (bench_gemm, H200: small.cfg's linears take 28.7 ms a step that way,
+// 13.5 from bf16 operands), so the front ends hand the launchers bf16 copies: the same rounding, an fp32
+// result. A step-scope tensor (an activation: nothing writes it once it is made) keeps its copy for the
+// rest of the step, so the forward's copy serves its other consumers and the backward's dW; a
+// persistent tensor (a weight, which the optimizer updates) and a gradient are cast at each use.
+
+static bool gemm_wants_bf16(const dsa_tensor *t) {
+    return t->device == DSA_CUDA && t->dtype == DSA_F32 && !dsa_get_matmul_precision();
+}
+
+// t as a GEMM operand: itself, or its bf16 copy, kept on t when `keep` and t is step-scope (NULL, error
+// set, when no memory is left).
+static dsa_tensor *gemm_operand(dsa_ctx *c, dsa_tensor *t, bool keep) {
+    if (!gemm_wants_bf16(t)) return t;
+    if (t->bf16_copy) return t->bf16_copy;
+    dsa_tensor *copy = dsa_tensor_new(c, DSA_STEP, DSA_BF16, t->device, t->ndim, t->shape);
+    if (!copy) return NULL;
+    if (DSA_ON_DEVICE(t->device, dsa_cast_fwd_cpu(t, copy), dsa_cast_fwd_cuda(t, copy)) != DSA_OK) return NULL;
+    if (keep && !t->persistent) t->bf16_copy = copy;
+    return copy;
+}
+
 static dsa_status matmul_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *a = n->in[0], *b = n->in[1], *dout = n->out[0]->grad;
     bool ta = n->i[0] != 0, tb = n->i[1] != 0;
     dsa_tensor *da = dsa_grad_buffer(c, a), *db = dsa_grad_buffer(c, b);
     if ((a->requires_grad && !da) || (b->requires_grad && !db)) return dsa_error_status();
+    // The gradient is rounded only where the forward's operands were (f32 tensors); a bf16 tensor's
+    // backward keeps its fp32 gradient (the mixed-dtype kernel).
+    dsa_tensor *ga = gemm_operand(c, a, true), *gb = gemm_operand(c, b, true);
+    dsa_tensor *gd = a->dtype == DSA_F32 ? gemm_operand(c, dout, false) : dout;
+    if (!ga || !gb || !gd) return dsa_error_status();
     return DSA_ON_DEVICE(dout->device, dsa_matmul_bwd_cpu(a, b, ta, tb, dout, da, db),
-                         dsa_matmul_bwd_cuda(a, b, ta, tb, dout, da, db));
+                         dsa_matmul_bwd_cuda(ga, gb, ta, tb, gd, da, db));
 }
 
 static dsa_status check_matmul_shapes(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb) {
@@ -40,7 +70,9 @@ dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool t
     shape[a->ndim - 1] = tb ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
     dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, a->dtype, a->device, a->ndim, shape);
     if (!out) return NULL;
-    DSA_TRY_NULL(DSA_ON_DEVICE(a->device, dsa_matmul_fwd_cpu(a, b, ta, tb, out), dsa_matmul_fwd_cuda(a, b, ta, tb, out)));
+    dsa_tensor *ga = gemm_operand(c, a, true), *gb = gemm_operand(c, b, true);
+    if (!ga || !gb) return NULL;
+    DSA_TRY_NULL(DSA_ON_DEVICE(a->device, dsa_matmul_fwd_cpu(a, b, ta, tb, out), dsa_matmul_fwd_cuda(ga, gb, ta, tb, out)));
     dsa_node *n = dsa_record(c, "matmul", matmul_backward, (dsa_tensor *[]){a, b}, 2, &out, 1);
     if (n) {
         n->i[0] = ta;
@@ -56,8 +88,10 @@ static dsa_status matmul_heads_backward(dsa_ctx *c, dsa_node *n) {
     bool tw = n->i[0] != 0;
     dsa_tensor *dx = dsa_grad_buffer(c, x), *dw = dsa_grad_buffer(c, w);
     if ((x->requires_grad && !dx) || (w->requires_grad && !dw)) return dsa_error_status();
+    dsa_tensor *gx = gemm_operand(c, x, true), *gw = gemm_operand(c, w, true), *gd = gemm_operand(c, dout, false);
+    if (!gx || !gw || !gd) return dsa_error_status();
     return DSA_ON_DEVICE(dout->device, dsa_matmul_heads_bwd_cpu(x, w, tw, dout, dx, dw),
-                         dsa_matmul_heads_bwd_cuda(x, w, tw, dout, dx, dw));
+                         dsa_matmul_heads_bwd_cuda(gx, gw, tw, gd, dx, dw));
 }
 
 dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) {
@@ -77,7 +111,9 @@ dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) 
     int64_t shape[3] = {x->shape[0], x->shape[1], w->shape[tw ? 1 : 2]};
     dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, x->dtype, x->device, 3, shape);
     if (!out) return NULL;
-    DSA_TRY_NULL(DSA_ON_DEVICE(x->device, dsa_matmul_heads_fwd_cpu(x, w, tw, out), dsa_matmul_heads_fwd_cuda(x, w, tw, out)));
+    dsa_tensor *gx = gemm_operand(c, x, true), *gw = gemm_operand(c, w, true);
+    if (!gx || !gw) return NULL;
+    DSA_TRY_NULL(DSA_ON_DEVICE(x->device, dsa_matmul_heads_fwd_cpu(x, w, tw, out), dsa_matmul_heads_fwd_cuda(gx, gw, tw, out)));
     dsa_node *n = dsa_record(c, "matmul_heads", matmul_heads_backward, (dsa_tensor *[]){x, w}, 2, &out, 1);
     if (n) n->i[0] = tw;
     return out;

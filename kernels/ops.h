@@ -24,7 +24,8 @@ dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool t
 // y[t, h] = x[t, h] op(w[h]). The same as permute -> matmul -> permute without the two copies: the
 // GEMMs read each head's rows in place. x and w: both f32 or both f64.
 dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw);
-// CUDA f32 GEMMs use bf16 tensor-core math with fp32 accumulation by default; exact_fp32 = 1 forces
+// CUDA f32 GEMMs use bf16 tensor-core math with fp32 accumulation by default (the front ends pass cuBLAS
+// bf16 copies of the operands, an activation's copy kept for the step; kernels/op_matmul.c); exact_fp32 = 1 forces
 // full fp32 math (tests). bf16 tensors always compute in fp32, f64 in fp64. No effect on the CPU.
 void dsa_set_matmul_precision(int exact_fp32);
 int dsa_get_matmul_precision(void);  // 1 when exact fp32 is forced

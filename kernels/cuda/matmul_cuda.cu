@@ -1,6 +1,8 @@
 // Batched matmul on the GPU. Same-dtype GEMMs go through cuBLAS (row-major via the transpose trick:
 // a row-major C[M,N] is the column-major C^T[N,M] = op(B)^T op(A)^T). f32 tensors use bf16 tensor-core
-// math with fp32 accumulation unless dsa_set_matmul_precision(1) asks for exact fp32.
+// math with fp32 accumulation unless dsa_set_matmul_precision(1) asks for exact fp32: the front ends
+// (kernels/op_matmul.c) pass bf16 copies of f32 operands, which run at about twice the rate of f32
+// operands in CUBLAS_COMPUTE_32F_FAST_16BF (still used when a caller passes f32 operands directly).
 // The backward of bf16 tensors multiplies an f32 gradient by a bf16 operand: cuBLAS has no mixed
 // A/B types and launchers may not allocate scratch, so that case runs a tiled fp32-accumulating kernel.
 #include <cublas_v2.h>
