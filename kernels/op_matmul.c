@@ -12,19 +12,23 @@
 // rest of the step, so the forward's copy serves its other consumers and the backward's dW; a
 // persistent tensor (a weight, which the optimizer updates) and a gradient are cast at each use.
 
-static bool gemm_wants_bf16(const dsa_tensor *t) {
-    return t->device == DSA_CUDA && t->dtype == DSA_F32 && !dsa_get_matmul_precision();
+// The dtype a CUDA GEMM's operands go in as: bf16 in the default precision, f32 when exact fp32 is asked
+// and the dtypes differ (matmul_heads' bf16 x); DSA_NUM_DTYPES: as they are (CPU, f64).
+static dsa_dtype gemm_dtype(const dsa_tensor *a, const dsa_tensor *b) {
+    if (a->device != DSA_CUDA || a->dtype == DSA_F64 || b->dtype == DSA_F64) return DSA_NUM_DTYPES;
+    if (!dsa_get_matmul_precision()) return DSA_BF16;
+    return a->dtype == b->dtype ? DSA_NUM_DTYPES : DSA_F32;
 }
 
-// t as a GEMM operand: itself, or its bf16 copy, kept on t when `keep` and t is step-scope (NULL, error
-// set, when no memory is left).
-static dsa_tensor *gemm_operand(dsa_ctx *c, dsa_tensor *t, bool keep) {
-    if (!gemm_wants_bf16(t)) return t;
-    if (t->bf16_copy) return t->bf16_copy;
-    dsa_tensor *copy = dsa_tensor_new(c, DSA_STEP, DSA_BF16, t->device, t->ndim, t->shape);
+// t as a GEMM operand in dt: itself, or a copy; a bf16 copy is kept on t when `keep` and t is
+// step-scope. NULL (error set) when no memory is left.
+static dsa_tensor *gemm_operand(dsa_ctx *c, dsa_tensor *t, dsa_dtype dt, bool keep) {
+    if (dt == DSA_NUM_DTYPES || t->dtype == dt) return t;
+    if (dt == DSA_BF16 && t->bf16_copy) return t->bf16_copy;
+    dsa_tensor *copy = dsa_tensor_new(c, DSA_STEP, dt, t->device, t->ndim, t->shape);
     if (!copy) return NULL;
     if (DSA_ON_DEVICE(t->device, dsa_cast_fwd_cpu(t, copy), dsa_cast_fwd_cuda(t, copy)) != DSA_OK) return NULL;
-    if (keep && !t->persistent) t->bf16_copy = copy;
+    if (keep && dt == DSA_BF16 && !t->persistent) t->bf16_copy = copy;
     return copy;
 }
 
@@ -35,8 +39,9 @@ static dsa_status matmul_backward(dsa_ctx *c, dsa_node *n) {
     if ((a->requires_grad && !da) || (b->requires_grad && !db)) return dsa_error_status();
     // The gradient is rounded only where the forward's operands were (f32 tensors); a bf16 tensor's
     // backward keeps its fp32 gradient (the mixed-dtype kernel).
-    dsa_tensor *ga = gemm_operand(c, a, true), *gb = gemm_operand(c, b, true);
-    dsa_tensor *gd = a->dtype == DSA_F32 ? gemm_operand(c, dout, false) : dout;
+    dsa_dtype dt = gemm_dtype(a, b);
+    dsa_tensor *ga = gemm_operand(c, a, dt, true), *gb = gemm_operand(c, b, dt, true);
+    dsa_tensor *gd = a->dtype == DSA_F32 ? gemm_operand(c, dout, dt, false) : dout;
     if (!ga || !gb || !gd) return dsa_error_status();
     return DSA_ON_DEVICE(dout->device, dsa_matmul_bwd_cpu(a, b, ta, tb, dout, da, db),
                          dsa_matmul_bwd_cuda(ga, gb, ta, tb, gd, da, db));
@@ -70,7 +75,8 @@ dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool t
     shape[a->ndim - 1] = tb ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
     dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, a->dtype, a->device, a->ndim, shape);
     if (!out) return NULL;
-    dsa_tensor *ga = gemm_operand(c, a, true), *gb = gemm_operand(c, b, true);
+    dsa_dtype dt = gemm_dtype(a, b);
+    dsa_tensor *ga = gemm_operand(c, a, dt, true), *gb = gemm_operand(c, b, dt, true);
     if (!ga || !gb) return NULL;
     DSA_TRY_NULL(DSA_ON_DEVICE(a->device, dsa_matmul_fwd_cpu(a, b, ta, tb, out), dsa_matmul_fwd_cuda(ga, gb, ta, tb, out)));
     dsa_node *n = dsa_record(c, "matmul", matmul_backward, (dsa_tensor *[]){a, b}, 2, &out, 1);
@@ -88,19 +94,26 @@ static dsa_status matmul_heads_backward(dsa_ctx *c, dsa_node *n) {
     bool tw = n->i[0] != 0;
     dsa_tensor *dx = dsa_grad_buffer(c, x), *dw = dsa_grad_buffer(c, w);
     if ((x->requires_grad && !dx) || (w->requires_grad && !dw)) return dsa_error_status();
-    dsa_tensor *gx = gemm_operand(c, x, true), *gw = gemm_operand(c, w, true), *gd = gemm_operand(c, dout, false);
+    dsa_dtype dt = gemm_dtype(x, w);
+    dsa_tensor *gx = gemm_operand(c, x, dt, true), *gw = gemm_operand(c, w, dt, true);
+    dsa_tensor *gd = gemm_operand(c, dout, dt, false);
     if (!gx || !gw || !gd) return dsa_error_status();
     return DSA_ON_DEVICE(dout->device, dsa_matmul_heads_bwd_cpu(x, w, tw, dout, dx, dw),
                          dsa_matmul_heads_bwd_cuda(gx, gw, tw, gd, dx, dw));
 }
 
 dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) {
-    DSA_TRY_NULL(dsa_check_float_pair("matmul_heads", x, w));  // (float, one device, one dtype)
+    DSA_TRY_NULL(dsa_check_float("matmul_heads", "x", x));
+    DSA_TRY_NULL(dsa_check_float("matmul_heads", "w", w));
+    DSA_TRY_NULL(dsa_check_same_device("matmul_heads", x, w));
     char xs[96], ws[96];
     dsa_shape_str(x, xs, sizeof xs);
     dsa_shape_str(w, ws, sizeof ws);
-    if (x->dtype != DSA_F32 && x->dtype != DSA_F64) {
-        dsa_error_set(DSA_ERR_DTYPE, "matmul_heads: x %s and w %s must be f32 or f64", xs, ws);
+    bool same = x->dtype == w->dtype && (x->dtype == DSA_F32 || x->dtype == DSA_F64);
+    bool bf16_x = x->dtype == DSA_BF16 && w->dtype == DSA_F32 && x->device == DSA_CUDA;
+    if (!same && !bf16_x) {
+        dsa_error_set(DSA_ERR_DTYPE, "matmul_heads: x %s and w %s must be both f32, both f64, or (CUDA) x bf16 and w f32",
+                      xs, ws);
         return NULL;
     }
     if (x->ndim != 3 || w->ndim != 3 || x->shape[1] != w->shape[0] || x->shape[2] != w->shape[tw ? 2 : 1]) {
@@ -109,9 +122,10 @@ dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) 
         return NULL;
     }
     int64_t shape[3] = {x->shape[0], x->shape[1], w->shape[tw ? 1 : 2]};
-    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, x->dtype, x->device, 3, shape);
+    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, w->dtype, x->device, 3, shape);
     if (!out) return NULL;
-    dsa_tensor *gx = gemm_operand(c, x, true), *gw = gemm_operand(c, w, true);
+    dsa_dtype dt = gemm_dtype(x, w);
+    dsa_tensor *gx = gemm_operand(c, x, dt, true), *gw = gemm_operand(c, w, dt, true);
     if (!gx || !gw) return NULL;
     DSA_TRY_NULL(DSA_ON_DEVICE(x->device, dsa_matmul_heads_fwd_cpu(x, w, tw, out), dsa_matmul_heads_fwd_cuda(gx, gw, tw, out)));
     dsa_node *n = dsa_record(c, "matmul_heads", matmul_heads_backward, (dsa_tensor *[]){x, w}, 2, &out, 1);

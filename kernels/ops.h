@@ -22,7 +22,8 @@ extern "C" {
 dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool tb);
 // Per-head matmul in the row-major head layout: x [T, H, K], w [H, K, N] (tw: [H, N, K]) -> y [T, H, N],
 // y[t, h] = x[t, h] op(w[h]). The same as permute -> matmul -> permute without the two copies: the
-// GEMMs read each head's rows in place. x and w: both f32 or both f64.
+// GEMMs read each head's rows in place. x and w: both f32 or both f64, or on CUDA a bf16 x (a DSA op's
+// output, without an f32 copy) with an f32 w; y has w's dtype.
 dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw);
 // CUDA f32 GEMMs use bf16 tensor-core math with fp32 accumulation by default (the front ends pass cuBLAS
 // bf16 copies of the operands, an activation's copy kept for the step; kernels/op_matmul.c); exact_fp32 = 1 forces

@@ -77,6 +77,13 @@ static dsa_tensor *f_matmul(dsa_ctx *c, dsa_tensor **in, const void *u) {
     const mm_arg *a = u;
     return dsa_matmul(c, in[0], in[1], a->ta, a->tb);
 }
+// An activation with two GEMM consumers (y = s x W1^T + s x W2^T, s x a step tensor): on CUDA the
+// first GEMM's bf16 copy of s x serves the second and both backwards' dW (kernels/op_matmul.c).
+static dsa_tensor *f_matmul_two_consumers(dsa_ctx *c, dsa_tensor **in, const void *u) {
+    (void)u;
+    dsa_tensor *h = dsa_scale(c, in[0], 0.5);
+    return dsa_add(c, dsa_matmul(c, h, in[1], false, true), dsa_matmul(c, h, in[2], false, true));
+}
 static dsa_tensor *f_matmul_heads(dsa_ctx *c, dsa_tensor **in, const void *u) {
     return dsa_matmul_heads(c, in[0], in[1], *(const bool *)u);
 }
@@ -168,8 +175,29 @@ static void test_matmul(dsa_dtype dt) {
     mm_arg a = {false, true};
     dsa_tensor *in[2] = {rnd(dt, 3, DSA_SHAPE(2, 130, 257)), rnd(dt, 2, DSA_SHAPE(193, 257))};
     run_case("matmul 2x130x257 @ 193x257^T", f_matmul, &a, in, 2, dt == DSA_F64 ? 1e-10 : 1e-2, dt == DSA_F64 ? 1e-10 : 1e-2);
-    // Per-head matmul in the [T, H, *] layout (f32 / f64 only): heads read in place by strided GEMMs.
-    if (dt == DSA_BF16) return;
+    if (dt == DSA_F32) {
+        dsa_tensor *in3[3] = {rnd(dt, 2, DSA_SHAPE(75, 96)), rnd(dt, 2, DSA_SHAPE(40, 96)), rnd(dt, 2, DSA_SHAPE(40, 96))};
+        run_case("matmul two consumers of one activation", f_matmul_two_consumers, NULL, in3, 3, 1e-2, 1e-2);
+    }
+    // Per-head matmul in the [T, H, *] layout: heads read in place by strided GEMMs. f32 / f64, and a
+    // bf16 x with an f32 w (the sparse attention's output into W_vc), in both GEMM precisions.
+    if (dt == DSA_BF16) {
+        for (int exact = 0; exact < 2; exact++) {
+            dsa_set_matmul_precision(exact);
+            for (int tw = 0; tw < 2; tw++) {
+                bool t = tw;
+                const int64_t T = 67, H = 5, K = 48, N = 40;
+                dsa_tensor *hin[2] = {rnd(DSA_BF16, 3, DSA_SHAPE(T, H, K)),
+                                      rnd(DSA_F32, 3, t ? DSA_SHAPE(H, N, K) : DSA_SHAPE(H, K, N))};
+                char name[96];
+                snprintf(name, sizeof name, "matmul_heads bf16 x, f32 w tw=%d%s", tw, exact ? " exact" : "");
+                // exact: the bf16 x is exact in fp32, so only fp32 rounding is left
+                run_case(name, f_matmul_heads, &t, hin, 2, exact ? 1e-5 : 1e-2, exact ? 1e-5 : 1e-2);
+            }
+        }
+        dsa_set_matmul_precision(0);
+        return;
+    }
     for (int tw = 0; tw < 2; tw++) {
         bool t = tw;
         const int64_t T = 67, H = 5, K = 48, N = 40;
