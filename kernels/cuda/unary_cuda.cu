@@ -1,5 +1,6 @@
 // Pointwise ops on the GPU: scale, relu, silu, swiglu (silu(gate) * up). Grid-stride loops, fp32 math
 // (fp64 for f64); backward accumulates into the f32/f64 gradients.
+#include <initializer_list>
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -57,6 +58,49 @@ __global__ void swiglu_bwd_kernel(const T *gate, const T *up, const G *dout, G *
     }
 }
 
+// f32 swiglu four elements a thread (16-byte loads and stores), when the element count is a multiple of
+// 4 and every pointer is 16-byte aligned (the MLP's [T, F] activations): the scalar kernels' 4-byte
+// accesses reached about half the copy rate (small.cfg profile, H200: 1.31 ms forward, 2.35 ms backward a
+// step for 12 layers of [8192, 2048]). Same arithmetic as the scalar kernels.
+__device__ __forceinline__ float swiglu_f(float a, float u) { return a * sigmoid_of(a) * u; }
+
+__global__ void __launch_bounds__(256) swiglu_fwd4_kernel(const float4 *__restrict__ gate, const float4 *__restrict__ up,
+                                                          float4 *__restrict__ out, int64_t n4) {
+    for (int64_t i = blockIdx.x * 256ll + threadIdx.x; i < n4; i += (int64_t)gridDim.x * 256) {
+        const float4 a = gate[i], u = up[i];
+        out[i] = make_float4(swiglu_f(a.x, u.x), swiglu_f(a.y, u.y), swiglu_f(a.z, u.z), swiglu_f(a.w, u.w));
+    }
+}
+
+// d gate += g * up * silu'(gate), d up += g * silu(gate), as swiglu_bwd_kernel.
+__device__ __forceinline__ void swiglu_grad(float a, float u, float g, float &dg, float &du) {
+    const float sg = sigmoid_of(a);
+    dg += g * u * sg * (1.f + a * (1.f - sg));
+    du += g * a * sg;
+}
+
+__global__ void __launch_bounds__(256) swiglu_bwd4_kernel(const float4 *__restrict__ gate, const float4 *__restrict__ up,
+                                                          const float4 *__restrict__ dout, float4 *__restrict__ dgate,
+                                                          float4 *__restrict__ dup, int64_t n4) {
+    for (int64_t i = blockIdx.x * 256ll + threadIdx.x; i < n4; i += (int64_t)gridDim.x * 256) {
+        const float4 a = gate[i], u = up[i], g = dout[i];
+        float4 dg = dgate ? dgate[i] : make_float4(0.f, 0.f, 0.f, 0.f), du = dup ? dup[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        swiglu_grad(a.x, u.x, g.x, dg.x, du.x);
+        swiglu_grad(a.y, u.y, g.y, dg.y, du.y);
+        swiglu_grad(a.z, u.z, g.z, dg.z, du.z);
+        swiglu_grad(a.w, u.w, g.w, dg.w, du.w);
+        if (dgate) dgate[i] = dg;
+        if (dup) dup[i] = du;
+    }
+}
+
+static bool vec4_ok(int64_t n, std::initializer_list<const void *> ptrs) {
+    if (n % 4 != 0) return false;
+    for (const void *p : ptrs)
+        if ((uintptr_t)p % 16 != 0) return false;
+    return true;
+}
+
 static dsa_status unary_fwd(int op, const dsa_tensor *x, dsa_tensor *out, double s) {
     int64_t n = dsa_numel(x);
     if (n == 0) return DSA_OK;
@@ -93,6 +137,12 @@ extern "C" dsa_status dsa_silu_bwd_cuda(const dsa_tensor *x, const dsa_tensor *d
 extern "C" dsa_status dsa_swiglu_fwd_cuda(const dsa_tensor *gate, const dsa_tensor *up, dsa_tensor *out) {
     int64_t n = dsa_numel(gate);
     if (n == 0) return DSA_OK;
+    if (gate->dtype == DSA_F32 && vec4_ok(n, {gate->data, up->data, out->data})) {
+        swiglu_fwd4_kernel<<<dsa_blocks(n / 4, 256), 256, 0, dsa_stream()>>>(
+            (const float4 *)gate->data, (const float4 *)up->data, (float4 *)out->data, n / 4);
+        CUDA_LAUNCH_CHECK("swiglu_fwd4");
+        return DSA_OK;
+    }
     DSA_DISPATCH_FLOAT(gate->dtype, "swiglu", swiglu_fwd_kernel<scalar_t><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
                                                   (const scalar_t *)gate->data, (const scalar_t *)up->data,
                                                   (scalar_t *)out->data, n));
@@ -104,6 +154,14 @@ extern "C" dsa_status dsa_swiglu_bwd_cuda(const dsa_tensor *gate, const dsa_tens
                                           dsa_tensor *dgate, dsa_tensor *dup) {
     int64_t n = dsa_numel(gate);
     if (n == 0 || (!dgate && !dup)) return DSA_OK;
+    if (gate->dtype == DSA_F32 &&
+        vec4_ok(n, {gate->data, up->data, dout->data, dgate ? dgate->data : nullptr, dup ? dup->data : nullptr})) {
+        swiglu_bwd4_kernel<<<dsa_blocks(n / 4, 256), 256, 0, dsa_stream()>>>(
+            (const float4 *)gate->data, (const float4 *)up->data, (const float4 *)dout->data,
+            dgate ? (float4 *)dgate->data : nullptr, dup ? (float4 *)dup->data : nullptr, n / 4);
+        CUDA_LAUNCH_CHECK("swiglu_bwd4");
+        return DSA_OK;
+    }
     if (gate->dtype == DSA_F64)
         swiglu_bwd_kernel<double, double><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
             (const double *)gate->data, (const double *)up->data, (const double *)dout->data,

@@ -236,6 +236,9 @@ static void test_elementwise(dsa_dtype dt) {
     }
     in[0] = rnd(dt, 1, DSA_SHAPE(300000));
     run_case("sum 300000 (many blocks)", f_sum, NULL, in, 1, tol, tol);
+    // A multiple of 4 elements: f32 swiglu's float4 kernels.
+    in[0] = rnd(dt, 2, DSA_SHAPE(37, 236)), in[1] = rnd(dt, 2, DSA_SHAPE(37, 236));
+    run_case("swiglu [37, 236] (vector path for f32)", f_swiglu, NULL, in, 2, tol, tol);
 }
 
 static void test_rows_ops(dsa_dtype dt) {
