@@ -34,8 +34,8 @@ template <> struct dsa_acc<double> { typedef double type; };
         }                                                                                                 \
     } while (0)
 
-// DSA_SHAPE_GENERIC=1: the general per-element kernels of the shape, cast, elementwise and rope ops
-// instead of their fast paths (for comparisons; read once per translation unit).
+// DSA_SHAPE_GENERIC=1: the general per-element kernels of the shape, cast, elementwise, swiglu and rope
+// ops and the block-per-row rmsnorm backward instead of their fast paths (for comparisons; read once per translation unit).
 static inline bool dsa_shape_generic() {
     static int on = -1;
     if (on < 0) on = dsa_env_flag("DSA_SHAPE_GENERIC");

@@ -60,6 +60,73 @@ __global__ void rmsnorm_bwd_kernel(const T *x, const T *w, const G *dout, G *dx,
     }
 }
 
+// f32 rows of D = 128 NV (small.cfg's 384, 512, 768): a warp per row, each lane's NV float4s of x and dout
+// kept in registers (one read of each), warp sums instead of block sums (no barriers a row), and the
+// lane's dw partial for its fixed columns in registers until the warp is done; the block's warps then add
+// theirs in shared memory and the block adds the result to dw once. The block-per-row kernel's two
+// barriers and two passes a row took 65 us a call at [8192, 768] (small.cfg profile, H200). Same
+// arithmetic as rmsnorm_bwd_kernel.
+#define RMS_WARP_ROWS 8
+template <int NV>
+__global__ void __launch_bounds__(32 * RMS_WARP_ROWS) rmsnorm_bwd_warp_kernel(const float *__restrict__ x, const float *__restrict__ w,
+                                                                              const float *__restrict__ dout, float *dx, float *dw,
+                                                                              int64_t rows, float eps) {
+    constexpr int D = 128 * NV;
+    __shared__ float sdw[D];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float4 wv[NV], dwa[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        wv[k] = ((const float4 *)w)[32 * k + lane];
+        dwa[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    if (dw)
+        for (int i = threadIdx.x; i < D; i += blockDim.x) sdw[i] = 0.f;
+    for (int64_t r = (int64_t)blockIdx.x * RMS_WARP_ROWS + warp; r < rows; r += (int64_t)gridDim.x * RMS_WARP_ROWS) {
+        const float4 *xr = (const float4 *)(x + r * D), *gr = (const float4 *)(dout + r * D);
+        float4 xv[NV], gv[NV];
+        float ss = 0.f, dot = 0.f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            xv[k] = xr[32 * k + lane];
+            gv[k] = gr[32 * k + lane];
+            ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+            dot += gv[k].x * wv[k].x * xv[k].x + gv[k].y * wv[k].y * xv[k].y + gv[k].z * wv[k].z * xv[k].z +
+                   gv[k].w * wv[k].w * xv[k].w;
+        }
+        ss = warp_sum(ss);
+        dot = warp_sum(dot);
+        const float rs = 1.f / sqrtf(ss / (float)D + eps), c = dot * rs * rs * rs / (float)D;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            if (dx) {
+                float4 *d = (float4 *)(dx + r * D) + 32 * k + lane, o = *d;
+                o.x += rs * gv[k].x * wv[k].x - xv[k].x * c;
+                o.y += rs * gv[k].y * wv[k].y - xv[k].y * c;
+                o.z += rs * gv[k].z * wv[k].z - xv[k].z * c;
+                o.w += rs * gv[k].w * wv[k].w - xv[k].w * c;
+                *d = o;
+            }
+            dwa[k].x += gv[k].x * xv[k].x * rs;
+            dwa[k].y += gv[k].y * xv[k].y * rs;
+            dwa[k].z += gv[k].z * xv[k].z * rs;
+            dwa[k].w += gv[k].w * xv[k].w * rs;
+        }
+    }
+    if (!dw) return;
+    __syncthreads();  // sdw zeroed
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        float *p = sdw + 4 * (32 * k + lane);
+        atomicAdd(p, dwa[k].x);
+        atomicAdd(p + 1, dwa[k].y);
+        atomicAdd(p + 2, dwa[k].z);
+        atomicAdd(p + 3, dwa[k].w);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < D; i += blockDim.x) atomicAdd(&dw[i], sdw[i]);
+}
+
 template <typename T>
 __global__ void layernorm_fwd_kernel(const T *x, const T *w, const T *b, T *out, int64_t rows, int D, double eps) {
     typedef typename dsa_acc<T>::type acc;
@@ -160,6 +227,24 @@ extern "C" dsa_status dsa_rmsnorm_bwd_cuda(const dsa_tensor *x, const dsa_tensor
         rmsnorm_bwd_kernel<double, double><<<dw ? dsa_row_blocks(rows) : dsa_grid_rows(rows), DSA_ROW_THREADS, use ? sm : 0, dsa_stream()>>>(
             (const double *)x->data, (const double *)w->data, (const double *)dout->data, GPTR(dx, double),
             GPTR(dw, double), rows, D, eps, use);
+    } else if (x->dtype == DSA_F32 && D % 128 == 0 && D <= 1024 && !dsa_shape_generic() &&
+               (uintptr_t)x->data % 16 == 0 && (uintptr_t)w->data % 16 == 0 && (uintptr_t)dout->data % 16 == 0 &&
+               (!dx || (uintptr_t)dx->data % 16 == 0)) {
+        // Two blocks an SM at most: each adds its dw once.
+        int64_t cap = 2 * (int64_t)(dsa_cuda()->sm_count > 0 ? dsa_cuda()->sm_count : 132);
+        int64_t need = (rows + RMS_WARP_ROWS - 1) / RMS_WARP_ROWS;
+        unsigned grid = (unsigned)(need < cap ? need : cap);
+        const float *xp = (const float *)x->data, *wp = (const float *)w->data, *gp = (const float *)dout->data;
+        float *dxp = GPTR(dx, float), *dwp = GPTR(dw, float);
+        switch (D / 128) {
+#define RMS_WARP_CASE(NV)                                                                                           \
+    case NV:                                                                                                      \
+        rmsnorm_bwd_warp_kernel<NV><<<grid, 32 * RMS_WARP_ROWS, 0, dsa_stream()>>>(xp, wp, gp, dxp, dwp, rows, (float)eps); \
+        break;
+            RMS_WARP_CASE(1) RMS_WARP_CASE(2) RMS_WARP_CASE(3) RMS_WARP_CASE(4)
+            RMS_WARP_CASE(5) RMS_WARP_CASE(6) RMS_WARP_CASE(7) RMS_WARP_CASE(8)
+#undef RMS_WARP_CASE
+        }
     } else {
         size_t sm = (size_t)D * sizeof(float);
         bool use = dw && sm <= NORM_SMEM_MAX_BYTES;

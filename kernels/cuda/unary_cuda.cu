@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(256) swiglu_bwd4_kernel(const float4 *__restri
 }
 
 static bool vec4_ok(int64_t n, std::initializer_list<const void *> ptrs) {
-    if (n % 4 != 0) return false;
+    if (n % 4 != 0 || dsa_shape_generic()) return false;
     for (const void *p : ptrs)
         if ((uintptr_t)p % 16 != 0) return false;
     return true;

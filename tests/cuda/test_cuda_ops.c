@@ -272,6 +272,16 @@ static void test_rows_ops(dsa_dtype dt) {
     in[0] = rnd(dt, 2, DSA_SHAPE(5, 16703)), in[1] = ids(5, 0, 16703, 2, -100);
     in[1]->requires_grad = false;
     run_case("cross_entropy [5, 16703] (element loads)", f_ce, NULL, in, 2, tol, tol);
+    // f32 rows of 128 NV: rmsnorm's warp-per-row backward (one row a warp; several rows a warp at 2500).
+    {
+        const int64_t shp[3][2] = {{37, 384}, {600, 768}, {2500, 128}};
+        for (int k = 0; k < 3; k++) {
+            char name[96];
+            in[0] = rnd(dt, 2, shp[k]), in[1] = rnd(dt, 1, shp[k] + 1);
+            snprintf(name, sizeof name, "rmsnorm [%lld, %lld] (warp rows for f32)", (long long)shp[k][0], (long long)shp[k][1]);
+            run_case(name, f_rmsnorm, NULL, in, 2, tol, tol);
+        }
+    }
     // Wide rows: the weight gradients take the direct-atomics path (no shared-memory partials).
     in[0] = rnd(dt, 2, DSA_SHAPE(5, 10301)), in[1] = rnd(dt, 1, DSA_SHAPE(10301));
     run_case("rmsnorm [5, 10301]", f_rmsnorm, NULL, in, 2, tol, tol);
