@@ -280,12 +280,15 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     mt.issue_scores(s, sm.skv, D);
     dsa_wgmma_wait<0>();
     dsa_mbar_arrive(empty);  // tile 0's stage: S(0) has read it
-    // Merged: this thread's entry of tile i (threads 0 .. 63), its slots loaded one tile ahead.
+    // Merged: this thread's entry of tile i (threads 0 .. 63), its slots loaded two tiles ahead (one tile
+    // ahead left the math warps waiting on these loads: ncu, session 21).
     const unsigned long long *gslots = merged ? (const unsigned long long *)(un.slot + grp * un.cap * 4) : nullptr;
     unsigned long long where = merged && tid < 64 && nt > 0 ? gslots[tid] : 0ull;
+    unsigned long long where_next = merged && tid < 64 && nt > 1 ? gslots[64 + tid] : 0ull;
     for (int i = 0; i < nt; i++) {
         const unsigned long long where_i = where;
-        if (merged && tid < 64 && i + 1 < nt) where = gslots[(int64_t)(i + 1) * 64 + tid];
+        where = where_next;
+        if (merged && tid < 64 && i + 2 < nt) where_next = gslots[(int64_t)(i + 2) * 64 + tid];
         if (merged) mt.warp_sums_rows(s, i, H);
         else mt.warp_sums(s, i);
         // S(i + 1) is issued unconditionally (a wgmma under a branch is serialized); past the last
