@@ -137,6 +137,7 @@ dsa_status dsa_cuda_init(int device_id) {
     struct cudaDeviceProp prop;
     CUDA_TRY(cudaGetDeviceProperties(&prop, device_id));
     g_cuda.sm_count = prop.multiProcessorCount;
+    g_cuda.cc = 10 * prop.major + prop.minor;
     snprintf(g_cuda.name, sizeof g_cuda.name, "%s", prop.name);
     cudaStream_t st;
     CUDA_TRY(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));

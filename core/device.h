@@ -46,6 +46,7 @@ typedef struct {
     void *workspace;     // cuBLASLt workspace
     size_t workspace_bytes;
     int sm_count;
+    int cc;              // compute capability, 10 * major + minor (90: Hopper)
     char name[256];
 } dsa_cuda_context;
 

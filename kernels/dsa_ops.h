@@ -61,6 +61,12 @@ typedef struct {
 // row has no valid slot). Autograd: q, kv, sink. lse carries no gradient.
 dsa_status dsa_sparse_mqa(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *topk_length,
                           dsa_tensor *sink, const dsa_sparse_mqa_args *args, dsa_tensor **out, dsa_tensor **lse);
+// As dsa_sparse_mqa, and also *headsum = dsa_attn_score_headsum(q, kv, idx, topk_length, lse, sigma) ([T, K]
+// in q's dtype, no gradient): on the GPU fused into the forward kernel where one takes the shape (bf16,
+// D 576, Dv 512, H <= 64 in one head chunk; DSA_FWD_HEADSUM=0 turns it off), else computed after it.
+dsa_status dsa_sparse_mqa_headsum(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *topk_length,
+                                  dsa_tensor *sink, const dsa_sparse_mqa_args *args, dsa_tensor **out, dsa_tensor **lse,
+                                  dsa_tensor **headsum);
 
 // ---- SPEC 5: score recompute (KL inputs). No gradient: callers pass detached tensors. -----------
 // Unnormalized target head sums: sum_h exp(sigma q[t,h].kv[s] - lse[t,h]).

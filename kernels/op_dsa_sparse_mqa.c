@@ -57,21 +57,39 @@ static dsa_status check_inputs(dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, d
     return DSA_OK;
 }
 
-dsa_status dsa_sparse_mqa(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *topk_length,
-                          dsa_tensor *sink, const dsa_sparse_mqa_args *args, dsa_tensor **out, dsa_tensor **lse) {
-    DSA_TRY(check_inputs(q, kv, idx, topk_length, sink, args));
-    if (!out) return dsa_error_set(DSA_ERR_VALUE, "dsa_sparse_mqa: out pointer is NULL");
-    int64_t T = q->shape[0], H = q->shape[1], dv = args->dv, chunk = head_chunk(H, args->max_heads_per_kernel);
-    int64_t oshape[3] = {T, H, dv};
-    dsa_tensor *o = dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 3, oshape);
-    dsa_tensor *l = dsa_tensor_new(c, DSA_STEP, q->dtype == DSA_F64 ? DSA_F64 : DSA_F32, q->device, 2, oshape);
-    if (!o || !l) return dsa_error_status();
+// The forward of every chunk; with `hs` (the head-sum output, one chunk of every head on the GPU) the
+// fused kernel is asked for it, and *fused says whether it wrote hs.
+static dsa_status run_forward(dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *topk_length, dsa_tensor *sink,
+                              const dsa_sparse_mqa_args *args, int64_t chunk, dsa_tensor *o, dsa_tensor *l, dsa_tensor *hs,
+                              bool *fused) {
+    int64_t T = q->shape[0], H = q->shape[1], dv = args->dv;
+    *fused = false;
+#ifdef DSA_HAVE_CUDA
+    if (hs && q->device == DSA_CUDA && chunk == H && T > 0)
+        return dsa_sparse_mqa_fwd_headsum_cuda(q, kv, idx, topk_length, sink, args->sigma, dv, o, l, hs, fused);
+#endif
     for (int64_t h0 = 0; T > 0 && h0 < H; h0 += chunk) {
         int64_t h1 = h0 + chunk < H ? h0 + chunk : H;
         DSA_TRY(DSA_ON_DEVICE(q->device,
                               dsa_sparse_mqa_fwd_cpu(q, kv, idx, topk_length, sink, args->sigma, dv, h0, h1, o, l),
                               dsa_sparse_mqa_fwd_cuda(q, kv, idx, topk_length, sink, args->sigma, dv, h0, h1, o, l)));
     }
+    return DSA_OK;
+}
+
+dsa_status dsa_sparse_mqa_headsum(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *topk_length,
+                                  dsa_tensor *sink, const dsa_sparse_mqa_args *args, dsa_tensor **out, dsa_tensor **lse,
+                                  dsa_tensor **headsum) {
+    DSA_TRY(check_inputs(q, kv, idx, topk_length, sink, args));
+    if (!out) return dsa_error_set(DSA_ERR_VALUE, "dsa_sparse_mqa: out pointer is NULL");
+    int64_t T = q->shape[0], H = q->shape[1], dv = args->dv, chunk = head_chunk(H, args->max_heads_per_kernel);
+    int64_t oshape[3] = {T, H, dv}, hshape[2] = {T, idx->shape[1]};
+    dsa_tensor *o = dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 3, oshape);
+    dsa_tensor *l = dsa_tensor_new(c, DSA_STEP, q->dtype == DSA_F64 ? DSA_F64 : DSA_F32, q->device, 2, oshape);
+    dsa_tensor *hs = headsum ? dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 2, hshape) : NULL;
+    if (!o || !l || (headsum && !hs)) return dsa_error_status();
+    bool fused = false;
+    DSA_TRY(run_forward(q, kv, idx, topk_length, sink, args, chunk, o, l, hs, &fused));
     dsa_node *n = dsa_record(c, "dsa_sparse_mqa", sparse_mqa_backward, (dsa_tensor *[]){q, kv, sink}, 3, &o, 1);
     if (n) {
         n->saved[0] = idx;
@@ -81,7 +99,17 @@ dsa_status dsa_sparse_mqa(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa_tensor 
         n->i[0] = dv;
         n->i[1] = args->max_heads_per_kernel;
     }
+    if (headsum && !fused) {  // the separate head-sum kernel (no tape: its inputs need no detaching)
+        hs = dsa_attn_score_headsum(c, q, kv, idx, topk_length, l, args->sigma);
+        if (!hs) return dsa_error_status();
+    }
     *out = o;
     if (lse) *lse = l;
+    if (headsum) *headsum = hs;
     return DSA_OK;
+}
+
+dsa_status dsa_sparse_mqa(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *topk_length,
+                          dsa_tensor *sink, const dsa_sparse_mqa_args *args, dsa_tensor **out, dsa_tensor **lse) {
+    return dsa_sparse_mqa_headsum(c, q, kv, idx, topk_length, sink, args, out, lse, NULL);
 }

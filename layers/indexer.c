@@ -57,11 +57,10 @@ static dsa_tensor *kl_target(dsa_ctx *c, const dsa_model *m, dsa_tensor *heads) 
 
 dsa_tensor *dsa_indexer_sparse_kl(dsa_ctx *c, const dsa_model *m, const dsa_indexer_acts *a,
                                   const dsa_model_batch *b, dsa_tensor *idx, dsa_tensor *topk_length,
-                                  dsa_tensor *q_abs, dsa_tensor *kv, dsa_tensor *lse, double coeff) {
+                                  dsa_tensor *heads, double coeff) {
+    if (!heads) return NULL;
     bool prev = dsa_set_grad_enabled(c, false);
-    dsa_tensor *heads = dsa_attn_score_headsum(c, dsa_detach(c, q_abs), dsa_detach(c, kv), idx, topk_length,
-                                               dsa_detach(c, lse), m->sigma);
-    dsa_tensor *target = kl_target(c, m, heads);
+    dsa_tensor *target = kl_target(c, m, dsa_detach(c, heads));
     dsa_set_grad_enabled(c, prev);
     dsa_tensor *logits = dsa_model_ops_out(c, m, dsa_indexer_gather_logits(c, a->q, a->k, a->w, idx, topk_length));
     dsa_tensor *kl = dsa_kl_indexer_loss(c, logits, target, b->is_real, coeff, b->n_real);

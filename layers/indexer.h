@@ -23,11 +23,11 @@ dsa_status dsa_indexer_select(dsa_ctx *c, const dsa_model *m, const dsa_indexer_
                               dsa_tensor **idx, dsa_tensor **topk_length);
 
 // Sparse KL (sparse stage): indexer logits at the selected slots against the head-summed main
-// attention restricted to them. q_abs [T, H, D], kv [S, D] are the absorbed main-attention inputs
-// and lse [T, H] its KV-only lse over the selected slots; all three are detached here.
+// attention restricted to them. heads [T, K]: this rank's heads' probabilities summed at the slots
+// (dsa_attn_score_headsum, or the sparse forward's fused dsa_sparse_mqa_headsum); no gradient.
 dsa_tensor *dsa_indexer_sparse_kl(dsa_ctx *c, const dsa_model *m, const dsa_indexer_acts *a,
                                   const dsa_model_batch *b, dsa_tensor *idx, dsa_tensor *topk_length,
-                                  dsa_tensor *q_abs, dsa_tensor *kv, dsa_tensor *lse, double coeff);
+                                  dsa_tensor *heads, double coeff);
 
 // Dense KL (dense warm-up): indexer logits over the whole window against the dense target; lse is
 // the dense attention's KV-only lse over the window.

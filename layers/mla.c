@@ -68,12 +68,14 @@ static dsa_tensor *absorb(dsa_ctx *c, const dsa_model *m, const mla_acts *a) {
 
 // Sparse path: o [T, H_l, v] from SparseMQA over the top-k, then W_vc per head. q_in, kv_in: the
 // absorbed query and keys as the op's inputs (model.dsa_dtype).
+// heads (or NULL): the KL target's head sums at the slots, from the same kernel where it fuses them.
 static dsa_tensor *sparse_attention(dsa_ctx *c, const dsa_model *m, const mla_acts *a, dsa_tensor *q_in,
-                                    dsa_tensor *kv_in, dsa_tensor *idx, dsa_tensor *len, dsa_tensor **lse) {
+                                    dsa_tensor *kv_in, dsa_tensor *idx, dsa_tensor *len, dsa_tensor **lse,
+                                    dsa_tensor **heads) {
     dsa_sparse_mqa_args args = {.sigma = m->sigma, .dv = m->cfg.kv_lora_rank, .max_heads_per_kernel = 0};
     dsa_tensor *o_lat = NULL, *sink = a->sink ? dsa_model_ops_in(c, m, a->sink) : NULL;
     if (!q_in || !kv_in || (a->sink && !sink)) return NULL;
-    if (dsa_sparse_mqa(c, q_in, kv_in, idx, len, sink, &args, &o_lat, lse) != DSA_OK) return NULL;
+    if (dsa_sparse_mqa_headsum(c, q_in, kv_in, idx, len, sink, &args, &o_lat, lse, heads) != DSA_OK) return NULL;
     // A bf16 o_lat goes into W_vc's GEMM as it is (the GEMM rounds its operands to bf16 anyway).
     bool as_is = o_lat->dtype == DSA_BF16 && o_lat->device == DSA_CUDA && a->w_vc->dtype == DSA_F32;
     return dsa_matmul_heads(c, as_is ? o_lat : dsa_model_ops_out(c, m, o_lat), a->w_vc, true);  // [T, H, v]
@@ -151,10 +153,11 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
         return NULL;
     }
 
-    dsa_tensor *q_abs = NULL, *kv = dsa_model_ops_in(c, m, a.kv), *lse = NULL, *heads;
+    dsa_tensor *q_abs = NULL, *kv = dsa_model_ops_in(c, m, a.kv), *lse = NULL, *heads, *head_sums = NULL;
+    bool sparse_kl = p->has_indexer && o->want_kl && sparse_stage;
     if (o->attn_path == DSA_ATTN_SPARSE) {  // dense warm-up: *idx selects every key of the window
         q_abs = absorb(c, m, &a);
-        heads = sparse_attention(c, m, &a, q_abs, kv, *idx, *topk_length, &lse);
+        heads = sparse_attention(c, m, &a, q_abs, kv, *idx, *topk_length, &lse, sparse_kl ? &head_sums : NULL);
     } else {
         dsa_tensor *mask = sparse_stage ? dsa_sparse_mask(c, *idx, *topk_length, b->start, b->end, b->S, h->dtype)
                                         : dsa_window_mask(c, b->start, b->end, b->S, h->dtype);
@@ -170,8 +173,15 @@ dsa_tensor *dsa_mla_forward(dsa_ctx *c, const dsa_model *m, int layer, dsa_tenso
         dsa_error_context("layer %d attention", layer);
         return NULL;
     }
+    if (sparse_kl && !head_sums) {  // the dense path's target: the head sums recomputed at the slots
+        bool prev = dsa_set_grad_enabled(c, false);
+        head_sums = dsa_attn_score_headsum(c, dsa_detach(c, q_abs), dsa_detach(c, kv), *idx, *topk_length,
+                                           dsa_detach(c, lse), m->sigma);
+        dsa_set_grad_enabled(c, prev);
+        if (!head_sums) return NULL;
+    }
     if (p->has_indexer && o->want_kl) {
-        *kl = sparse_stage ? dsa_indexer_sparse_kl(c, m, &ia, b, *idx, *topk_length, q_abs, kv, lse, o->indexer_loss_coeff)
+        *kl = sparse_stage ? dsa_indexer_sparse_kl(c, m, &ia, b, *idx, *topk_length, head_sums, o->indexer_loss_coeff)
                            : dsa_indexer_dense_kl(c, m, &ia, b, q_abs, kv, lse, o->indexer_loss_coeff);
         if (!*kl) return NULL;
     }

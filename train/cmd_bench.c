@@ -248,6 +248,13 @@ static dsa_status run_headsum(void *p) {
     mqa_args *a = p;
     return dsa_attn_score_headsum_cuda(a->q, a->kv, a->idx, NULL, a->lse, a->sigma, a->hs);
 }
+// The forward with the head sums fused in (what a sparse training step runs when the kernel takes it).
+static dsa_status run_fwd_headsum(void *p) {
+    mqa_args *a = p;
+    bool fused = false;
+    DSA_TRY(dsa_sparse_mqa_fwd_headsum_cuda(a->q, a->kv, a->idx, NULL, NULL, a->sigma, a->dv, a->out, a->lse, a->hs, &fused));
+    return fused ? DSA_OK : dsa_error_set(DSA_ERR_UNSUPPORTED, "no fused head-sum kernel for H %lld", (long long)a->H);
+}
 
 // Issue 7's row "sparse score recompute + KL + indexer backward" as a training step runs it, at the
 // attention case's picks: the head sum (the KL target's scores), its L1 row normalisation, the indexer
@@ -318,6 +325,13 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
     if (ms < 0) goto fail;
     add_row("score_headsum", T, H, ms, 2.0 * T * H * K * D,
             (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 6 + T * H * 4.0, mem_fwd + (double)T * K * 2);
+    // The forward and the head sums in one kernel (H <= 64): FLOPs counted as the forward's (S is not
+    // recomputed); compare its time with sparse_mqa_fwd + score_headsum above.
+    if (H <= 64 && run_fwd_headsum(&a) == DSA_OK) {
+        ms = time_median_ms(run_fwd_headsum, &a, 2, o->runs);
+        if (ms < 0) goto fail;
+        add_row("fwd+headsum fused", T, H, ms, 2.0 * T * H * K * (D + Dv), bytes_fwd + (double)T * K * 2, mem_fwd + (double)T * K * 2);
+    }
 
     int64_t HI = o->HI, DI = o->DI;
     chain_args ch = {0};

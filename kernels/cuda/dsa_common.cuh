@@ -5,6 +5,19 @@
 #include <math.h>
 #include "kernels/cuda/cuda_common.cuh"
 
+// The wgmma kernels' host entry points other kernels' launchers call (C++ linkage: .cu callers only).
+// dsa_sparse_fwd_wgmma_cuda.cu: the forward (hs, fused: the fused score head sums, both may be NULL)
+// and the shared memory it needs for D.
+dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                         const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
+                                         int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse, dsa_tensor *hs,
+                                         bool *fused);
+size_t dsa_fwd3_smem_bytes(int64_t D);
+// dsa_score_wgmma_cuda.cu: the sparse score head sums.
+dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                             const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
+                                             dsa_tensor *out);
+
 // A slot j of row t is valid iff 0 <= idx < S_kv and j < topk_length[t] (when given). Invalid slots
 // are never read: the kernels compact each tile of slots down to its valid ones first.
 __device__ __forceinline__ int dsa_slot_key(const int *idx, const int *topk_length, int64_t t, int64_t K,

@@ -45,6 +45,12 @@ dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k,
 dsa_status dsa_sparse_mqa_fwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                    const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma, int64_t dv,
                                    int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse);
+// The forward of every head, and the score head sums of SPEC 5 (dsa_attn_score_headsum_cuda with this lse)
+// into hs [T, K] (bf16) when a kernel fuses them (the wgmma v5 forward with every head in one CTA):
+// *fused = true then, else hs is untouched and the caller runs the head-sum kernel.
+dsa_status dsa_sparse_mqa_fwd_headsum_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                           const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
+                                           int64_t dv, dsa_tensor *out, dsa_tensor *lse, dsa_tensor *hs, bool *fused);
 dsa_status dsa_sparse_mqa_bwd_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                    const dsa_tensor *topk_length, const dsa_tensor *sink, const dsa_tensor *out,
                                    const dsa_tensor *lse, const dsa_tensor *dout, double sigma, int64_t dv, int64_t h0,

@@ -214,10 +214,7 @@ static dsa_status launch_headsum_mma(const dsa_tensor *q, const dsa_tensor *kv, 
 //    triple-buffered [3][heads/32][32] array one tile later: one __syncthreads per tile, and no [K]
 //    array (it would not fit next to Q at H 128, D 576). Deterministic: fixed summation order.
 // Numerics: fp32 S, p = 2^(S sigma log2e - lse log2e) (what __expf does), sums in fp32, bf16 once.
-// v3 (wgmma, sm_90a): dsa_score_wgmma_cuda.cu.
-dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
-                                             const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
-                                             dsa_tensor *out);
+// v3 (wgmma, sm_90a): dsa_score_wgmma_cuda.cu (dsa_attn_score_headsum_wgmma_cuda, declared in dsa_common.cuh).
 
 #define HS2_BK 32
 #define HS2_RING 4  // key-ring entries: a tile's keys live from their fetch (tile - NST) to its compute

@@ -8,10 +8,6 @@
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
 // v3 (wgmma, sm_90a): dsa_sparse_fwd_wgmma_cuda.cu.
-size_t dsa_fwd3_smem_bytes(int64_t D);
-dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
-                                         const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
-                                         int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse);
 
 #define FWD_COLS 2  // output columns per thread: Dv <= 2 * 256
 
@@ -577,7 +573,7 @@ static dsa_status launch_fwd_mma_v2_nst(const dsa_tensor *q, const dsa_tensor *k
 // (D <= 832), else v1 (its single kv buffer fits up to D = 1024).
 static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                  const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma, int64_t h0,
-                                 int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
+                                 int64_t h1, dsa_tensor *out, dsa_tensor *lse, dsa_tensor *hs = NULL, bool *fused = NULL) {
     static int v1 = -1;
     if (v1 < 0) v1 = dsa_env_flag("DSA_SPARSE_FWD_V1");
     if (q->shape[0] == 0 || h1 <= h0) return DSA_OK;
@@ -591,7 +587,7 @@ static dsa_status launch_fwd_mma(const dsa_tensor *q, const dsa_tensor *kv, cons
         v3 = sm90 && !dsa_env_flag("DSA_SPARSE_FWD_V2");
     }
     if (!v1 && v3 && D % 64 == 0 && D <= 576 && dsa_fwd3_smem_bytes(D) <= max_optin)
-        return dsa_sparse_mqa_fwd_wgmma_cuda(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
+        return dsa_sparse_mqa_fwd_wgmma_cuda(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse, hs, fused);
     if (!v1 && fwd2_smem_bytes(D, 3) <= max_optin)
         return launch_fwd_mma_v2_nst<3>(q, kv, idx, topk_length, sink, sigma, h0, h1, out, lse);
     if (!v1 && fwd2_smem_bytes(D, 2) <= max_optin)
@@ -619,6 +615,18 @@ extern "C" dsa_status dsa_sparse_mqa_fwd_cuda(const dsa_tensor *q, const dsa_ten
     case DSA_F64: return launch_fwd<double, double, false>(q, kv, idx, topk_length, NULL, NULL, sink, sigma, dv, h0, h1, out, lse);
     default: return dsa_error_set(DSA_ERR_DTYPE, "dsa_sparse_mqa (cuda): unsupported dtype %s", dsa_dtype_name(q->dtype));
     }
+}
+
+// The forward of every head (h0 = 0, h1 = H) and, when a kernel fuses it, the score head sums
+// (dsa_attn_score_headsum with this lse) into hs [T, K] (bf16): *fused says whether hs was written.
+extern "C" dsa_status dsa_sparse_mqa_fwd_headsum_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
+                                                   const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
+                                                   int64_t dv, dsa_tensor *out, dsa_tensor *lse, dsa_tensor *hs, bool *fused) {
+    *fused = false;
+    int64_t H = q->shape[1];
+    if (use_mma_fwd(q, dv) && hs && hs->dtype == DSA_BF16)
+        return launch_fwd_mma(q, kv, idx, topk_length, sink, sigma, 0, H, out, lse, hs, fused);
+    return dsa_sparse_mqa_fwd_cuda(q, kv, idx, topk_length, sink, sigma, dv, 0, H, out, lse);
 }
 
 // KV-only lse of dense attention over each row's window: the forward kernel with window slots and

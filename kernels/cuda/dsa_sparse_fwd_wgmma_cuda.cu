@@ -209,7 +209,8 @@ struct fwd3_smem {
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,          \
         const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, __nv_bfloat16 *__restrict__ out, \
         float *__restrict__ lse, int H, int hbeg, int hend, int D, int64_t T, int64_t K, int64_t S_kv, float sigma, \
-        unsigned v_lbo, unsigned v_sbo, int smem_slack, dsa_pick_union un
+        unsigned v_lbo, unsigned v_sbo, int smem_slack, dsa_pick_union un, __nv_bfloat16 *__restrict__ hs_out,  \
+        float *__restrict__ hs_scratch, int64_t hs_region
 
 // This CTA's work: query row t, heads h0 .. h0 + nh - 1, tiles 0 .. nt - 1 (slots below k_end, the
 // row's picks at `picks`). Merged (v5 with un.keys set, dsa_pick_union): the heads [hbeg, hend) of the
@@ -405,6 +406,16 @@ struct fwd5_math {
                 o[4 * j + 3] *= f.y;
             }
     }
+    // Fused head sum: the masked, scaled scores of this thread's two rows (tile rows below n_rows; the
+    // rest are padding) into the CTA's [64 rows][64 slots] fp32 tile `scr`, for the epilogue.
+    __device__ __forceinline__ void store_scores(float *scr, const float *s, int n_rows) const {
+        if (row_lo < n_rows)
+#pragma unroll
+            for (int j = 0; j < 8; j++) *(float2 *)(scr + row_lo * 64 + 8 * j + 2 * c) = make_float2(s[4 * j], s[4 * j + 1]);
+        if (row_hi < n_rows)
+#pragma unroll
+            for (int j = 0; j < 8; j++) *(float2 *)(scr + row_hi * 64 + 8 * j + 2 * c) = make_float2(s[4 * j + 2], s[4 * j + 3]);
+    }
     // This warpgroup's P (fp32 s times f per row) as bf16 into the swizzled [HB][64] tile sp.
     __device__ __forceinline__ void store_p(__nv_bfloat16 *sp, const float *s, float f_lo, float f_hi) const {
 #pragma unroll
@@ -431,6 +442,50 @@ __device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsi
     dsa_wgmma_commit();
 }
 
+// ---- the score head sums fused into v5 (HS) ---------------------------------------------------------
+// dsa_attn_score_headsum's sum_h exp(sigma S[t, h, j] - lse[t, h]) needs the final lse, known only after
+// the last tile. The loop stores each tile's masked scores (log2 units, fp32) into a scratch region of
+// its SM (one CTA an SM at a time: the launcher checks the occupancy), 64 x 64 floats a tile; the
+// epilogue reads them back (from L2, just written) and sums the heads of each query row. This replaces
+// the separate head-sum kernel's second gather of every picked kv row. One CTA must hold every head of
+// its rows (H <= 64 one row, or a merged group).
+__device__ __forceinline__ int dsa_smid() {
+    unsigned id;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+    return (int)id;
+}
+
+// The outputs the epilogue does not write, zeroed first: a merged group's rows (entries only set the
+// slots their rows picked), a single row's slots past k_end.
+__device__ __forceinline__ void fwd5_headsum_zero(__nv_bfloat16 *hs_out, const fwd3_work &w, int64_t K) {
+    const int64_t beg = w.row_bits ? 0 : w.k_end, n = w.rows * K;
+    for (int64_t j = beg + threadIdx.x; j < n; j += blockDim.x) hs_out[w.t * K + j] = __float2bfloat16(0.f);
+}
+
+// The epilogue (the 256 math threads, after finish): lse per tile row (log2 units, +inf for a row
+// without valid slots) into sl, then for each (query row r, entry e) the sum over the row's heads of
+// 2^(s - lse), written at the slot where row r picked entry e (merged: dsa_pick_union's slot table;
+// one row: slot e). Consecutive threads take consecutive entries: every head's read is one coalesced
+// row of the score tile.
+__device__ __forceinline__ void fwd5_headsum(const fwd3_math &fin, float *sl, const float *scr, const fwd3_work &w,
+                                             const dsa_pick_union &un, bool merged, __nv_bfloat16 *hs_out, int64_t K) {
+    if (fin.wg == 0 && fin.c == 0) {
+        sl[fin.row_lo] = fin.l_lo > 0 ? fin.m_lo + log2f(fin.l_lo) : INFINITY;
+        sl[fin.row_hi] = fin.l_hi > 0 ? fin.m_hi + log2f(fin.l_hi) : INFINITY;
+    }
+    dsa_bar_sync(1, 256);  // sl and every warp's score tiles are in
+    const int ne = (int)w.k_end, nh = w.nh, n = w.rows * ne;
+    const short *slots = merged ? un.slot + (int64_t)blockIdx.x * un.cap * 4 : nullptr;
+    for (int i = threadIdx.x; i < n; i += 256) {
+        const int r = i / ne, e = i - r * ne;
+        const float *x = scr + (int64_t)(e >> 6) * 4096 + (r * nh) * 64 + (e & 63), *l = sl + r * nh;
+        float v = 0.f;
+        for (int h = 0; h < nh; h++) v += dsa_exp2(x[h * 64] - l[h]);
+        const int slot = merged ? slots[e * 4 + r] : e;
+        if (slot >= 0) hs_out[(w.t + r) * K + slot] = __float2bfloat16(v);
+    }
+}
+
 // ASYNC_ARRIVE (the default; DSA_SPARSE_FWD_V5_SYNC=1 turns it off): each gather thread signals a
 // part's mbarrier by cp.async.mbarrier.arrive (zero rows by zero-filling copies) and goes on to the next
 // part at once, instead of waiting for its copies and fencing; two parts can be in flight (the next
@@ -440,12 +495,18 @@ __device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsi
 // MERGED (un.keys set): groups of rows over the union of their picks, each tile row's slots masked by its
 // row's bits. A template flag, not a runtime one: the per-row masks kept live through the loop cost the
 // one-row kernel 18% at H 64 (T 4096: 459 against 558 TFLOP/s, H200, session 20 call 3).
-template <bool ASYNC_ARRIVE, bool MERGED>
+// HS: the score head sums fused in (fwd5_headsum below; every head of the rows in this CTA).
+template <bool ASYNC_ARRIVE, bool MERGED, bool HS>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     fwd5_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack), D);
     const fwd3_work w(hbeg, hend, T, K, idx, topk_length, un);
     const int np = max(1, (w.nt + 1) / 2), tid = threadIdx.x;
+    float *scr = nullptr;  // HS: this SM's score tiles
+    if (HS) {
+        scr = hs_scratch + (int64_t)dsa_smid() * hs_region;
+        fwd5_headsum_zero(hs_out, w, K);  // ordered before the epilogue's writes by load_q_sync's barrier
+    }
     if (tid == 0) {
         for (int b = 0; b < 4; b++) {
             dsa_mbar_init(sm.bars + b, ASYNC_ARRIVE ? DSA_GATHER_FULL_ARRIVALS : 128);  // ready: the gather warpgroup
@@ -527,6 +588,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             float mx_lo, mx_hi;
             const unsigned long long va = sm.rmask[(2 * p) % FWD3_RING];
             mt.mask_scale(s, va & rv_lo, va & rv_hi, mx_lo, mx_hi);
+            if (HS && 2 * p < w.nt) mt.store_scores(scr + (int64_t)(2 * p) * 4096, s, w.rows * w.nh);
             const float m0_lo = fmaxf(mt.m_lo, mx_lo), m0_hi = fmaxf(mt.m_hi, mx_hi);
             if (mt.c == 0) {
                 sm.smax[row_lo] = m0_lo;
@@ -580,6 +642,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
             float mx_lo, mx_hi;
             const unsigned long long vb = sm.rmask[(2 * p + 1) % FWD3_RING];
             mt.mask_scale(s, vb & rv_lo, vb & rv_hi, mx_lo, mx_hi);
+            if (HS && 2 * p + 1 < w.nt) mt.store_scores(scr + (int64_t)(2 * p + 1) * 4096, s, w.rows * w.nh);
             dsa_mbar_wait(sm.sig(FWD5_SIG_M0), p & 1);  // m0 (>= the running max) is in
             const float m1_lo = fmaxf(sm.smax[row_lo], mx_lo), m1_hi = fmaxf(sm.smax[row_lo + 8], mx_hi);
             if (mt.c == 0) {
@@ -604,14 +667,45 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     // Row sums over both warpgroups, out and lse: v4's epilogue (its row-max buffer is sm here).
     fwd3_math fin{nullptr, nullptr, sm.smax, 0, 0, 0, 0, D, wg, row_lo, row_lo + 8, lane & 3, 0.f, mt.m_lo, mt.m_hi, mt.l_lo, mt.l_hi};
     fin.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh, w.rows);
+    if (HS) fwd5_headsum(fin, (float *)sm.sp, scr, w, un, MERGED, hs_out, K);
+}
+
+// The largest SM id + 1 (%nsmid: ids need not be contiguous), asked once: the fused head sum's
+// scratch has a region per SM id.
+__global__ void fwd5_nsmid_kernel(int *n) {
+    unsigned v;
+    asm volatile("mov.u32 %0, %%nsmid;" : "=r"(v));
+    *n = (int)v;
+}
+static dsa_status fwd5_nsmid(int *n) {
+    static int cached = 0;
+    if (cached == 0) {
+        int *d = NULL;
+        DSA_TRY(dsa_device_malloc(DSA_CUDA, sizeof(int), (void **)&d));
+        fwd5_nsmid_kernel<<<1, 1, 0, dsa_stream()>>>(d);
+        cudaError_t e = cudaGetLastError();
+        if (e == cudaSuccess) e = cudaMemcpyAsync(&cached, d, sizeof(int), cudaMemcpyDeviceToHost, dsa_stream());
+        if (e == cudaSuccess) e = cudaStreamSynchronize(dsa_stream());
+        dsa_device_free(DSA_CUDA, d);
+        if (e != cudaSuccess) {
+            cached = 0;
+            return dsa_error_set(DSA_ERR_CUDA, "sparse_mqa_fwd_wgmma: %%nsmid query failed: %s", cudaGetErrorString(e));
+        }
+    }
+    *n = cached;
+    return DSA_OK;
 }
 
 // Called by the forward dispatcher (dsa_sparse_fwd_cuda.cu) for bf16, Dv = 512, D % 64 == 0, D <= 576,
-// on an sm_90 GPU when the shared memory fits.
+// on an sm_90 GPU when the shared memory fits. hs (bf16 [T, K], or NULL): the score head sums
+// (dsa_attn_score_headsum with this forward's lse), fused in when the kernel can (v5, every head in one
+// CTA: h0 = 0, h1 = H <= 64; DSA_FWD_HEADSUM=0 turns it off); *fused says whether it did.
 dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
                                          const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
-                                         int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse) {
+                                         int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse, dsa_tensor *hs,
+                                         bool *fused) {
     int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], K = idx->shape[1], S = kv->shape[0];
+    if (fused) *fused = false;
     if (T_ == 0 || h1 <= h0) return DSA_OK;
     size_t optin = 0;
     DSA_TRY(dsa_smem_optin(&optin));
@@ -625,28 +719,54 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     smem += (size_t)slack;
     static int async_arrive = -1;  // DSA_SPARSE_FWD_V5_SYNC=1: the gather threads wait for their copies
     if (async_arrive < 0) async_arrive = !dsa_env_flag("DSA_SPARSE_FWD_V5_SYNC");
+    static int hs_on = -1;
+    if (hs_on < 0) hs_on = dsa_env_int("DSA_FWD_HEADSUM", 1) != 0;
+    const bool with_hs = hs && hs_on && pair && h0 == 0 && h1 == H && H <= FWD3_HB;
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).
     const unsigned v_lbo = FWD3_BK * 128, v_sbo = 1024;
     // Few heads (v5): groups of neighbouring rows in one tile, over the union of their picks
-    // (DSA_SPARSE_FWD_ROWS, default 4; 1 turns it off).
+    // (DSA_SPARSE_FWD_ROWS, default 4; 1 turns it off). The fused head sum needs each entry's slots.
     static int want = -1;
     if (want < 0) want = dsa_env_int("DSA_SPARSE_FWD_ROWS", 4);
     dsa_pick_union un;
     int R = 1;
-    DSA_TRY(dsa_pick_union_prepare(pair ? want : 1, h1 - h0, idx, topk_length, S, false, &un, &R));
-    auto kern = !pair          ? sparse_mqa_fwd_ws_kernel
-                : R >= 2        ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true> : sparse_mqa_fwd_pair_kernel<false, true>)
-                : async_arrive ? sparse_mqa_fwd_pair_kernel<true, false>
-                               : sparse_mqa_fwd_pair_kernel<false, false>;
+    DSA_TRY(dsa_pick_union_prepare(pair ? want : 1, h1 - h0, idx, topk_length, S, with_hs, &un, &R));
+    auto kern = !pair ? sparse_mqa_fwd_ws_kernel
+                : R >= 2 ? (with_hs ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true, true>
+                                                    : sparse_mqa_fwd_pair_kernel<false, true, true>)
+                                    : (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true, false>
+                                                    : sparse_mqa_fwd_pair_kernel<false, true, false>))
+                : with_hs ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, true> : sparse_mqa_fwd_pair_kernel<false, false, true>)
+                          : (async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, false> : sparse_mqa_fwd_pair_kernel<false, false, false>);
     DSA_TRY(dsa_smem_setup(kern, smem,
                            pair ? "dsa_sparse_mqa fwd (wgmma v5)" : "dsa_sparse_mqa fwd (wgmma v4)"));
+    // The fused head sum's scratch: a region of 64 tile rows x (the most entries a CTA takes) fp32 per
+    // SM id, reused by the CTAs that SM runs one after the other. Only with one resident CTA an SM.
+    static dsa_scratch hs_scr = {NULL, 0};
+    int64_t hs_region = 0;
+    if (with_hs) {
+        int per_sm = 0, nsmid = 0;
+        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 384, smem));
+        DSA_TRY(fwd5_nsmid(&nsmid));
+        if (per_sm == 1 && nsmid > 0) {
+            const int64_t entries = R >= 2 ? un.cap : (K + FWD3_BK - 1) / FWD3_BK * FWD3_BK;
+            hs_region = 64 * entries;
+            DSA_TRY(dsa_scratch_reserve(&hs_scr, (size_t)nsmid * (size_t)hs_region * sizeof(float)));
+        } else {  // not fused after all: the plain kernel (the union was built with slots; harmless)
+            kern = R >= 2 ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true, false> : sparse_mqa_fwd_pair_kernel<false, true, false>)
+                          : (async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, false> : sparse_mqa_fwd_pair_kernel<false, false, false>);
+            DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (wgmma v5)"));
+        }
+    }
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + FWD3_HB - 1) / FWD3_HB);
     kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
-        (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, T_, K, S, (float)sigma, v_lbo, v_sbo, slack, un);
+        (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, T_, K, S, (float)sigma, v_lbo, v_sbo,
+        slack, un, hs_region ? (__nv_bfloat16 *)hs->data : NULL, hs_region ? (float *)hs_scr.p : NULL, hs_region);
     CUDA_LAUNCH_CHECK("sparse_mqa_fwd_wgmma");
+    if (fused) *fused = hs_region > 0;
     return DSA_OK;
 }

@@ -14,13 +14,6 @@
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
-dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
-                                         const dsa_tensor *topk_length, const dsa_tensor *sink, double sigma,
-                                         int64_t h0, int64_t h1, dsa_tensor *out, dsa_tensor *lse);
-dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
-                                             const dsa_tensor *topk_length, const dsa_tensor *lse, double sigma,
-                                             dsa_tensor *out);
-size_t dsa_fwd3_smem_bytes(int64_t D);
 
 #define WS_DV 512                     // the wgmma forward's value width
 #define WS_SCRATCH ((size_t)256 << 20)  // bytes per scratch buffer (slot list; forward output)
@@ -77,7 +70,7 @@ extern "C" dsa_status dsa_attn_lse_dense_slots_cuda(const dsa_tensor *q, const d
         dsa_tensor o = *qs, ls = dsa_row_chunk(lse, r0, n);
         o.shape[2] = WS_DV;
         o.data = outs.p;
-        return dsa_sparse_mqa_fwd_wgmma_cuda(qs, kv, ix, tl, NULL, sigma, 0, H, &o, &ls);
+        return dsa_sparse_mqa_fwd_wgmma_cuda(qs, kv, ix, tl, NULL, sigma, 0, H, &o, &ls, NULL, NULL);
     });
 }
 

@@ -239,6 +239,23 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
     double e_hs = test_rel_l2(hs.g, hs.c);
     printf("%-34s score headsum rel %.2e\n", name, e_hs);
     CHECK(e_hs <= 1e-2, "%s headsum rel L2 %.3e", name, e_hs);
+    // The forward with the head sums fused in (dsa_sparse_mqa_fwd_headsum_cuda): every hs entry written
+    // (NaNs before), hs against the CPU reference, out and lse as the plain forward's (the same math).
+    // Fused on Hopper for bf16, D 576, Dv 512 and every head in one CTA (H <= 64), unless turned off.
+    dsa_tensor *o2 = dsa_zeros(G, DSA_PERSIST, dt, DSA_CUDA, 3, DSA_SHAPE(T, H, Dv));
+    dsa_tensor *l2 = dsa_zeros(G, DSA_PERSIST, gd, DSA_CUDA, 2, DSA_SHAPE(T, H)), *h2 = nan_tensor(dt, 2, DSA_SHAPE(T, K));
+    bool fused = false;
+    CHECK_OK(dsa_sparse_mqa_fwd_headsum_cuda(q.g, kv.g, ix.g, tlg, skg, sigma, Dv, o2, l2, h2, &fused));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    const char *hs_env = getenv("DSA_FWD_HEADSUM");
+    bool expect = dt == DSA_BF16 && D == 576 && Dv == 512 && H <= 64 && dsa_cuda()->cc == 90 && !(hs_env && atoi(hs_env) == 0);
+    CHECK(fused == expect, "%s fused head sum: %s, expected %s", name, fused ? "fused" : "not fused", expect ? "fused" : "not");
+    if (fused) {
+        double f_hs = test_rel_l2(h2, hs.c), f_out = test_rel_l2(o2, out.g), f_lse = test_rel_l2(l2, lse.g);
+        printf("%-34s fused head sum rel %.2e (out vs plain %.1e, lse %.1e)\n", name, f_hs, f_out, f_lse);
+        CHECK(f_hs <= 1e-2, "%s fused headsum rel L2 %.3e", name, f_hs);
+        CHECK(f_out <= 1e-6 && f_lse <= 1e-6, "%s fused forward differs from the plain one: out %.3e lse %.3e", name, f_out, f_lse);
+    }
     free(idx);
     free(len);
 }
