@@ -19,6 +19,9 @@
 // Merged rows (v5, H <= 32, DSA_SPARSE_FWD_ROWS): a CTA takes a group of up to 4 neighbouring query rows
 // over the union of their picks (dsa_pick_union.h; fwd3_work), each tile row's scores masked by its
 // row's bits. small.cfg (H 12, K 512, H200): 17.31 -> 14.15 ms a step.
+// Fused score head sums (v5, one row a CTA, H <= 64; dsa_sparse_mqa_headsum): the loop also stores each
+// tile's scores for an epilogue that sums the heads' probabilities once the lse is known (fwd5_headsum).
+// small.cfg, H200: 128.7 -> 120.7 ms a step (the separate head-sum kernel's 0.98 ms a layer gone).
 #include <stdlib.h>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
@@ -408,9 +411,7 @@ struct fwd5_math {
     }
     // Fused head sum: the masked, scaled scores of this thread's two rows (tile rows below n_rows; the
     // rest are padding) into the CTA's [64 rows][64 slots] fp32 tile `scr`, for the epilogue. Streaming
-    // stores (evict-first in the L2): the gathers' kv rows must stay in the L2 (at H 12 the scratch of
-    // all SMs, 69 MB, is larger than the L2; with plain stores the fused kernel took 2.47-2.96 ms
-    // against 1.38 + 0.98 for the forward and the separate head sum, T 8192, K 512, H200).
+    // stores (evict-first in the L2), so that the scratch does not push the gathered kv rows out.
     __device__ __forceinline__ void store_scores(float *scr, const float *s, int n_rows) const {
         if (row_lo < n_rows)
 #pragma unroll
@@ -449,32 +450,28 @@ __device__ __forceinline__ void fwd5_issue_pv(float *o, const unsigned *pa, unsi
 // dsa_attn_score_headsum's sum_h exp(sigma S[t, h, j] - lse[t, h]) needs the final lse, known only after
 // the last tile. The loop stores each tile's masked scores (log2 units, fp32) into a scratch region of
 // its SM (one CTA an SM at a time: the launcher checks the occupancy), 64 x 64 floats a tile; the
-// epilogue reads them back (from L2, just written) and sums the heads of each query row. This replaces
-// the separate head-sum kernel's second gather of every picked kv row. One CTA must hold every head of
-// its rows (H <= 64 one row, or a merged group).
+// epilogue reads them back and sums the heads. This replaces the separate head-sum kernel's second
+// gather of every picked kv row. One row a CTA (every head of it: H <= 64), never merged groups: at
+// H 12, K 512 their union's scratch (48 rows x up to 2048 entries an SM, 69 MB) outgrows the L2, and
+// the fused merged kernel took 2.47-2.96 ms against 1.38 + 0.98 for the merged forward and the
+// separate head sum; the one-row fused kernel 1.48 against 1.21 + 0.98 (T 8192, H200, session 22).
 __device__ __forceinline__ int dsa_smid() {
     unsigned id;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
     return (int)id;
 }
 
-// The outputs the epilogue does not write, zeroed first: a merged group's rows (entries only set the
-// slots their rows picked), a single row's slots past k_end.
+// The row's slots past k_end (the epilogue writes the others), zeroed first.
 __device__ __forceinline__ void fwd5_headsum_zero(__nv_bfloat16 *hs_out, const fwd3_work &w, int64_t K) {
-    const int64_t beg = w.row_bits ? 0 : w.k_end, n = w.rows * K;
-    for (int64_t j = beg + threadIdx.x; j < n; j += blockDim.x) hs_out[w.t * K + j] = __float2bfloat16(0.f);
+    for (int64_t j = w.k_end + threadIdx.x; j < K; j += blockDim.x) hs_out[w.t * K + j] = __float2bfloat16(0.f);
 }
 
-// The epilogue (the 256 math threads, after finish): lse per tile row (log2 units, +inf for a row
-// without valid slots) into sl, then for each (query row r, entry e) the sum over the row's heads of
-// 2^(s - lse), written at the slot where row r picked entry e (merged: dsa_pick_union's slot table;
-// one row: slot e). Consecutive threads take consecutive entries: every head's read is one coalesced
-// row of the score tile. The tiles were written while the loop's gathers streamed through the L2, so
-// most come back from memory: each thread issues the loads of up to 16 heads of two items before it
-// uses them (the first version, a load and an exponential a head in turn, cost as much as the
-// separate head-sum kernel: T 8192, H 12, K 512, H200: 2.47 ms fused against 1.38 + 0.98).
+// The epilogue (the 256 math threads, after finish): lse per head (log2 units, +inf for a head without
+// valid slots) into sl, then for each slot j < k_end the sum over heads of 2^(s - lse) (invalid slots
+// hold s = -inf: 0). Consecutive threads take consecutive slots (every head's read is one coalesced
+// row of a score tile); each thread issues the loads of up to 16 heads of two slots before it uses them.
 #define FWD5_HS_UNROLL 16
-__device__ __forceinline__ float fwd5_headsum_item(const float *x, const float *l, int nh) {
+__device__ __forceinline__ float fwd5_headsum_slot(const float *x, const float *l, int nh) {
     float xs[FWD5_HS_UNROLL];
 #pragma unroll
     for (int h = 0; h < FWD5_HS_UNROLL; h++) xs[h] = h < nh ? __ldcs(x + h * 64) : -INFINITY;
@@ -485,27 +482,20 @@ __device__ __forceinline__ float fwd5_headsum_item(const float *x, const float *
     return v;
 }
 __device__ __forceinline__ void fwd5_headsum(const fwd3_math &fin, float *sl, const float *scr, const fwd3_work &w,
-                                             const dsa_pick_union &un, bool merged, __nv_bfloat16 *hs_out, int64_t K) {
+                                             __nv_bfloat16 *hs_out, int64_t K) {
     if (fin.wg == 0 && fin.c == 0) {
         sl[fin.row_lo] = fin.l_lo > 0 ? fin.m_lo + log2f(fin.l_lo) : INFINITY;
         sl[fin.row_hi] = fin.l_hi > 0 ? fin.m_hi + log2f(fin.l_hi) : INFINITY;
     }
     dsa_bar_sync(1, 256);  // sl and every warp's score tiles are in
-    const int ne = (int)w.k_end, nh = w.nh, n = w.rows * ne;
-    const short *slots = merged ? un.slot + (int64_t)blockIdx.x * un.cap * 4 : nullptr;
-    auto item = [&](int i, float *v, int *r, int *slot) {
-        *r = i / ne;
-        const int e = i - *r * ne;
-        *v = fwd5_headsum_item(scr + (int64_t)(e >> 6) * 4096 + (*r * nh) * 64 + (e & 63), sl + *r * nh, nh);
-        *slot = merged ? slots[e * 4 + *r] : e;
-    };
-    for (int i = threadIdx.x; i < n; i += 512) {  // two items a thread in flight
-        float v0, v1 = 0.f;
-        int r0, r1 = 0, s0, s1 = -1;
-        item(i, &v0, &r0, &s0);
-        if (i + 256 < n) item(i + 256, &v1, &r1, &s1);
-        if (s0 >= 0) hs_out[(w.t + r0) * K + s0] = __float2bfloat16(v0);
-        if (s1 >= 0) hs_out[(w.t + r1) * K + s1] = __float2bfloat16(v1);
+    const int ne = (int)w.k_end, nh = w.nh;
+    __nv_bfloat16 *row = hs_out + w.t * K;
+    for (int j = threadIdx.x; j < ne; j += 512) {  // two slots a thread in flight
+        const float v0 = fwd5_headsum_slot(scr + (j >> 6) * 4096 + (j & 63), sl, nh);
+        const int j1 = j + 256;
+        const float v1 = j1 < ne ? fwd5_headsum_slot(scr + (j1 >> 6) * 4096 + (j1 & 63), sl, nh) : 0.f;
+        row[j] = __float2bfloat16(v0);
+        if (j1 < ne) row[j1] = __float2bfloat16(v1);
     }
 }
 
@@ -518,9 +508,10 @@ __device__ __forceinline__ void fwd5_headsum(const fwd3_math &fin, float *sl, co
 // MERGED (un.keys set): groups of rows over the union of their picks, each tile row's slots masked by its
 // row's bits. A template flag, not a runtime one: the per-row masks kept live through the loop cost the
 // one-row kernel 18% at H 64 (T 4096: 459 against 558 TFLOP/s, H200, session 20 call 3).
-// HS: the score head sums fused in (fwd5_headsum below; every head of the rows in this CTA).
+// HS: the score head sums fused in (one row a CTA only: fwd5_headsum above).
 template <bool ASYNC_ARRIVE, bool MERGED, bool HS>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) {
+    static_assert(!(HS && MERGED), "the fused head sum takes one row a CTA");
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     fwd5_smem sm(dsa_smem_base1024(dsa_smem_raw, smem_slack), D);
     const fwd3_work w(hbeg, hend, T, K, idx, topk_length, un);
@@ -617,7 +608,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
                 sm.smax[row_lo + 8] = m0_hi;
             }
             dsa_mbar_arrive(sm.sig(FWD5_SIG_M0));
-            if (HS && 2 * p < w.nt) mt.store_scores(scr + (int64_t)(2 * p) * 4096, s, w.rows * w.nh);  // after the signal
+            if (HS && 2 * p < w.nt) mt.store_scores(scr + (int64_t)(2 * p) * 4096, s, w.nh);  // after the signal
             mt.rescale(o, mt.exponentiate(s, pa, m0_lo, m0_hi));
             dsa_wgmma_fence();
             fwd5_issue_pv(o, pa, 0, st0, 0, v_lbo, v_sbo);  // P(a) V(a), P from registers
@@ -672,7 +663,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
                 sm.smax[FWD3_HB + row_lo + 8] = m1_hi;
             }
             dsa_mbar_arrive(sm.sig(FWD5_SIG_M1));
-            if (HS && 2 * p + 1 < w.nt) mt.store_scores(scr + (int64_t)(2 * p + 1) * 4096, s, w.rows * w.nh);
+            if (HS && 2 * p + 1 < w.nt) mt.store_scores(scr + (int64_t)(2 * p + 1) * 4096, s, w.nh);
             mt.rescale(o, mt.exponentiate(s, pa, m1_lo, m1_hi));
             dsa_wgmma_fence();
             fwd5_issue_pv(o, pa, 0, st1, 1, v_lbo, v_sbo);  // P(b) V(b), P from registers
@@ -690,7 +681,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_fwd_pair_kernel(FWD3_ARGS) 
     // Row sums over both warpgroups, out and lse: v4's epilogue (its row-max buffer is sm here).
     fwd3_math fin{nullptr, nullptr, sm.smax, 0, 0, 0, 0, D, wg, row_lo, row_lo + 8, lane & 3, 0.f, mt.m_lo, mt.m_hi, mt.l_lo, mt.l_hi};
     fin.finish(o, sink, sink_dt, out, lse, w.t, H, w.h0, w.nh, w.rows);
-    if (HS) fwd5_headsum(fin, (float *)sm.sp, scr, w, un, MERGED, hs_out, K);
+    if (HS) fwd5_headsum(fin, (float *)sm.sp, scr, w, hs_out, K);
 }
 
 // The largest SM id + 1 (%nsmid: ids need not be contiguous), asked once: the fused head sum's
@@ -750,23 +741,20 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).
     const unsigned v_lbo = FWD3_BK * 128, v_sbo = 1024;
     // Few heads (v5): groups of neighbouring rows in one tile, over the union of their picks
-    // (DSA_SPARSE_FWD_ROWS, default 4; 1 turns it off). The fused head sum needs each entry's slots.
+    // (DSA_SPARSE_FWD_ROWS, default 4; 1 turns it off). Not with the fused head sum (one row a CTA).
     static int want = -1;
     if (want < 0) want = dsa_env_int("DSA_SPARSE_FWD_ROWS", 4);
     dsa_pick_union un;
     int R = 1;
-    DSA_TRY(dsa_pick_union_prepare(pair ? want : 1, h1 - h0, idx, topk_length, S, with_hs, &un, &R));
+    DSA_TRY(dsa_pick_union_prepare(pair && !with_hs ? want : 1, h1 - h0, idx, topk_length, S, false, &un, &R));
     auto kern = !pair ? sparse_mqa_fwd_ws_kernel
-                : R >= 2 ? (with_hs ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true, true>
-                                                    : sparse_mqa_fwd_pair_kernel<false, true, true>)
-                                    : (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true, false>
-                                                    : sparse_mqa_fwd_pair_kernel<false, true, false>))
+                : R >= 2 ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true, false> : sparse_mqa_fwd_pair_kernel<false, true, false>)
                 : with_hs ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, true> : sparse_mqa_fwd_pair_kernel<false, false, true>)
                           : (async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, false> : sparse_mqa_fwd_pair_kernel<false, false, false>);
     DSA_TRY(dsa_smem_setup(kern, smem,
                            pair ? "dsa_sparse_mqa fwd (wgmma v5)" : "dsa_sparse_mqa fwd (wgmma v4)"));
-    // The fused head sum's scratch: a region of 64 tile rows x (the most entries a CTA takes) fp32 per
-    // SM id, reused by the CTAs that SM runs one after the other. Only with one resident CTA an SM.
+    // The fused head sum's scratch: a region of 64 tile rows x K (rounded up to a tile) fp32 per SM id,
+    // reused by the CTAs that SM runs one after the other. Only with one resident CTA an SM.
     static dsa_scratch hs_scr = {NULL, 0};
     int64_t hs_region = 0;
     if (with_hs) {
@@ -774,12 +762,10 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
         CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 384, smem));
         DSA_TRY(fwd5_nsmid(&nsmid));
         if (per_sm == 1 && nsmid > 0) {
-            const int64_t entries = R >= 2 ? un.cap : (K + FWD3_BK - 1) / FWD3_BK * FWD3_BK;
-            hs_region = 64 * entries;
+            hs_region = 64 * ((K + FWD3_BK - 1) / FWD3_BK * FWD3_BK);
             DSA_TRY(dsa_scratch_reserve(&hs_scr, (size_t)nsmid * (size_t)hs_region * sizeof(float)));
-        } else {  // not fused after all: the plain kernel (the union was built with slots; harmless)
-            kern = R >= 2 ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true, false> : sparse_mqa_fwd_pair_kernel<false, true, false>)
-                          : (async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, false> : sparse_mqa_fwd_pair_kernel<false, false, false>);
+        } else {  // not fused after all: the plain one-row kernel
+            kern = async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, false> : sparse_mqa_fwd_pair_kernel<false, false, false>;
             DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (wgmma v5)"));
         }
     }
