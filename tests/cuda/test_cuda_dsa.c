@@ -242,7 +242,8 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
     printf("%-34s score headsum rel %.2e\n", name, e_hs);
     CHECK(e_hs <= 1e-2, "%s headsum rel L2 %.3e", name, e_hs);
     // The forward with the head sums fused in (dsa_sparse_mqa_fwd_headsum_cuda): every hs entry written
-    // (NaNs before), hs against the CPU reference, out and lse as the plain forward's (the same math).
+    // (NaNs before), hs and out against the CPU reference, lse as the plain forward's to fp32 rounding
+    // (the fused kernel takes one row a CTA; the plain one may merge rows, whose slot order differs).
     // Fused on Hopper for bf16, D 576, Dv 512 and every head in one CTA (H <= 64), unless turned off.
     dsa_tensor *o2 = dsa_zeros(G, DSA_PERSIST, dt, DSA_CUDA, 3, DSA_SHAPE(T, H, Dv));
     dsa_tensor *l2 = dsa_zeros(G, DSA_PERSIST, gd, DSA_CUDA, 2, DSA_SHAPE(T, H)), *h2 = nan_tensor(dt, 2, DSA_SHAPE(T, K));
@@ -256,10 +257,11 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
                   !(hs_env && atoi(hs_env) == 0);
     CHECK(fused == expect, "%s fused head sum: %s, expected %s", name, fused ? "fused" : "not fused", expect ? "fused" : "not");
     if (fused) {
-        double f_hs = test_rel_l2(h2, hs.c), f_out = test_rel_l2(o2, out.g), f_lse = test_rel_l2(l2, lse.g);
-        printf("%-34s fused head sum rel %.2e (out vs plain %.1e, lse %.1e)\n", name, f_hs, f_out, f_lse);
+        double f_hs = test_rel_l2(h2, hs.c), f_out = test_rel_l2(o2, out.c), f_lse = test_rel_l2(l2, lse.g);
+        printf("%-34s fused head sum rel %.2e, out rel %.2e, lse vs plain %.1e\n", name, f_hs, f_out, f_lse);
         CHECK(f_hs <= 1e-2, "%s fused headsum rel L2 %.3e", name, f_hs);
-        CHECK(f_out <= 1e-6 && f_lse <= 1e-6, "%s fused forward differs from the plain one: out %.3e lse %.3e", name, f_out, f_lse);
+        CHECK(f_out <= 1e-2, "%s fused forward out rel L2 %.3e", name, f_out);
+        CHECK(f_lse <= 1e-5, "%s fused forward lse differs from the plain one: rel %.3e", name, f_lse);
     }
     free(idx);
     free(len);
