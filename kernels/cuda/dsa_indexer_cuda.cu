@@ -1110,7 +1110,7 @@ static dsa_status launch_gather_bwd_mma(const dsa_tensor *q, const dsa_tensor *k
     default: return dsa_error_set(DSA_ERR_DTYPE, "%s (cuda): unsupported dtype %s", name, dsa_dtype_name(dt)); \
     }
 
-// v3 (wgmma, sm_90a, H 64, D <= 128): dsa_indexer_wgmma_cuda.cu, the default where it applies (414 TFLOP/s
+// v3 (wgmma, sm_90a, H 16, 32 or 64, D <= 128): dsa_indexer_wgmma_cuda.cu, the default where it applies (414 TFLOP/s
 // against the mma.sync kernel's 310 at T 8192 on an H200); DSA_INDEXER_MMA=1 keeps the mma.sync kernel.
 // DSA_ERR_UNSUPPORTED (no message) where it does not apply.
 dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,

@@ -1,5 +1,5 @@
-// Indexer logits on Hopper warpgroup MMA (wgmma, sm_90a): bf16 q / k / w, H = 64, D % 64 == 0,
-// D <= 128. The dense and gathered forwards are the defaults on sm_90a (H200, T 8192: 414 and 163 TFLOP/s
+// Indexer logits on Hopper warpgroup MMA (wgmma, sm_90a): bf16 q / k / w, D % 64 == 0, D <= 128; H = 64
+// (the dense logits also H = 16 and 32). The dense and gathered forwards are the defaults on sm_90a (H200, T 8192: 414 and 163 TFLOP/s
 // against mma.sync's 310 and 143); the mma.sync kernels (dsa_indexer_cuda.cu) are what they are tested
 // against and run everywhere else.
 //  - dense logits (SPEC 1; the default, DSA_INDEXER_MMA=1 for the mma.sync kernel), f32 or bf16 out: below.
@@ -10,13 +10,15 @@
 // take alternate 64-key tiles, each with its own two cp.async stages (see ixw_stage_ready / next).
 //
 // Dense logits:
-// One CTA per 4 query rows (the latest rows first, as the mma.sync kernel). The GEMM is transposed:
-// keys are the M side, so a key tile of 64 rows is the A operand and the 4 rows x 64 heads of q are
-// one N = 256 B operand, both K-major and 128-byte swizzled in shared memory (kernels/cuda/dsa_wgmma.cuh):
-//   C[key, 64 r + h] = k[key] . q[t0 + r, h]   (wgmma m64n256k16 over D, fp32 accumulators)
-// A thread's accumulator row holds 16 heads of each query row (columns 8j + 2c + e, j = 0..31), so the
-// head sum sum_h w[t, h] ReLU(C) is 32 FMAs per (key, row) in registers and a reduce-scatter over the 4
-// lanes of equal g (2 shuffle steps), after which lane c holds query row c of its two keys.
+// One CTA per 256 / H query rows (4 at H 64, 16 at H 16; the latest rows first, as the mma.sync kernel).
+// The GEMM is transposed: keys are the M side, so a key tile of 64 rows is the A operand and the rows x
+// heads of q are one N = 256 B operand, both K-major and 128-byte swizzled in shared memory
+// (kernels/cuda/dsa_wgmma.cuh):
+//   C[key, H r + h] = k[key] . q[t0 + r, h]   (wgmma m64n256k16 over D, fp32 accumulators)
+// A thread's accumulator row holds H / 4 heads of each query row (columns 8j + 2c + e, j = 0..31), so the
+// head sum sum_h w[t, h] ReLU(C) is H / 2 FMAs per (key, row) in registers and a reduce-scatter over the
+// 4 lanes of equal g (2 shuffle steps), after which lane c holds query rows (rows / 4) c .. of its two keys.
+// (H 16 is small.cfg's indexer: 16 rows a CTA fill the same N = 256 that 4 rows of 64 heads do.)
 // The two warpgroups take alternate key tiles, each with its own two cp.async stages, so one's
 // epilogue runs while the other's wgmma is on the tensor cores. Outside [start[t], end[t]) -> -inf.
 #include <limits.h>
@@ -25,13 +27,14 @@
 #include "kernels/cuda/dsa_cuda_kernels.h"
 #include "kernels/cuda/dsa_wgmma.cuh"
 
-#define IXW_ROWS 4  // query rows per CTA: N = 4 x 64 heads
-#define IXW_H 64
+#define IXW_H 64   // heads of the gathered kernels
+#define IXW_NQ 256 // dense logits: query rows x heads a CTA (N = 256 / H rows x H heads)
 #define IXW_KT 64  // keys per tile (the wgmma M)
 
-// Bytes past the 1024-byte-aligned start: q (256 rows of D), 2 warpgroups x 2 key stages, the windows.
-static size_t ixw_tile_bytes(int64_t D) {
-    return 2 * (size_t)IXW_ROWS * IXW_H * D + 2 * 4 * (size_t)IXW_KT * D + sizeof(int) * 2 * IXW_ROWS;
+// Dense logits' bytes past the 1024-byte-aligned start: q (256 rows of D), 2 warpgroups x 2 key stages,
+// the windows of its 256 / H rows.
+static size_t ixw_tile_bytes(int64_t D, int64_t H) {
+    return 2 * (size_t)IXW_NQ * D + 2 * 4 * (size_t)IXW_KT * D + sizeof(int) * 2 * (size_t)(IXW_NQ / H);
 }
 
 template <typename O>
@@ -85,38 +88,42 @@ __device__ __forceinline__ void ixw_tile_mma(float *acc, const __nv_bfloat16 *ti
     dsa_wgmma_wait<0>();
 }
 
-template <typename O>
+template <typename O, int H>
 __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ start, const int *__restrict__ end, O *__restrict__ out, int64_t T, int D, int64_t S,
     int smem_slack) {
+    constexpr int ROWS = IXW_NQ / H;  // query rows a CTA
+    constexpr int JR = H / 8;         // 8-column accumulator blocks a query row
+    constexpr int RQ = ROWS / 4;      // query rows a lane stores after the reduce-scatter
+    static_assert(H == 16 || H == 32 || H == 64, "dense wgmma logits: H 16, 32 or 64");
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     unsigned char *base = dsa_smem_base1024(dsa_smem_raw, smem_slack);
-    constexpr int NQ = IXW_ROWS * IXW_H;             // 256 B rows: n = 64 r + h
+    constexpr int NQ = IXW_NQ;                       // 256 B rows: n = H r + h
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][256][64]
     __nv_bfloat16 *sk = sq + NQ * D;                 // [2 wg][2 stages][D/64][64][64]
-    int *swin = (int *)(sk + 4 * IXW_KT * D);        // lo[4], hi[4]
+    int *swin = (int *)(sk + 4 * IXW_KT * D);        // lo[ROWS], hi[ROWS]
     const int tid = threadIdx.x, lane = tid & 31, wg = dsa_warpgroup_index(), g = lane >> 2, c = lane & 3;
-    const int64_t nblk = (T + IXW_ROWS - 1) / IXW_ROWS, t0 = (nblk - 1 - (int64_t)blockIdx.x) * IXW_ROWS;
+    const int64_t nblk = (T + ROWS - 1) / ROWS, t0 = (nblk - 1 - (int64_t)blockIdx.x) * ROWS;
 
-    // Windows of the 4 rows, clipped to [0, S); rows past T get an empty one.
-    if (tid < IXW_ROWS) {
+    // Windows of the rows, clipped to [0, S); rows past T get an empty one.
+    if (tid < ROWS) {
         int64_t t = t0 + tid, a = 0, b = 0;
         if (t < T) {
             a = min(max((int64_t)start[t], (int64_t)0), S);
             b = max(min((int64_t)end[t], S), a);
         }
         swin[tid] = (int)a;
-        swin[IXW_ROWS + tid] = (int)b;
+        swin[ROWS + tid] = (int)b;
     }
     dsa_load_rows_sw128(sq, NQ, D, [&](int n) -> const __nv_bfloat16 * {  // rows past T: zeros
-        return t0 + n / IXW_H < T ? q + (t0 * IXW_H + n) * (int64_t)D : nullptr;
+        return t0 + n / H < T ? q + (t0 * H + n) * (int64_t)D : nullptr;
     });
     dsa_cp_async_commit();
     __syncthreads();  // the windows
     // Key tiles [k_lo, k_lo + 64 n_tiles) cover the union of the non-empty windows.
     int64_t k_lo, n_tiles;
-    dsa_window_tiles(swin, IXW_ROWS, IXW_KT, &k_lo, &n_tiles);
+    dsa_window_tiles(swin, ROWS, IXW_KT, &k_lo, &n_tiles);
     // This warpgroup's tiles: wg, wg + 2, ...; local tile n sits in stage n & 1.
     const int mine = (int)((n_tiles - wg + 1) / 2), wtid = tid & 127;
     auto stage = [&](int n) { return sk + ((2 * wg + (n & 1)) * IXW_KT) * D; };
@@ -133,23 +140,28 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
     // -inf outside the tile range (overlaps the loads above).
     const O ninf = ixw_cast<O>(-INFINITY);
     const int64_t k_hi = min(k_lo + n_tiles * IXW_KT, S);
-    for (int r = 0; r < IXW_ROWS; r++) {
+    for (int r = 0; r < ROWS; r++) {
         if (t0 + r >= T) break;
         O *orow = out + (t0 + r) * S;
         for (int64_t s = tid; s < k_lo; s += 256) orow[s] = ninf;
         for (int64_t s = k_hi + tid; s < S; s += 256) orow[s] = ninf;
     }
-    // w of this thread's accumulator columns: wr[2j + e] = w[t0 + j / 8, 8 (j % 8) + 2c + e].
+    // w of this thread's accumulator columns: wr[2j + e] = w[t0 + j / JR, 8 (j % JR) + 2c + e].
     float wr[64];
 #pragma unroll
     for (int j = 0; j < 32; j++)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-            int64_t t = t0 + j / 8;
-            wr[2 * j + e] = t < T ? __bfloat162float(w[t * IXW_H + 8 * (j % 8) + 2 * c + e]) : 0.f;
+            int64_t t = t0 + j / JR;
+            wr[2 * j + e] = t < T ? __bfloat162float(w[t * H + 8 * (j % JR) + 2 * c + e]) : 0.f;
         }
-    const int row_lo = c < IXW_ROWS ? swin[c] : 0, row_hi = c < IXW_ROWS ? swin[IXW_ROWS + c] : 0;
-    const int64_t t_out = t0 + c;  // the query row this lane stores (after the reduce-scatter)
+    // The query rows this lane stores (after the reduce-scatter): t0 + RQ c + i, and their windows.
+    int row_lo[RQ], row_hi[RQ];
+#pragma unroll
+    for (int i = 0; i < RQ; i++) {
+        row_lo[i] = swin[RQ * c + i];
+        row_hi[i] = swin[ROWS + RQ * c + i];
+    }
     const int key_off = 16 * ((tid >> 5) & 3) + g;
     ixw_first_ready();
     float acc[128];
@@ -158,39 +170,43 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
         ixw_tile_mma<NQ>(acc, stage(n), sq, D);
         ixw_stage_next(wg, n, mine, load_tile);
 
-        // v[2 r + half] = sum over this thread's 16 heads of row r of w ReLU(C), keys g (+8).
-        float v[8];
+        // v[2 r + half] = sum over this thread's H / 4 heads of row r of w ReLU(C), keys g (+8).
+        float v[2 * ROWS];
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = 0.f;
+        for (int i = 0; i < 2 * ROWS; i++) v[i] = 0.f;
 #pragma unroll
         for (int j = 0; j < 32; j++) {
-            const int r = j / 8;
+            const int r = j / JR;
             v[2 * r] = fmaf(wr[2 * j], fmaxf(acc[4 * j], 0.f), v[2 * r]);
             v[2 * r] = fmaf(wr[2 * j + 1], fmaxf(acc[4 * j + 1], 0.f), v[2 * r]);
             v[2 * r + 1] = fmaf(wr[2 * j], fmaxf(acc[4 * j + 2], 0.f), v[2 * r + 1]);
             v[2 * r + 1] = fmaf(wr[2 * j + 1], fmaxf(acc[4 * j + 3], 0.f), v[2 * r + 1]);
         }
-        // Reduce-scatter over the 4 lanes of equal g: after lane mask 2 a lane keeps rows
-        // 2 (c >> 1) + {0, 1}, after lane mask 1 row c; each step adds the partner's copy.
-        float u[4];
+        // Reduce-scatter over the 4 lanes of equal g: after lane mask 2 a lane keeps the upper
+        // (c & 2) or lower half of the rows, after lane mask 1 a quarter: rows RQ c .. RQ c + RQ - 1 (row c
+        // at H 64); each step adds the partner's copy.
+        float u[ROWS];
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float keep = (c & 2) ? v[4 + i] : v[i], send = (c & 2) ? v[i] : v[4 + i];
+        for (int i = 0; i < ROWS; i++) {
+            float keep = (c & 2) ? v[ROWS + i] : v[i], send = (c & 2) ? v[i] : v[ROWS + i];
             u[i] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
         }
-        float z[2];
+        float z[ROWS / 2];
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            float keep = (c & 1) ? u[2 + i] : u[i], send = (c & 1) ? u[i] : u[2 + i];
+        for (int i = 0; i < ROWS / 2; i++) {
+            float keep = (c & 1) ? u[ROWS / 2 + i] : u[i], send = (c & 1) ? u[i] : u[ROWS / 2 + i];
             z[i] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
         }
         const int64_t key0 = k_lo + (int64_t)(wg + 2 * n) * IXW_KT + key_off;
-        if (t_out < T) {
+#pragma unroll
+        for (int i = 0; i < RQ; i++) {
+            const int64_t t_out = t0 + RQ * c + i;
+            if (t_out >= T) break;
             O *orow = out + t_out * S;
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 int64_t key = key0 + 8 * half;
-                if (key < S) orow[key] = ixw_cast<O>(key >= row_lo && key < row_hi ? z[half] : -INFINITY);
+                if (key < S) orow[key] = ixw_cast<O>(key >= row_lo[i] && key < row_hi[i] ? z[2 * i + half] : -INFINITY);
             }
         }
     }
@@ -413,12 +429,14 @@ __global__ void __launch_bounds__(256, 1) indexer_gather_bwd_wgmma_kernel(
     if (tid < IXW_H) dw[t * IXW_H + tid] += sdw[tid];
 }
 
-// What both launchers need: bf16 q / k / w, H = 64, D % 64 == 0, D <= 128, S <= INT_MAX, 16-byte
-// aligned q and k (cp.async), an sm_90 GPU, and `bytes` of shared memory (+ up to 1008 bytes of
-// alignment slack: *smem, *slack). DSA_ERR_UNSUPPORTED (no message) when one is missing.
-static dsa_status ixw_check(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, size_t bytes, size_t *smem, int *slack) {
+// What the launchers need: bf16 q / k / w, H = 64 (dense: also 16 or 32, `dense`), D % 64 == 0, D <= 128,
+// S <= INT_MAX, 16-byte aligned q and k (cp.async), an sm_90 GPU, and `bytes` of shared memory (+ up to
+// 1008 bytes of alignment slack: *smem, *slack). DSA_ERR_UNSUPPORTED (no message) when one is missing.
+static dsa_status ixw_check(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, size_t bytes, size_t *smem, int *slack,
+                            bool dense = false) {
     int64_t H = q->shape[1], D = q->shape[2], S = k->shape[0];
-    if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16 || H != IXW_H || D % 64 != 0 || D > 128 ||
+    const bool h_ok = H == IXW_H || (dense && (H == 16 || H == 32));
+    if (q->dtype != DSA_BF16 || k->dtype != DSA_BF16 || w->dtype != DSA_BF16 || !h_ok || D % 64 != 0 || D > 128 ||
         S > INT_MAX || ((uintptr_t)q->data | (uintptr_t)k->data) % 16 != 0)
         return DSA_ERR_UNSUPPORTED;
     size_t optin = 0;
@@ -452,33 +470,43 @@ dsa_status dsa_indexer_gather_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     return DSA_OK;
 }
 
+// One dense launch: the kernel for (O, H).
+template <typename O, int H>
+static dsa_status ixw_logits_launch(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *start,
+                                    const dsa_tensor *end, dsa_tensor *out, size_t smem, int slack) {
+    int64_t T_ = q->shape[0], D = q->shape[2], S = k->shape[0];
+    auto kern = indexer_logits_wgmma_kernel<O, H>;
+    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_logits (wgmma)"));
+    const unsigned grid = (unsigned)((T_ + IXW_NQ / H - 1) / (IXW_NQ / H));
+    kern<<<grid, 256, smem, dsa_stream()>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
+                                            (const __nv_bfloat16 *)w->data, (const int *)start->data, (const int *)end->data,
+                                            (O *)out->data, T_, (int)D, S, slack);
+    CUDA_LAUNCH_CHECK("indexer_logits_wgmma");
+    return DSA_OK;
+}
+template <typename O>
+static dsa_status ixw_logits_h(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w, const dsa_tensor *start,
+                               const dsa_tensor *end, dsa_tensor *out, size_t smem, int slack) {
+    switch (q->shape[1]) {
+    case 16: return ixw_logits_launch<O, 16>(q, k, w, start, end, out, smem, slack);
+    case 32: return ixw_logits_launch<O, 32>(q, k, w, start, end, out, smem, slack);
+    default: return ixw_logits_launch<O, 64>(q, k, w, start, end, out, smem, slack);
+    }
+}
+
 // Called by the logits dispatcher (dsa_indexer_cuda.cu) unless DSA_INDEXER_MMA=1, for bf16 q / k / w,
-// H = 64, D % 64 == 0, D <= 128, 16-byte aligned q and k, f32 or bf16 logits, on an sm_90 GPU.
+// H = 16, 32 or 64, D % 64 == 0, D <= 128, 16-byte aligned q and k, f32 or bf16 logits, on an sm_90 GPU.
 // DSA_ERR_UNSUPPORTED otherwise (no message: the caller falls back to the mma.sync kernel).
 dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                          const dsa_tensor *start, const dsa_tensor *end, dsa_tensor *out) {
-    int64_t T_ = q->shape[0], D = q->shape[2], S = k->shape[0];
+    int64_t T_ = q->shape[0], H = q->shape[1], D = q->shape[2], S = k->shape[0];
     size_t smem = 0;
     int slack = 0;
     if (out->dtype != DSA_F32 && out->dtype != DSA_BF16) return DSA_ERR_UNSUPPORTED;
-    DSA_TRY(ixw_check(q, k, w, ixw_tile_bytes(D), &smem, &slack));
+    DSA_TRY(ixw_check(q, k, w, ixw_tile_bytes(D, H), &smem, &slack, true));
     if (T_ == 0 || S == 0) return DSA_OK;
-    unsigned grid = (unsigned)((T_ + IXW_ROWS - 1) / IXW_ROWS);
-    if (out->dtype == DSA_F32) {
-        auto kern = indexer_logits_wgmma_kernel<float>;
-        DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_logits (wgmma)"));
-        kern<<<grid, 256, smem, dsa_stream()>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
-                                                (const __nv_bfloat16 *)w->data, (const int *)start->data,
-                                                (const int *)end->data, (float *)out->data, T_, (int)D, S, slack);
-    } else {
-        auto kern = indexer_logits_wgmma_kernel<__nv_bfloat16>;
-        DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_logits (wgmma)"));
-        kern<<<grid, 256, smem, dsa_stream()>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
-                                                (const __nv_bfloat16 *)w->data, (const int *)start->data,
-                                                (const int *)end->data, (__nv_bfloat16 *)out->data, T_, (int)D, S, slack);
-    }
-    CUDA_LAUNCH_CHECK("indexer_logits_wgmma");
-    return DSA_OK;
+    return out->dtype == DSA_F32 ? ixw_logits_h<float>(q, k, w, start, end, out, smem, slack)
+                                 : ixw_logits_h<__nv_bfloat16>(q, k, w, start, end, out, smem, slack);
 }
 
 // Called by the gathered-logits backward dispatcher (dsa_indexer_cuda.cu) when DSA_GATHER_BWD_WGMMA=1, for

@@ -756,6 +756,7 @@ int main(void) {
         check_topk_ties();
         check_indexer("indexer f32 H5 D16", DSA_F32, 24, 60, 5, 16, 7);
         check_indexer("indexer bf16 H16 D32 T13 S70 (mma)", DSA_BF16, 13, 70, 16, 32, 9);
+        check_indexer("indexer bf16 H16 D64 T21 S90 (wgmma on sm_90a)", DSA_BF16, 21, 90, 16, 64, 9);
         check_gather("gather bf16 H48 D64 K131", 9, 150, 48, 64, 131, true);
         check_dense_scores(DSA_F32, 20, 5, 24, 40, 0.2);
         check_dense_scores(DSA_BF16, 12, 12, 576, 150, 1.0 / 24.0);  // the slot-list path on sm_90
@@ -790,8 +791,12 @@ int main(void) {
         check_indexer("indexer f64 H8 D32 K300", DSA_F64, 256, 512, 8, 32, 300);
         check_indexer("indexer f32 H64 D128 K64", DSA_F32, 96, 384, 64, 128, 64);
         check_indexer("indexer bf16 H64 D128 K256", DSA_BF16, 64, 512, 64, 128, 256);
-        // Tensor-core logits path at ragged shapes: T % 8, S % 64 and S odd (scalar stores), H 32.
-        check_indexer("indexer bf16 H32 D64 T77 S333 K40 (mma)", DSA_BF16, 77, 333, 32, 64, 40);
+        // Tensor-core logits path at ragged shapes: T % 8, S % 64 and S odd (scalar stores), H 32 (wgmma on
+        // sm_90a, 8 rows a CTA; mma.sync elsewhere).
+        check_indexer("indexer bf16 H32 D64 T77 S333 K40", DSA_BF16, 77, 333, 32, 64, 40);
+        // H 16 (small.cfg's indexer; the wgmma kernel takes 16 rows a CTA): T % 16, S % 64, D 64 and 128.
+        check_indexer("indexer bf16 H16 D64 T203 S700 K96", DSA_BF16, 203, 700, 16, 64, 96);
+        check_indexer("indexer bf16 H16 D128 T50 S129 K33", DSA_BF16, 50, 129, 16, 128, 33);
         // H 64 at ragged shapes: T % 4, S % 64, D 64 (the wgmma kernel on sm_90a).
         check_indexer("indexer bf16 H64 D64 T77 S333 K40", DSA_BF16, 77, 333, 64, 64, 40);
         check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
