@@ -57,7 +57,7 @@ static dsa_status check_inputs(dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, d
     return DSA_OK;
 }
 
-// The forward of every chunk; with `hs` (the head-sum output, one chunk of every head on the GPU) the
+// The forward of every chunk; with `hs` (the head-sum output: one chunk of every head on the GPU) the
 // fused kernel is asked for it, and *fused says whether it wrote hs.
 static dsa_status run_forward(dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, dsa_tensor *topk_length, dsa_tensor *sink,
                               const dsa_sparse_mqa_args *args, int64_t chunk, dsa_tensor *o, dsa_tensor *l, dsa_tensor *hs,
@@ -65,8 +65,7 @@ static dsa_status run_forward(dsa_tensor *q, dsa_tensor *kv, dsa_tensor *idx, ds
     int64_t T = q->shape[0], H = q->shape[1], dv = args->dv;
     *fused = false;
 #ifdef DSA_HAVE_CUDA
-    if (hs && q->device == DSA_CUDA && chunk == H && T > 0)
-        return dsa_sparse_mqa_fwd_headsum_cuda(q, kv, idx, topk_length, sink, args->sigma, dv, o, l, hs, fused);
+    if (hs) return dsa_sparse_mqa_fwd_headsum_cuda(q, kv, idx, topk_length, sink, args->sigma, dv, o, l, hs, fused);
 #endif
     for (int64_t h0 = 0; T > 0 && h0 < H; h0 += chunk) {
         int64_t h1 = h0 + chunk < H ? h0 + chunk : H;
@@ -86,8 +85,10 @@ dsa_status dsa_sparse_mqa_headsum(dsa_ctx *c, dsa_tensor *q, dsa_tensor *kv, dsa
     int64_t oshape[3] = {T, H, dv}, hshape[2] = {T, idx->shape[1]};
     dsa_tensor *o = dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 3, oshape);
     dsa_tensor *l = dsa_tensor_new(c, DSA_STEP, q->dtype == DSA_F64 ? DSA_F64 : DSA_F32, q->device, 2, oshape);
-    dsa_tensor *hs = headsum ? dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 2, hshape) : NULL;
-    if (!o || !l || (headsum && !hs)) return dsa_error_status();
+    // The head sums' buffer only where a fused kernel may write them (one chunk of every head on the GPU).
+    bool may_fuse = headsum && q->device == DSA_CUDA && chunk == H && T > 0;
+    dsa_tensor *hs = may_fuse ? dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 2, hshape) : NULL;
+    if (!o || !l || (may_fuse && !hs)) return dsa_error_status();
     bool fused = false;
     DSA_TRY(run_forward(q, kv, idx, topk_length, sink, args, chunk, o, l, hs, &fused));
     dsa_node *n = dsa_record(c, "dsa_sparse_mqa", sparse_mqa_backward, (dsa_tensor *[]){q, kv, sink}, 3, &o, 1);

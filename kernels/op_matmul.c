@@ -102,6 +102,12 @@ static dsa_status matmul_heads_backward(dsa_ctx *c, dsa_node *n) {
                          dsa_matmul_heads_bwd_cuda(gx, gw, tw, gd, dx, dw));
 }
 
+bool dsa_matmul_heads_takes(const dsa_tensor *x, const dsa_tensor *w) {
+    bool same = x->dtype == w->dtype && (x->dtype == DSA_F32 || x->dtype == DSA_F64);
+    bool bf16_x = x->dtype == DSA_BF16 && w->dtype == DSA_F32 && x->device == DSA_CUDA && w->device == DSA_CUDA;
+    return same || bf16_x;
+}
+
 dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) {
     DSA_TRY_NULL(dsa_check_float("matmul_heads", "x", x));
     DSA_TRY_NULL(dsa_check_float("matmul_heads", "w", w));
@@ -109,9 +115,7 @@ dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) 
     char xs[96], ws[96];
     dsa_shape_str(x, xs, sizeof xs);
     dsa_shape_str(w, ws, sizeof ws);
-    bool same = x->dtype == w->dtype && (x->dtype == DSA_F32 || x->dtype == DSA_F64);
-    bool bf16_x = x->dtype == DSA_BF16 && w->dtype == DSA_F32 && x->device == DSA_CUDA;
-    if (!same && !bf16_x) {
+    if (!dsa_matmul_heads_takes(x, w)) {
         dsa_error_set(DSA_ERR_DTYPE, "matmul_heads: x %s and w %s must be both f32, both f64, or (CUDA) x bf16 and w f32",
                       xs, ws);
         return NULL;

@@ -25,6 +25,8 @@ dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool t
 // GEMMs read each head's rows in place. x and w: both f32 or both f64, or on CUDA a bf16 x (a DSA op's
 // output, without an f32 copy) with an f32 w; y has w's dtype.
 dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw);
+// Whether dsa_matmul_heads takes these dtypes: both f32, both f64, or (on the GPU) a bf16 x with an f32 w.
+bool dsa_matmul_heads_takes(const dsa_tensor *x, const dsa_tensor *w);
 // CUDA f32 GEMMs use bf16 tensor-core math with fp32 accumulation by default (the front ends pass cuBLAS
 // bf16 copies of the operands, an activation's copy kept for the step; kernels/op_matmul.c); exact_fp32 = 1 forces
 // full fp32 math (tests). bf16 tensors always compute in fp32, f64 in fp64. No effect on the CPU.

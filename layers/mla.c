@@ -76,8 +76,9 @@ static dsa_tensor *sparse_attention(dsa_ctx *c, const dsa_model *m, const mla_ac
     dsa_tensor *o_lat = NULL, *sink = a->sink ? dsa_model_ops_in(c, m, a->sink) : NULL;
     if (!q_in || !kv_in || (a->sink && !sink)) return NULL;
     if (dsa_sparse_mqa_headsum(c, q_in, kv_in, idx, len, sink, &args, &o_lat, lse, heads) != DSA_OK) return NULL;
-    // A bf16 o_lat goes into W_vc's GEMM as it is (the GEMM rounds its operands to bf16 anyway).
-    bool as_is = o_lat->dtype == DSA_BF16 && o_lat->device == DSA_CUDA && a->w_vc->dtype == DSA_F32;
+    // A bf16 o_lat goes into W_vc's GEMM as it is where the op takes it (the GEMM rounds its operands
+    // to bf16 anyway).
+    bool as_is = dsa_matmul_heads_takes(o_lat, a->w_vc);
     return dsa_matmul_heads(c, as_is ? o_lat : dsa_model_ops_out(c, m, o_lat), a->w_vc, true);  // [T, H, v]
 }
 
