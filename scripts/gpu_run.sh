@@ -2,7 +2,7 @@
 # One call on the GPU machine: build from source, run the ctest labels asked for, optional
 # compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
 #   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [variants=0|1|all] [dist=0|1] [train=STEPS] [sparse=0|1] [det=0|1]
-# gemm=1: bench_gemm (cuBLAS at small.cfg's linear shapes, fp32 / bf16 operands); torch_model=1: small.cfg's
+# gemm=1: bench_dsa --only gemm (cuBLAS at small.cfg's linear shapes, fp32 / bf16 operands); torch_model=1: small.cfg's
 # PyTorch peer (bench/torch_model.py, 8 timed steps) after the train run.
 # sparse=1: the small.cfg run starts in the sparse stage (no dense warm-up; the default config's first 200 steps are warm-up).
 # det=1 (default) also runs test_cuda_dsa with DSA_DETERMINISTIC=1 (the atomic-free backward).
@@ -105,9 +105,9 @@ if [ "$torch_model" = 1 ]; then
   echo "== torch_model.py small.cfg: rc=$?" | tee -a "$OUT/00-summary.txt"
   tail -4 "$OUT/torch_model.log" | tee -a "$OUT/00-summary.txt"
 fi
-if [ "$gemm" = 1 ] && [ -x build-gpu/bench_gemm ]; then
-  timeout 120 build-gpu/bench_gemm > "$OUT/bench_gemm.md" 2>&1
-  echo "== bench_gemm: rc=$?" | tee -a "$OUT/00-summary.txt"
-  tee -a "$OUT/00-summary.txt" < "$OUT/bench_gemm.md"
+if [ "$gemm" = 1 ] && [ -x build-gpu/bench_dsa ]; then
+  timeout 180 build-gpu/bench_dsa --only gemm --T 8192 > "$OUT/bench_gemm.md" 2>&1
+  echo "== bench_dsa --only gemm: rc=$?" | tee -a "$OUT/00-summary.txt"
+  grep -E "^(\||linears)" "$OUT/bench_gemm.md" | tee -a "$OUT/00-summary.txt"
 fi
 echo "== total $(( $(date +%s) - t0 ))s" | tee -a "$OUT/00-summary.txt"

@@ -20,7 +20,9 @@ int dsa_cmd_bench(int argc, char **argv) {
 #include "core/context.h"
 #include "core/device.h"
 #include "core/rng.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/dsa_cuda_kernels.h"
+#include "train/config.h"
 
 dsa_status dsa_fill_hash_normal_cuda(dsa_tensor *t, uint64_t seed, double stddev);  // kernels/cuda/dsa_random_cuda.cu
 
@@ -575,6 +577,107 @@ static void print_table(void) {
            "causal windows, scores written).\n");
 }
 
+// ---- the model's linears: cuBLAS in the three operand dtypes a step could use -------------------------
+// Each linear y[T, out] = x[T, in] W[out, in]^T of a config (default configs/small.cfg) through the
+// library's GEMM entry points (dsa_matmul_fwd_cuda / dsa_matmul_bwd_cuda, what the matmul op runs):
+// forward, dX = dY W and dW += dY^T x, in f32 operands (cuBLAS rounds them: CUBLAS_COMPUTE_32F_FAST_16BF),
+// bf16 operands into fp32 outputs (what the matmul front ends hand cuBLAS since session 21) and bf16 in
+// and out; summed over the layers that have each linear: the GEMM time of a step (casts not counted).
+typedef struct {
+    const char *name;
+    int64_t in, out, count;
+} linear_shape;
+typedef struct {
+    dsa_tensor *x, *w, *y, *dy, *dx, *dw;
+    int pass;  // 0 forward, 1 dX, 2 dW
+} linear_args;
+static dsa_status run_linear(void *p) {
+    linear_args *a = p;
+    if (a->pass == 0) return dsa_matmul_fwd_cuda(a->x, a->w, false, true, a->y);
+    return dsa_matmul_bwd_cuda(a->x, a->w, false, true, a->dy, a->pass == 1 ? a->dx : NULL, a->pass == 2 ? a->dw : NULL);
+}
+
+static int bench_linears(const bench_opts *o, const char *config, int64_t T) {
+    dsa_config cfg;
+    if (dsa_config_load(&cfg, config, 0, NULL) != DSA_OK) {
+        fprintf(stderr, "bench: %s\n", dsa_error_message());
+        return 1;
+    }
+    const dsa_cfg_model *m = &cfg.model;
+    int64_t L = m->n_layers, share = m->index_share_every > 0 ? m->index_share_every : 1, LI = (L + share - 1) / share;
+    int64_t qk = m->qk_nope_head_dim + m->qk_rope_head_dim, q_in = m->q_lora_rank > 0 ? m->q_lora_rank : m->d_model;
+    const linear_shape shapes[] = {
+        {"q_a", m->d_model, m->q_lora_rank, m->q_lora_rank > 0 ? L : 0},
+        {"q_b", q_in, m->n_heads * qk, L},
+        {"kv_a", m->d_model, m->kv_lora_rank + m->qk_rope_head_dim, L},
+        {"o", m->n_heads * m->v_head_dim, m->d_model, L},
+        {"gate, up", m->d_model, m->mlp_hidden, 2 * L},
+        {"down", m->mlp_hidden, m->d_model, L},
+        {"indexer q", q_in, m->index_n_heads * m->index_head_dim, LI},
+        {"indexer k", m->d_model, m->index_head_dim, LI},
+        {"indexer weights", m->d_model, m->index_n_heads, LI},
+        {"lm head", m->d_model, m->vocab_size, 1},
+    };
+    const struct {
+        const char *name;
+        dsa_dtype operands, outputs;
+    } modes[3] = {{"f32 (bf16 math)", DSA_F32, DSA_F32}, {"bf16 -> f32", DSA_BF16, DSA_F32}, {"bf16", DSA_BF16, DSA_BF16}};
+    printf("\nlinears of %s at T %lld (cuBLAS through dsa_matmul_fwd_cuda / dsa_matmul_bwd_cuda; median of %d runs):\n\n",
+           config, (long long)T, o->runs);
+    printf("| linear | pass | M x N x K | x layers |");
+    for (int md = 0; md < 3; md++) printf(" %s ms | TFLOP/s |", modes[md].name);
+    printf("\n| --- | --- | --- | ---: |");
+    for (int md = 0; md < 3; md++) printf(" ---: | ---: |");
+    printf("\n");
+    double total[3] = {0, 0, 0}, flops_total = 0;
+    int fails = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const linear_shape *l = &shapes[s];
+        if (l->count == 0 || l->in == 0 || l->out == 0) continue;
+        dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
+        if (!c) return 1;
+        linear_args a[3];
+        for (int md = 0; md < 3; md++) {
+            dsa_dtype op = modes[md].operands, out = modes[md].outputs;
+            a[md] = (linear_args){dev_tensor(c, op, 2, DSA_SHAPE(T, l->in), 1.0), dev_tensor(c, op, 2, DSA_SHAPE(l->out, l->in), 0.02),
+                                  dev_tensor(c, out, 2, DSA_SHAPE(T, l->out), 0), dev_tensor(c, op, 2, DSA_SHAPE(T, l->out), 1.0),
+                                  dev_tensor(c, out, 2, DSA_SHAPE(T, l->in), 0), dev_tensor(c, out, 2, DSA_SHAPE(l->out, l->in), 0), 0};
+            if (!a[md].x || !a[md].w || !a[md].y || !a[md].dy || !a[md].dx || !a[md].dw) {
+                fprintf(stderr, "bench: %s\n", dsa_error_message());
+                dsa_ctx_free(c);
+                return 1;
+            }
+        }
+        const char *pass_name[3] = {"fwd", "dX", "dW"};
+        const int64_t dims[3][3] = {{T, l->out, l->in}, {T, l->in, l->out}, {l->out, l->in, T}};  // M, N, K
+        for (int ps = 0; ps < 3; ps++) {
+            const double fl = 2.0 * dims[ps][0] * (double)dims[ps][1] * dims[ps][2];
+            printf("| %s %lld->%lld | %s | %lld x %lld x %lld | %lld |", l->name, (long long)l->in, (long long)l->out, pass_name[ps],
+                   (long long)dims[ps][0], (long long)dims[ps][1], (long long)dims[ps][2], (long long)l->count);
+            for (int md = 0; md < 3; md++) {
+                a[md].pass = ps;
+                double ms = time_median_ms(run_linear, &a[md], 3, o->runs);
+                if (ms <= 0) {
+                    fails++;
+                    printf(" - | - |");
+                    continue;
+                }
+                total[md] += ms * (double)l->count;
+                printf(" %.4f | %.1f |", ms, fl / (ms * 1e-3) / 1e12);
+            }
+            flops_total += fl * (double)l->count;
+            printf("\n");
+        }
+        dsa_ctx_free(c);
+    }
+    printf("| **step total** | all | %.2f TFLOP | |", flops_total / 1e12);
+    for (int md = 0; md < 3; md++)
+        printf(" %.2f | %.1f (%.1f%% of GEMM) |", total[md], flops_total / (total[md] * 1e-3) / 1e12,
+               100.0 * flops_total / (total[md] * 1e-3) / 1e12 / GEMM_TFLOPS);
+    printf("\n");
+    return fails ? 1 : 0;
+}
+
 static int parse_list(const char *s, int64_t *out, int max) {
     int n = 0;
     while (s && *s && n < max) {
@@ -588,7 +691,7 @@ static int parse_list(const char *s, int64_t *out, int max) {
 int dsa_cmd_bench(int argc, char **argv) {
     bench_opts o = {.runs = 20, .warmup = 2, .Ts = {4096, 8192}, .nT = 2, .Hs = {64, 128}, .nH = 2, .K = 2048,
                     .D = 576, .Dv = 512, .HI = 64, .DI = 128, .torch = 1, .torch_script = "bench/torch_dsa.py"};
-    const char *only = "all";
+    const char *only = "all", *config = "configs/small.cfg";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--runs") && v) o.runs = atoi(argv[++i]);
@@ -598,14 +701,21 @@ int dsa_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--HI") && v) o.HI = strtoll(argv[++i], NULL, 10);
         else if (!strcmp(a, "--DI") && v) o.DI = strtoll(argv[++i], NULL, 10);
         else if (!strcmp(a, "--only") && v) only = argv[++i];
+        else if (!strcmp(a, "--config") && v) config = argv[++i];
         else if (!strcmp(a, "--no-torch")) o.torch = 0;
         else if (!strcmp(a, "--torch-script") && v) o.torch_script = argv[++i];
         else {
             fprintf(stderr,
                     "usage: dsa bench [--runs N] [--T 4096,8192] [--H 64,128] [--K 2048] [--HI 64] [--DI 128]\n"
-                    "                 [--only attention|indexer] [--no-torch] [--torch-script bench/torch_dsa.py]\n");
+                    "                 [--only attention|indexer|gemm] [--config configs/small.cfg] [--no-torch]\n"
+                    "                 [--torch-script bench/torch_dsa.py]\n"
+                    "  --only gemm: the config's linears (forward, dX, dW) in f32, bf16 -> f32 and bf16 operands, at each --T\n");
             return !strcmp(a, "--help") || !strcmp(a, "-h") ? 0 : 2;
         }
+    }
+    if (strcmp(only, "all") && strcmp(only, "attention") && strcmp(only, "indexer") && strcmp(only, "gemm")) {
+        fprintf(stderr, "dsa bench: --only %s: expected attention, indexer or gemm\n", only);
+        return 2;
     }
     if (o.runs < 1) o.runs = 1;
     if (o.HI < 1 || o.DI < 1 || o.K < 1) {
@@ -624,6 +734,10 @@ int dsa_cmd_bench(int argc, char **argv) {
     dsa_rng r;
     dsa_rng_init(&r, 7);
     int fails = 0;
+    if (!strcmp(only, "gemm")) {  // the linears alone (no PyTorch peer: its GEMMs are these cuBLAS calls)
+        for (int i = 0; i < o.nT; i++) fails += bench_linears(&o, config, o.Ts[i]);
+        return fails ? 1 : 0;
+    }
     for (int i = 0; i < o.nT; i++) {
         if (strcmp(only, "indexer"))
             for (int j = 0; j < o.nH; j++) fails += bench_attention(&o, o.Ts[i], o.Hs[j], &r);
