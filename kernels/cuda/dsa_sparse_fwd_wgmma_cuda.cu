@@ -710,6 +710,12 @@ static dsa_status fwd5_nsmid(int *n) {
     return DSA_OK;
 }
 
+// The v5 instantiation for the launch's gather signalling (ASYNC_ARRIVE), merging and fused head sum.
+template <bool MERGED, bool HS>
+static auto fwd5_kernel(bool async_arrive) {
+    return async_arrive ? sparse_mqa_fwd_pair_kernel<true, MERGED, HS> : sparse_mqa_fwd_pair_kernel<false, MERGED, HS>;
+}
+
 // Called by the forward dispatcher (dsa_sparse_fwd_cuda.cu) for bf16, Dv = 512, D % 64 == 0, D <= 576,
 // on an sm_90 GPU when the shared memory fits. hs (bf16 [T, K], or NULL): the score head sums
 // (dsa_attn_score_headsum with this forward's lse), fused in when the kernel can (v5, every head in one
@@ -735,7 +741,19 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     if (async_arrive < 0) async_arrive = !dsa_env_flag("DSA_SPARSE_FWD_V5_SYNC");
     static int hs_on = -1;
     if (hs_on < 0) hs_on = dsa_env_int("DSA_FWD_HEADSUM", 1) != 0;
-    const bool with_hs = hs && hs_on && pair && h0 == 0 && h1 == H && H <= FWD3_HB;
+    bool with_hs = hs && hs_on && pair && h0 == 0 && h1 == H && H <= FWD3_HB && K > 0;
+    // The fused head sum's scratch has a region per SM id, reused by the CTAs that SM runs one after the
+    // other: only with one resident CTA an SM (asked once; the kernel and its shared memory are fixed).
+    static int hs_fits = -1;
+    if (with_hs && hs_fits < 0) {
+        auto k = fwd5_kernel<false, true>(async_arrive);
+        DSA_TRY(dsa_smem_setup(k, smem, "dsa_sparse_mqa fwd (wgmma v5)"));
+        int per_sm = 0, nsmid = 0;
+        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 384, smem));
+        DSA_TRY(fwd5_nsmid(&nsmid));
+        hs_fits = per_sm == 1 && nsmid > 0;
+    }
+    with_hs = with_hs && hs_fits == 1;
     // Descriptor strides of the MN-major V operand (bytes): next 64-column block (a block is BK rows
     // of 128 bytes), next 8 keys (one 1024-byte swizzle atom). Checked against a host matmul by a
     // probe on the H200 (the other three combinations of 1024 / 8192 give wrong products).
@@ -748,34 +766,27 @@ dsa_status dsa_sparse_mqa_fwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     int R = 1;
     DSA_TRY(dsa_pick_union_prepare(pair && !with_hs ? want : 1, h1 - h0, idx, topk_length, S, false, &un, &R));
     auto kern = !pair ? sparse_mqa_fwd_ws_kernel
-                : R >= 2 ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, true, false> : sparse_mqa_fwd_pair_kernel<false, true, false>)
-                : with_hs ? (async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, true> : sparse_mqa_fwd_pair_kernel<false, false, true>)
-                          : (async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, false> : sparse_mqa_fwd_pair_kernel<false, false, false>);
+                : R >= 2 ? fwd5_kernel<true, false>(async_arrive)
+                : with_hs ? fwd5_kernel<false, true>(async_arrive)
+                          : fwd5_kernel<false, false>(async_arrive);
     DSA_TRY(dsa_smem_setup(kern, smem,
                            pair ? "dsa_sparse_mqa fwd (wgmma v5)" : "dsa_sparse_mqa fwd (wgmma v4)"));
-    // The fused head sum's scratch: a region of 64 tile rows x K (rounded up to a tile) fp32 per SM id,
-    // reused by the CTAs that SM runs one after the other. Only with one resident CTA an SM.
+    // The fused head sum's scratch: 64 tile rows x K (rounded up to a tile) fp32 per SM id.
     static dsa_scratch hs_scr = {NULL, 0};
     int64_t hs_region = 0;
     if (with_hs) {
-        int per_sm = 0, nsmid = 0;
-        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 384, smem));
+        int nsmid = 0;
         DSA_TRY(fwd5_nsmid(&nsmid));
-        if (per_sm == 1 && nsmid > 0) {
-            hs_region = 64 * ((K + FWD3_BK - 1) / FWD3_BK * FWD3_BK);
-            DSA_TRY(dsa_scratch_reserve(&hs_scr, (size_t)nsmid * (size_t)hs_region * sizeof(float)));
-        } else {  // not fused after all: the plain one-row kernel
-            kern = async_arrive ? sparse_mqa_fwd_pair_kernel<true, false, false> : sparse_mqa_fwd_pair_kernel<false, false, false>;
-            DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa fwd (wgmma v5)"));
-        }
+        hs_region = 64 * ((K + FWD3_BK - 1) / FWD3_BK * FWD3_BK);
+        DSA_TRY(dsa_scratch_reserve(&hs_scr, (size_t)nsmid * (size_t)hs_region * sizeof(float)));
     }
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + FWD3_HB - 1) / FWD3_HB);
     kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, sink ? sink->data : NULL, sink ? sink->dtype : DSA_F32,
         (__nv_bfloat16 *)out->data, (float *)lse->data, (int)H, (int)h0, (int)h1, (int)D, T_, K, S, (float)sigma, v_lbo, v_sbo,
-        slack, un, hs_region ? (__nv_bfloat16 *)hs->data : NULL, hs_region ? (float *)hs_scr.p : NULL, hs_region);
+        slack, un, with_hs ? (__nv_bfloat16 *)hs->data : NULL, with_hs ? (float *)hs_scr.p : NULL, hs_region);
     CUDA_LAUNCH_CHECK("sparse_mqa_fwd_wgmma");
-    if (fused) *fused = hs_region > 0;
+    if (fused) *fused = with_hs;
     return DSA_OK;
 }
