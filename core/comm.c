@@ -25,7 +25,6 @@ static const char *env(const char *name) {
     return (v && *v) ? v : NULL;
 }
 
-
 dsa_launch_info dsa_launch_detect(void) {
     dsa_launch_info li = {0, 1, 0, "single"};
     if (env("OMPI_COMM_WORLD_SIZE")) {

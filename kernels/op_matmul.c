@@ -8,9 +8,10 @@
 // accumulation. cuBLAS can round fp32 operands itself (CUBLAS_COMPUTE_32F_FAST_16BF), but runs at about
 // half the rate of bf16 operands (session 21's bench_gemm, now `dsa bench --only gemm`, H200: small.cfg's
 // linears take 28.7 ms a step that way, 13.5 from bf16 operands), so the front ends hand the launchers
-// bf16 copies: the same rounding, an fp32 result. A step-scope tensor (an activation: nothing writes it once it is made) keeps its copy for the
-// rest of the step, so the forward's copy serves its other consumers and the backward's dW; a
-// persistent tensor (a weight, which the optimizer updates) and a gradient are cast at each use.
+// bf16 copies: the same rounding, an fp32 result. A step-scope tensor (an activation: nothing writes it
+// once it is made) keeps its copy for the rest of the step, so the forward's copy serves its other
+// consumers and the backward's dW; a persistent tensor (a weight, which the optimizer updates) and a
+// gradient are cast at each use.
 
 // The dtype a CUDA GEMM's operands go in as: bf16 in the default precision, f32 when exact fp32 is asked
 // and the dtypes differ (matmul_heads' bf16 x); DSA_NUM_DTYPES: as they are (CPU, f64).

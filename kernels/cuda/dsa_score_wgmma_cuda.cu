@@ -280,8 +280,9 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     mt.issue_scores(s, sm.skv, D);
     dsa_wgmma_wait<0>();
     dsa_mbar_arrive(empty);  // tile 0's stage: S(0) has read it
-    // Merged: this thread's entry of tile i (threads 0 .. 63), its slots loaded two tiles ahead (one tile
-    // ahead left the math warps waiting on these loads: ncu, session 21).
+    // Merged: this thread's entry of tile i (threads 0 .. 63), its slots loaded two tiles ahead (session 21,
+    // after ncu showed the math warps waiting on global loads; measured no faster than one tile ahead,
+    // 2.001 against 1.992 ms at T 8192, H 12, K 512, H200, session 22: those loads were not the cause).
     const unsigned long long *gslots = merged ? (const unsigned long long *)(un.slot + grp * un.cap * 4) : nullptr;
     unsigned long long where = merged && tid < 64 && nt > 0 ? gslots[tid] : 0ull;
     unsigned long long where_next = merged && tid < 64 && nt > 1 ? gslots[64 + tid] : 0ull;
