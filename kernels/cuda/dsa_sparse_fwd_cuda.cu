@@ -7,7 +7,7 @@
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 
-// v3 (wgmma, sm_90a): dsa_sparse_fwd_wgmma_cuda.cu.
+// v3 (wgmma, sm_90a): dsa_sparse_fwd_wgmma_cuda.cu (its entry points declared in dsa_common.cuh).
 
 #define FWD_COLS 2  // output columns per thread: Dv <= 2 * 256
 
