@@ -119,6 +119,44 @@ dsa_status dsa_device_sync(dsa_device dev) {
 #endif
 }
 
+void *dsa_cuda_event_new(void) {
+#ifdef DSA_HAVE_CUDA
+    cudaEvent_t e;
+    return cudaEventCreate(&e) == cudaSuccess ? (void *)e : NULL;
+#else
+    return NULL;
+#endif
+}
+
+dsa_status dsa_cuda_event_record(void *e) {
+#ifdef DSA_HAVE_CUDA
+    CUDA_TRY(cudaEventRecord((cudaEvent_t)e, g_cuda_ready ? (cudaStream_t)g_cuda.stream : 0));
+    return DSA_OK;
+#else
+    (void)e;
+    return no_cuda("dsa_cuda_event_record");
+#endif
+}
+
+float dsa_cuda_event_ms(void *a, void *b) {
+    float ms = 0;
+#ifdef DSA_HAVE_CUDA
+    if (cudaEventSynchronize((cudaEvent_t)b) != cudaSuccess || cudaEventElapsedTime(&ms, (cudaEvent_t)a, (cudaEvent_t)b) != cudaSuccess)
+        ms = 0;
+#else
+    (void)a, (void)b;
+#endif
+    return ms;
+}
+
+void dsa_cuda_event_free(void *e) {
+#ifdef DSA_HAVE_CUDA
+    if (e) cudaEventDestroy((cudaEvent_t)e);
+#else
+    (void)e;
+#endif
+}
+
 dsa_status dsa_cuda_init(int device_id) {
 #ifdef DSA_HAVE_CUDA
     if (g_cuda_ready) {

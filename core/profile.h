@@ -4,6 +4,9 @@
 // dsa_profile_mark), backward nodes around their backward, the trainer around everything else.
 // Waiting after every op removes overlap, so the total exceeds an unprofiled step a little; the
 // split between ops is what it is for. Off (no waits, no cost but a branch) unless DSA_PROFILE=1.
+// DSA_PROFILE=2 on a CUDA device: no waits; each mark records a CUDA event and an op is charged the
+// device time between its event and the previous one (resolved in batches), so the total is the step's
+// time on the device and a small op is not charged a launch after a wait.
 #pragma once
 #include <stdbool.h>
 #include <stdio.h>

@@ -109,23 +109,25 @@ bool dsa_matmul_heads_takes(const dsa_tensor *x, const dsa_tensor *w) {
     return same || bf16_x;
 }
 
-dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) {
-    DSA_TRY_NULL(dsa_check_float("matmul_heads", "x", x));
-    DSA_TRY_NULL(dsa_check_float("matmul_heads", "w", w));
-    DSA_TRY_NULL(dsa_check_same_device("matmul_heads", x, w));
+// The checks of dsa_matmul_heads (and of the fused matmul_heads_cat): errors name the shapes.
+static dsa_status check_heads(const char *op, const dsa_tensor *x, const dsa_tensor *w, bool tw) {
+    DSA_TRY(dsa_check_float(op, "x", x));
+    DSA_TRY(dsa_check_float(op, "w", w));
+    DSA_TRY(dsa_check_same_device(op, x, w));
     char xs[96], ws[96];
     dsa_shape_str(x, xs, sizeof xs);
     dsa_shape_str(w, ws, sizeof ws);
-    if (!dsa_matmul_heads_takes(x, w)) {
-        dsa_error_set(DSA_ERR_DTYPE, "matmul_heads: x %s and w %s must be both f32, both f64, or (CUDA) x bf16 and w f32",
-                      xs, ws);
-        return NULL;
-    }
-    if (x->ndim != 3 || w->ndim != 3 || x->shape[1] != w->shape[0] || x->shape[2] != w->shape[tw ? 2 : 1]) {
-        dsa_error_set(DSA_ERR_SHAPE, "matmul_heads: x %s must be [T, H, K] and w %s [H, %s] with the same H and K", xs, ws,
-                      tw ? "N, K" : "K, N");
-        return NULL;
-    }
+    if (!dsa_matmul_heads_takes(x, w))
+        return dsa_error_set(DSA_ERR_DTYPE, "%s: x %s and w %s must be both f32, both f64, or (CUDA) x bf16 and w f32", op, xs,
+                             ws);
+    if (x->ndim != 3 || w->ndim != 3 || x->shape[1] != w->shape[0] || x->shape[2] != w->shape[tw ? 2 : 1])
+        return dsa_error_set(DSA_ERR_SHAPE, "%s: x %s must be [T, H, K] and w %s [H, %s] with the same H and K", op, xs, ws,
+                             tw ? "N, K" : "K, N");
+    return DSA_OK;
+}
+
+dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) {
+    DSA_TRY_NULL(check_heads("matmul_heads", x, w, tw));
     int64_t shape[3] = {x->shape[0], x->shape[1], w->shape[tw ? 1 : 2]};
     dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, w->dtype, x->device, 3, shape);
     if (!out) return NULL;
@@ -136,4 +138,50 @@ dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw) 
     dsa_node *n = dsa_record(c, "matmul_heads", matmul_heads_backward, (dsa_tensor *[]){x, w}, 2, &out, 1);
     if (n) n->i[0] = tw;
     return out;
+}
+
+// ---- per-head matmul with a tail: [x op(w) ; b] in one bf16 tensor -----------------------------------
+// The fused path (CUDA, bf16 GEMM operands, a bf16 result): the strided GEMM writes the first N columns
+// of every head's row of the result and b is copied into the rest, so neither the f32 [T, H, N] product
+// nor a second pass over it (concat_cast) exists; the backward casts the result's gradient to bf16 once
+// for both GEMMs (which read its first N columns in place) and copies b's columns out.
+#ifdef DSA_HAVE_CUDA
+static dsa_status matmul_heads_cat_backward(dsa_ctx *c, dsa_node *n) {
+    dsa_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *dout = n->out[0]->grad;
+    bool tw = n->i[0] != 0, b_store = false;
+    int64_t N = w->shape[tw ? 1 : 2];
+    dsa_tensor *dx = dsa_grad_buffer(c, x), *dw = dsa_grad_buffer(c, w), *db = dsa_grad_buffer_to_store(c, b, &b_store);
+    if ((x->requires_grad && !dx) || (w->requires_grad && !dw) || (b->requires_grad && !db)) return dsa_error_status();
+    if (dx || dw) {
+        dsa_tensor *gx = gemm_operand(c, x, DSA_BF16, true), *gw = gemm_operand(c, w, DSA_BF16, true);
+        dsa_tensor *gd = gemm_operand(c, dout, DSA_BF16, false);
+        if (!gx || !gw || !gd) return dsa_error_status();
+        DSA_TRY(dsa_matmul_heads_bwd_cuda(gx, gw, tw, gd, dx, dw));
+    }
+    return db ? dsa_slab_copy_cuda(dout, N, db, 0, 2, b->shape[2], !b_store) : DSA_OK;
+}
+#endif
+
+dsa_tensor *dsa_matmul_heads_cat(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw, dsa_tensor *b, dsa_dtype dt) {
+    DSA_TRY_NULL(check_heads("matmul_heads_cat", x, w, tw));
+    DSA_TRY_NULL(dsa_check_float("matmul_heads_cat", "b", b));
+    bool fused = false;
+#ifdef DSA_HAVE_CUDA
+    fused = x->device == DSA_CUDA && b->device == DSA_CUDA && dt == DSA_BF16 && gemm_dtype(x, w) == DSA_BF16 &&
+            b->dtype != DSA_F64 && b->ndim == 3 && b->shape[0] == x->shape[0] && b->shape[1] == x->shape[1];
+#endif
+    if (!fused) return dsa_concat_cast(c, dsa_matmul_heads(c, x, w, tw), b, 2, dt);  // (b's shape checked there)
+#ifndef DSA_HAVE_CUDA
+    return NULL;  // (not reached: nothing fuses without CUDA)
+#else
+    int64_t N = w->shape[tw ? 1 : 2], shape[3] = {x->shape[0], x->shape[1], N + b->shape[2]};
+    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, DSA_BF16, x->device, 3, shape);
+    dsa_tensor *gx = gemm_operand(c, x, DSA_BF16, true), *gw = gemm_operand(c, w, DSA_BF16, true);
+    if (!out || !gx || !gw) return NULL;
+    DSA_TRY_NULL(dsa_matmul_heads_fwd_cuda(gx, gw, tw, out));  // columns [0, N) of every head
+    DSA_TRY_NULL(dsa_slab_copy_cuda(b, 0, out, N, 2, b->shape[2], false));
+    dsa_node *n = dsa_record(c, "matmul_heads_cat", matmul_heads_cat_backward, (dsa_tensor *[]){x, w, b}, 3, &out, 1);
+    if (n) n->i[0] = tw;
+    return out;
+#endif
 }

@@ -27,6 +27,11 @@ dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool t
 dsa_tensor *dsa_matmul_heads(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw);
 // Whether dsa_matmul_heads takes these dtypes: both f32, both f64, or (on the GPU) a bf16 x with an f32 w.
 bool dsa_matmul_heads_takes(const dsa_tensor *x, const dsa_tensor *w);
+// [x op(w) ; b] along the last dim in dtype dt: out [T, H, N + Nb] from x [T, H, K], w [H, K, N] (tw:
+// [H, N, K]) and b [T, H, Nb]. Equal to dsa_concat_cast(dsa_matmul_heads(x, w, tw), b, 2, dt); on CUDA
+// with bf16 GEMM operands and a bf16 result the GEMM writes its columns of out directly (MLA's absorbed
+// query: [q_nope W_kc ; q_pe]).
+dsa_tensor *dsa_matmul_heads_cat(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, bool tw, dsa_tensor *b, dsa_dtype dt);
 // CUDA f32 GEMMs use bf16 tensor-core math with fp32 accumulation by default (the front ends pass cuBLAS
 // bf16 copies of the operands, an activation's copy kept for the step; kernels/op_matmul.c); exact_fp32 = 1 forces
 // full fp32 math (tests). bf16 tensors always compute in fp32, f64 in fp64. No effect on the CPU.

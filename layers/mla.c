@@ -60,10 +60,9 @@ static void project(dsa_ctx *c, const dsa_model *m, const dsa_layer_params *p, d
 }
 
 // Absorbed form (SPEC 4): q~ = [q_nope W_kc ; q_pe] [T, H_l, L + rope]; the keys are a->kv. Written
-// in the DSA ops' dtype (model.dsa_dtype) by the concat itself: no fp32 copy to cast.
+// in the DSA ops' dtype (model.dsa_dtype) by one op (on the GPU in bf16, by the GEMM itself).
 static dsa_tensor *absorb(dsa_ctx *c, const dsa_model *m, const mla_acts *a) {
-    dsa_tensor *ql = dsa_matmul_heads(c, a->q_nope, a->w_kc, false);  // [T, H, L]
-    return ql ? dsa_concat_cast(c, ql, a->q_pe, 2, dsa_model_ops_dtype(m, ql->dtype)) : NULL;
+    return dsa_matmul_heads_cat(c, a->q_nope, a->w_kc, false, a->q_pe, dsa_model_ops_dtype(m, a->w_kc->dtype));
 }
 
 // Sparse path: o [T, H_l, v] from SparseMQA over the top-k, then W_vc per head. q_in, kv_in: the

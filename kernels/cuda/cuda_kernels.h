@@ -62,6 +62,10 @@ dsa_status dsa_cross_entropy_bwd_cuda(const dsa_tensor *logits, const dsa_tensor
                                       const dsa_tensor *dout, dsa_tensor *dlogits);
 dsa_status dsa_slice_fwd_cuda(const dsa_tensor *x, int dim, int64_t start, dsa_tensor *out);
 dsa_status dsa_slice_bwd_cuda(int dim, int64_t start, const dsa_tensor *dout, dsa_tensor *dx);
+// dst[..., dst_start + k, ...] (=|+=) src[..., src_start + k, ...] for k < len along dim (the other dims
+// equal): a copy (converting f32 -> bf16 where the dtypes differ) or an accumulation into an f32/f64 dst.
+dsa_status dsa_slab_copy_cuda(const dsa_tensor *src, int64_t src_start, dsa_tensor *dst, int64_t dst_start, int dim,
+                              int64_t len, bool accumulate);
 dsa_status dsa_concat_fwd_cuda(const dsa_tensor *a, const dsa_tensor *b, int dim, dsa_tensor *out);
 // da / db (+)= dout's two parts; a_store / b_store: stored (the buffer holds anything), not added.
 dsa_status dsa_concat_bwd_cuda(const dsa_tensor *dout, int dim, dsa_tensor *da, dsa_tensor *db, int64_t a_len,

@@ -212,29 +212,32 @@ extern "C" dsa_status dsa_matmul_bwd_cuda(const dsa_tensor *a, const dsa_tensor 
 
 // Per-head products in the [T, H, *] layout (dsa_matmul_heads): head h is a batch whose rows are H * K
 // (x) or H * N (y) elements apart, so cuBLAS reads the heads in place (no permute). x and w share an
-// f32 / f64 dtype (the front end checks), so every product is one strided-batched cuBLAS call.
+// f32 / f64 dtype (the front end checks), so every product is one strided-batched cuBLAS call. y (and
+// dout) may be wider than N (dsa_matmul_heads_cat): the product is its first N columns of every head.
 struct heads_dims {
     gemm_arg X, W, G;
-    int64_t T, H, K, N;
+    int64_t T, H, K, N, ny;  // ny: the row length of y / dout per head (>= N)
 };
 
-static heads_dims heads_of(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout) {
+static heads_dims heads_of(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *y) {
     heads_dims d;
     d.T = x->shape[0], d.H = x->shape[1], d.K = x->shape[2], d.N = tw ? w->shape[1] : w->shape[2];
+    d.ny = y->shape[2];
     d.X = {x->data, x->dtype, d.K, d.H * d.K};
     d.W = {w->data, w->dtype, d.K * d.N, 0};
-    d.G = {dout ? dout->data : NULL, dout ? dout->dtype : x->dtype, d.N, d.H * d.N};
+    d.G = {y->data, y->dtype, d.ny, d.H * d.ny};
     return d;
 }
 
 extern "C" dsa_status dsa_matmul_heads_fwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, dsa_tensor *y) {
-    heads_dims d = heads_of(x, w, tw, NULL);
+    heads_dims d = heads_of(x, w, tw, y);
     if (d.K == 0) {
+        if (d.ny != d.N) return dsa_error_set(DSA_ERR_UNSUPPORTED, "matmul_heads (cuda): K 0 into a wider y");
         CUDA_TRY(cudaMemsetAsync(y->data, 0, dsa_nbytes(y), dsa_stream()));
         return DSA_OK;
     }
     if (d.T == 0 || d.N == 0) return DSA_OK;
-    return gemm_cublas(d.X, d.W, y->data, y->dtype, d.N, false, tw, d.T, d.N, d.K, d.H, 0.0, d.H * d.N);
+    return gemm_cublas(d.X, d.W, y->data, y->dtype, d.ny, false, tw, d.T, d.N, d.K, d.H, 0.0, d.H * d.ny);
 }
 
 // dx[:, h] += dy[:, h] op(w[h])^T; dw[h] += x[:, h]^T dy[:, h] (tw: dy[:, h]^T x[:, h]).

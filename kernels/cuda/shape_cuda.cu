@@ -19,8 +19,11 @@ static slab slab_of(const dsa_tensor *t, int d) {
 // Slices, concats and the permutes that keep the last dims in place (swap of dims 0 and 1) all move
 // runs of contiguous elements: run r goes from src + so(r) to dst + dof(r). One thread per vector of
 // 16 bytes (when the runs and their offsets allow it, else one element), 32-bit index math when every
-// offset fits, a block per (run, 256-vector segment). Measured need: in a small.cfg step the generic
-// per-element kernels below (64-bit div / mod per dim per element) took 60 ms of 316 (H200).
+// offset fits; the threads walk the (run, vector) pairs in order, so a block covers several short runs
+// (a q_nope slice's runs are 16 vectors). Measured need: in a small.cfg step the generic per-element
+// kernels below (64-bit div / mod per dim per element) took 60 ms of 316 (H200); with a block per
+// (run, 256-vector segment) the runs of 16 vectors left 15 of 16 threads idle (slices and concats 8.4 ms
+// of a 122 ms step, CUDA events, session 23).
 template <typename T, int N>
 struct alignas(sizeof(T) * N) run_vec {
     T v[N];
@@ -54,10 +57,10 @@ struct swap01_runs {
 
 template <typename S, typename D, int N, typename I, typename Map>
 __global__ void __launch_bounds__(256) run_copy_kernel(const S *__restrict__ src, D *__restrict__ dst, I n_runs,
-                                                       I run_vecs, I segs, Map map, bool accumulate) {
-    for (I item = blockIdx.x; item < n_runs * segs; item += gridDim.x) {
-        I r = item / segs, v = (item - r * segs) * 256 + threadIdx.x;
-        if (v >= run_vecs) continue;
+                                                       I run_vecs, Map map, bool accumulate) {
+    const I total = n_runs * run_vecs;
+    for (I g = blockIdx.x * 256 + threadIdx.x; g < total; g += gridDim.x * 256) {
+        I r = g / run_vecs, v = g - r * run_vecs;
         I so, dof;
         map(r, so, dof);
         const run_vec<S, N> *s = (const run_vec<S, N> *)(src + so) + v;
@@ -91,19 +94,20 @@ static dsa_status launch_runs(const S *src, D *dst, int64_t n_runs, int64_t run,
     constexpr int NV = 16 / sizeof(S);
     bool vec = run % NV == 0 && stride_gcd % NV == 0 && (uintptr_t)src % (NV * sizeof(S)) == 0 &&
                (uintptr_t)dst % (NV * sizeof(D)) == 0;
-    int64_t run_vecs = vec ? run / NV : run, segs = (run_vecs + 255) / 256, items = n_runs * segs;
-    unsigned grid = (unsigned)(items < 65535LL * 64 ? items : 65535LL * 64);
-    bool narrow = extent < (1LL << 31) && items < (1LL << 31);
+    int64_t run_vecs = vec ? run / NV : run, total = n_runs * run_vecs, blocks = (total + 255) / 256;
+    unsigned grid = (unsigned)(blocks < 65535LL * 64 ? blocks : 65535LL * 64);
+    // 32-bit: every offset, and the walk's index up to total + one grid's stride
+    bool narrow = extent < (1LL << 31) && total + (int64_t)grid * 256 < (1LL << 32);
     if (vec && narrow)
         run_copy_kernel<S, D, NV, uint32_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, (uint32_t)n_runs, (uint32_t)run_vecs,
-                                                                             (uint32_t)segs, m32, accumulate);
+                                                                             m32, accumulate);
     else if (vec)
-        run_copy_kernel<S, D, NV, int64_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, n_runs, run_vecs, segs, m64, accumulate);
+        run_copy_kernel<S, D, NV, int64_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, n_runs, run_vecs, m64, accumulate);
     else if (narrow)
         run_copy_kernel<S, D, 1, uint32_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, (uint32_t)n_runs, (uint32_t)run_vecs,
-                                                                            (uint32_t)segs, m32, accumulate);
+                                                                            m32, accumulate);
     else
-        run_copy_kernel<S, D, 1, int64_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, n_runs, run_vecs, segs, m64, accumulate);
+        run_copy_kernel<S, D, 1, int64_t><<<grid, 256, 0, dsa_stream()>>>(src, dst, n_runs, run_vecs, m64, accumulate);
     CUDA_LAUNCH_CHECK(name);
     return DSA_OK;
 }
@@ -178,6 +182,10 @@ static dsa_status slab_copy(const dsa_tensor *src, int64_t src_start, dsa_tensor
     return DSA_OK;
 }
 
+extern "C" dsa_status dsa_slab_copy_cuda(const dsa_tensor *src, int64_t src_start, dsa_tensor *dst, int64_t dst_start,
+                                          int dim, int64_t len, bool accumulate) {
+    return slab_copy(src, src_start, dst, dst_start, dim, len, accumulate);
+}
 extern "C" dsa_status dsa_slice_fwd_cuda(const dsa_tensor *x, int dim, int64_t start, dsa_tensor *out) {
     return slab_copy(x, start, out, 0, dim, out->shape[dim], false);
 }

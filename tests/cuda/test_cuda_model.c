@@ -16,6 +16,7 @@
 #include "common/testing.h"
 #include "core/device.h"
 #include "layers/model.h"
+#include "kernels/ops.h"
 #include "layers/model_check.h"
 
 static void small_config(dsa_config *cfg) {
@@ -77,7 +78,10 @@ static void compare(const double *a, const double *b, int64_t lo, int64_t hi, do
     *cosine = na > 0 && nb > 0 && isfinite(dot) ? dot / sqrt(na * nb) : 0.0;
 }
 
-static void check_stage(dsa_device gpu, int stage, const char *what) {
+static void check_stage(dsa_device gpu, int stage, bool exact, const char *stage_name) {
+    char what[64];
+    snprintf(what, sizeof what, "%s, %s GEMMs", stage_name, exact ? "fp32" : "bf16-operand");
+    dsa_set_matmul_precision(exact);
     dsa_config cfg;
     small_config(&cfg);
     dsa_ctx *cc = dsa_ctx_create(DSA_CPU), *gc = dsa_ctx_create(gpu), *store = dsa_ctx_create(DSA_CPU);
@@ -115,7 +119,9 @@ static void check_stage(dsa_device gpu, int stage, const char *what) {
             CHECK(isfinite(rg.loss) && loss_rel <= 1e-2, "%s: loss rel %.3e", what, loss_rel);
             CHECK(rc.kl > 0 && kl_rel <= 3e-2, "%s: KL rel %.3e (CPU KL %.3e)", what, kl_rel, rc.kl);
             CHECK(rel <= 3e-2 && cosine >= 0.999, "%s: gradient rel L2 %.3e, cosine %.6f", what, rel, cosine);
-            CHECK(ihi > ilo && irel <= 3e-2 && icos >= 0.999, "%s: indexer gradient rel L2 %.3e, cosine %.6f", what, irel, icos);
+            const double irel_max = exact ? 2e-2 : 5e-2;
+            CHECK(ihi > ilo && irel <= irel_max && icos >= 0.999, "%s: indexer gradient rel L2 %.3e (<= %.0e), cosine %.6f", what,
+                  irel, irel_max, icos);
         }
     }
     free(rc.grads);
@@ -133,7 +139,9 @@ int main(void) {
     const char *dev = getenv("DSA_TEST_MODEL_DEVICE");
     dsa_device gpu = dev && !strcmp(dev, "cpu") ? DSA_CPU : DSA_CUDA;
     if (gpu == DSA_CUDA) test_require_cuda();
-    check_stage(gpu, DSA_STAGE_DENSE_WARMUP, "dense warm-up");
-    check_stage(gpu, DSA_STAGE_SPARSE, "sparse");
+    for (int exact = 1; exact >= 0; exact--) {
+        check_stage(gpu, DSA_STAGE_DENSE_WARMUP, exact, "dense warm-up");
+        check_stage(gpu, DSA_STAGE_SPARSE, exact, "sparse");
+    }
     return test_finish();
 }

@@ -87,6 +87,12 @@ static dsa_tensor *f_matmul_two_consumers(dsa_ctx *c, dsa_tensor **in, const voi
 static dsa_tensor *f_matmul_heads(dsa_ctx *c, dsa_tensor **in, const void *u) {
     return dsa_matmul_heads(c, in[0], in[1], *(const bool *)u);
 }
+typedef struct { bool tw; dsa_dtype dt; } heads_cat_arg;
+static dsa_tensor *f_matmul_heads_cat(dsa_ctx *c, dsa_tensor **in, const void *u) {
+    const heads_cat_arg *a = u;
+    // (on the CPU's f64 copies the result is still asked in a->dt: the composition's reference)
+    return dsa_matmul_heads_cat(c, in[0], in[1], a->tw, in[2], a->dt);
+}
 static dsa_tensor *f_add(dsa_ctx *c, dsa_tensor **in, const void *u) { return dsa_add(c, in[0], in[1]); }
 static dsa_tensor *f_mul(dsa_ctx *c, dsa_tensor **in, const void *u) { return dsa_mul(c, in[0], in[1]); }
 static dsa_tensor *f_scale(dsa_ctx *c, dsa_tensor **in, const void *u) { return dsa_scale(c, in[0], -0.37); }
@@ -193,6 +199,22 @@ static void test_matmul(dsa_dtype dt) {
                 snprintf(name, sizeof name, "matmul_heads bf16 x, f32 w tw=%d%s", tw, exact ? " exact" : "");
                 // exact: the bf16 x is exact in fp32, so only fp32 rounding is left
                 run_case(name, f_matmul_heads, &t, hin, 2, exact ? 1e-5 : 1e-2, exact ? 1e-5 : 1e-2);
+            }
+        }
+        // [x op(w) ; b] (MLA's absorbed query): fused on the GPU when bf16 out of bf16 GEMM operands,
+        // the composition of matmul_heads and concat_cast otherwise (exact GEMMs, an f32 result).
+        for (int exact = 0; exact < 2; exact++) {
+            dsa_set_matmul_precision(exact);
+            for (int v = 0; v < 3; v++) {
+                heads_cat_arg ha = {.tw = v == 1, .dt = v == 2 ? DSA_F32 : DSA_BF16};
+                const int64_t T = 53, H = 6, K = 32, N = 72, Nb = 24;
+                dsa_tensor *hin[3] = {rnd(DSA_F32, 3, DSA_SHAPE(T, H, K)),
+                                      rnd(DSA_F32, 3, ha.tw ? DSA_SHAPE(H, N, K) : DSA_SHAPE(H, K, N)),
+                                      rnd(DSA_F32, 3, DSA_SHAPE(T, H, Nb))};
+                char name[96];
+                snprintf(name, sizeof name, "matmul_heads_cat tw=%d -> %s%s", ha.tw, dsa_dtype_name(ha.dt), exact ? " exact" : "");
+                bool bf = ha.dt == DSA_BF16 || !exact;  // bf16 result or bf16 GEMM operands
+                run_case(name, f_matmul_heads_cat, &ha, hin, 3, bf ? 1e-2 : 1e-5, bf ? 1e-2 : 1e-5);
             }
         }
         dsa_set_matmul_precision(0);
