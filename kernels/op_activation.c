@@ -40,9 +40,18 @@ dsa_tensor *dsa_silu(dsa_ctx *c, dsa_tensor *x) { return unary(c, ACT_SILU, "sil
 
 static dsa_status swiglu_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *g = n->in[0], *u = n->in[1], *dout = n->out[0]->grad;
-    dsa_tensor *dg = dsa_grad_buffer(c, g), *du = dsa_grad_buffer(c, u);
+    // On the GPU both gradients are written when both are fresh (the MLP's gate and up: nothing else
+    // reads them), else zeroed and added into.
+    bool sg = false, su = false, cuda = g->device == DSA_CUDA && g != u;
+    dsa_tensor *dg = cuda ? dsa_grad_buffer_to_store(c, g, &sg) : dsa_grad_buffer(c, g);
+    dsa_tensor *du = cuda ? dsa_grad_buffer_to_store(c, u, &su) : dsa_grad_buffer(c, u);
     if ((g->requires_grad && !dg) || (u->requires_grad && !du)) return dsa_error_status();
-    return DSA_ON_DEVICE(g->device, dsa_swiglu_bwd_cpu(g, u, dout, dg, du), dsa_swiglu_bwd_cuda(g, u, dout, dg, du));
+    bool store = (!dg || sg) && (!du || su);
+    if (!store) {  // one of them already holds a gradient: zero the fresh one, add into both
+        if (sg) DSA_TRY(dsa_memset0(dg->device, dg->data, dsa_nbytes(dg)));
+        if (su) DSA_TRY(dsa_memset0(du->device, du->data, dsa_nbytes(du)));
+    }
+    return DSA_ON_DEVICE(g->device, dsa_swiglu_bwd_cpu(g, u, dout, dg, du), dsa_swiglu_bwd_cuda(g, u, dout, dg, du, store));
 }
 
 dsa_tensor *dsa_swiglu(dsa_ctx *c, dsa_tensor *gate, dsa_tensor *up) {

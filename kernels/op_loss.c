@@ -31,11 +31,14 @@ static dsa_status check_targets(const dsa_tensor *logits, const dsa_tensor *targ
 }
 
 static dsa_status ce_backward(dsa_ctx *c, dsa_node *n) {
-    dsa_tensor *x = n->in[0], *tg = n->in[1], *dout = n->out[0]->grad, *dx = dsa_grad_buffer(c, x);
+    // On the GPU the logits' gradient (the largest of a step) is written, not zeroed and added into.
+    bool store = false;
+    dsa_tensor *x = n->in[0], *tg = n->in[1], *dout = n->out[0]->grad;
+    dsa_tensor *dx = x->device == DSA_CUDA ? dsa_grad_buffer_to_store(c, x, &store) : dsa_grad_buffer(c, x);
     if (!dx) return dsa_error_status();
     int ig = (int)n->i[0];
     return DSA_ON_DEVICE(x->device, dsa_cross_entropy_bwd_cpu(x, tg, ig, dout, dx),
-                         dsa_cross_entropy_bwd_cuda(x, tg, ig, dout, dx));
+                         dsa_cross_entropy_bwd_cuda(x, tg, ig, dout, dx, store));
 }
 
 dsa_tensor *dsa_cross_entropy(dsa_ctx *c, dsa_tensor *logits, dsa_tensor *targets, int ignore_index) {

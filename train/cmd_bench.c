@@ -594,7 +594,8 @@ typedef struct {
 static dsa_status run_linear(void *p) {
     linear_args *a = p;
     if (a->pass == 0) return dsa_matmul_fwd_cuda(a->x, a->w, false, true, a->y);
-    return dsa_matmul_bwd_cuda(a->x, a->w, false, true, a->dy, a->pass == 1 ? a->dx : NULL, a->pass == 2 ? a->dw : NULL);
+    return dsa_matmul_bwd_cuda(a->x, a->w, false, true, a->dy, a->pass == 1 ? a->dx : NULL, a->pass == 2 ? a->dw : NULL,
+                               false);
 }
 
 static int bench_linears(const bench_opts *o, const char *config, int64_t T) {

@@ -30,23 +30,23 @@ template <int NV, typename T, typename A> __device__ __forceinline__ void ce_loa
     }
 }
 
-// p[0..NV) += d[0..NV) (G the gradient's type): 16-byte loads and stores when NV values of G fill whole
-// 16-byte words (the caller aligned p), element by element otherwise.
-template <int NV, typename G, typename A> __device__ __forceinline__ void ce_add(G *p, const A *d) {
+// p[0..NV) += d[0..NV) (G the gradient's type; STORE: p = d): 16-byte loads and stores when NV values
+// of G fill whole 16-byte words (the caller aligned p), element by element otherwise.
+template <int NV, bool STORE, typename G, typename A> __device__ __forceinline__ void ce_put(G *p, const A *d) {
     if constexpr ((NV * sizeof(G)) % 16 == 0) {
         constexpr int PER = 16 / sizeof(G);
 #pragma unroll
         for (int c = 0; c < NV / PER; c++) {
             union { uint4 u; G e[PER]; } w;
             uint4 *q = reinterpret_cast<uint4 *>(p) + c;
-            w.u = *q;
+            if (!STORE) w.u = *q;
 #pragma unroll
-            for (int j = 0; j < PER; j++) w.e[j] += (G)d[c * PER + j];
+            for (int j = 0; j < PER; j++) w.e[j] = (STORE ? (G)0 : w.e[j]) + (G)d[c * PER + j];
             *q = w.u;
         }
     } else {
 #pragma unroll
-        for (int j = 0; j < NV; j++) p[j] += (G)d[j];
+        for (int j = 0; j < NV; j++) p[j] = (STORE ? (G)0 : p[j]) + (G)d[j];
     }
 }
 
@@ -144,33 +144,6 @@ __global__ void ce_count_kernel(const int32_t *tg, int64_t N, int V, int ignore)
     if (threadIdx.x == 0) g_ce_bwd_rows = c;
 }
 
-template <int NV, typename T, typename G>
-__global__ void ce_bwd_kernel(const T *x, const int32_t *tg, const G *dout, G *dx, int64_t N, int V, int ignore) {
-    typedef typename dsa_acc<T>::type acc;
-    double rows = g_ce_bwd_rows;
-    if (rows <= 0) return;
-    acc g = (acc)((double)dout[0] / rows);
-    for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
-        int t = tg[r];
-        if (!ce_valid(t, ignore, V)) continue;
-        const T *xr = x + r * V;
-        G *dr = dx + r * V;
-        acc m, s;
-        ce_row_stats<NV>(xr, V, &m, &s);
-        acc inv = (acc)1 / s;
-        for (int i = threadIdx.x; i < V / NV; i += blockDim.x) {
-            acc v[NV];
-            ce_load<NV>(xr + (int64_t)i * NV, v);
-#pragma unroll
-            for (int j = 0; j < NV; j++) {
-                acc p = m == (acc)-INFINITY ? (acc)0 : exp(v[j] - m) * inv;
-                v[j] = g * (p - (i * NV + j == t ? (acc)1 : (acc)0));
-            }
-            ce_add<NV>(dr + (int64_t)i * NV, v);
-        }
-    }
-}
-
 extern "C" dsa_status dsa_cross_entropy_fwd_cuda(const dsa_tensor *logits, const dsa_tensor *targets, int ignore_index,
                                                  dsa_tensor *out) {
     int64_t N = logits->shape[0];
@@ -188,17 +161,58 @@ extern "C" dsa_status dsa_cross_entropy_fwd_cuda(const dsa_tensor *logits, const
     return DSA_OK;
 }
 
-template <typename T, typename G>
+// STORE: dx is written (rows without a target get zeros; no zeroing pass, no read of dx) instead of
+// added into.
+template <int NV, bool STORE, typename T, typename G>
+__global__ void ce_bwd_kernel(const T *x, const int32_t *tg, const G *dout, G *dx, int64_t N, int V, int ignore) {
+    typedef typename dsa_acc<T>::type acc;
+    double rows = g_ce_bwd_rows;
+    if (rows <= 0 && !STORE) return;
+    acc g = rows > 0 ? (acc)((double)dout[0] / rows) : (acc)0;
+    for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+        int t = tg[r];
+        G *dr = dx + r * V;
+        if (!ce_valid(t, ignore, V)) {
+            if (STORE) {
+                acc z[NV] = {};
+                for (int i = threadIdx.x; i < V / NV; i += blockDim.x) ce_put<NV, true>(dr + (int64_t)i * NV, z);
+            }
+            continue;
+        }
+        const T *xr = x + r * V;
+        acc m, s;
+        ce_row_stats<NV>(xr, V, &m, &s);
+        acc inv = (acc)1 / s;
+        for (int i = threadIdx.x; i < V / NV; i += blockDim.x) {
+            acc v[NV];
+            ce_load<NV>(xr + (int64_t)i * NV, v);
+#pragma unroll
+            for (int j = 0; j < NV; j++) {
+                acc p = m == (acc)-INFINITY ? (acc)0 : exp(v[j] - m) * inv;
+                v[j] = g * (p - (i * NV + j == t ? (acc)1 : (acc)0));
+            }
+            ce_put<NV, STORE>(dr + (int64_t)i * NV, v);
+        }
+    }
+}
+
+template <bool STORE, typename T, typename G>
 static void ce_bwd_launch(const T *x, const int32_t *tg, const G *dout, G *dx, int64_t N, int V, int ignore) {
     unsigned grid = dsa_row_blocks(N);
     if (ce_vectorizable<T>(x, V, dx))
-        ce_bwd_kernel<16 / sizeof(T)><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, dout, dx, N, V, ignore);
+        ce_bwd_kernel<16 / sizeof(T), STORE><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, dout, dx, N, V, ignore);
     else
-        ce_bwd_kernel<1><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, dout, dx, N, V, ignore);
+        ce_bwd_kernel<1, STORE><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, dout, dx, N, V, ignore);
+}
+
+template <typename T, typename G>
+static void ce_bwd_launch(const T *x, const int32_t *tg, const G *dout, G *dx, int64_t N, int V, int ignore, bool store) {
+    if (store) ce_bwd_launch<true>(x, tg, dout, dx, N, V, ignore);
+    else ce_bwd_launch<false>(x, tg, dout, dx, N, V, ignore);
 }
 
 extern "C" dsa_status dsa_cross_entropy_bwd_cuda(const dsa_tensor *logits, const dsa_tensor *targets, int ignore_index,
-                                                 const dsa_tensor *dout, dsa_tensor *dlogits) {
+                                                 const dsa_tensor *dout, dsa_tensor *dlogits, bool store) {
     int64_t N = logits->shape[0];
     int V = (int)logits->shape[1];
     if (N == 0 || !dlogits) return DSA_OK;
@@ -206,11 +220,12 @@ extern "C" dsa_status dsa_cross_entropy_bwd_cuda(const dsa_tensor *logits, const
     ce_count_kernel<<<1, 1024, 0, dsa_stream()>>>(tg, N, V, ignore_index);
     CUDA_LAUNCH_CHECK("cross_entropy_count");
     if (logits->dtype == DSA_F64)
-        ce_bwd_launch((const double *)logits->data, tg, (const double *)dout->data, (double *)dlogits->data, N, V, ignore_index);
+        ce_bwd_launch((const double *)logits->data, tg, (const double *)dout->data, (double *)dlogits->data, N, V, ignore_index,
+                      store);
     else
         DSA_DISPATCH_FLOAT(logits->dtype, "cross_entropy_bwd",
                            ce_bwd_launch((const scalar_t *)logits->data, tg, (const float *)dout->data,
-                                         (float *)dlogits->data, N, V, ignore_index));
+                                         (float *)dlogits->data, N, V, ignore_index, store));
     CUDA_LAUNCH_CHECK("cross_entropy_bwd");
     return DSA_OK;
 }

@@ -15,11 +15,13 @@ dsa_status dsa_binary_bwd_cuda(dsa_binary_op op, const dsa_tensor *a, const dsa_
 
 // Twins of the generic-op CPU kernels (see kernels/cpu/cpu_kernels.h for shapes and semantics).
 dsa_status dsa_matmul_fwd_cuda(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb, dsa_tensor *out);
+// da_store / dx_store: write da / dx (its old contents ignored) instead of adding into it (the weight's
+// gradient is always added into).
 dsa_status dsa_matmul_bwd_cuda(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb, const dsa_tensor *dout,
-                               dsa_tensor *da, dsa_tensor *db);
+                               dsa_tensor *da, dsa_tensor *db, bool da_store);
 dsa_status dsa_matmul_heads_fwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, dsa_tensor *y);
 dsa_status dsa_matmul_heads_bwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout,
-                                     dsa_tensor *dx, dsa_tensor *dw);
+                                     dsa_tensor *dx, dsa_tensor *dw, bool dx_store);
 dsa_status dsa_scale_fwd_cuda(const dsa_tensor *x, double s, dsa_tensor *out);
 dsa_status dsa_scale_bwd_cuda(double s, const dsa_tensor *dout, dsa_tensor *dx);
 dsa_status dsa_relu_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);
@@ -27,8 +29,9 @@ dsa_status dsa_relu_bwd_cuda(const dsa_tensor *x, const dsa_tensor *dout, dsa_te
 dsa_status dsa_silu_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);
 dsa_status dsa_silu_bwd_cuda(const dsa_tensor *x, const dsa_tensor *dout, dsa_tensor *dx);
 dsa_status dsa_swiglu_fwd_cuda(const dsa_tensor *gate, const dsa_tensor *up, dsa_tensor *out);
+// store: dgate and dup written (both fresh buffers) instead of added into.
 dsa_status dsa_swiglu_bwd_cuda(const dsa_tensor *gate, const dsa_tensor *up, const dsa_tensor *dout, dsa_tensor *dgate,
-                               dsa_tensor *dup);
+                               dsa_tensor *dup, bool store);
 dsa_status dsa_sum_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);
 dsa_status dsa_sum_bwd_cuda(const dsa_tensor *x, const dsa_tensor *dout, dsa_tensor *dx);
 dsa_status dsa_mean_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);
@@ -58,8 +61,9 @@ dsa_status dsa_logsumexp_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);
 dsa_status dsa_logsumexp_bwd_cuda(const dsa_tensor *x, const dsa_tensor *out, const dsa_tensor *dout, dsa_tensor *dx);
 dsa_status dsa_cross_entropy_fwd_cuda(const dsa_tensor *logits, const dsa_tensor *targets, int ignore_index,
                                       dsa_tensor *out);
+// store: dlogits written (zeros in rows without a target) instead of added into.
 dsa_status dsa_cross_entropy_bwd_cuda(const dsa_tensor *logits, const dsa_tensor *targets, int ignore_index,
-                                      const dsa_tensor *dout, dsa_tensor *dlogits);
+                                      const dsa_tensor *dout, dsa_tensor *dlogits, bool store);
 dsa_status dsa_slice_fwd_cuda(const dsa_tensor *x, int dim, int64_t start, dsa_tensor *out);
 dsa_status dsa_slice_bwd_cuda(int dim, int64_t start, const dsa_tensor *dout, dsa_tensor *dx);
 // dst[..., dst_start + k, ...] (=|+=) src[..., src_start + k, ...] for k < len along dim (the other dims

@@ -190,15 +190,16 @@ extern "C" dsa_status dsa_matmul_fwd_cuda(const dsa_tensor *a, const dsa_tensor 
 // With X = op(A), Y = op(B), dC = dout: dX = dC Y^T and dY = X^T dC, written back through the
 // transposes (dA = dX or dX^T, dB = dY or dY^T), accumulated (beta = 1) into the f32/f64 grads.
 extern "C" dsa_status dsa_matmul_bwd_cuda(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb,
-                                          const dsa_tensor *dout, dsa_tensor *da, dsa_tensor *db) {
+                                          const dsa_tensor *dout, dsa_tensor *da, dsa_tensor *db, bool da_store) {
     mm_dims d = dims_of(a, b, ta, tb);
+    if (da && da_store && (d.K == 0 || d.N == 0)) CUDA_TRY(cudaMemsetAsync(da->data, 0, dsa_nbytes(da), dsa_stream()));
     if (d.K == 0) return DSA_OK;
     gemm_arg A = {a->data, a->dtype, d.sa, 0}, B = {b->data, b->dtype, d.sb, 0}, G = {dout->data, dout->dtype, d.sc, 0};
     if (da) {
         if (!ta)  // dA[M,K] = dC[M,N] @ op(B)^T
-            DSA_TRY(gemm(G, B, da->data, da->dtype, d.sa, false, !tb, d.M, d.K, d.N, d.batch, false, 1.0));
+            DSA_TRY(gemm(G, B, da->data, da->dtype, d.sa, false, !tb, d.M, d.K, d.N, d.batch, false, da_store ? 0.0 : 1.0));
         else      // dA[K,M] = op(B)[K,N] @ dC^T
-            DSA_TRY(gemm(B, G, da->data, da->dtype, d.sa, tb, true, d.K, d.M, d.N, d.batch, false, 1.0));
+            DSA_TRY(gemm(B, G, da->data, da->dtype, d.sa, tb, true, d.K, d.M, d.N, d.batch, false, da_store ? 0.0 : 1.0));
     }
     if (db) {
         int64_t sdb = d.b_shared ? 0 : d.K * d.N;
@@ -242,10 +243,12 @@ extern "C" dsa_status dsa_matmul_heads_fwd_cuda(const dsa_tensor *x, const dsa_t
 
 // dx[:, h] += dy[:, h] op(w[h])^T; dw[h] += x[:, h]^T dy[:, h] (tw: dy[:, h]^T x[:, h]).
 extern "C" dsa_status dsa_matmul_heads_bwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout,
-                                                dsa_tensor *dx, dsa_tensor *dw) {
+                                                dsa_tensor *dx, dsa_tensor *dw, bool dx_store) {
     heads_dims d = heads_of(x, w, tw, dout);
+    if (dx && dx_store && d.N == 0) CUDA_TRY(cudaMemsetAsync(dx->data, 0, dsa_nbytes(dx), dsa_stream()));
     if (d.T == 0 || d.K == 0 || d.N == 0) return DSA_OK;
-    if (dx) DSA_TRY(gemm_cublas(d.G, d.W, dx->data, dx->dtype, d.K, false, !tw, d.T, d.K, d.N, d.H, 1.0, d.H * d.K));
+    if (dx)
+        DSA_TRY(gemm_cublas(d.G, d.W, dx->data, dx->dtype, d.K, false, !tw, d.T, d.K, d.N, d.H, dx_store ? 0.0 : 1.0, d.H * d.K));
     if (dw) {
         if (!tw) DSA_TRY(gemm_cublas(d.X, d.G, dw->data, dw->dtype, d.K * d.N, true, false, d.K, d.N, d.T, d.H, 1.0));
         else DSA_TRY(gemm_cublas(d.G, d.X, dw->data, dw->dtype, d.N * d.K, true, false, d.N, d.K, d.T, d.H, 1.0));

@@ -81,10 +81,11 @@ __device__ __forceinline__ void swiglu_grad(float a, float u, float g, float &dg
 
 __global__ void __launch_bounds__(256) swiglu_bwd4_kernel(const float4 *__restrict__ gate, const float4 *__restrict__ up,
                                                           const float4 *__restrict__ dout, float4 *__restrict__ dgate,
-                                                          float4 *__restrict__ dup, int64_t n4) {
+                                                          float4 *__restrict__ dup, int64_t n4, bool store) {
+    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int64_t i = blockIdx.x * 256ll + threadIdx.x; i < n4; i += (int64_t)gridDim.x * 256) {
         const float4 a = gate[i], u = up[i], g = dout[i];
-        float4 dg = dgate ? dgate[i] : make_float4(0.f, 0.f, 0.f, 0.f), du = dup ? dup[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        float4 dg = dgate && !store ? dgate[i] : z, du = dup && !store ? dup[i] : z;
         swiglu_grad(a.x, u.x, g.x, dg.x, du.x);
         swiglu_grad(a.y, u.y, g.y, dg.y, du.y);
         swiglu_grad(a.z, u.z, g.z, dg.z, du.z);
@@ -151,16 +152,20 @@ extern "C" dsa_status dsa_swiglu_fwd_cuda(const dsa_tensor *gate, const dsa_tens
 }
 
 extern "C" dsa_status dsa_swiglu_bwd_cuda(const dsa_tensor *gate, const dsa_tensor *up, const dsa_tensor *dout,
-                                          dsa_tensor *dgate, dsa_tensor *dup) {
+                                          dsa_tensor *dgate, dsa_tensor *dup, bool store) {
     int64_t n = dsa_numel(gate);
     if (n == 0 || (!dgate && !dup)) return DSA_OK;
     if (gate->dtype == DSA_F32 &&
         vec4_ok(n, {gate->data, up->data, dout->data, dgate ? dgate->data : nullptr, dup ? dup->data : nullptr})) {
         swiglu_bwd4_kernel<<<dsa_blocks(n / 4, 256), 256, 0, dsa_stream()>>>(
             (const float4 *)gate->data, (const float4 *)up->data, (const float4 *)dout->data,
-            dgate ? (float4 *)dgate->data : nullptr, dup ? (float4 *)dup->data : nullptr, n / 4);
+            dgate ? (float4 *)dgate->data : nullptr, dup ? (float4 *)dup->data : nullptr, n / 4, store);
         CUDA_LAUNCH_CHECK("swiglu_bwd4");
         return DSA_OK;
+    }
+    if (store) {  // the scalar kernels add into zeros
+        if (dgate) CUDA_TRY(cudaMemsetAsync(dgate->data, 0, dsa_nbytes(dgate), dsa_stream()));
+        if (dup) CUDA_TRY(cudaMemsetAsync(dup->data, 0, dsa_nbytes(dup), dsa_stream()));
     }
     if (gate->dtype == DSA_F64)
         swiglu_bwd_kernel<double, double><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
