@@ -38,7 +38,7 @@ static dsa_status ce_backward(dsa_ctx *c, dsa_node *n) {
     if (!dx) return dsa_error_status();
     int ig = (int)n->i[0];
     return DSA_ON_DEVICE(x->device, dsa_cross_entropy_bwd_cpu(x, tg, ig, dout, dx),
-                         dsa_cross_entropy_bwd_cuda(x, tg, ig, dout, dx, store));
+                         dsa_cross_entropy_bwd_cuda(x, tg, ig, n->n_in > 2 ? n->in[2] : NULL, dout, dx, store));
 }
 
 dsa_tensor *dsa_cross_entropy(dsa_ctx *c, dsa_tensor *logits, dsa_tensor *targets, int ignore_index) {
@@ -57,9 +57,14 @@ dsa_tensor *dsa_cross_entropy(dsa_ctx *c, dsa_tensor *logits, dsa_tensor *target
     DSA_TRY_NULL(check_targets(logits, targets, ignore_index));
     dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, logits->dtype, logits->device, 0, NULL);
     if (!out) return NULL;
+    // On the GPU the rows' log-sum-exp goes to the backward (a third input of the node, without gradient).
+    dsa_tensor *lse = NULL;
+    if (logits->device == DSA_CUDA && logits->requires_grad && c->grad_enabled &&
+        !(lse = dsa_tensor_new(c, DSA_STEP, DSA_F32, logits->device, 1, DSA_SHAPE(logits->shape[0]))))
+        return NULL;
     DSA_TRY_NULL(DSA_ON_DEVICE(logits->device, dsa_cross_entropy_fwd_cpu(logits, targets, ignore_index, out),
-                               dsa_cross_entropy_fwd_cuda(logits, targets, ignore_index, out)));
-    dsa_node *n = dsa_record(c, op, ce_backward, (dsa_tensor *[]){logits, targets}, 2, &out, 1);
+                               dsa_cross_entropy_fwd_cuda(logits, targets, ignore_index, out, lse)));
+    dsa_node *n = dsa_record(c, op, ce_backward, (dsa_tensor *[]){logits, targets, lse}, lse ? 3 : 2, &out, 1);
     if (n) n->i[0] = ignore_index;
     return out;
 }

@@ -17,10 +17,13 @@ static dsa_status check_param(const char *op, const char *what, const dsa_tensor
 
 static dsa_status rmsnorm_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *x = n->in[0], *w = n->in[1], *dout = n->out[0]->grad;
-    dsa_tensor *dx = dsa_grad_buffer(c, x), *dw = dsa_grad_buffer(c, w);
+    bool store = false;  // on the GPU a fresh dx is written, not zeroed and added into
+    dsa_tensor *dx = x->device == DSA_CUDA ? dsa_grad_buffer_to_store(c, x, &store) : dsa_grad_buffer(c, x);
+    dsa_tensor *dw = dsa_grad_buffer(c, w);
     if ((x->requires_grad && !dx) || (w->requires_grad && !dw)) return dsa_error_status();
     double eps = n->f[0];
-    return DSA_ON_DEVICE(x->device, dsa_rmsnorm_bwd_cpu(x, w, eps, dout, dx, dw), dsa_rmsnorm_bwd_cuda(x, w, eps, dout, dx, dw));
+    return DSA_ON_DEVICE(x->device, dsa_rmsnorm_bwd_cpu(x, w, eps, dout, dx, dw),
+                         dsa_rmsnorm_bwd_cuda(x, w, eps, dout, dx, dw, store));
 }
 
 dsa_tensor *dsa_rmsnorm(dsa_ctx *c, dsa_tensor *x, dsa_tensor *w, double eps) {

@@ -3,13 +3,15 @@
 #include "kernels/ops.h"
 
 static dsa_status rope_backward(dsa_ctx *c, dsa_node *n) {
-    dsa_tensor *x = n->in[0], *pos = n->in[1], *dout = n->out[0]->grad, *dx = dsa_grad_buffer(c, x);
+    bool store = false;  // on the GPU a fresh gradient is written, not zeroed and added into
+    dsa_tensor *x = n->in[0], *pos = n->in[1], *dout = n->out[0]->grad;
+    dsa_tensor *dx = x->device == DSA_CUDA ? dsa_grad_buffer_to_store(c, x, &store) : dsa_grad_buffer(c, x);
     if (!dx) return dsa_error_status();
     int offset = (int)n->i[0], rd = (int)n->i[1];
     dsa_rope_pairing pr = (dsa_rope_pairing)n->i[2];
     double theta = n->f[0];
     return DSA_ON_DEVICE(x->device, dsa_rope_bwd_cpu(pos, offset, rd, theta, pr, dout, dx),
-                         dsa_rope_bwd_cuda(pos, offset, rd, theta, pr, dout, dx));
+                         dsa_rope_bwd_cuda(pos, offset, rd, theta, pr, dout, dx, store));
 }
 
 static dsa_status check_rope(const dsa_tensor *x, const dsa_tensor *pos, int offset, int rope_dim, double theta,

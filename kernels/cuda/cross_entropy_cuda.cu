@@ -112,7 +112,7 @@ template <typename T> static bool ce_vectorizable(const void *x, int V, const vo
 }
 
 template <int NV, typename T>
-__global__ void ce_fwd_kernel(const T *x, const int32_t *tg, T *out, int64_t N, int V, int ignore) {
+__global__ void ce_fwd_kernel(const T *x, const int32_t *tg, T *out, float *lse, int64_t N, int V, int ignore) {
     typedef typename dsa_acc<T>::type acc;
     double loss = 0, rows = 0;
     for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
@@ -120,6 +120,7 @@ __global__ void ce_fwd_kernel(const T *x, const int32_t *tg, T *out, int64_t N, 
         if (!ce_valid(t, ignore, V)) continue;  // uniform over the block
         acc m, s;
         ce_row_stats<NV>(x + r * V, V, &m, &s);
+        if (lse && threadIdx.x == 0) lse[r] = (float)(m + log(s));  // the backward's row statistics
         loss += (double)(m + log(s) - (acc)dsa_to_float(x[r * V + t]));
         rows += 1;
     }
@@ -145,7 +146,8 @@ __global__ void ce_count_kernel(const int32_t *tg, int64_t N, int V, int ignore)
 }
 
 extern "C" dsa_status dsa_cross_entropy_fwd_cuda(const dsa_tensor *logits, const dsa_tensor *targets, int ignore_index,
-                                                 dsa_tensor *out) {
+                                                 dsa_tensor *out, dsa_tensor *lse) {
+    float *lp = lse ? (float *)lse->data : NULL;
     int64_t N = logits->shape[0];
     int V = (int)logits->shape[1];
     unsigned grid = dsa_row_blocks(N > 0 ? N : 1);
@@ -153,18 +155,20 @@ extern "C" dsa_status dsa_cross_entropy_fwd_cuda(const dsa_tensor *logits, const
     DSA_DISPATCH_FLOAT(logits->dtype, "cross_entropy", {
         const scalar_t *x = (const scalar_t *)logits->data;
         if (ce_vectorizable<scalar_t>(x, V))
-            ce_fwd_kernel<16 / sizeof(scalar_t)><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, (scalar_t *)out->data, N, V, ignore_index);
+            ce_fwd_kernel<16 / sizeof(scalar_t)><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, (scalar_t *)out->data, lp, N, V, ignore_index);
         else
-            ce_fwd_kernel<1><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, (scalar_t *)out->data, N, V, ignore_index);
+            ce_fwd_kernel<1><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, (scalar_t *)out->data, lp, N, V, ignore_index);
     });
     CUDA_LAUNCH_CHECK("cross_entropy_fwd");
     return DSA_OK;
 }
 
 // STORE: dx is written (rows without a target get zeros; no zeroing pass, no read of dx) instead of
-// added into.
+// added into. lse (or NULL): the forward's log-sum-exp of each row with a target, so the logits are
+// read once here instead of twice (the [T, vocab] logits are the largest tensor of a step).
 template <int NV, bool STORE, typename T, typename G>
-__global__ void ce_bwd_kernel(const T *x, const int32_t *tg, const G *dout, G *dx, int64_t N, int V, int ignore) {
+__global__ void ce_bwd_kernel(const T *x, const int32_t *tg, const float *lse, const G *dout, G *dx, int64_t N, int V,
+                              int ignore) {
     typedef typename dsa_acc<T>::type acc;
     double rows = g_ce_bwd_rows;
     if (rows <= 0 && !STORE) return;
@@ -181,7 +185,12 @@ __global__ void ce_bwd_kernel(const T *x, const int32_t *tg, const G *dout, G *d
         }
         const T *xr = x + r * V;
         acc m, s;
-        ce_row_stats<NV>(xr, V, &m, &s);
+        if (lse) {  // p = exp(v - lse): m = lse, s = 1
+            m = (acc)lse[r];
+            s = (acc)1;
+        } else {
+            ce_row_stats<NV>(xr, V, &m, &s);
+        }
         acc inv = (acc)1 / s;
         for (int i = threadIdx.x; i < V / NV; i += blockDim.x) {
             acc v[NV];
@@ -197,22 +206,24 @@ __global__ void ce_bwd_kernel(const T *x, const int32_t *tg, const G *dout, G *d
 }
 
 template <bool STORE, typename T, typename G>
-static void ce_bwd_launch(const T *x, const int32_t *tg, const G *dout, G *dx, int64_t N, int V, int ignore) {
+static void ce_bwd_launch(const T *x, const int32_t *tg, const float *lse, const G *dout, G *dx, int64_t N, int V, int ignore) {
     unsigned grid = dsa_row_blocks(N);
     if (ce_vectorizable<T>(x, V, dx))
-        ce_bwd_kernel<16 / sizeof(T), STORE><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, dout, dx, N, V, ignore);
+        ce_bwd_kernel<16 / sizeof(T), STORE><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, lse, dout, dx, N, V, ignore);
     else
-        ce_bwd_kernel<1, STORE><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, dout, dx, N, V, ignore);
+        ce_bwd_kernel<1, STORE><<<grid, DSA_ROW_THREADS, 0, dsa_stream()>>>(x, tg, lse, dout, dx, N, V, ignore);
 }
 
 template <typename T, typename G>
-static void ce_bwd_launch(const T *x, const int32_t *tg, const G *dout, G *dx, int64_t N, int V, int ignore, bool store) {
-    if (store) ce_bwd_launch<true>(x, tg, dout, dx, N, V, ignore);
-    else ce_bwd_launch<false>(x, tg, dout, dx, N, V, ignore);
+static void ce_bwd_launch(const T *x, const int32_t *tg, const float *lse, const G *dout, G *dx, int64_t N, int V, int ignore,
+                          bool store) {
+    if (store) ce_bwd_launch<true>(x, tg, lse, dout, dx, N, V, ignore);
+    else ce_bwd_launch<false>(x, tg, lse, dout, dx, N, V, ignore);
 }
 
 extern "C" dsa_status dsa_cross_entropy_bwd_cuda(const dsa_tensor *logits, const dsa_tensor *targets, int ignore_index,
-                                                 const dsa_tensor *dout, dsa_tensor *dlogits, bool store) {
+                                                 const dsa_tensor *lse, const dsa_tensor *dout, dsa_tensor *dlogits, bool store) {
+    const float *lp = lse ? (const float *)lse->data : NULL;
     int64_t N = logits->shape[0];
     int V = (int)logits->shape[1];
     if (N == 0 || !dlogits) return DSA_OK;
@@ -220,11 +231,11 @@ extern "C" dsa_status dsa_cross_entropy_bwd_cuda(const dsa_tensor *logits, const
     ce_count_kernel<<<1, 1024, 0, dsa_stream()>>>(tg, N, V, ignore_index);
     CUDA_LAUNCH_CHECK("cross_entropy_count");
     if (logits->dtype == DSA_F64)
-        ce_bwd_launch((const double *)logits->data, tg, (const double *)dout->data, (double *)dlogits->data, N, V, ignore_index,
-                      store);
+        ce_bwd_launch((const double *)logits->data, tg, lp, (const double *)dout->data, (double *)dlogits->data, N, V,
+                      ignore_index, store);
     else
         DSA_DISPATCH_FLOAT(logits->dtype, "cross_entropy_bwd",
-                           ce_bwd_launch((const scalar_t *)logits->data, tg, (const float *)dout->data,
+                           ce_bwd_launch((const scalar_t *)logits->data, tg, lp, (const float *)dout->data,
                                          (float *)dlogits->data, N, V, ignore_index, store));
     CUDA_LAUNCH_CHECK("cross_entropy_bwd");
     return DSA_OK;

@@ -46,24 +46,27 @@ dsa_status dsa_scatter_add_rows_bwd_cuda(const dsa_tensor *x, const dsa_tensor *
                                          dsa_tensor *dx);
 dsa_status dsa_rmsnorm_fwd_cuda(const dsa_tensor *x, const dsa_tensor *w, double eps, dsa_tensor *out);
 dsa_status dsa_rmsnorm_bwd_cuda(const dsa_tensor *x, const dsa_tensor *w, double eps, const dsa_tensor *dout,
-                                dsa_tensor *dx, dsa_tensor *dw);
+                                dsa_tensor *dx, dsa_tensor *dw, bool store);
 dsa_status dsa_layernorm_fwd_cuda(const dsa_tensor *x, const dsa_tensor *w, const dsa_tensor *b, double eps,
                                   dsa_tensor *out);
 dsa_status dsa_layernorm_bwd_cuda(const dsa_tensor *x, const dsa_tensor *w, const dsa_tensor *b, double eps,
                                   const dsa_tensor *dout, dsa_tensor *dx, dsa_tensor *dw, dsa_tensor *db);
 dsa_status dsa_rope_fwd_cuda(const dsa_tensor *x, const dsa_tensor *pos, int offset, int rope_dim, double theta,
                              dsa_rope_pairing pairing, dsa_tensor *out);
+// store (rope, rmsnorm): dx written instead of added into.
 dsa_status dsa_rope_bwd_cuda(const dsa_tensor *pos, int offset, int rope_dim, double theta, dsa_rope_pairing pairing,
-                             const dsa_tensor *dout, dsa_tensor *dx);
+                             const dsa_tensor *dout, dsa_tensor *dx, bool store);
 dsa_status dsa_softmax_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);
 dsa_status dsa_softmax_bwd_cuda(const dsa_tensor *out, const dsa_tensor *dout, dsa_tensor *dx);
 dsa_status dsa_logsumexp_fwd_cuda(const dsa_tensor *x, dsa_tensor *out);
 dsa_status dsa_logsumexp_bwd_cuda(const dsa_tensor *x, const dsa_tensor *out, const dsa_tensor *dout, dsa_tensor *dx);
+// lse (f32 [N], or NULL): receives each row's log-sum-exp (rows with a target) for the backward, which
+// then reads the logits once.
 dsa_status dsa_cross_entropy_fwd_cuda(const dsa_tensor *logits, const dsa_tensor *targets, int ignore_index,
-                                      dsa_tensor *out);
+                                      dsa_tensor *out, dsa_tensor *lse);
 // store: dlogits written (zeros in rows without a target) instead of added into.
 dsa_status dsa_cross_entropy_bwd_cuda(const dsa_tensor *logits, const dsa_tensor *targets, int ignore_index,
-                                      const dsa_tensor *dout, dsa_tensor *dlogits, bool store);
+                                      const dsa_tensor *lse, const dsa_tensor *dout, dsa_tensor *dlogits, bool store);
 dsa_status dsa_slice_fwd_cuda(const dsa_tensor *x, int dim, int64_t start, dsa_tensor *out);
 dsa_status dsa_slice_bwd_cuda(int dim, int64_t start, const dsa_tensor *dout, dsa_tensor *dx);
 // dst[..., dst_start + k, ...] (=|+=) src[..., src_start + k, ...] for k < len along dim (the other dims

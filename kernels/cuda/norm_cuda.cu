@@ -70,7 +70,7 @@ __global__ void rmsnorm_bwd_kernel(const T *x, const T *w, const G *dout, G *dx,
 template <int NV>
 __global__ void __launch_bounds__(32 * RMS_WARP_ROWS) rmsnorm_bwd_warp_kernel(const float *__restrict__ x, const float *__restrict__ w,
                                                                               const float *__restrict__ dout, float *dx, float *dw,
-                                                                              int64_t rows, float eps) {
+                                                                              int64_t rows, float eps, bool store) {
     constexpr int D = 128 * NV;
     __shared__ float sdw[D];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(32 * RMS_WARP_ROWS) rmsnorm_bwd_warp_kernel(co
 #pragma unroll
         for (int k = 0; k < NV; k++) {
             if (dx) {
-                float4 *d = (float4 *)(dx + r * D) + 32 * k + lane, o = *d;
+                float4 *d = (float4 *)(dx + r * D) + 32 * k + lane, o = store ? make_float4(0.f, 0.f, 0.f, 0.f) : *d;
                 o.x += rs * gv[k].x * wv[k].x - xv[k].x * c;
                 o.y += rs * gv[k].y * wv[k].y - xv[k].y * c;
                 o.z += rs * gv[k].z * wv[k].z - xv[k].z * c;
@@ -216,20 +216,21 @@ extern "C" dsa_status dsa_rmsnorm_fwd_cuda(const dsa_tensor *x, const dsa_tensor
 }
 
 extern "C" dsa_status dsa_rmsnorm_bwd_cuda(const dsa_tensor *x, const dsa_tensor *w, double eps, const dsa_tensor *dout,
-                                           dsa_tensor *dx, dsa_tensor *dw) {
+                                           dsa_tensor *dx, dsa_tensor *dw, bool store) {
     int64_t rows;
     int D;
     rows_and_dim(x, &rows, &D);
     if (rows == 0 || (!dx && !dw)) return DSA_OK;
+    bool warp = x->dtype == DSA_F32 && D % 128 == 0 && D <= 1024 && !dsa_shape_generic() && (uintptr_t)x->data % 16 == 0 &&
+                (uintptr_t)w->data % 16 == 0 && (uintptr_t)dout->data % 16 == 0 && (!dx || (uintptr_t)dx->data % 16 == 0);
+    if (store && dx && !warp) CUDA_TRY(cudaMemsetAsync(dx->data, 0, dsa_nbytes(dx), dsa_stream()));  // (added into below)
     if (x->dtype == DSA_F64) {
         size_t sm = (size_t)D * sizeof(double);
         bool use = dw && sm <= NORM_SMEM_MAX_BYTES;
         rmsnorm_bwd_kernel<double, double><<<dw ? dsa_row_blocks(rows) : dsa_grid_rows(rows), DSA_ROW_THREADS, use ? sm : 0, dsa_stream()>>>(
             (const double *)x->data, (const double *)w->data, (const double *)dout->data, GPTR(dx, double),
             GPTR(dw, double), rows, D, eps, use);
-    } else if (x->dtype == DSA_F32 && D % 128 == 0 && D <= 1024 && !dsa_shape_generic() &&
-               (uintptr_t)x->data % 16 == 0 && (uintptr_t)w->data % 16 == 0 && (uintptr_t)dout->data % 16 == 0 &&
-               (!dx || (uintptr_t)dx->data % 16 == 0)) {
+    } else if (warp) {
         // Two blocks an SM at most: each adds its dw once.
         int64_t cap = 2 * (int64_t)(dsa_cuda()->sm_count > 0 ? dsa_cuda()->sm_count : 132);
         int64_t need = (rows + RMS_WARP_ROWS - 1) / RMS_WARP_ROWS;
@@ -239,7 +240,7 @@ extern "C" dsa_status dsa_rmsnorm_bwd_cuda(const dsa_tensor *x, const dsa_tensor
         switch (D / 128) {
 #define RMS_WARP_CASE(NV)                                                                                           \
     case NV:                                                                                                      \
-        rmsnorm_bwd_warp_kernel<NV><<<grid, 32 * RMS_WARP_ROWS, 0, dsa_stream()>>>(xp, wp, gp, dxp, dwp, rows, (float)eps); \
+        rmsnorm_bwd_warp_kernel<NV><<<grid, 32 * RMS_WARP_ROWS, 0, dsa_stream()>>>(xp, wp, gp, dxp, dwp, rows, (float)eps, store); \
         break;
             RMS_WARP_CASE(1) RMS_WARP_CASE(2) RMS_WARP_CASE(3) RMS_WARP_CASE(4)
             RMS_WARP_CASE(5) RMS_WARP_CASE(6) RMS_WARP_CASE(7) RMS_WARP_CASE(8)

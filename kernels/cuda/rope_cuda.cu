@@ -101,7 +101,8 @@ extern "C" dsa_status dsa_rope_fwd_cuda(const dsa_tensor *x, const dsa_tensor *p
 }
 
 extern "C" dsa_status dsa_rope_bwd_cuda(const dsa_tensor *pos, int offset, int rope_dim, double theta,
-                                        dsa_rope_pairing pairing, const dsa_tensor *dout, dsa_tensor *dx) {
+                                        dsa_rope_pairing pairing, const dsa_tensor *dout, dsa_tensor *dx, bool store) {
+    const bool acc = !store;  // (both kernels write every element of dx)
     int64_t T, per_t, n = dsa_numel(dout);
     int Dm;
     rope_dims(dout, &T, &per_t, &Dm);
@@ -111,22 +112,22 @@ extern "C" dsa_status dsa_rope_bwd_cuda(const dsa_tensor *pos, int offset, int r
         unsigned R = (unsigned)(per_t / Dm), grid = dsa_blocks(T * (Dm / 2), 256);
         if (dx->dtype == DSA_F64)
             rope_pairs_kernel<double, double><<<grid, 256, 0, dsa_stream()>>>(
-                (const double *)dout->data, (const int32_t *)pos->data, (double *)dx->data, true, (uint32_t)T, R, Dm,
+                (const double *)dout->data, (const int32_t *)pos->data, (double *)dx->data, acc, (uint32_t)T, R, Dm,
                 theta, il, -1.0);
         else
             rope_pairs_kernel<float, float><<<grid, 256, 0, dsa_stream()>>>(
-                (const float *)dout->data, (const int32_t *)pos->data, (float *)dx->data, true, (uint32_t)T, R, Dm,
+                (const float *)dout->data, (const int32_t *)pos->data, (float *)dx->data, acc, (uint32_t)T, R, Dm,
                 theta, il, -1.0);
         CUDA_LAUNCH_CHECK("rope_bwd");
         return DSA_OK;
     }
     if (dx->dtype == DSA_F64)
         rope_kernel<double, double><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
-            (const double *)dout->data, (const int32_t *)pos->data, (double *)dx->data, true, T, per_t, Dm, offset,
+            (const double *)dout->data, (const int32_t *)pos->data, (double *)dx->data, acc, T, per_t, Dm, offset,
             rope_dim, theta, il, -1.0);
     else
         rope_kernel<float, float><<<dsa_blocks(n, 256), 256, 0, dsa_stream()>>>(
-            (const float *)dout->data, (const int32_t *)pos->data, (float *)dx->data, true, T, per_t, Dm, offset,
+            (const float *)dout->data, (const int32_t *)pos->data, (float *)dx->data, acc, T, per_t, Dm, offset,
             rope_dim, theta, il, -1.0);
     CUDA_LAUNCH_CHECK("rope_bwd");
     return DSA_OK;

@@ -473,13 +473,16 @@ static void test_invalid_indices(void) {
     dsa_tensor *loss = dsa_tensor_new(g_cg, DSA_STEP, DSA_F32, DSA_CUDA, 0, NULL);
     dsa_tensor *one = dsa_from_host(g_cg, DSA_STEP, DSA_F32, DSA_CUDA, 0, NULL, (const float[]){1.0f});
     dsa_tensor *dlg = dsa_zeros(g_cg, DSA_STEP, DSA_F32, DSA_CUDA, 2, DSA_SHAPE(R, V));
-    CHECK_OK(dsa_cross_entropy_fwd_cuda(lg, tg, -100, loss));
+    dsa_tensor *lse = dsa_tensor_new(g_cg, DSA_STEP, DSA_F32, DSA_CUDA, 1, DSA_SHAPE(R));
+    dsa_tensor *dlg_lse = rnd(DSA_F32, 2, DSA_SHAPE(R, V));  // written from the forward's row statistics
+    CHECK_OK(dsa_cross_entropy_fwd_cuda(lg, tg, -100, loss, lse));
     dsa_tensor *dlg_store = rnd(DSA_F32, 2, DSA_SHAPE(R, V));  // written over (rows without a target: zeros)
-    CHECK_OK(dsa_cross_entropy_bwd_cuda(lg, tg, -100, one, dlg, false));
-    CHECK_OK(dsa_cross_entropy_bwd_cuda(lg, tg, -100, one, dlg_store, true));
+    CHECK_OK(dsa_cross_entropy_bwd_cuda(lg, tg, -100, NULL, one, dlg, false));
+    CHECK_OK(dsa_cross_entropy_bwd_cuda(lg, tg, -100, NULL, one, dlg_store, true));
+    CHECK_OK(dsa_cross_entropy_bwd_cuda(lg, tg, -100, lse, one, dlg_lse, true));
     CHECK_OK(dsa_device_sync(DSA_CUDA));
     double *hx = host_of(x), *hg = host_of(g), *h1 = host_of(o1), *h2 = host_of(o2), *h3 = host_of(o3),
-           *h4 = host_of(o4), *hl = host_of(lg), *hloss = host_of(loss), *hd = host_of(dlg), *hds = host_of(dlg_store);
+           *h4 = host_of(o4), *hl = host_of(lg), *hloss = host_of(loss), *hd = host_of(dlg), *hds = host_of(dlg_store), *hdl = host_of(dlg_lse);
     double e1[24] = {0}, e2[24] = {0}, e3[24] = {0}, e4[24] = {0}, ed[30] = {0}, el = 0, err = 0;
     for (int m = 0; m < R; m++) {
         int s = hidx[m];
@@ -504,11 +507,11 @@ static void test_invalid_indices(void) {
     }
     for (int i = 0; i < R * W; i++)
         err = fmax(err, fmax(fmax(fabs(h1[i] - e1[i]), fabs(h2[i] - e2[i])), fmax(fabs(h3[i] - e3[i]), fabs(h4[i] - e4[i]))));
-    for (int i = 0; i < R * V; i++) err = fmax(err, fmax(fabs(hd[i] - ed[i]), fabs(hds[i] - ed[i])));
+    for (int i = 0; i < R * V; i++) err = fmax(err, fmax(fabs(hd[i] - ed[i]), fmax(fabs(hds[i] - ed[i]), fabs(hdl[i] - ed[i]))));
     err = fmax(err, fabs(hloss[0] - el));
     CHECK(err <= 1e-5, "invalid indices: max abs err %.3g", err);
     printf("%-44s max abs err %.3e\n", "kernels skip invalid indices (gather/scatter/CE)", err);
-    free(hx), free(hg), free(h1), free(h2), free(h3), free(h4), free(hl), free(hloss), free(hd), free(hds);
+    free(hx), free(hg), free(h1), free(h2), free(h3), free(h4), free(hl), free(hloss), free(hd), free(hds), free(hdl);
     dsa_ctx_step_reset(g_cg);
 }
 
