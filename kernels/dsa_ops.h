@@ -49,6 +49,10 @@ dsa_status dsa_indexer_topk(dsa_ctx *c, dsa_tensor *q, dsa_tensor *k, dsa_tensor
 // q, k, w per SPEC 6 (dw', dq^I, dk^I; dk^I accumulated in fp32).
 dsa_tensor *dsa_indexer_gather_logits(dsa_ctx *c, dsa_tensor *q, dsa_tensor *k, dsa_tensor *w, dsa_tensor *idx,
                                       dsa_tensor *topk_length);
+// The same op when the values are already known: `given` [T, K] in q's dtype (dsa_indexer_topk's score
+// at these idx) becomes the output without recomputing it; NULL: dsa_indexer_gather_logits.
+dsa_tensor *dsa_indexer_gather_logits_given(dsa_ctx *c, dsa_tensor *q, dsa_tensor *k, dsa_tensor *w, dsa_tensor *idx,
+                                            dsa_tensor *topk_length, dsa_tensor *given);
 
 // ---- SPEC 3: sparse MQA attention with optional sink ----------------------------------------------
 typedef struct {

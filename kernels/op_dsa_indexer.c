@@ -87,13 +87,26 @@ static dsa_status gather_backward(dsa_ctx *c, dsa_node *n) {
 
 dsa_tensor *dsa_indexer_gather_logits(dsa_ctx *c, dsa_tensor *q, dsa_tensor *k, dsa_tensor *w, dsa_tensor *idx,
                                       dsa_tensor *topk_length) {
+    return dsa_indexer_gather_logits_given(c, q, k, w, idx, topk_length, NULL);
+}
+
+dsa_tensor *dsa_indexer_gather_logits_given(dsa_ctx *c, dsa_tensor *q, dsa_tensor *k, dsa_tensor *w, dsa_tensor *idx,
+                                            dsa_tensor *topk_length, dsa_tensor *given) {
     const char *op = "dsa_indexer_gather_logits";
     DSA_TRY_NULL(dsa_op_check_indexer(op, q, k, w));
     DSA_TRY_NULL(dsa_op_check_topk(op, idx, topk_length, q->shape[0], q));
     int64_t shape[2] = {q->shape[0], idx->shape[1]};
-    dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 2, shape);
+    if (given && (given->dtype != q->dtype || given->device != q->device || given->ndim != 2 ||
+                  given->shape[0] != shape[0] || given->shape[1] != shape[1] || given->requires_grad)) {
+        char gs[96], is[96];
+        dsa_error_set(DSA_ERR_SHAPE, "%s: the given logits %s (%s) must be [T, K] of idx %s in q's dtype %s, without gradient",
+                      op, dsa_shape_str(given, gs, sizeof gs), dsa_dtype_name(given->dtype), dsa_shape_str(idx, is, sizeof is),
+                      dsa_dtype_name(q->dtype));
+        return NULL;
+    }
+    dsa_tensor *out = given ? given : dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 2, shape);
     if (!out) return NULL;
-    if (dsa_numel(out) > 0)
+    if (!given && dsa_numel(out) > 0)
         DSA_TRY_NULL(DSA_ON_DEVICE(q->device, dsa_indexer_gather_fwd_cpu(q, k, w, idx, topk_length, out),
                                    dsa_indexer_gather_fwd_cuda(q, k, w, idx, topk_length, out)));
     dsa_node *n = dsa_record(c, op, gather_backward, (dsa_tensor *[]){q, k, w}, 3, &out, 1);

@@ -38,11 +38,11 @@ dsa_status dsa_indexer_forward(dsa_ctx *c, const dsa_model *m, const dsa_indexer
     return DSA_OK;
 }
 
-dsa_status dsa_indexer_select(dsa_ctx *c, const dsa_model *m, const dsa_indexer_acts *a, const dsa_model_batch *b,
+dsa_status dsa_indexer_select(dsa_ctx *c, const dsa_model *m, dsa_indexer_acts *a, const dsa_model_batch *b,
                               dsa_tensor **idx, dsa_tensor **topk_length) {
-    dsa_tensor *score = NULL;
+    a->score = NULL;
     dsa_status s = dsa_indexer_topk(c, a->q, a->k, a->w, b->start, b->end, m->cfg.index_topk, idx, topk_length,
-                                    &score);
+                                    &a->score);
     if (s != DSA_OK) dsa_error_context("indexer top-k");
     return s;
 }
@@ -62,7 +62,9 @@ dsa_tensor *dsa_indexer_sparse_kl(dsa_ctx *c, const dsa_model *m, const dsa_inde
     bool prev = dsa_set_grad_enabled(c, false);
     dsa_tensor *target = kl_target(c, m, dsa_detach(c, heads));
     dsa_set_grad_enabled(c, prev);
-    dsa_tensor *logits = dsa_model_ops_out(c, m, dsa_indexer_gather_logits(c, a->q, a->k, a->w, idx, topk_length));
+    // The logits at the picks: the top-k's own (same values, no second gather) when it made these picks.
+    dsa_tensor *logits =
+        dsa_model_ops_out(c, m, dsa_indexer_gather_logits_given(c, a->q, a->k, a->w, idx, topk_length, a->score));
     dsa_tensor *kl = dsa_kl_indexer_loss(c, logits, target, b->is_real, coeff, b->n_real);
     if (!kl) dsa_error_context("sparse indexer KL loss");
     return kl;

@@ -114,7 +114,7 @@ static dsa_tensor *dense_attention(dsa_ctx *c, const dsa_model *m, const dsa_lay
 }
 
 // The indexer's top-k, or the recorded one (dsa_topk_cache).
-static dsa_status select_topk(dsa_ctx *c, const dsa_model *m, int layer, const dsa_indexer_acts *ia,
+static dsa_status select_topk(dsa_ctx *c, const dsa_model *m, int layer, dsa_indexer_acts *ia,
                               const dsa_model_batch *b, dsa_topk_cache *cache, dsa_tensor **idx, dsa_tensor **len) {
     if (cache && cache->mode == DSA_TOPK_REPLAY) {
         *idx = cache->idx[layer];

@@ -580,6 +580,17 @@ static void check_indexer(const char *name, dsa_dtype dt, int64_t T, int64_t S, 
         if (dt == DSA_F64) CHECK(diff == 0, "%s fused topk differs in %lld slots", name, (long long)diff);
         else CHECK(diff <= n / 200 + 2, "%s fused topk differs in %lld slots", name, (long long)diff);
     }
+    {  // its scores are the gathered logits at its picks (the sparse KL takes them as the gather's output)
+        dsa_tensor *at = zeros_pair(cd, dt, 2, DSA_SHAPE(T, K)).g;
+        CHECK_OK(dsa_indexer_gather_fwd_cuda(q.g, k.g, w.g, ix.g, tl.g, at));
+        CHECK_OK(dsa_device_sync(DSA_CUDA));
+        bool same_inf;
+        double es = finite_rel_l2(sc.g, at), tol_s = dt == DSA_BF16 ? 4e-3 : 1e-4;
+        logits_rel(sc.g, at, &same_inf);
+        printf("%-34s indexer_topk scores vs gathered logits at its picks: rel L2 %.2e (tol %.0e), -inf pattern %s\n", name, es,
+               tol_s, same_inf ? "identical" : "DIFFERENT");
+        CHECK(es <= tol_s && same_inf, "%s topk scores vs gathered rel %.3e pattern %d", name, es, same_inf);
+    }
 
     // Gathered logits at the CPU picks (with edge rows mixed in) and their backward.
     int32_t *idx = malloc(sizeof(int32_t) * T * K), *len = malloc(sizeof(int32_t) * T);
