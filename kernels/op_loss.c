@@ -57,9 +57,10 @@ dsa_tensor *dsa_cross_entropy(dsa_ctx *c, dsa_tensor *logits, dsa_tensor *target
     DSA_TRY_NULL(check_targets(logits, targets, ignore_index));
     dsa_tensor *out = dsa_tensor_new(c, DSA_STEP, logits->dtype, logits->device, 0, NULL);
     if (!out) return NULL;
-    // On the GPU the rows' log-sum-exp goes to the backward (a third input of the node, without gradient).
+    // On the GPU the rows' log-sum-exp goes to the backward (a third input of the node, without gradient);
+    // an f32 one, so not for f64 logits (their backward recomputes it in f64).
     dsa_tensor *lse = NULL;
-    if (logits->device == DSA_CUDA && logits->requires_grad && c->grad_enabled &&
+    if (logits->device == DSA_CUDA && logits->dtype != DSA_F64 && logits->requires_grad && c->grad_enabled &&
         !(lse = dsa_tensor_new(c, DSA_STEP, DSA_F32, logits->device, 1, DSA_SHAPE(logits->shape[0]))))
         return NULL;
     DSA_TRY_NULL(DSA_ON_DEVICE(logits->device, dsa_cross_entropy_fwd_cpu(logits, targets, ignore_index, out),
