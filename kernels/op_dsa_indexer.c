@@ -99,9 +99,8 @@ dsa_tensor *dsa_indexer_gather_logits_given(dsa_ctx *c, dsa_tensor *q, dsa_tenso
     if (given && (given->dtype != q->dtype || given->device != q->device || given->ndim != 2 ||
                   given->shape[0] != shape[0] || given->shape[1] != shape[1] || given->requires_grad)) {
         char gs[96], is[96];
-        dsa_error_set(DSA_ERR_SHAPE, "%s: the given logits %s (%s) must be [T, K] of idx %s in q's dtype %s, without gradient",
-                      op, dsa_shape_str(given, gs, sizeof gs), dsa_dtype_name(given->dtype), dsa_shape_str(idx, is, sizeof is),
-                      dsa_dtype_name(q->dtype));
+        dsa_error_set(DSA_ERR_SHAPE, "%s: the given logits %s must be [T, K] of idx %s, in q's dtype %s, without gradient", op,
+                      dsa_shape_str(given, gs, sizeof gs), dsa_shape_str(idx, is, sizeof is), dsa_dtype_name(q->dtype));
         return NULL;
     }
     dsa_tensor *out = given ? given : dsa_tensor_new(c, DSA_STEP, q->dtype, q->device, 2, shape);

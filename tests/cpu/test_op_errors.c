@@ -1,6 +1,7 @@
 // Bad inputs make ops return NULL (or a status) with a message that names the op and the shapes.
 #include <string.h>
 #include "common/testing.h"
+#include "kernels/dsa_ops.h"
 
 static dsa_ctx *C;
 static dsa_rng RNG;
@@ -79,6 +80,15 @@ int main(void) {
                  "[3, 4]");
     expect_error("rope slice", dsa_rope(C, a, ints(3, (int32_t[]){0, 1, 2}), 2, 4, 1e4, DSA_ROPE_INTERLEAVED),
                  DSA_ERR_SHAPE, "rope", "[3, 4]", NULL);
+
+    // The sparse KL's logits given by the top-k: their shape must be idx's [T, K].
+    dsa_tensor *iq = randn(DSA_F32, 3, DSA_SHAPE(3, 2, 4)), *ik = randn(DSA_F32, 2, DSA_SHAPE(5, 4));
+    dsa_tensor *iw = randn(DSA_F32, 2, DSA_SHAPE(3, 2)), *iidx = ints(6, (int32_t[]){0, 1, 0, 1, 2, 3});
+    dsa_tensor *iidx2 = iidx ? dsa_view(C, iidx, 2, DSA_SHAPE(3, 2)) : NULL;
+    dsa_tensor *given = randn(DSA_F32, 2, DSA_SHAPE(3, 3));
+    given->requires_grad = false;
+    expect_error("gather_logits given shape", dsa_indexer_gather_logits_given(C, iq, ik, iw, iidx2, NULL, given), DSA_ERR_SHAPE,
+                 "dsa_indexer_gather_logits", "[3, 3]", "[3, 2]");
 
     // NULL propagation: the first failure's message survives a chain of ops.
     dsa_tensor *bad = dsa_matmul(C, a, b, false, false);
