@@ -188,7 +188,8 @@ extern "C" dsa_status dsa_matmul_fwd_cuda(const dsa_tensor *a, const dsa_tensor 
 }
 
 // With X = op(A), Y = op(B), dC = dout: dX = dC Y^T and dY = X^T dC, written back through the
-// transposes (dA = dX or dX^T, dB = dY or dY^T), accumulated (beta = 1) into the f32/f64 grads.
+// transposes (dA = dX or dX^T, dB = dY or dY^T), accumulated (beta = 1) into the f32/f64 grads; with
+// da_store dA is written (beta = 0: its buffer was never zeroed).
 extern "C" dsa_status dsa_matmul_bwd_cuda(const dsa_tensor *a, const dsa_tensor *b, bool ta, bool tb,
                                           const dsa_tensor *dout, dsa_tensor *da, dsa_tensor *db, bool da_store) {
     mm_dims d = dims_of(a, b, ta, tb);
@@ -241,7 +242,7 @@ extern "C" dsa_status dsa_matmul_heads_fwd_cuda(const dsa_tensor *x, const dsa_t
     return gemm_cublas(d.X, d.W, y->data, y->dtype, d.ny, false, tw, d.T, d.N, d.K, d.H, 0.0, d.H * d.ny);
 }
 
-// dx[:, h] += dy[:, h] op(w[h])^T; dw[h] += x[:, h]^T dy[:, h] (tw: dy[:, h]^T x[:, h]).
+// dx[:, h] += dy[:, h] op(w[h])^T (dx_store: =); dw[h] += x[:, h]^T dy[:, h] (tw: dy[:, h]^T x[:, h]).
 extern "C" dsa_status dsa_matmul_heads_bwd_cuda(const dsa_tensor *x, const dsa_tensor *w, bool tw, const dsa_tensor *dout,
                                                 dsa_tensor *dx, dsa_tensor *dw, bool dx_store) {
     heads_dims d = heads_of(x, w, tw, dout);
