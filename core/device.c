@@ -149,14 +149,6 @@ float dsa_cuda_event_ms(void *a, void *b) {
     return ms;
 }
 
-void dsa_cuda_event_free(void *e) {
-#ifdef DSA_HAVE_CUDA
-    if (e) cudaEventDestroy((cudaEvent_t)e);
-#else
-    (void)e;
-#endif
-}
-
 dsa_status dsa_cuda_init(int device_id) {
 #ifdef DSA_HAVE_CUDA
     if (g_cuda_ready) {

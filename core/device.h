@@ -36,12 +36,11 @@ dsa_status dsa_memset0(dsa_device dev, void *p, size_t bytes);
 // Waits for all queued GPU work (no-op on CPU); reports asynchronous kernel errors.
 dsa_status dsa_device_sync(dsa_device dev);
 // Timing events on the CUDA stream (the profiler's events mode): a new event (NULL when none can be
-// made), recorded where the stream's queued work ends; the milliseconds from a to b once b has passed
-// (waits for b); freed. Without CUDA: NULL and 0.
+// made; the profiler keeps its events for the process's life), recorded where the stream's queued work
+// ends; the milliseconds from a to b once b has passed (waits for b). Without CUDA: NULL and 0.
 void *dsa_cuda_event_new(void);
 dsa_status dsa_cuda_event_record(void *e);
 float dsa_cuda_event_ms(void *a, void *b);
-void dsa_cuda_event_free(void *e);
 
 // The CUDA context: one device, one stream, cuBLAS and cuBLASLt handles, a GEMM workspace.
 // Opaque handles are void* so that plain C users need no CUDA headers.
