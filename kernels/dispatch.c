@@ -1,5 +1,10 @@
 #include "dispatch.h"
 
+dsa_tensor *dsa_gpu_store_grad(dsa_ctx *c, dsa_tensor *t, bool *store) {
+    *store = false;
+    return t && t->device == DSA_CUDA ? dsa_grad_buffer_to_store(c, t, store) : dsa_grad_buffer(c, t);
+}
+
 dsa_status dsa_check_float_pair(const char *op, const dsa_tensor *a, const dsa_tensor *b) {
     DSA_TRY(dsa_check_float(op, "a", a));
     DSA_TRY(dsa_check_float(op, "b", b));

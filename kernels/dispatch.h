@@ -25,6 +25,11 @@
         if ((expr) != DSA_OK) return NULL; \
     } while (0)
 
+// The gradient buffer of t for a backward whose GPU kernel can write all of it: on the GPU, where t (a
+// step tensor) has none yet, a new unzeroed buffer and *store = true (write it, do not add); otherwise,
+// and always on the CPU (whose kernels add), dsa_grad_buffer's zeroed or existing one and *store = false.
+dsa_tensor *dsa_gpu_store_grad(dsa_ctx *c, dsa_tensor *t, bool *store);
+
 // Float input checks shared by most ops: non-NULL, float dtype, and (for b) the same dtype and device as a.
 dsa_status dsa_check_float_pair(const char *op, const dsa_tensor *a, const dsa_tensor *b);
 

@@ -42,9 +42,8 @@ static dsa_status swiglu_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *g = n->in[0], *u = n->in[1], *dout = n->out[0]->grad;
     // On the GPU both gradients are written when both are fresh (the MLP's gate and up: nothing else
     // reads them), else zeroed and added into.
-    bool sg = false, su = false, cuda = g->device == DSA_CUDA && g != u;
-    dsa_tensor *dg = cuda ? dsa_grad_buffer_to_store(c, g, &sg) : dsa_grad_buffer(c, g);
-    dsa_tensor *du = cuda ? dsa_grad_buffer_to_store(c, u, &su) : dsa_grad_buffer(c, u);
+    bool sg = false, su = false;
+    dsa_tensor *dg = dsa_gpu_store_grad(c, g, &sg), *du = dsa_gpu_store_grad(c, u, &su);
     if ((g->requires_grad && !dg) || (u->requires_grad && !du)) return dsa_error_status();
     bool store = (!dg || sg) && (!du || su);
     if (!store) {  // one of them already holds a gradient: zero the fresh one, add into both

@@ -74,13 +74,9 @@ dsa_status dsa_indexer_topk(dsa_ctx *c, dsa_tensor *q, dsa_tensor *k, dsa_tensor
 static dsa_status gather_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *q = n->in[0], *k = n->in[1], *w = n->in[2], *idx = n->saved[0], *tl = n->saved[1];
     dsa_tensor *dout = n->out[0]->grad;
-    bool dq_store = false;  // dq stored, not added (its first producer)
-    dsa_tensor *dq = dsa_grad_buffer_to_store(c, q, &dq_store), *dk = dsa_grad_buffer(c, k), *dw = dsa_grad_buffer(c, w);
+    bool dq_store;  // dq stored, not added (its first producer), on the GPU
+    dsa_tensor *dq = dsa_gpu_store_grad(c, q, &dq_store), *dk = dsa_grad_buffer(c, k), *dw = dsa_grad_buffer(c, w);
     if ((q->requires_grad && !dq) || (k->requires_grad && !dk) || (w->requires_grad && !dw)) return dsa_error_status();
-    if (dq_store && dout->device == DSA_CPU) {  // the CPU kernel adds
-        DSA_TRY(dsa_zero(dq));
-        dq_store = false;
-    }
     return DSA_ON_DEVICE(dout->device, dsa_indexer_gather_bwd_cpu(q, k, w, idx, tl, dout, dq, dk, dw),
                          dsa_indexer_gather_bwd_cuda(q, k, w, idx, tl, dout, dq, dk, dw, dq_store));
 }

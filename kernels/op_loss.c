@@ -34,7 +34,7 @@ static dsa_status ce_backward(dsa_ctx *c, dsa_node *n) {
     // On the GPU the logits' gradient (the largest of a step) is written, not zeroed and added into.
     bool store = false;
     dsa_tensor *x = n->in[0], *tg = n->in[1], *dout = n->out[0]->grad;
-    dsa_tensor *dx = x->device == DSA_CUDA ? dsa_grad_buffer_to_store(c, x, &store) : dsa_grad_buffer(c, x);
+    dsa_tensor *dx = dsa_gpu_store_grad(c, x, &store);
     if (!dx) return dsa_error_status();
     int ig = (int)n->i[0];
     return DSA_ON_DEVICE(x->device, dsa_cross_entropy_bwd_cpu(x, tg, ig, dout, dx),

@@ -3,13 +3,6 @@
 #include "kernels/dispatch.h"
 #include "kernels/ops.h"
 
-// An activation's gradient on the GPU is written by the first backward that reaches it (no zeroing
-// pass, no read of zeros; later consumers add into it); on the CPU it is zeroed and added into.
-static dsa_tensor *act_grad(dsa_ctx *c, dsa_tensor *t, bool *store) {
-    *store = false;
-    return t->device == DSA_CUDA ? dsa_grad_buffer_to_store(c, t, store) : dsa_grad_buffer(c, t);
-}
-
 // ---- bf16 operands ----------------------------------------------------------------------------------
 // A CUDA GEMM of f32 tensors in the default precision multiplies bf16-rounded operands with fp32
 // accumulation. cuBLAS can round fp32 operands itself (CUBLAS_COMPUTE_32F_FAST_16BF), but runs at about
@@ -43,7 +36,7 @@ static dsa_tensor *gemm_operand(dsa_ctx *c, dsa_tensor *t, dsa_dtype dt, bool ke
 static dsa_status matmul_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *a = n->in[0], *b = n->in[1], *dout = n->out[0]->grad;
     bool ta = n->i[0] != 0, tb = n->i[1] != 0, da_store;
-    dsa_tensor *da = act_grad(c, a, &da_store), *db = dsa_grad_buffer(c, b);
+    dsa_tensor *da = dsa_gpu_store_grad(c, a, &da_store), *db = dsa_grad_buffer(c, b);
     if ((a->requires_grad && !da) || (b->requires_grad && !db)) return dsa_error_status();
     // The gradient is rounded only where the forward's operands were (f32 tensors); a bf16 tensor's
     // backward keeps its fp32 gradient (the mixed-dtype kernel).
@@ -100,7 +93,7 @@ dsa_tensor *dsa_matmul(dsa_ctx *c, dsa_tensor *a, dsa_tensor *b, bool ta, bool t
 static dsa_status matmul_heads_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *x = n->in[0], *w = n->in[1], *dout = n->out[0]->grad;
     bool tw = n->i[0] != 0, dx_store;
-    dsa_tensor *dx = act_grad(c, x, &dx_store), *dw = dsa_grad_buffer(c, w);
+    dsa_tensor *dx = dsa_gpu_store_grad(c, x, &dx_store), *dw = dsa_grad_buffer(c, w);
     if ((x->requires_grad && !dx) || (w->requires_grad && !dw)) return dsa_error_status();
     dsa_dtype dt = gemm_dtype(x, w);
     dsa_tensor *gx = gemm_operand(c, x, dt, true), *gw = gemm_operand(c, w, dt, true);
@@ -157,7 +150,7 @@ static dsa_status matmul_heads_cat_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *dout = n->out[0]->grad;
     bool tw = n->i[0] != 0, b_store = false, dx_store;
     int64_t N = w->shape[tw ? 1 : 2];
-    dsa_tensor *dx = act_grad(c, x, &dx_store), *dw = dsa_grad_buffer(c, w), *db = dsa_grad_buffer_to_store(c, b, &b_store);
+    dsa_tensor *dx = dsa_gpu_store_grad(c, x, &dx_store), *dw = dsa_grad_buffer(c, w), *db = dsa_grad_buffer_to_store(c, b, &b_store);
     if ((x->requires_grad && !dx) || (w->requires_grad && !dw) || (b->requires_grad && !db)) return dsa_error_status();
     // (GEMMs on the f32 operands in cuBLAS's bf16-rounding mode instead of the cast copy measured no
     // faster: small.cfg 105.7 against 105.5 ms a step, session 23.)

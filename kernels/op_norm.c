@@ -18,7 +18,7 @@ static dsa_status check_param(const char *op, const char *what, const dsa_tensor
 static dsa_status rmsnorm_backward(dsa_ctx *c, dsa_node *n) {
     dsa_tensor *x = n->in[0], *w = n->in[1], *dout = n->out[0]->grad;
     bool store = false;  // on the GPU a fresh dx is written, not zeroed and added into
-    dsa_tensor *dx = x->device == DSA_CUDA ? dsa_grad_buffer_to_store(c, x, &store) : dsa_grad_buffer(c, x);
+    dsa_tensor *dx = dsa_gpu_store_grad(c, x, &store);
     dsa_tensor *dw = dsa_grad_buffer(c, w);
     if ((x->requires_grad && !dx) || (w->requires_grad && !dw)) return dsa_error_status();
     double eps = n->f[0];

@@ -5,7 +5,7 @@
 static dsa_status rope_backward(dsa_ctx *c, dsa_node *n) {
     bool store = false;  // on the GPU a fresh gradient is written, not zeroed and added into
     dsa_tensor *x = n->in[0], *pos = n->in[1], *dout = n->out[0]->grad;
-    dsa_tensor *dx = x->device == DSA_CUDA ? dsa_grad_buffer_to_store(c, x, &store) : dsa_grad_buffer(c, x);
+    dsa_tensor *dx = dsa_gpu_store_grad(c, x, &store);
     if (!dx) return dsa_error_status();
     int offset = (int)n->i[0], rd = (int)n->i[1];
     dsa_rope_pairing pr = (dsa_rope_pairing)n->i[2];
