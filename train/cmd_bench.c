@@ -362,8 +362,7 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
             double pm = time_median_ms(run_chain, &ch, 2, o->runs);
             printf("%s %s %.3f", ch.part ? " +" : "", PART[ch.part], pm);
         }
-        printf(" ms (each timed alone; the gathered backward merges %d row(s) a CTA)\n",
-               dsa_indexer_gather_bwd_merge_rows(ch.qi, ch.ki, a.idx));
+        printf(" ms (each timed alone)\n");
     }
     // Min-bytes: the inputs (q, kv, idx, lse; the indexer's q, k, w) read once, the indexer's gradients
     // written once (the [T, K] intermediates need not leave the chip).

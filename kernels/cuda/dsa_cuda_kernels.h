@@ -38,9 +38,6 @@ dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa_tensor *k,
 dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                        const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *dout,
                                        dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw, bool dq_store);
-// The rows a CTA of the tensor-core gathered backward merges over the union of their picks for these
-// operands (DSA_GATHER_BWD_ROWS; 1: one row a CTA, or the kernel does not take them).
-int dsa_indexer_gather_bwd_merge_rows(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *idx);
 
 // SPEC 3: sparse MQA with sink, heads [h0, h1) per call (the front end loops over head chunks).
 // fwd -> out [T,H,dv], lse [T,H] (KV-only natural log). bwd saved: out, lse; dkv is the fp32

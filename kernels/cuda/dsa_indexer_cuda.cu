@@ -8,7 +8,6 @@
 #include "core/context.h"
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
-#include "kernels/cuda/dsa_pick_union.h"
 #include "kernels/cuda/dsa_wgmma.cuh"
 
 #define IDX_NT 256
@@ -594,76 +593,43 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 // 3 CTAs an SM (the bound holds the registers at 168; four spilled values, reloaded a few times a tile).
 // BULK (sm_90a, DSA_GATHER_BWD_BULK=1): dk's rows leave by bulk reductions (cp.reduce.async.bulk, one
 // instruction per key and half row, the adds done by the copy engine in L2) instead of float4 atomics.
-// MERGED (DSA_GATHER_BWD_ROWS, dsa_pick_union): a CTA takes a group of R neighbouring rows (R * H_I =
-// 16 MT tile rows: q of rows t0 .. t0 + R - 1 is contiguous, so tile row m is head m % H_I of row
-// t0 + m / H_I) over the union of their picks: a key several of the rows picked is gathered once and
-// its dk row leaves as one atomic row; each tile row's dout is its own row's at that key (0 where the
-// row did not pick it, so its G, dq and dw terms vanish). With 8 warps, phase 3 splits each 16-key
-// block's columns in two halves so that every warp has a block.
-template <int MT, int DD, bool BULK = false, bool MERGED = false>
-__global__ void __launch_bounds__(32 * MT, MT <= 4 ? 3 : 1) indexer_gather_bwd_mma_kernel(
+template <int MT, int DD, bool BULK = false>
+__global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
     float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S,
-    bool dq_store, dsa_pick_union un, int HI) {
+    bool dq_store) {
     constexpr int NW = MT, NT = 32 * NW, H = 16 * MT, ldq = DD + 8, D8 = DD / 8, ldg = IDXG_KT + 8;
-    constexpr int RMAX = MERGED ? DSA_UNION_MAX_ROWS : 1;
-    static_assert(!(BULK && MERGED), "the merged kernel reduces dk by atomics");
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
     __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem, *sk = sq + H * ldq, *sg = sk + 2 * IDXG_KT * ldq;
     int *skey = (int *)(sg + H * ldg);
-    float *sdo = (float *)(skey + 2 * IDXG_KT);  // [2][RMAX][IDXG_KT]
-    // The CTA's rows: t0 .. t0 + rows - 1 (one row unmerged; the last group may be short). The longest
-    // (latest) rows go first.
-    const int R = MERGED ? un.R : 1;
-    const int64_t grp = (MERGED ? (T + R - 1) / R : T) - 1 - (int64_t)blockIdx.x, t0 = grp * R;
-    const int rows = MERGED ? (int)min((int64_t)R, T - t0) : 1;
-    const int hi_rows = MERGED ? HI : H;  // heads per query row
-    const int64_t t = t0;                 // unmerged: the row
+    float *sdo = (float *)(skey + 2 * IDXG_KT);
+    int64_t t = T - 1 - (int64_t)blockIdx.x;
     for (int i = tid; i < H * D8; i += NT) {
         int r = i / D8, v = i % D8;
-        const bool ok = !MERGED || r / hi_rows < rows;
-        idxm_cp_async16(sq + r * ldq + v * 8, q + (ok ? (t0 * hi_rows + r) * (int64_t)DD : 0) + v * 8, ok);
+        idxm_cp_async16(sq + r * ldq + v * 8, q + (t * H + r) * (int64_t)DD + v * 8, true);
     }
-    const int64_t n_ent = MERGED ? un.count[grp] : K;
-    int64_t n_tiles = (n_ent + IDXG_KT - 1) / IDXG_KT;
-    const int64_t k_end = MERGED ? 0 : dsa_row_k_end(topk_length, t, K);
-    const int *ukeys = MERGED ? un.keys + grp * (int64_t)un.cap : nullptr;
+    int64_t n_tiles = (K + IDXG_KT - 1) / IDXG_KT;
+    const int64_t k_end = dsa_row_k_end(topk_length, t, K);
     auto slot = [&](int64_t j) -> int {
-        if constexpr (MERGED) return j < n_ent ? ukeys[j] : -1;  // the union's keys are valid
         if (j >= k_end) return -1;
         int s = idx[t * K + j];
         return s >= 0 && (int64_t)s < S ? s : -1;
     };
     // Gathers tile `tile` (keys, their indices, dout with 0 at invalid slots) into buffer `buf`. Every
     // index and dout load is issued before the first copy (a cp.async is a compiler barrier to loads:
-    // loads between copies would wait one L2 round trip each). Merged: one (entry, row) pair's dout a
-    // thread and pass, read at the entry's slot in that row when the row picked it.
+    // loads between copies would wait one L2 round trip each).
     auto fetch = [&](int64_t tile, int buf) {
         const int64_t j0 = tile * IDXG_KT;
-        constexpr int RPT = (RMAX * IDXG_KT + NT - 1) / NT;  // [key, dout] (slot, row) pairs per thread
+        constexpr int RPT = (IDXG_KT + NT - 1) / NT;  // [key, dout] slots per thread
         int rs[RPT];
         float rg[RPT];
 #pragma unroll
         for (int i = 0; i < RPT; i++) {
-            int p = tid + i * NT;
-            if constexpr (MERGED) {
-                const int j = p % IDXG_KT, r = p / IDXG_KT;
-                const int64_t e = j0 + j;
-                rs[i] = -1;
-                rg[i] = 0.f;
-                if (r < rows && e < n_ent) {
-                    const int64_t ge = grp * (int64_t)un.cap + e;
-                    if ((un.rows[ge] >> r) & 1) {
-                        rs[i] = ukeys[e];
-                        rg[i] = Gd[(t0 + r) * K + un.slot[ge * 4 + r]];
-                    }
-                }
-            } else {
-                rs[i] = p < IDXG_KT ? slot(j0 + p) : -1;
-                rg[i] = p < IDXG_KT && j0 + p < K ? Gd[t * K + j0 + p] : 0.f;
-            }
+            int j = tid + i * NT;
+            rs[i] = j < IDXG_KT ? slot(j0 + j) : -1;
+            rg[i] = j < IDXG_KT && j0 + j < K ? Gd[t * K + j0 + j] : 0.f;
         }
         // 8 threads per key, a warp's copy reading 4 keys (H200, T 8192: 176.0 TFLOP/s against 165.1 with
         // 16 threads per key; the forward gather, per warp, measured slower that way: 110.4 against 137.2).
@@ -678,16 +644,11 @@ __global__ void __launch_bounds__(32 * MT, MT <= 4 ? 3 : 1) indexer_gather_bwd_m
             }
         }
 #pragma unroll
-        for (int i = 0; i < RPT; i++) {
-            const int p = tid + i * NT;
-            if constexpr (MERGED) {
-                if (p < RMAX * IDXG_KT) sdo[(buf * RMAX + p / IDXG_KT) * IDXG_KT + p % IDXG_KT] = rg[i];
-                if (p < IDXG_KT) skey[buf * IDXG_KT + p] = j0 + p < n_ent ? ukeys[j0 + p] : -1;
-            } else if (p < IDXG_KT) {
-                skey[buf * IDXG_KT + p] = rs[i];
-                sdo[buf * IDXG_KT + p] = rs[i] >= 0 ? rg[i] : 0.f;
+        for (int i = 0; i < RPT; i++)
+            if (tid + i * NT < IDXG_KT) {
+                skey[buf * IDXG_KT + tid + i * NT] = rs[i];
+                sdo[buf * IDXG_KT + tid + i * NT] = rs[i] >= 0 ? rg[i] : 0.f;
             }
-        }
         __nv_bfloat16 *dst = sk + buf * IDXG_KT * ldq;
         if constexpr (BY8) {
 #pragma unroll
@@ -707,11 +668,8 @@ __global__ void __launch_bounds__(32 * MT, MT <= 4 ? 3 : 1) indexer_gather_bwd_m
     if (n_tiles > 0) fetch(0, 0);
     idxm_cp_async_commit();  // group: q and tile 0
 
-    const int h0 = 16 * warp, wrow = MERGED ? h0 / hi_rows : 0;  // this warp's 16 tile rows: heads of group row wrow
-    const bool wrow_ok = !MERGED || wrow < rows;
-    // Tile row h of the group is element t0 * H_I + h of the [T, H_I] w / dw and [T, H_I, D] dq.
-    const float w_lo = wrow_ok ? __bfloat162float(w[t0 * hi_rows + h0 + g]) : 0.f;
-    const float w_hi = wrow_ok ? __bfloat162float(w[t0 * hi_rows + h0 + g + 8]) : 0.f;
+    const int h0 = 16 * warp;
+    const float w_lo = __bfloat162float(w[t * H + h0 + g]), w_hi = __bfloat162float(w[t * H + h0 + g + 8]);
     float dqa[DD / 8][4];
 #pragma unroll
     for (int n = 0; n < DD / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.f;
@@ -755,7 +713,7 @@ __global__ void __launch_bounds__(32 * MT, MT <= 4 ? 3 : 1) indexer_gather_bwd_m
         // G and dw. Lane (g, c) holds heads h0 + g (acc[.][0..1]) and h0 + g + 8 (acc[.][2..3]) at
         // keys 8 nj + 2c + {0, 1}.
         unsigned ga[4][4];
-        const float *dot = sdo + (buf * RMAX + (MERGED ? min(wrow, RMAX - 1) : 0)) * IDXG_KT;
+        const float *dot = sdo + buf * IDXG_KT;
 #pragma unroll
         for (int nj = 0; nj < 8; nj++) {
             float2 d2 = *(const float2 *)(dot + 8 * nj + 2 * c);
@@ -784,26 +742,21 @@ __global__ void __launch_bounds__(32 * MT, MT <= 4 ? 3 : 1) indexer_gather_bwd_m
         }
         __syncthreads();  // G of every head is in shared memory
         // 3. dk of 16-key blocks: M = keys, N = DD, K-dim = heads.
-        // Work units: the tile's 4 blocks of 16 keys, each in CS column parts of DC columns (CS 2 with 8
-        // warps, so that every warp has one).
-        constexpr int CS = NW >= 8 ? 2 : 1, DC = DD / CS;
-        static_assert(!BULK || CS == 1, "bulk rows are whole rows");
         if (dk)
-            for (int u = warp; u < (IDXG_KT / 16) * CS; u += NW) {
-                const int kb0 = 16 * (u % (IDXG_KT / 16)), col0 = CS == 1 ? 0 : DC * (u / (IDXG_KT / 16));
+            for (int kb0 = 16 * warp; kb0 < IDXG_KT; kb0 += 16 * NW) {
                 int key_lo = kt[kb0 + g], key_hi = kt[kb0 + g + 8];
                 if (!__any_sync(0xffffffffu, key_lo >= 0 || key_hi >= 0)) continue;  // warp-uniform
-                float dka[DC / 8][4];
+                float dka[DD / 8][4];
 #pragma unroll
-                for (int n = 0; n < DC / 8; n++) dka[n][0] = dka[n][1] = dka[n][2] = dka[n][3] = 0.f;
+                for (int n = 0; n < DD / 8; n++) dka[n][0] = dka[n][1] = dka[n][2] = dka[n][3] = 0.f;
 #pragma unroll
                 for (int hk = 0; hk < MT; hk++) {
                     unsigned a[4];
                     idxm_ldmatrix_x4_trans(a, sg + at_off + 16 * hk * ldg + kb0);
 #pragma unroll
-                    for (int dp = 0; dp < DC / 16; dp++) {
+                    for (int dp = 0; dp < DD / 16; dp++) {
                         unsigned r[4];
-                        idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + col0 + 16 * dp);
+                        idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + 16 * dp);
                         unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
                         dsa_mma_bf16_16816(dka[2 * dp], a, b0);
                         dsa_mma_bf16_16816(dka[2 * dp + 1], a, b1);
@@ -845,7 +798,7 @@ __global__ void __launch_bounds__(32 * MT, MT <= 4 ? 3 : 1) indexer_gather_bwd_m
                 constexpr int SST = 20;
                 float *st = (float *)(sk + buf * IDXG_KT * ldq) + warp * 16 * SST;
 #pragma unroll
-                for (int p = 0; p < DC / 16; p++) {
+                for (int p = 0; p < DD / 16; p++) {
                     __syncwarp();  // the previous chunk has been read back
                     *(float2 *)(st + g * SST + 2 * c) = make_float2(dka[2 * p][0], dka[2 * p][1]);
                     *(float2 *)(st + (g + 8) * SST + 2 * c) = make_float2(dka[2 * p][2], dka[2 * p][3]);
@@ -857,16 +810,16 @@ __global__ void __launch_bounds__(32 * MT, MT <= 4 ? 3 : 1) indexer_gather_bwd_m
                         const int row = 8 * i + (lane >> 2), c4 = lane & 3;
                         const float4 v = *(const float4 *)(st + row * SST + 4 * c4);
                         const int key = i ? key_hi : key_lo;  // rows g and g + 8: this lane's own keys
-                        if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + col0 + 16 * p + 4 * c4), v);
+                        if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + 16 * p + 4 * c4), v);
                     }
                 }
             }
     }
     idxm_cp_async_wait_all();
     // dq and dw of the row belong to this CTA alone: plain read-modify-write (dq: stores when its buffer
-    // is the gradient's first and holds anything; the CTA writes all H x DD of its rows).
-    if (dq && wrow_ok) {
-        float *r_lo = dq + (t0 * hi_rows + h0 + g) * DD + 2 * c, *r_hi = r_lo + 8 * DD;
+    // is the gradient's first and holds anything; the CTA writes all H x DD of row t).
+    if (dq) {
+        float *r_lo = dq + (t * H + h0 + g) * DD + 2 * c, *r_hi = r_lo + 8 * DD;
 #pragma unroll
         for (int n = 0; n < DD / 8; n++) {
             const float2 z = make_float2(0.f, 0.f);
@@ -875,14 +828,14 @@ __global__ void __launch_bounds__(32 * MT, MT <= 4 ? 3 : 1) indexer_gather_bwd_m
             *(float2 *)(r_hi + 8 * n) = make_float2(b.x + dqa[n][2], b.y + dqa[n][3]);
         }
     }
-    if (dw && wrow_ok) {
+    if (dw) {
         dw_lo += __shfl_xor_sync(0xffffffffu, dw_lo, 1);
         dw_lo += __shfl_xor_sync(0xffffffffu, dw_lo, 2);
         dw_hi += __shfl_xor_sync(0xffffffffu, dw_hi, 1);
         dw_hi += __shfl_xor_sync(0xffffffffu, dw_hi, 2);
         if (c == 0) {
-            dw[t0 * hi_rows + h0 + g] += dw_lo;
-            dw[t0 * hi_rows + h0 + g + 8] += dw_hi;
+            dw[t * H + h0 + g] += dw_lo;
+            dw[t * H + h0 + g + 8] += dw_hi;
         }
     }
 }
@@ -1034,22 +987,9 @@ static size_t gather_mma_smem(int nw, int64_t H, int64_t D) {
     int tiles = nw == 8 ? 8 : 2 * nw;  // NW 8 is single buffered
     return sizeof(__nv_bfloat16) * (size_t)(H + tiles * IDXG_KT) * (size_t)(D + 8) + sizeof(int) * tiles * IDXG_KT;
 }
-// H: the tile's rows (R * H_I merged); rmax: dout rows a slot (DSA_UNION_MAX_ROWS merged, else 1).
-static size_t gather_bwd_mma_smem(int64_t H, int64_t D, int rmax = 1) {
+static size_t gather_bwd_mma_smem(int64_t H, int64_t D) {
     return sizeof(__nv_bfloat16) * ((size_t)(H + 2 * IDXG_KT) * (size_t)(D + 8) + (size_t)H * (IDXG_KT + 8)) +
-           (sizeof(int) + sizeof(float) * rmax) * 2 * IDXG_KT;
-}
-// Merged rows in the gathered backward (DSA_GATHER_BWD_ROWS = the rows a group at most; 1, the default,
-// keeps one row a CTA): R = min(want, 4, 128 / H_I, 4096 / K), taken when R >= 2 and the tile's R * H_I
-// rows are 64 or 128 (4 or 8 warps); else 1.
-static int gather_bwd_rows(int64_t H, int64_t K, int64_t S) {
-    static int want = -1;
-    if (want < 0) want = dsa_env_int("DSA_GATHER_BWD_ROWS", 1);
-    int64_t R = want < DSA_UNION_MAX_ROWS ? want : DSA_UNION_MAX_ROWS;
-    if (128 / H < R) R = 128 / H;
-    if (K > 0 && DSA_UNION_MAX_PICKS / K < R) R = DSA_UNION_MAX_PICKS / K;
-    if (R < 2 || (R * H != 64 && R * H != 128) || S >= ((int64_t)1 << 29)) return 1;
-    return (int)R;
+           (sizeof(int) + sizeof(float)) * 2 * IDXG_KT;
 }
 // Shared conditions: bf16 q, k, w; H in {16, 32, 48, 64}; D % 16 == 0; 16-byte aligned q and k (the
 // cp.async rows); i32 slot indices.
@@ -1127,7 +1067,7 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     int64_t T_ = q->shape[0], H = q->shape[1], S = k->shape[0], K = idx->shape[1];
     size_t smem = gather_bwd_mma_smem(H, DD);
     void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
-                 const float *, float *, float *, float *, int64_t, int64_t, int64_t, bool, dsa_pick_union, int);
+                 const float *, float *, float *, float *, int64_t, int64_t, int64_t, bool);
     // DSA_GATHER_BWD_BULK=1 (sm_90): dk by bulk reductions (comparisons).
     static int bulk = -1;
     if (bulk < 0) {
@@ -1135,27 +1075,17 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
         DSA_TRY(dsa_cuda_sm90(&sm90));
         bulk = sm90 && dsa_env_flag("DSA_GATHER_BWD_BULK");
     }
-    dsa_pick_union un = {NULL, NULL, NULL, NULL, 1, 0};
-    const int R = gather_bwd_rows(H, K, S);
-    if (R >= 2) {  // merged groups: the union of their picks, with each entry's slot in each row
-        DSA_TRY(dsa_pick_union_build(idx, topk_length, S, R, true, &un));
-        smem = gather_bwd_mma_smem(R * H, DD, DSA_UNION_MAX_ROWS);
-        kern = R * H == 64 ? indexer_gather_bwd_mma_kernel<4, DD, false, true>
-                           : indexer_gather_bwd_mma_kernel<8, DD, false, true>;
-    } else
-        switch (H) {
-        case 16: kern = bulk ? indexer_gather_bwd_mma_kernel<1, DD, true> : indexer_gather_bwd_mma_kernel<1, DD>; break;
-        case 32: kern = bulk ? indexer_gather_bwd_mma_kernel<2, DD, true> : indexer_gather_bwd_mma_kernel<2, DD>; break;
-        case 48: kern = bulk ? indexer_gather_bwd_mma_kernel<3, DD, true> : indexer_gather_bwd_mma_kernel<3, DD>; break;
-        default: kern = bulk ? indexer_gather_bwd_mma_kernel<4, DD, true> : indexer_gather_bwd_mma_kernel<4, DD>; break;
-        }
+    switch (H) {
+    case 16: kern = bulk ? indexer_gather_bwd_mma_kernel<1, DD, true> : indexer_gather_bwd_mma_kernel<1, DD>; break;
+    case 32: kern = bulk ? indexer_gather_bwd_mma_kernel<2, DD, true> : indexer_gather_bwd_mma_kernel<2, DD>; break;
+    case 48: kern = bulk ? indexer_gather_bwd_mma_kernel<3, DD, true> : indexer_gather_bwd_mma_kernel<3, DD>; break;
+    default: kern = bulk ? indexer_gather_bwd_mma_kernel<4, DD, true> : indexer_gather_bwd_mma_kernel<4, DD>; break;
+    }
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
-    const int64_t groups = (T_ + R - 1) / R;
-    kern<<<(unsigned)groups, (unsigned)(2 * R * H), smem, dsa_stream()>>>(
+    kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
         (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, (const float *)G->data,
-        dq ? (float *)dq->data : NULL, dk ? (float *)dk->data : NULL, dw ? (float *)dw->data : NULL, T_, K, S, dq_store,
-        un, (int)H);
+        dq ? (float *)dq->data : NULL, dk ? (float *)dk->data : NULL, dw ? (float *)dw->data : NULL, T_, K, S, dq_store);
     CUDA_LAUNCH_CHECK("indexer_gather_bwd_mma");
     return DSA_OK;
 }
@@ -1236,13 +1166,6 @@ extern "C" dsa_status dsa_indexer_gather_fwd_cuda(const dsa_tensor *q, const dsa
     IDX_DISPATCH(q->dtype, "dsa_indexer_gather_logits", (launch_gather<float, float>(q, k, w, idx, topk_length, out)),
                  (launch_gather<__nv_bfloat16, float>(q, k, w, idx, topk_length, out)),
                  (launch_gather<double, double>(q, k, w, idx, topk_length, out)));
-}
-
-extern "C" int dsa_indexer_gather_bwd_merge_rows(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *idx) {
-    if (!gather_mma_inputs(q, k, q, idx) || idx->shape[1] == 0) return 1;
-    const int64_t D = q->shape[2];
-    if (D != 32 && D != 64 && D != 128) return 1;
-    return gather_bwd_rows(q->shape[1], idx->shape[1], k->shape[0]);
 }
 
 extern "C" dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,

@@ -641,10 +641,7 @@ static void check_indexer(const char *name, dsa_dtype dt, int64_t T, int64_t S, 
 // Gathered logits and their backward alone (no dense logits, no top-k), at shapes that walk many
 // 64-slot tiles: K not a multiple of 64 (K odd: scalar stores), every head count of the bf16
 // tensor-core path, with and without topk_length. DSA_GATHER_SIMT=1 runs the same on the simple kernels.
-// merge_rows: the rows a group the tensor-core backward merges at this shape under DSA_GATHER_BWD_ROWS=4
-// (checked when that switch is set; 1 where it keeps one row a CTA).
-static void check_gather(const char *name, int64_t T, int64_t S, int64_t H, int64_t D, int64_t K, bool len_on,
-                         int merge_rows) {
+static void check_gather(const char *name, int64_t T, int64_t S, int64_t H, int64_t D, int64_t K, bool len_on) {
     dsa_dtype dt = DSA_BF16;
     pair q = rand_pair(dt, 3, DSA_SHAPE(T, H, D), 1.0), k = rand_pair(dt, 2, DSA_SHAPE(S, D), 1.0);
     pair w = rand_pair(dt, 2, DSA_SHAPE(T, H), 1.0 / sqrt((double)D));
@@ -667,11 +664,7 @@ static void check_gather(const char *name, int64_t T, int64_t S, int64_t H, int6
     CHECK_OK(dsa_indexer_gather_bwd_cpu(q.c, k.c, w.c, gi.c, lc, Gd.c, dq.c, dk.c, dw.c));
     CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, lg, Gd.g, dq.g, dk.g, dw.g, false));
     CHECK_OK(dsa_device_sync(DSA_CUDA));
-    const char *rows_env = getenv("DSA_GATHER_BWD_ROWS");
-    const int rows = dsa_indexer_gather_bwd_merge_rows(q.g, k.g, gi.g);
-    printf("%-34s gathered backward (%d row%s a CTA):\n", name, rows, rows > 1 ? "s" : "");
-    if (rows_env && atoi(rows_env) == 4)
-        CHECK(rows == merge_rows, "%s: the backward merges %d rows, expected %d", name, rows, merge_rows);
+    printf("%-34s gathered backward:\n", name);
     check_grad("dq", dq.g, dq.c);
     check_grad("dk", dk.g, dk.c);
     check_grad("dw", dw.g, dw.c);
@@ -775,8 +768,7 @@ int main(void) {
         check_indexer("indexer f32 H5 D16", DSA_F32, 24, 60, 5, 16, 7);
         check_indexer("indexer bf16 H16 D32 T13 S70 (mma)", DSA_BF16, 13, 70, 16, 32, 9);
         check_indexer("indexer bf16 H16 D64 T21 S90 (wgmma on sm_90a)", DSA_BF16, 21, 90, 16, 64, 9);
-        check_gather("gather bf16 H48 D64 K131", 9, 150, 48, 64, 131, true, 1);
-        check_gather("gather bf16 H16 D64 K40 S30 merged", 11, 30, 16, 64, 40, true, 4);
+        check_gather("gather bf16 H48 D64 K131", 9, 150, 48, 64, 131, true);
         check_dense_scores(DSA_F32, 20, 5, 24, 40, 0.2);
         check_dense_scores(DSA_BF16, 12, 12, 576, 150, 1.0 / 24.0);  // the slot-list path on sm_90
     } else {
@@ -819,16 +811,10 @@ int main(void) {
         // H 64 at ragged shapes: T % 4, S % 64, D 64 (the wgmma kernel on sm_90a).
         check_indexer("indexer bf16 H64 D64 T77 S333 K40", DSA_BF16, 77, 333, 64, 64, 40);
         check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
-        check_gather("gather bf16 H64 D128 K2048", 24, 4096, 64, 128, 2048, true, 2);
-        check_gather("gather bf16 H48 D128 K301 no length", 40, 1000, 48, 128, 301, false, 1);
-        check_gather("gather bf16 H32 D32 K200", 40, 300, 32, 32, 200, true, 4);
-        check_gather("gather bf16 H16 D96 K77 (fwd mma, bwd simple)", 24, 500, 16, 96, 77, true, 1);
-        // Neighbouring rows sharing most keys (S < K: rows repeat keys too), T not a multiple of the
-        // group: under DSA_GATHER_BWD_ROWS=4, groups of 4 (H 16: 4 warps; H 32: 8) and 2 (H 64: 8 warps).
-        check_gather("gather bf16 H16 D64 K300 S150 merged", 43, 150, 16, 64, 300, true, 4);
-        check_gather("gather bf16 H32 D128 K500 S400 merged", 30, 400, 32, 128, 500, false, 4);
-        check_gather("gather bf16 H64 D128 K700 S500 merged", 29, 500, 64, 128, 700, true, 2);
-        check_gather("gather bf16 H16 D128 K1500 S900 (one row)", 9, 900, 16, 128, 1500, true, 1);
+        check_gather("gather bf16 H64 D128 K2048", 24, 4096, 64, 128, 2048, true);
+        check_gather("gather bf16 H48 D128 K301 no length", 40, 1000, 48, 128, 301, false);
+        check_gather("gather bf16 H32 D32 K200", 40, 300, 32, 32, 200, true);
+        check_gather("gather bf16 H16 D96 K77 (fwd mma, bwd simple)", 24, 500, 16, 96, 77, true);
         check_dense_scores(DSA_F32, 128, 20, 64, 256, 0.125);
         check_dense_scores(DSA_F32, 6, 2, 16, 2200, 0.25);  // KL rows longer than 2048: the re-reading kernels
         check_dense_scores(DSA_BF16, 64, 16, 576, 300, 1.0 / 16.0);
