@@ -47,7 +47,7 @@ typedef struct {
 #define MAX_ROWS 64
 static bench_row ROWS[MAX_ROWS];
 static int N_ROWS;
-static double GEMM_TFLOPS, COPY_GBS, RED_GBS, RED128_GBS;
+static double GEMM_TFLOPS, COPY_GBS, RED_GBS, RED128_GBS, GATHER576_GBS, GATHER128_GBS;
 
 // ---- timing --------------------------------------------------------------------------------------
 typedef dsa_status (*bench_fn)(void *arg);
@@ -169,6 +169,16 @@ static dsa_status run_red_bulk(void *p) {
     return dsa_red_ceiling_bulk_cuda(a->dst, a->idx);
 }
 
+// The gather ceiling: random bf16 rows of an L2-resident [4096, D] table (the chain's kv and indexer k at
+// T 4096), 16-byte loads and nothing else (dsa_gather_ceiling_cuda).
+typedef struct {
+    dsa_tensor *src, *idx, *sink;
+} gather_args;
+static dsa_status run_gather_ceiling(void *p) {
+    gather_args *a = p;
+    return dsa_gather_ceiling_cuda(a->src, a->idx, a->sink);
+}
+
 static int measure_ceilings(const bench_opts *o) {
     dsa_ctx *c = dsa_ctx_create(DSA_CUDA);
     if (!c) return 1;
@@ -207,6 +217,22 @@ static int measure_ceilings(const bench_opts *o) {
     double rms = time_median_ms(run_red, &ra, 3, o->runs), nms = time_median_ms(run_red, &rn, 3, o->runs);
     // The same reductions by bulk copies (cp.reduce.async.bulk): printed beside, not a ceiling the rows use.
     double bms = time_median_ms(run_red_bulk, &ra, 3, o->runs), bnms = time_median_ms(run_red_bulk, &rn, 3, o->runs);
+    // Gathers: 4096 rows x 2048 random picks (8M rows read) of 576 and of 128 bf16.
+    const int64_t g_rows = 4096, g_k = 2048;
+    dsa_tensor *g_idx = random_indices(c, g_rows, g_k, g_rows, &r), *g_sink = dev_tensor(c, DSA_I32, 1, DSA_SHAPE(1), 0);
+    gather_args ga = {dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(g_rows, 576), 1.0), g_idx, g_sink};
+    gather_args gn = {dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(g_rows, 128), 1.0), g_idx, g_sink};
+    if (!g_idx || !g_sink || !ga.src || !gn.src) {
+        fprintf(stderr, "bench: %s\n", dsa_error_message());
+        dsa_ctx_free(c);
+        return 1;
+    }
+    const double g576_bytes = (double)g_rows * g_k * 576 * 2, g128_bytes = (double)g_rows * g_k * 128 * 2;
+    double gms = time_median_ms(run_gather_ceiling, &ga, 3, o->runs), gnms = time_median_ms(run_gather_ceiling, &gn, 3, o->runs);
+    GATHER576_GBS = gms > 0 ? g576_bytes / (gms * 1e-3) / 1e9 : -1;
+    GATHER128_GBS = gnms > 0 ? g128_bytes / (gnms * 1e-3) / 1e9 : -1;
+    printf("gathers (random bf16 rows of a 4096-row L2-resident table, 16-byte loads, nothing else): 8M rows x 576 %.3f ms = "
+           "%.0f GB/s, x 128 %.3f ms = %.0f GB/s\n", gms, GATHER576_GBS, gnms, GATHER128_GBS);
     RED_GBS = rms > 0 ? red_bytes / (rms * 1e-3) / 1e9 : -1;
     RED128_GBS = nms > 0 ? red128_bytes / (nms * 1e-3) / 1e9 : -1;
     printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s; D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write); "
@@ -223,8 +249,10 @@ static int measure_ceilings(const bench_opts *o) {
         rw->red_bytes = red128_bytes;
         rw->red_narrow = 1;
     }
+    add_row("gather_bf16_576", 4096, 0, gms, 0, g576_bytes, (double)(dsa_nbytes(ga.src) + dsa_nbytes(g_idx)));
+    add_row("gather_bf16_128", 4096, 0, gnms, 0, g128_bytes, (double)(dsa_nbytes(gn.src) + dsa_nbytes(g_idx)));
     dsa_ctx_free(c);
-    return GEMM_TFLOPS > 0 && COPY_GBS > 0 && RED_GBS > 0 && RED128_GBS > 0 ? 0 : 1;
+    return GEMM_TFLOPS > 0 && COPY_GBS > 0 && RED_GBS > 0 && RED128_GBS > 0 && GATHER576_GBS > 0 && GATHER128_GBS > 0 ? 0 : 1;
 }
 
 // ---- sparse attention (fwd, bwd, score recompute) -----------------------------------------------------
@@ -363,6 +391,14 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
             printf("%s %s %.3f", ch.part ? " +" : "", PART[ch.part], pm);
         }
         printf(" ms (each timed alone)\n");
+        // Its L2 traffic at the measured ceilings: the head sum's kv rows and the indexer's k rows (gathered
+        // twice: logits, backward) at the gather rates, dk's rows at the narrow reduction rate.
+        const double kv_gb = (double)T * K * D * 2 / 1e9, k_gb = 2.0 * T * K * DI * 2 / 1e9, dk_gb = (double)T * K * DI * 4 / 1e9;
+        const double kv_ms = kv_gb / GATHER576_GBS * 1e3, k_ms = k_gb / GATHER128_GBS * 1e3, dk_ms = dk_gb / RED128_GBS * 1e3;
+        const double need = 2.0 * T * K * (H * D + 4.0 * HI * DI) / (0.4 * GEMM_TFLOPS * 1e12) * 1e3;
+        printf("indexer_kl_chain T %lld H %lld: L2 traffic floor %.3f ms = kv gathers %.2f GB %.3f + k gathers %.2f GB %.3f + "
+               "dk reductions %.2f GB %.3f; 40%% of the GEMM rate needs %.3f ms\n", (long long)T, (long long)H,
+               kv_ms + k_ms + dk_ms, kv_gb, kv_ms, k_gb, k_ms, dk_gb, dk_ms, need);
     }
     // Min-bytes: the inputs (q, kv, idx, lse; the indexer's q, k, w) read once, the indexer's gradients
     // written once (the [T, K] intermediates need not leave the chip).
@@ -574,7 +610,9 @@ static void print_table(void) {
            "the bytes added by fp32 atomics (sparse bwd: T*K*D*4 per 64-head block, gather bwd: (valid picks)*D_I*4) at the "
            "measured reduction rate (red_f32x4_576; red_f32x4_128 for the indexer's dk rows, 128 fp32 or narrower); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
            "topk: dense f32 rows; topk_window_bf16: the fused op's top-k alone (bf16 logits, -inf outside the "
-           "causal windows, scores written).\n");
+           "causal windows, scores written). gather_bf16_576 / _128: random bf16 rows read from an L2-resident 4096-row "
+           "table (16-byte loads, nothing else); the chain's L2 traffic floor line prices its gathered rows at these "
+           "rates and its dk rows at red_f32x4_128's.\n");
 }
 
 // ---- the model's linears: cuBLAS in the three operand dtypes a step could use -------------------------

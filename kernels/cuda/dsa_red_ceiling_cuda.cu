@@ -5,6 +5,8 @@
 // of 8 rows per warp instruction; here the eight values of a chunk are formed before the first
 // atomic). The backwards whose gradients are reduced by atomics (dkv, dk) cannot run faster than their
 // reduced bytes at this rate.
+// The fourth ceiling, further down: how fast the GPU gathers random bf16 rows (576 or 128 wide) out of an
+// L2-resident table, with nothing else to do; the sparse kernels' kv and k gathers are bounded by it.
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
 #include "kernels/cuda/dsa_wgmma.cuh"
@@ -80,6 +82,67 @@ static dsa_status red_ceiling_launch(dsa_tensor *dst, const dsa_tensor *idx, boo
         else red_ceiling_kernel<128><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n_groups, rows);
     }
     CUDA_LAUNCH_CHECK(name);
+    return DSA_OK;
+}
+
+// Gather ceiling: each warp reads NR rows at a time (the rows idx names) with 16-byte loads, all of a
+// batch's loads issued before any is used (16 or 18 in flight a lane), and folds the 32-bit words into
+// one XOR, which each block adds to *sink by one atomic XOR (so no load can be dropped, and a test can
+// check the kernel read what it should: the XOR of every word of every row named). Rows outside
+// [0, rows) read row 0.
+template <int D, int NR>
+__global__ void __launch_bounds__(256) gather_ceiling_kernel(const uint4 *__restrict__ src, const int *__restrict__ idx,
+                                                             int64_t n_batches, int64_t rows, unsigned *sink) {
+    constexpr int C = D * 2 / 16, PER = NR * C / 32;  // 16-byte chunks a row; loads a lane a batch
+    static_assert(NR * C % 32 == 0, "whole warp loads");
+    const int lane = threadIdx.x & 31;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    unsigned acc = 0;
+    for (int64_t b = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); b < n_batches; b += warps) {
+        uint4 v[PER];
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const int e = lane + 32 * i, r = e / C, ch = e % C;
+            int key = idx[b * NR + r];
+            if (key < 0 || key >= rows) key = 0;
+            v[i] = __ldg(src + (int64_t)key * C + ch);
+        }
+#pragma unroll
+        for (int i = 0; i < PER; i++) acc ^= v[i].x ^ v[i].y ^ v[i].z ^ v[i].w;
+    }
+    __shared__ unsigned warp_acc[8];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc ^= __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) warp_acc[threadIdx.x >> 5] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned x = 0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) x ^= warp_acc[w];
+        atomicXor(sink, x);
+    }
+}
+
+extern "C" dsa_status dsa_gather_ceiling_cuda(const dsa_tensor *src, const dsa_tensor *idx, dsa_tensor *sink) {
+    if (src->dtype != DSA_BF16 || src->ndim != 2 || (src->shape[1] != 576 && src->shape[1] != 128) ||
+        idx->dtype != DSA_I32 || dsa_numel(idx) % 32 != 0 || sink->dtype != DSA_I32 || dsa_numel(sink) < 1 ||
+        (uintptr_t)src->data % 16 != 0)
+        return dsa_error_set(DSA_ERR_SHAPE, "dsa_gather_ceiling: src must be 16-byte aligned bf16 [rows, 576 or 128], idx "
+                                            "i32 with a multiple of 32 elements, sink i32 (got %s src with %d dims, %lld indices)",
+                             dsa_dtype_name(src->dtype), src->ndim, (long long)dsa_numel(idx));
+    const int64_t rows = src->shape[0], n = dsa_numel(idx);
+    const uint4 *s = (const uint4 *)src->data;
+    const int *ix = (const int *)idx->data;
+    unsigned *out = (unsigned *)sink->data;
+    if (src->shape[1] == 576) {  // 8 rows a warp batch: 18 loads a lane
+        const int64_t nb = n / 8;
+        unsigned blocks = (unsigned)(nb / 8 < 4096 ? (nb + 7) / 8 : 4096);
+        if (nb) gather_ceiling_kernel<576, 8><<<blocks, 256, 0, dsa_stream()>>>(s, ix, nb, rows, out);
+    } else {  // 32 rows a batch: 16 loads a lane
+        const int64_t nb = n / 32;
+        unsigned blocks = (unsigned)(nb / 8 < 4096 ? (nb + 7) / 8 : 4096);
+        if (nb) gather_ceiling_kernel<128, 32><<<blocks, 256, 0, dsa_stream()>>>(s, ix, nb, rows, out);
+    }
+    CUDA_LAUNCH_CHECK("dsa_gather_ceiling");
     return DSA_OK;
 }
 
