@@ -231,7 +231,7 @@ static int measure_ceilings(const bench_opts *o) {
     double gms = time_median_ms(run_gather_ceiling, &ga, 3, o->runs), gnms = time_median_ms(run_gather_ceiling, &gn, 3, o->runs);
     GATHER576_GBS = gms > 0 ? g576_bytes / (gms * 1e-3) / 1e9 : -1;
     GATHER128_GBS = gnms > 0 ? g128_bytes / (gnms * 1e-3) / 1e9 : -1;
-    printf("gathers (random bf16 rows of a 4096-row L2-resident table, 16-byte loads, nothing else): 8M rows x 576 %.3f ms = "
+    printf("gathers (random bf16 rows of a 4096-row L2-resident table, 16-byte L2 loads (ld.global.cg), nothing else): 8M rows x 576 %.3f ms = "
            "%.0f GB/s, x 128 %.3f ms = %.0f GB/s\n", gms, GATHER576_GBS, gnms, GATHER128_GBS);
     RED_GBS = rms > 0 ? red_bytes / (rms * 1e-3) / 1e9 : -1;
     RED128_GBS = nms > 0 ? red128_bytes / (nms * 1e-3) / 1e9 : -1;
@@ -611,7 +611,7 @@ static void print_table(void) {
            "measured reduction rate (red_f32x4_576; red_f32x4_128 for the indexer's dk rows, 128 fp32 or narrower); gap = ours / the largest floor. Ours mem: bytes of the op's tensors (+ the fused top-k's bounded scratch). "
            "topk: dense f32 rows; topk_window_bf16: the fused op's top-k alone (bf16 logits, -inf outside the "
            "causal windows, scores written). gather_bf16_576 / _128: random bf16 rows read from an L2-resident 4096-row "
-           "table (16-byte loads, nothing else); the chain's L2 traffic floor line prices its gathered rows at these "
+           "table (16-byte ld.global.cg loads, nothing else); the chain's L2 traffic floor line prices its gathered rows at these "
            "rates and its dk rows at red_f32x4_128's.\n");
 }
 

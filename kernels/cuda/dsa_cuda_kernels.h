@@ -113,7 +113,7 @@ dsa_status dsa_red_ceiling_cuda(dsa_tensor *dst, const dsa_tensor *idx);
 // The same rows reduced by the bulk copy engine (cp.reduce.async.bulk, sm_90a): dst += 1e-6 (col % 97 + 1).
 dsa_status dsa_red_ceiling_bulk_cuda(dsa_tensor *dst, const dsa_tensor *idx);
 // The benchmark's gather ceiling: reads the rows of src (bf16 [rows, 576 or 128], L2-resident when small)
-// that idx names (i32, a multiple of 32 of them; one outside [0, rows) reads row 0) with 16-byte loads and
+// that idx names (i32, a multiple of 32 of them; one outside [0, rows) reads row 0) with 16-byte L2 loads and
 // nothing else; sink (i32) ^= the XOR of every 32-bit word read.
 dsa_status dsa_gather_ceiling_cuda(const dsa_tensor *src, const dsa_tensor *idx, dsa_tensor *sink);
 
