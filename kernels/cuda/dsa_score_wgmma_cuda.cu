@@ -18,6 +18,12 @@
 #include "kernels/cuda/dsa_wgmma.cuh"
 
 #define HS3_RING 4
+// v5 (the default for D 576): Q held in registers by the math warpgroups (36 k16 steps x 4 registers), the
+// register split of the forward's v4 (the gather warpgroup at 56, the math warpgroups at 224).
+#define HS5_D 576
+#define HS5_REGS_GATHER 56
+#define HS5_REGS_MATH 224
+static_assert(128 * HS5_REGS_GATHER + 256 * HS5_REGS_MATH <= 384 * 168, "v5 register split exceeds the launch budget");
 // Head-sum buffers of one tile: [query rows][8 warps][32 slots] (HQ 64 keeps 4 query rows for merged
 // groups, dsa_pick_union; HQ 128 one).
 #define HS3_RED_ROWS(HQ) ((HQ) == 64 ? DSA_UNION_MAX_ROWS : 1)
@@ -81,7 +87,7 @@ struct hs3_smem {
 template <int HQ>
 struct hs3_math {
     static constexpr int BK = HQ == 64 ? 64 : 32;
-    unsigned q_base, k_off;
+    unsigned q_base, q_base0, k_off;  // q_base0: the whole Q tile
     float *sred;
     float sigma2, lse_lo, lse_hi;  // sigma log2(e); this thread's two heads' lse, times log2(e)
     int warp, g, c, head_lo;
@@ -91,7 +97,8 @@ struct hs3_math {
         g = lane >> 2;
         c = lane & 3;
         // This warpgroup's operands: HQ 64 -> all heads, slots 32 wg ..; HQ 128 -> heads 64 wg .., all slots.
-        q_base = dsa_smem_addr(sm.sq) + (HQ == 128 ? wg * 64 * 128 : 0);
+        q_base0 = dsa_smem_addr(sm.sq);
+        q_base = q_base0 + (HQ == 128 ? wg * 64 * 128 : 0);
         k_off = HQ == 64 ? wg * 32 * 128 : 0;
         sred = sm.sred;
         head_lo = (HQ == 128 ? 64 * wg : 0) + 16 * (warp & 3) + g;
@@ -102,6 +109,30 @@ struct hs3_math {
     }
     __device__ __forceinline__ void issue_scores(float *s, const __nv_bfloat16 *stage, int D) const {
         dsa_wgmma_scores_m64n32(s, q_base, HQ, dsa_smem_addr(stage) + k_off, BK, D);
+    }
+    // v5 (D = HS5_D): this warp's 16 rows of the warpgroup's Q as m64k16 A fragments, read once from the
+    // swizzled Q tile (ldmatrix x4: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) of each k16 step).
+    __device__ __forceinline__ void load_q_frags(unsigned (*qf)[4]) const {
+        const int lane = threadIdx.x & 31, r = (HQ == 128 ? 64 * dsa_warpgroup_index() : 0) + 16 * (warp & 3) + (lane & 15);
+#pragma unroll
+        for (int b = 0; b < HS5_D / 64; b++)
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                const int chunk = 2 * kk + (lane >> 4);
+                dsa_ldsm_x4(qf[4 * b + kk], q_base0 + 2u * (unsigned)(b * HQ * 64 + r * 64 + ((chunk ^ (r & 7)) << 3)));
+            }
+    }
+    // v5: S with Q from registers: each k16 step reads only its 32 x 16 slice of the kv tile from shared
+    // memory (the SS form also reads Q's 64 x 16: 3 KB a step against shared memory's 128 B a clock,
+    // more than the 16 clocks the tensor cores take for it).
+    __device__ __forceinline__ void issue_scores_rs(float *s, const unsigned (*qf)[4], const __nv_bfloat16 *stage) const {
+        const unsigned long long db = dsa_wgmma_desc(dsa_smem_addr(stage) + k_off, 16, 1024);
+#pragma unroll
+        for (int b = 0; b < HS5_D / 64; b++)
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+                dsa_wgmma_m64n32k16_rs(s, qf[4 * b + kk], db + b * (BK * 128 / 16) + 2 * kk, (b | kk) != 0);
+        dsa_wgmma_commit();
     }
     // This thread's two head rows, then the 8 lane groups of the warp: column sums of 16 heads, into
     // the warp's row of sred buffer i & 1.
@@ -245,7 +276,8 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
 // (dsa_slot_ring64::produce), the math warpgroups release a stage as soon as S of its tile is done.
 // Merged (HQ 64, un.keys set): a CTA takes a group of un.R query rows over the union of their picks,
 // tile row m = head m % H of row t0 + m / H (R H <= 64): a kv row two of them picked is gathered once.
-template <int HQ>
+// v5 (RS, D 576; DSA_HEADSUM_SS=1 keeps v4): the same with Q in the math threads' registers.
+template <int HQ, bool RS>
 __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     constexpr int BK = hs3_smem<HQ>::BK;
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
@@ -270,14 +302,22 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     __syncthreads();          // Q, lse and the barriers are ready (and a group's zeroed rows written)
     dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, merged ? un.keys + grp * un.cap : idx + t * K, k_end, S_kv};
     if (tid >= 256) {  // at least one tile: with nt = 0 the math still reads a zero tile 0
+        if constexpr (RS) dsa_setmaxnreg_dec<HS5_REGS_GATHER>();
         ring.produce<BK>(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
         return;
     }
+    if constexpr (RS) dsa_setmaxnreg_inc<HS5_REGS_MATH>();
     const hs3_math<HQ> mt(sm, sigma);
     float s[16];
+    unsigned qf[RS ? 4 * (HS5_D / 64) : 1][4];
+    if constexpr (RS) mt.load_q_frags(qf);
+    auto issue = [&](const __nv_bfloat16 *stage) {
+        if constexpr (RS) mt.issue_scores_rs(s, qf, stage);
+        else mt.issue_scores(s, stage, D);
+    };
     dsa_mbar_wait(full, 0);
     dsa_wgmma_fence();
-    mt.issue_scores(s, sm.skv, D);
+    issue(sm.skv);
     dsa_wgmma_wait<0>();
     dsa_mbar_arrive(empty);  // tile 0's stage: S(0) has read it
     // Merged: this thread's entry of tile i (threads 0 .. 63), its slots loaded two tiles ahead (session 21,
@@ -296,7 +336,7 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
         // tile it reads a stage nobody writes any more and its result is unused.
         if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
         dsa_wgmma_fence();
-        mt.issue_scores(s, sm.skv + ((i + 1) & 1) * BK * D, D);
+        issue(sm.skv + ((i + 1) & 1) * BK * D);
         dsa_bar_sync(1, 256);  // every math warp's sums of tile i are in
         if (merged) mt.write_out_rows(i, sm.rmask[i % HS3_RING], out, t, rows, K, where_i);
         else mt.write_out(i, sm.rmask[i % HS3_RING], out, t, K);
@@ -341,8 +381,13 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     dsa_pick_union un;
     int R = 1;
     DSA_TRY(dsa_pick_union_prepare(big ? 1 : want, H, idx, topk_length, S, true, &un, &R));
-    auto kern = big ? headsum_ws_kernel<128> : headsum_ws_kernel<64>;
-    DSA_TRY(dsa_smem_setup(kern, smem, "dsa_attn_score_headsum (wgmma v4)"));
+    // v5 (Q in registers) at D 576 unless DSA_HEADSUM_SS=1.
+    static int ss = -1;
+    if (ss < 0) ss = dsa_env_flag("DSA_HEADSUM_SS");
+    const bool rs = !ss && D == HS5_D;
+    auto kern = rs ? (big ? headsum_ws_kernel<128, true> : headsum_ws_kernel<64, true>)
+                   : (big ? headsum_ws_kernel<128, false> : headsum_ws_kernel<64, false>);
+    DSA_TRY(dsa_smem_setup(kern, smem, rs ? "dsa_attn_score_headsum (wgmma v5)" : "dsa_attn_score_headsum (wgmma v4)"));
     kern<<<(unsigned)(R >= 2 ? (T_ + R - 1) / R : T_), 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, (const float *)lse->data, (__nv_bfloat16 *)out->data,

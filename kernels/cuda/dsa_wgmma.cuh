@@ -121,6 +121,18 @@ __device__ __forceinline__ void dsa_wgmma_m64n32k16(float *d, unsigned long long
     __trap();
 #endif
 }
+// D[64 x 32] (+)= A[64 x 16] . B[16 x 32], A from registers (the m64k16 fragment of m64n256k16_rs below),
+// B a K-major shared-memory descriptor. The registers of a must stay unchanged until the wgmma has completed.
+__device__ __forceinline__ void dsa_wgmma_m64n32k16_rs(float *d, const unsigned a[4], unsigned long long db, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+#else
+    __trap();
+#endif
+}
 // D[64 x 64] (+)= A[64 x 16] . B[16 x 64], A and B from shared-memory descriptors; TRANS_A / TRANS_B as
 // for m64n128k16 below (0: K-major, the default; 1: MN-major).
 template <int TRANS_A = 0, int TRANS_B = 0>
