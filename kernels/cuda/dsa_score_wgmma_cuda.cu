@@ -17,14 +17,10 @@
 #include "kernels/cuda/dsa_pick_union.h"
 #include "kernels/cuda/dsa_wgmma.cuh"
 
-#define HS3_RING 8  // > the stages in flight (v5 at HQ 128: 6)
+#define HS3_RING 4
 // v5 (the default for D 576): Q held in registers by the math warpgroups (36 k16 steps x 4 registers), the
 // register split of the forward's v4 (the gather warpgroup at 56, the math warpgroups at 224).
 #define HS5_D 576
-// v5's kv stages: the two of v4 and, once Q is in registers, its tile's region (HQ / BK more stages: 3 in
-// all at HQ 64, 6 at HQ 128).
-#define HS5_NST_MAX 6
-#define HS3_BARS (2 * HS5_NST_MAX + 1)
 #define HS5_REGS_GATHER 56
 #define HS5_REGS_MATH 224
 static_assert(128 * HS5_REGS_GATHER + 256 * HS5_REGS_MATH <= 384 * 168, "v5 register split exceeds the launch budget");
@@ -36,7 +32,7 @@ template <int HQ>
 static size_t hs3_tile_bytes(int64_t D) {
     const int BK = HQ == 64 ? 64 : 32;
     return 2 * (size_t)HQ * D + 2 * 2 * (size_t)BK * D + 4 * (size_t)HQ + 4 * 2 * HS3_RED_ROWS(HQ) * 8 * 32 +
-           4 * HS3_RING * 64 + 8 * HS3_RING + 8 * HS3_BARS;
+           4 * HS3_RING * 64 + 8 * HS3_RING + 8 * 4;
 }
 
 // Shared-memory carve-up of both kernels from the 1024-byte-aligned base.
@@ -47,7 +43,7 @@ struct hs3_smem {
     float *slse, *sred;         // [HQ] (+inf for padding rows); [2][HS3_RED_ROWS][8 warps][32 columns]
     int *rkeys;                 // [RING][64]
     unsigned long long *rmask;  // [RING]
-    unsigned long long *bars;   // v4 / v5: full[HS5_NST_MAX], empty[HS5_NST_MAX], v5's Q gate
+    unsigned long long *bars;   // v4: full[2], empty[2]
     __device__ __forceinline__ hs3_smem(unsigned char *raw, int smem_slack, int D) {
         unsigned char *base = dsa_smem_base1024(raw, smem_slack);
         sq = (__nv_bfloat16 *)base;
@@ -286,24 +282,17 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     constexpr int BK = hs3_smem<HQ>::BK;
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     const hs3_smem<HQ> sm(dsa_smem_raw, smem_slack, D);
-    unsigned long long *full = sm.bars, *empty = sm.bars + HS5_NST_MAX, *gate = sm.bars + 2 * HS5_NST_MAX;
-    // Stages: v4 the two after Q; v5 those two and Q's region (QS stages before them), tile i in stage
-    // (i + QS) % NST of the array that starts at Q.
-    constexpr int QS = RS ? HQ / BK : 0, NST = QS + 2;
-    static_assert(NST <= HS5_NST_MAX && NST < HS3_RING, "stages");
-    __nv_bfloat16 *const stages = RS ? sm.sq : sm.skv;
-    auto stage_of = [](int i) { return (i + QS) % NST; };
+    unsigned long long *full = sm.bars, *empty = sm.bars + 2;
     const bool merged = HQ == 64 && un.keys != nullptr;
     const int64_t grp = blockIdx.x, t = merged ? grp * un.R : grp;
     const int rows = merged ? (int)min((int64_t)un.R, T - t) : 1;
     int64_t k_end = merged ? un.count[grp] : dsa_row_k_end(topk_length, t, K);
     int nt = (int)((k_end + BK - 1) / BK), tid = threadIdx.x;
     if (tid == 0) {
-        for (int b = 0; b < NST; b++) {
+        for (int b = 0; b < 2; b++) {
             dsa_mbar_init(full + b, DSA_GATHER_FULL_ARRIVALS);
             dsa_mbar_init(empty + b, 256);
         }
-        dsa_mbar_init(gate, 256);
     }
     if (merged) sm.load_group(q, lse, out, t, rows, H, D, K);
     else sm.load_row(q, lse, out, t, H, D, K, nt);
@@ -313,31 +302,24 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     __syncthreads();          // Q, lse and the barriers are ready (and a group's zeroed rows written)
     dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, merged ? un.keys + grp * un.cap : idx + t * K, k_end, S_kv};
     if (tid >= 256) {  // at least one tile: with nt = 0 the math still reads a zero tile 0
-        if constexpr (RS) {
-            dsa_setmaxnreg_dec<HS5_REGS_GATHER>();
-            ring.produce_staged<BK, NST, QS>(max(nt, 1), stages, BK * D, kv, full, empty, gate, tid - 256);
-        } else
-            ring.produce<BK>(max(nt, 1), stages, BK * D, kv, D, full, empty, tid - 256);
+        if constexpr (RS) dsa_setmaxnreg_dec<HS5_REGS_GATHER>();
+        ring.produce<BK>(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
         return;
     }
     if constexpr (RS) dsa_setmaxnreg_inc<HS5_REGS_MATH>();
     const hs3_math<HQ> mt(sm, sigma);
     float s[16];
     unsigned qf[RS ? 4 * (HS5_D / 64) : 1][4];
-    if constexpr (RS) {
-        mt.load_q_frags(qf);
-        dsa_mbar_arrive(gate);  // this thread's reads of Q are done: its region may take kv tiles
-    }
-    auto issue = [&](int tile) {
-        const __nv_bfloat16 *stage = stages + stage_of(tile) * BK * D;
+    if constexpr (RS) mt.load_q_frags(qf);
+    auto issue = [&](const __nv_bfloat16 *stage) {
         if constexpr (RS) mt.issue_scores_rs(s, qf, stage);
         else mt.issue_scores(s, stage, D);
     };
-    dsa_mbar_wait(full + stage_of(0), 0);
+    dsa_mbar_wait(full, 0);
     dsa_wgmma_fence();
-    issue(0);
+    issue(sm.skv);
     dsa_wgmma_wait<0>();
-    dsa_mbar_arrive(empty + stage_of(0));  // tile 0's stage: S(0) has read it
+    dsa_mbar_arrive(empty);  // tile 0's stage: S(0) has read it
     // Merged: this thread's entry of tile i (threads 0 .. 63), its slots loaded two tiles ahead (session 21,
     // after ncu showed the math warps waiting on global loads; measured no faster than one tile ahead,
     // 2.001 against 1.992 ms at T 8192, H 12, K 512, H200, session 22: those loads were not the cause).
@@ -352,14 +334,14 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
         else mt.warp_sums(s, i);
         // S(i + 1) is issued unconditionally (a wgmma under a branch is serialized); past the last
         // tile it reads a stage nobody writes any more and its result is unused.
-        if (i + 1 < nt) dsa_mbar_wait(full + stage_of(i + 1), ((i + 1) / NST) & 1);
+        if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
         dsa_wgmma_fence();
-        issue(i + 1);
+        issue(sm.skv + ((i + 1) & 1) * BK * D);
         dsa_bar_sync(1, 256);  // every math warp's sums of tile i are in
         if (merged) mt.write_out_rows(i, sm.rmask[i % HS3_RING], out, t, rows, K, where_i);
         else mt.write_out(i, sm.rmask[i % HS3_RING], out, t, K);
         dsa_wgmma_wait<0>();
-        if (i + 1 < nt) dsa_mbar_arrive(empty + stage_of(i + 1));  // S(i + 1) has read its stage
+        if (i + 1 < nt) dsa_mbar_arrive(empty + ((i + 1) & 1));  // S(i + 1) has read its stage
     }
 }
 

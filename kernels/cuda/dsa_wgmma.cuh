@@ -394,33 +394,6 @@ struct dsa_slot_ring64 {
             dsa_cp_async_mbar_arrive(full + st);
         }
     }
-    // produce() over NST stages of which the first QS lie in a region the math threads free later
-    // (the head sum v5's Q tile, read into registers first): tile j goes to stage (j + QS) % NST, so
-    // tiles 0 .. NST - QS - 1 use the stages that are free from the start, and the first tile in the
-    // freed region waits for `gate` (phase 0) before it is copied. D = 576 rows (dsa_gather_blocks_sw128).
-    // The ring needs more entries than stages (n > NST): the math reads tile i's mask after the gather
-    // of tile i + NST - 1 may have started.
-    template <int BK, int NST, int QS>
-    __device__ __forceinline__ void produce_staged(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv,
-                                                   unsigned long long *full, unsigned long long *empty,
-                                                   unsigned long long *gate, int ptid) const {
-        static_assert(QS < NST, "at least one stage is free from the start");
-        int2 pre = make_int2(-1, -1);
-        if (ptid < 32) pre = raw(0);
-        for (int j = 0; j < nfill; j++) {
-            const int st = (j + QS) % NST;
-            if (j >= NST) dsa_mbar_wait(empty + st, (j / NST - 1) & 1);
-            else if (QS > 0 && j == NST - QS) dsa_mbar_wait(gate, 0);
-            if (ptid < 32) {
-                publish(j, pre);
-                pre = raw(j + 1);  // read ahead: lands while this tile is gathered
-            }
-            dsa_bar_sync(2, 128);  // tile j's keys are published
-            if (ptid == 0) dsa_mbar_arrive(full + st);  // releases the published keys and mask
-            dsa_gather_blocks_sw128<BK, 9, 0, 9>(stages + st * stage_elems, shared_keys(j), kv, ptid);
-            dsa_cp_async_mbar_arrive(full + st);
-        }
-    }
     // Gathers tile `tile`'s kv rows (zeros for invalid slots) into the swizzled stage dst (bk rows of D).
     __device__ __forceinline__ void load_tile(__nv_bfloat16 *dst, int tile, const __nv_bfloat16 *kv, int D, int tid = threadIdx.x,
                                               int nthr = blockDim.x, bool zero_by_copy = false) const {
