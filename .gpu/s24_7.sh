@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 24, call 7: the gathered logits and the gathered backward with their index loads read ahead.
+# Session 24, call 7: the gathered logits with their index loads read ahead.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DSA_COMMIT=${DSA_COMMIT:-s24} scripts/gpu_run.sh labels=cuda det=0 > /dev/null 2>&1
@@ -10,8 +10,3 @@ echo "== bench rc=$?" >> $S
 grep -E "^(ceilings|indexer_kl_chain T [0-9]+ H [0-9]+: [0-9])|^\| (gemm|indexer_kl_chain|indexer_gather|score_headsum)" $OUT/bench.md >> $S
 grep -E "gather bf16 H64 D128 K2048 *gathered logits|gather bf16 H32 D32 K200 *gathered logits" build-gpu/Testing/Temporary/LastTest.log | head -3 >> $S
 cat $S
-rm -rf /tmp/dsa-small
-build-gpu/dsa train configs/small.cfg train.steps=12 train.out_dir=/tmp/dsa-small train.stage=sparse train.dense_warmup_steps=0 > $OUT/train.log 2>&1
-echo "== small.cfg rc=$?" >> $OUT/00-summary.txt
-grep -E "^step +1[02] " $OUT/train.log >> $OUT/00-summary.txt
-tail -3 $OUT/00-summary.txt

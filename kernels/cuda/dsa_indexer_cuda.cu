@@ -617,41 +617,37 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         int s = idx[t * K + j];
         return s >= 0 && (int64_t)s < S ? s : -1;
     };
-    // A tile's indices and dout (0 at invalid slots) are read into registers one tile before its copies
-    // are issued (read_meta of tile i + 2 while tile i is computed), so issue() stores them and starts
-    // the copies without waiting an L2 round trip (before: the loads were issued just before the copies
-    // of the next tile, and the tile's math waited for them).
-    // 8 threads per key, a warp's copy reading 4 keys (H200, T 8192: 176.0 TFLOP/s against 165.1 with
-    // 16 threads per key; the forward gather, per warp, measured slower that way: 110.4 against 137.2).
-    constexpr int RPT = (IDXG_KT + NT - 1) / NT;  // [key, dout] slots per thread
-    constexpr bool BY8 = D8 % 8 == 0;
-    constexpr int KPT = BY8 ? (IDXG_KT + NT / 8 - 1) / (NT / 8) : 1;  // keys per thread (the last may be past the tile)
-    struct tile_meta {
-        int rs[RPT], ks[KPT];
-        float rg[RPT];
-    };
-    auto read_meta = [&](int64_t tile, tile_meta &m) {
+    // Gathers tile `tile` (keys, their indices, dout with 0 at invalid slots) into buffer `buf`. Every
+    // index and dout load is issued before the first copy (a cp.async is a compiler barrier to loads:
+    // loads between copies would wait one L2 round trip each).
+    auto fetch = [&](int64_t tile, int buf) {
         const int64_t j0 = tile * IDXG_KT;
+        constexpr int RPT = (IDXG_KT + NT - 1) / NT;  // [key, dout] slots per thread
+        int rs[RPT];
+        float rg[RPT];
 #pragma unroll
         for (int i = 0; i < RPT; i++) {
             int j = tid + i * NT;
-            m.rs[i] = j < IDXG_KT ? slot(j0 + j) : -1;
-            m.rg[i] = j < IDXG_KT && j0 + j < K ? Gd[t * K + j0 + j] : 0.f;
+            rs[i] = j < IDXG_KT ? slot(j0 + j) : -1;
+            rg[i] = j < IDXG_KT && j0 + j < K ? Gd[t * K + j0 + j] : 0.f;
         }
+        // 8 threads per key, a warp's copy reading 4 keys (H200, T 8192: 176.0 TFLOP/s against 165.1 with
+        // 16 threads per key; the forward gather, per warp, measured slower that way: 110.4 against 137.2).
+        constexpr bool BY8 = D8 % 8 == 0;
+        constexpr int KPT = BY8 ? (IDXG_KT + NT / 8 - 1) / (NT / 8) : 1;  // keys per thread (the last may be past the tile)
+        int ks[KPT];
+        if constexpr (BY8) {
 #pragma unroll
-        for (int i = 0; i < KPT; i++) {
-            int j = (tid >> 3) + i * (NT / 8);
-            m.ks[i] = BY8 && j < IDXG_KT ? slot(j0 + j) : -1;
+            for (int i = 0; i < KPT; i++) {
+                int j = (tid >> 3) + i * (NT / 8);
+                ks[i] = j < IDXG_KT ? slot(j0 + j) : -1;
+            }
         }
-    };
-    // Stores tile `tile`'s keys and dout into buffer `buf` and queues its key rows' copies.
-    auto issue = [&](int64_t tile, int buf, const tile_meta &m) {
-        const int64_t j0 = tile * IDXG_KT;
 #pragma unroll
         for (int i = 0; i < RPT; i++)
             if (tid + i * NT < IDXG_KT) {
-                skey[buf * IDXG_KT + tid + i * NT] = m.rs[i];
-                sdo[buf * IDXG_KT + tid + i * NT] = m.rs[i] >= 0 ? m.rg[i] : 0.f;
+                skey[buf * IDXG_KT + tid + i * NT] = rs[i];
+                sdo[buf * IDXG_KT + tid + i * NT] = rs[i] >= 0 ? rg[i] : 0.f;
             }
         __nv_bfloat16 *dst = sk + buf * IDXG_KT * ldq;
         if constexpr (BY8) {
@@ -660,7 +656,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                 int j = (tid >> 3) + i * (NT / 8);
                 if (j < IDXG_KT)
                     for (int v = tid & 7; v < D8; v += 8)
-                        idxm_cp_async16(dst + j * ldq + v * 8, k + (int64_t)(m.ks[i] >= 0 ? m.ks[i] : 0) * DD + v * 8, m.ks[i] >= 0);
+                        idxm_cp_async16(dst + j * ldq + v * 8, k + (int64_t)(ks[i] >= 0 ? ks[i] : 0) * DD + v * 8, ks[i] >= 0);
             }
         } else {
             for (int i = tid; i < IDXG_KT * D8; i += NT) {
@@ -669,13 +665,8 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
             }
         }
     };
-    tile_meta m_next;
-    if (n_tiles > 0) {
-        read_meta(0, m_next);
-        issue(0, 0, m_next);
-    }
+    if (n_tiles > 0) fetch(0, 0);
     idxm_cp_async_commit();  // group: q and tile 0
-    if (n_tiles > 1) read_meta(1, m_next);
 
     const int h0 = 16 * warp;
     const float w_lo = __bfloat162float(w[t * H + h0 + g]), w_hi = __bfloat162float(w[t * H + h0 + g + 8]);
@@ -694,9 +685,8 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         int buf = (int)(it & 1);
         idxm_cp_async_wait_all();
         __syncthreads();  // tile it landed for every thread; every warp is done with tile it - 1
-        if (it + 1 < n_tiles) issue(it + 1, buf ^ 1, m_next);
+        if (it + 1 < n_tiles) fetch(it + 1, buf ^ 1);
         idxm_cp_async_commit();
-        if (it + 2 < n_tiles) read_meta(it + 2, m_next);
         const int *kt = skey + buf * IDXG_KT;
         if (!__any_sync(0xffffffffu, kt[lane] >= 0 || kt[lane + 32] >= 0)) continue;  // CTA-uniform
         const __nv_bfloat16 *kb = sk + buf * IDXG_KT * ldq;
