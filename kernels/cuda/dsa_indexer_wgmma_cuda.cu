@@ -246,17 +246,6 @@ struct ixw_gather_row {
             },
             threadIdx.x & 127, 128);
     }
-    // D = 128: the keys this thread copies for local tile n (rows (tid & 127) / 8 + 16 i), read ahead so
-    // that the refill of a stage issues its copies without waiting for the index loads.
-    __device__ __forceinline__ void tile_keys(int n, int (&kk)[IXW_KT / 16]) const {
-        const int64_t j0 = slot0(n);
-        const int grp = (threadIdx.x & 127) >> 3;
-#pragma unroll
-        for (int i = 0; i < IXW_KT / 16; i++) kk[i] = key(j0 + grp + 16 * i);
-    }
-    __device__ __forceinline__ void load_tile_keys(int n, const int (&kk)[IXW_KT / 16]) const {
-        dsa_gather_blocks_sw128_keys<IXW_KT, 2, 0, 2>(stage(n), kk, k, threadIdx.x & 127);
-    }
     // Queues q (all threads) and the warpgroup's first two tiles: three cp.async groups.
     __device__ __forceinline__ void start(const __nv_bfloat16 *q, __nv_bfloat16 *sq) const {
         dsa_load_rows_sw128(sq, IXW_H, D, [&](int h) -> const __nv_bfloat16 * { return q + (t * IXW_H + h) * (int64_t)D; });
@@ -292,27 +281,13 @@ __global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
     const int tid = threadIdx.x, lane = tid & 31, wg = gr.wg, mine = gr.mine, g = lane >> 2, c = lane & 3;
     const int64_t t = gr.t;
     gr.start(q, sq);
-    // Index loads ahead of use (D 128): the keys of the refill two tiles ahead and this lane's slot of
-    // the next tile are read one iteration early, so neither the refill's copies nor the store of a
-    // tile's logits waits an L2 round trip for its indices (H200, T 4096: 0.452 ms before, call 6).
-    int kk[IXW_KT / 16] = {-1, -1, -1, -1};
-    auto load_tile = [&](int n) {
-        if (D == 128) gr.load_tile_keys(n, kk);
-        else gr.load_tile(n);
-    };
+    auto load_tile = [&](int n) { gr.load_tile(n); };
     float wr[16];
     gr.load_w(w, wr);
     const int slot_off = 16 * ((tid >> 5) & 3) + g + 8 * (c & 1);  // the slot this lane stores (c < 2)
-    bool ok_next = mine > 0 && c < 2 && gr.slot0(0) + slot_off < K && gr.key(gr.slot0(0) + slot_off) >= 0;
     ixw_first_ready();
     float acc[32];
     for (int n = 0; n < mine; n++) {
-        const bool ok = ok_next;
-        if (D == 128 && n + 2 < mine) gr.tile_keys(n + 2, kk);
-        if (n + 1 < mine && c < 2) {
-            const int64_t jn = gr.slot0(n + 1) + slot_off;
-            ok_next = jn < K && gr.key(jn) >= 0;
-        }
         if (n > 0) ixw_stage_ready(wg);
         ixw_tile_mma<IXW_H>(acc, gr.stage(n), sq, D);
         ixw_stage_next(wg, n, mine, load_tile);
@@ -331,7 +306,10 @@ __global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
             v1 += __shfl_xor_sync(0xffffffffu, v1, x);
         }
         const int64_t j = gr.slot0(n) + slot_off;
-        if (c < 2 && j < K) out[t * K + j] = __float2bfloat16(ok ? (c ? v1 : v0) : -INFINITY);
+        if (c < 2 && j < K) {
+            bool ok = gr.key(j) >= 0;
+            out[t * K + j] = __float2bfloat16(ok ? (c ? v1 : v0) : -INFINITY);
+        }
     }
     dsa_cp_async_wait<0>();  // no copy may still be in flight when the CTA exits
 }
