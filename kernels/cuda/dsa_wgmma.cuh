@@ -276,11 +276,19 @@ __device__ __forceinline__ void dsa_load_rows_sw128(__nv_bfloat16 *dst, int R, i
 // their latencies overlap.
 template <int BK, int NB, int B0, int B1, typename KeyOf>
 __device__ __forceinline__ void dsa_gather_blocks_sw128(__nv_bfloat16 *stage, KeyOf key_of, const __nv_bfloat16 *kv, int ptid) {
-    const int grp = ptid >> 3;
+    static_assert(BK % 16 == 0 && 0 <= B0 && B0 < B1 && B1 <= NB, "16-row passes over whole 64-column blocks");
+    const int grp = ptid >> 3, sub = ptid & 7;
+    const unsigned base = dsa_smem_addr(stage + grp * 64 + ((sub ^ (grp & 7)) << 3));
     int key[BK / 16];
 #pragma unroll
     for (int i = 0; i < BK / 16; i++) key[i] = key_of(grp + 16 * i);
-    dsa_gather_blocks_sw128_keys<BK, NB, B0, B1>(stage, key, kv, ptid);
+#pragma unroll
+    for (int i = 0; i < BK / 16; i++) {
+        const __nv_bfloat16 *src = kv + (int64_t)max(key[i], 0) * (NB * 64) + sub * 8;
+        const unsigned bytes = key[i] >= 0 ? 16 : 0;
+#pragma unroll
+        for (int b = B0; b < B1; b++) dsa_cp_async16_n(base + 2 * (b * BK * 64 + i * 16 * 64), src + b * 64, bytes);
+    }
 }
 
 // Arrivals that complete a stage's "full" mbarrier filled by a gather warpgroup with asynchronous
