@@ -1,16 +1,19 @@
-// Score head sums (SPEC 5), v3 and v4: Hopper warpgroup MMA (wgmma, sm_90a). bf16 q / kv, D % 64 == 0,
+// Score head sums (SPEC 5), v3, v4 and v5: Hopper warpgroup MMA (wgmma, sm_90a). bf16 q / kv, D % 64 == 0,
 // D <= 576, H <= 128, bf16 out. One CTA per query row, two warpgroups, every head's Q in shared
 // memory (128-byte swizzle, kernels/cuda/dsa_wgmma.cuh), kv tiles gathered by cp.async (2 stages).
 //  - HQ = 64 (H <= 64): tiles of 64 slots; warpgroup w scores slots 32w .. 32w+31 for all heads.
 //  - HQ = 128 (64 < H <= 128): tiles of 32 slots; warpgroup w scores heads 64w .. 64w+63, so each
 //    gathered kv tile serves all 128 heads (a per-head-block kernel would gather every tile twice).
-// Either way a warpgroup issues wgmma m64n32k16 over D with both operands read from shared memory.
+// Either way a warpgroup issues wgmma m64n32k16 over D, both operands read from shared memory (v3, v4)
+// or Q from registers (v5).
 // Per tile: p = exp(sigma S - lse[h]) is summed over the thread's two head rows, then over the 8 rows
 // of its lane group (shuffles), then over the warps through a small double-buffered shared array;
 // 32 or 64 threads add the warps in a fixed order and write the bf16 sums (0 for invalid slots), so
 // the result is deterministic. S(i+1) is on the tensor cores while tile i's sums are written.
-// v3 (DSA_HEADSUM_V3=1) gathers with the math warpgroups; v4 (the default) adds a gather warpgroup
-// (as the forward's v4) and signals full and free stages on mbarriers.
+// v3 (DSA_HEADSUM_V3=1) gathers with the math warpgroups; v4 adds a gather warpgroup (as the forward's
+// v4) and signals full and free stages on mbarriers; v5 (the default at D 576; DSA_HEADSUM_SS=1 keeps v4)
+// is v4 with each math warpgroup's Q read once into registers (session 24, H200, T 8192: 479.8 / 528.1
+// TFLOP/s at H 64 / 128 against v4's 384.7 / 423.0).
 #include <stdlib.h>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
@@ -272,7 +275,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
     dsa_cp_async_wait<0>();
 }
 
-// v4 (the default): warp-specialized as the forward's v4 (384 threads): warpgroup 2 gathers
+// v4: warp-specialized as the forward's v4 (384 threads): warpgroup 2 gathers
 // (dsa_slot_ring64::produce), the math warpgroups release a stage as soon as S of its tile is done.
 // Merged (HQ 64, un.keys set): a CTA takes a group of un.R query rows over the union of their picks,
 // tile row m = head m % H of row t0 + m / H (R H <= 64): a kv row two of them picked is gathered once.
@@ -359,8 +362,8 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     if (smem > optin) return DSA_ERR_UNSUPPORTED;
     int slack = dsa_smem_slack(smem, optin);
     smem += (size_t)slack;
-    // v4 (warp-specialized) by default: 316 / 435 TFLOP/s at H 64 / 128 (T 8192, H200) against v3's 261 / 321;
-    // DSA_HEADSUM_V3=1 picks v3 (the math warpgroups gather).
+    // Warp-specialized (v5 / v4) by default: v4 measured 316 / 435 TFLOP/s at H 64 / 128 (T 8192, H200,
+    // session 16) against v3's 261 / 321; DSA_HEADSUM_V3=1 picks v3 (the math warpgroups gather).
     static int ws = -1;
     if (ws < 0) ws = !dsa_env_flag("DSA_HEADSUM_V3");
     if (!ws) {
