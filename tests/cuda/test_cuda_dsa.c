@@ -272,34 +272,6 @@ static void check_mqa(const char *name, dsa_dtype dt, int64_t T, int64_t H, int6
 // backward can reach): warp w takes slots 16w .. 16w+15; lane 4g + c adds the fragment value
 // 1e-6 (lane + i) of acc[i] (i = 4j + e: e 0, 1 to slot g's row, e 2, 3 to slot g+8's row) at columns
 // col0 + 8j + 2c + (e & 1) of every 64-column chunk col0; indices outside [0, rows) add nothing.
-// The benchmark's gather ceiling reads what it should: its XOR of every 32-bit word of the rows idx names
-// (row 0 for an index outside [0, rows)) against the host's; a shape it does not take is an error.
-static void check_gather_ceiling(int64_t rows, int64_t D, int64_t n) {
-    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(rows * D));
-    int32_t *idx = malloc(sizeof(int32_t) * n);
-    for (int64_t i = 0; i < rows * D; i++) h[i] = (uint16_t)dsa_rng_below(&R, 65536);
-    for (int64_t i = 0; i < n; i++) idx[i] = (int32_t)dsa_rng_below(&R, (uint64_t)rows + 10) - 5;
-    uint32_t want = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t key = idx[i] >= 0 && idx[i] < rows ? idx[i] : 0;
-        for (int64_t d = 0; d < D; d += 2) want ^= (uint32_t)h[key * D + d] | ((uint32_t)h[key * D + d + 1] << 16);
-    }
-    dsa_tensor *src = dsa_from_host(C, DSA_PERSIST, DSA_BF16, DSA_CUDA, 2, DSA_SHAPE(rows, D), h);
-    pair ix = int_pair(idx, 1, DSA_SHAPE(n));
-    int32_t zero = 0, got = 0;
-    dsa_tensor *sink = dsa_from_host(C, DSA_PERSIST, DSA_I32, DSA_CUDA, 1, DSA_SHAPE(1), &zero);
-    CHECK(src && sink, "gather ceiling tensors: %s", dsa_error_message());
-    CHECK_OK(dsa_gather_ceiling_cuda(src, ix.g, sink));
-    CHECK_OK(dsa_device_sync(DSA_CUDA));
-    CHECK_OK(dsa_to_host(sink, &got));
-    printf("gather ceiling kernel, %lld rows of [%lld, %lld]: XOR %08x (host %08x)\n", (long long)n, (long long)rows, (long long)D,
-           (unsigned)got, want);
-    CHECK((uint32_t)got == want, "gather ceiling [%lld, %lld]: XOR %08x, host %08x", (long long)rows, (long long)D, (unsigned)got, want);
-    CHECK(dsa_gather_ceiling_cuda(src, int_pair(idx, 1, DSA_SHAPE(n - 1)).g, sink) == DSA_ERR_SHAPE, "gather ceiling: ragged index count accepted");
-    free(h);
-    free(idx);
-}
-
 static void check_red_ceiling(int64_t rows, int64_t D, int64_t n) {
     int32_t *idx = malloc(sizeof(int32_t) * n);
     double *want = calloc((size_t)(rows * D), sizeof(double));
@@ -343,6 +315,34 @@ static void check_red_ceiling(int64_t rows, int64_t D, int64_t n) {
     }
     free(idx);
     free(want);
+}
+
+// The benchmark's gather ceiling reads what it should: its XOR of every 32-bit word of the rows idx names
+// (row 0 for an index outside [0, rows)) against the host's; a shape it does not take is an error.
+static void check_gather_ceiling(int64_t rows, int64_t D, int64_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(rows * D));
+    int32_t *idx = malloc(sizeof(int32_t) * n);
+    for (int64_t i = 0; i < rows * D; i++) h[i] = (uint16_t)dsa_rng_below(&R, 65536);
+    for (int64_t i = 0; i < n; i++) idx[i] = (int32_t)dsa_rng_below(&R, (uint64_t)rows + 10) - 5;
+    uint32_t want = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t key = idx[i] >= 0 && idx[i] < rows ? idx[i] : 0;
+        for (int64_t d = 0; d < D; d += 2) want ^= (uint32_t)h[key * D + d] | ((uint32_t)h[key * D + d + 1] << 16);
+    }
+    dsa_tensor *src = dsa_from_host(C, DSA_PERSIST, DSA_BF16, DSA_CUDA, 2, DSA_SHAPE(rows, D), h);
+    pair ix = int_pair(idx, 1, DSA_SHAPE(n));
+    int32_t zero = 0, got = 0;
+    dsa_tensor *sink = dsa_from_host(C, DSA_PERSIST, DSA_I32, DSA_CUDA, 1, DSA_SHAPE(1), &zero);
+    CHECK(src && sink, "gather ceiling tensors: %s", dsa_error_message());
+    CHECK_OK(dsa_gather_ceiling_cuda(src, ix.g, sink));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    CHECK_OK(dsa_to_host(sink, &got));
+    printf("gather ceiling kernel, %lld rows of [%lld, %lld]: XOR %08x (host %08x)\n", (long long)n, (long long)rows, (long long)D,
+           (unsigned)got, want);
+    CHECK((uint32_t)got == want, "gather ceiling [%lld, %lld]: XOR %08x, host %08x", (long long)rows, (long long)D, (unsigned)got, want);
+    CHECK(dsa_gather_ceiling_cuda(src, int_pair(idx, 1, DSA_SHAPE(n - 1)).g, sink) == DSA_ERR_SHAPE, "gather ceiling: ragged index count accepted");
+    free(h);
+    free(idx);
 }
 
 // ---- SPEC 0 / 4: windows and masks (exact) ---------------------------------------------------------
