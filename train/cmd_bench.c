@@ -381,6 +381,7 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
     if (!ch.qi || !ch.ki || !ch.wi || !ch.target || !ch.gl || !ch.loss || !ch.dloss || !ch.G || !ch.dq || !ch.dk || !ch.dw)
         goto fail;
     ch.part = -1;
+    const double chain_flops = 2.0 * T * K * (H * D + 4.0 * HI * DI);
     ms = time_median_ms(run_chain, &ch, 2, o->runs);
     if (ms < 0) goto fail;
     {
@@ -395,7 +396,7 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
         // twice: logits, backward) at the gather rates, dk's rows at the narrow reduction rate.
         const double kv_gb = (double)T * K * D * 2 / 1e9, k_gb = 2.0 * T * K * DI * 2 / 1e9, dk_gb = (double)T * K * DI * 4 / 1e9;
         const double kv_ms = kv_gb / GATHER576_GBS * 1e3, k_ms = k_gb / GATHER128_GBS * 1e3, dk_ms = dk_gb / RED128_GBS * 1e3;
-        const double need = 2.0 * T * K * (H * D + 4.0 * HI * DI) / (0.4 * GEMM_TFLOPS * 1e12) * 1e3;
+        const double need = chain_flops / (0.4 * GEMM_TFLOPS * 1e12) * 1e3;
         printf("indexer_kl_chain T %lld H %lld: L2 traffic floor %.3f ms = kv gathers %.2f GB %.3f + k gathers %.2f GB %.3f + "
                "dk reductions %.2f GB %.3f; 40%% of the GEMM rate needs %.3f ms\n", (long long)T, (long long)H,
                kv_ms + k_ms + dk_ms, kv_gb, kv_ms, k_gb, k_ms, dk_gb, dk_ms, need);
@@ -403,7 +404,7 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
     // Min-bytes: the inputs (q, kv, idx, lse; the indexer's q, k, w) read once, the indexer's gradients
     // written once (the [T, K] intermediates need not leave the chip).
     double io_idx = (double)T * HI * DI * 6 + (double)S * DI * 6 + (double)T * HI * 6;
-    bench_row *rc = add_row("indexer_kl_chain", T, H, ms, 2.0 * T * K * (H * D + 4.0 * HI * DI),
+    bench_row *rc = add_row("indexer_kl_chain", T, H, ms, chain_flops,
                             (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 4 + T * H * 4.0 + io_idx,
                             (double)T * H * D * 2 + (double)S * D * 2 + (double)T * K * 6 + T * H * 4.0 + (g_mem - mem_before));
     if (rc) {
