@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(256) gather_ceiling_kernel(const uint4 *__rest
 #pragma unroll
         for (int i = 0; i < PER; i++) acc ^= v[i].x ^ v[i].y ^ v[i].z ^ v[i].w;
     }
-    __shared__ unsigned warp_acc[8];
+    __shared__ unsigned warp_acc[256 / 32];  // the launcher's 256 threads
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) acc ^= __shfl_xor_sync(0xffffffffu, acc, o);
     if (lane == 0) warp_acc[threadIdx.x >> 5] = acc;
@@ -122,6 +122,14 @@ __global__ void __launch_bounds__(256) gather_ceiling_kernel(const uint4 *__rest
         for (int w = 0; w < (int)(blockDim.x >> 5); w++) x ^= warp_acc[w];
         atomicXor(sink, x);
     }
+}
+
+// One launch of the gather ceiling for rows of D, NR rows a warp batch (n indices, n % NR == 0).
+template <int D, int NR>
+static void gather_ceiling_launch(const uint4 *src, const int *idx, int64_t n, int64_t rows, unsigned *sink) {
+    const int64_t nb = n / NR;
+    const unsigned blocks = (unsigned)(nb / 8 < 4096 ? (nb + 7) / 8 : 4096);
+    if (nb) gather_ceiling_kernel<D, NR><<<blocks, 256, 0, dsa_stream()>>>(src, idx, nb, rows, sink);
 }
 
 extern "C" dsa_status dsa_gather_ceiling_cuda(const dsa_tensor *src, const dsa_tensor *idx, dsa_tensor *sink) {
@@ -135,15 +143,8 @@ extern "C" dsa_status dsa_gather_ceiling_cuda(const dsa_tensor *src, const dsa_t
     const uint4 *s = (const uint4 *)src->data;
     const int *ix = (const int *)idx->data;
     unsigned *out = (unsigned *)sink->data;
-    if (src->shape[1] == 576) {  // 8 rows a warp batch: 18 loads a lane
-        const int64_t nb = n / 8;
-        unsigned blocks = (unsigned)(nb / 8 < 4096 ? (nb + 7) / 8 : 4096);
-        if (nb) gather_ceiling_kernel<576, 8><<<blocks, 256, 0, dsa_stream()>>>(s, ix, nb, rows, out);
-    } else {  // 32 rows a batch: 16 loads a lane
-        const int64_t nb = n / 32;
-        unsigned blocks = (unsigned)(nb / 8 < 4096 ? (nb + 7) / 8 : 4096);
-        if (nb) gather_ceiling_kernel<128, 32><<<blocks, 256, 0, dsa_stream()>>>(s, ix, nb, rows, out);
-    }
+    if (src->shape[1] == 576) gather_ceiling_launch<576, 8>(s, ix, n, rows, out);  // 18 loads a lane
+    else gather_ceiling_launch<128, 32>(s, ix, n, rows, out);                     // 16 loads a lane
     CUDA_LAUNCH_CHECK("dsa_gather_ceiling");
     return DSA_OK;
 }
