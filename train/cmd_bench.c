@@ -118,10 +118,28 @@ static dsa_tensor *dev_tensor(dsa_ctx *c, dsa_dtype dt, int ndim, const int64_t 
     return t;
 }
 
-// Random top-k indices, every slot valid, uniform over [0, S) (as FlashMLA's and cuDNN's benchmarks).
-static dsa_tensor *random_indices(dsa_ctx *c, int64_t T, int64_t K, int64_t S, dsa_rng *r) {
+// Random top-k indices, every slot valid, uniform over [0, S) (as FlashMLA's and cuDNN's benchmarks),
+// and with `distinct` (the kernels' inputs) distinct within a row where K <= S, as a real top-k's picks are
+// (a partial shuffle per row; until session 25 they were drawn with repeats: at K = S / 2 a row then held
+// about 79% distinct keys). The ceilings' random rows keep repeats.
+static dsa_tensor *random_indices(dsa_ctx *c, int64_t T, int64_t K, int64_t S, dsa_rng *r, bool distinct) {
     int32_t *h = malloc(sizeof(int32_t) * (size_t)(T * K));
-    for (int64_t i = 0; i < T * K; i++) h[i] = (int32_t)dsa_rng_below(r, (uint64_t)S);
+    int32_t *perm = distinct && K <= S ? malloc(sizeof(int32_t) * (size_t)S) : NULL;
+    for (int64_t t = 0; t < T; t++) {
+        if (!perm) {
+            for (int64_t j = 0; j < K; j++) h[t * K + j] = (int32_t)dsa_rng_below(r, (uint64_t)S);
+            continue;
+        }
+        for (int64_t s = 0; s < S; s++) perm[s] = (int32_t)s;
+        for (int64_t j = 0; j < K; j++) {
+            int64_t x = j + (int64_t)dsa_rng_below(r, (uint64_t)(S - j));
+            int32_t v = perm[x];
+            perm[x] = perm[j];
+            perm[j] = v;
+            h[t * K + j] = v;
+        }
+    }
+    free(perm);
     dsa_tensor *t = dsa_from_host(c, DSA_PERSIST, DSA_I32, DSA_CUDA, 2, DSA_SHAPE(T, K), h);
     g_mem += (double)T * K * 4;
     free(h);
@@ -202,8 +220,8 @@ static int measure_ceilings(const bench_opts *o) {
     // Two reduction ceilings: the sparse backward's dkv rows (576 fp32) and the indexer backward's dk rows
     // (128 fp32), both 4096 rows x 2M or 8M random slots.
     const int64_t red_rows = 4096, red_k = 512, red128_k = 2048;
-    red_args ra = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 576), 1.0), random_indices(c, red_rows, red_k, red_rows, &r)};
-    red_args rn = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 128), 1.0), random_indices(c, red_rows, red128_k, red_rows, &r)};
+    red_args ra = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 576), 1.0), random_indices(c, red_rows, red_k, red_rows, &r, false)};
+    red_args rn = {dev_tensor(c, DSA_F32, 2, DSA_SHAPE(red_rows, 128), 1.0), random_indices(c, red_rows, red128_k, red_rows, &r, false)};
     if (!ra.dst || !ra.idx || !rn.dst || !rn.idx) {
         fprintf(stderr, "bench: %s\n", dsa_error_message());
         dsa_ctx_free(c);
@@ -219,7 +237,7 @@ static int measure_ceilings(const bench_opts *o) {
     double bms = time_median_ms(run_red_bulk, &ra, 3, o->runs), bnms = time_median_ms(run_red_bulk, &rn, 3, o->runs);
     // Gathers: 4096 rows x 2048 random picks (8M rows read) of 576 and of 128 bf16.
     const int64_t g_rows = 4096, g_k = 2048;
-    dsa_tensor *g_idx = random_indices(c, g_rows, g_k, g_rows, &r), *g_sink = dev_tensor(c, DSA_I32, 1, DSA_SHAPE(1), 0);
+    dsa_tensor *g_idx = random_indices(c, g_rows, g_k, g_rows, &r, false), *g_sink = dev_tensor(c, DSA_I32, 1, DSA_SHAPE(1), 0);
     gather_args ga = {dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(g_rows, 576), 1.0), g_idx, g_sink};
     gather_args gn = {dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(g_rows, 128), 1.0), g_idx, g_sink};
     if (!g_idx || !g_sink || !ga.src || !gn.src) {
@@ -293,7 +311,7 @@ static dsa_status run_fwd_headsum(void *p) {
 typedef struct {
     mqa_args *m;
     dsa_tensor *qi, *ki, *wi, *target, *gl, *loss, *dloss, *G, *dq, *dk, *dw;
-    int part;  // the piece run_chain times (0..4), or all of them (< 0)
+    int part;  // the piece run_chain times (0..4; 5, 6: part 4's dk, its dq and dw), or all of them (< 0)
 } chain_args;
 // One piece of the chain (a->part 0..4), or all of it (a->part < 0): the breakdown line says where its
 // time goes.
@@ -315,6 +333,14 @@ static dsa_status run_chain(void *p) {
         DSA_TRY(dsa_zero(a->dw));
         DSA_TRY(dsa_indexer_gather_bwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->G, a->dq, a->dk, a->dw, true));
     }
+    if (part == 5) {  // the gathered backward's dk alone, then its dq and dw alone (the breakdown's split of part 4)
+        DSA_TRY(dsa_zero(a->dk));
+        DSA_TRY(dsa_indexer_gather_bwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->G, NULL, a->dk, NULL, false));
+    }
+    if (part == 6) {
+        DSA_TRY(dsa_zero(a->dw));
+        DSA_TRY(dsa_indexer_gather_bwd_cuda(a->qi, a->ki, a->wi, m->idx, NULL, a->G, a->dq, NULL, a->dw, true));
+    }
     return DSA_OK;
 }
 
@@ -329,7 +355,7 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
     g_mem = 0;
     a.q = dev_tensor(c, DSA_BF16, 3, DSA_SHAPE(T, H, D), 1.0);
     a.kv = dev_tensor(c, DSA_BF16, 2, DSA_SHAPE(S, D), 1.0);
-    a.idx = random_indices(c, T, K, S, r);
+    a.idx = random_indices(c, T, K, S, r, true);
     a.out = dev_tensor(c, DSA_BF16, 3, DSA_SHAPE(T, H, Dv), 1.0);
     a.lse = dev_tensor(c, DSA_F32, 2, DSA_SHAPE(T, H), 1.0);
     if (!a.q || !a.kv || !a.idx || !a.out || !a.lse) goto fail;
@@ -391,7 +417,9 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
             double pm = time_median_ms(run_chain, &ch, 2, o->runs);
             printf("%s %s %.3f", ch.part ? " +" : "", PART[ch.part], pm);
         }
-        printf(" ms (each timed alone)\n");
+        printf(" ms (each timed alone); the bwd's dk alone");
+        for (ch.part = 5; ch.part < 7; ch.part++) printf(" %s%.3f", ch.part == 6 ? "+ dq, dw alone " : "", time_median_ms(run_chain, &ch, 2, o->runs));
+        printf(" ms\n");
         // Its L2 traffic at the measured ceilings: the head sum's kv rows and the indexer's k rows (gathered
         // twice: logits, backward) at the gather rates, dk's rows at the narrow reduction rate.
         const double kv_gb = (double)T * K * D * 2 / 1e9, k_gb = 2.0 * T * K * DI * 2 / 1e9, dk_gb = (double)T * K * DI * 4 / 1e9;

@@ -85,10 +85,24 @@ static void check_indexer_bwd_repeat(const char *name, const char *what, const d
 // Top-k indices with the edge rows of SPEC 9, by row t % 8: 0 all -1; 1 -1 in the middle; 2 some
 // idx >= S (and very negative); 3 topk_length 0; 4 topk_length K; 5 a short window (few valid,
 // then -1); else random valid keys. len gets topk_length.
-static void make_indices(int64_t T, int64_t K, int64_t S, int32_t *idx, int32_t *len) {
+// distinct (K <= S): a row's keys are K distinct keys (a real top-k's picks; drawn by a partial shuffle),
+// else drawn with repeats.
+static void make_indices_opt(int64_t T, int64_t K, int64_t S, int32_t *idx, int32_t *len, bool distinct) {
+    int32_t *perm = distinct ? malloc(sizeof(int32_t) * (size_t)S) : NULL;
     for (int64_t t = 0; t < T; t++) {
         int kind = (int)(t % 8);
-        for (int64_t j = 0; j < K; j++) idx[t * K + j] = (int32_t)dsa_rng_below(&R, (uint64_t)S);
+        if (perm) {
+            for (int64_t s = 0; s < S; s++) perm[s] = (int32_t)s;
+            for (int64_t j = 0; j < K; j++) {
+                int64_t x = j + (int64_t)dsa_rng_below(&R, (uint64_t)(S - j));
+                int32_t v = perm[x];
+                perm[x] = perm[j];
+                perm[j] = v;
+                idx[t * K + j] = v;
+            }
+        } else {
+            for (int64_t j = 0; j < K; j++) idx[t * K + j] = (int32_t)dsa_rng_below(&R, (uint64_t)S);
+        }
         len[t] = (int32_t)dsa_rng_below(&R, (uint64_t)K + 1);
         if (kind == 0)
             for (int64_t j = 0; j < K; j++) idx[t * K + j] = -1;
@@ -104,6 +118,10 @@ static void make_indices(int64_t T, int64_t K, int64_t S, int32_t *idx, int32_t 
             len[t] = (int32_t)w;
         }
     }
+    free(perm);
+}
+static void make_indices(int64_t T, int64_t K, int64_t S, int32_t *idx, int32_t *len) {
+    make_indices_opt(T, K, S, idx, len, false);
 }
 
 // ---- the union of neighbouring rows' picks (dsa_pick_union, the merged few-head kernels' input) ----------
@@ -669,12 +687,13 @@ static void check_indexer(const char *name, dsa_dtype dt, int64_t T, int64_t S, 
 // Gathered logits and their backward alone (no dense logits, no top-k), at shapes that walk many
 // 64-slot tiles: K not a multiple of 64 (K odd: scalar stores), every head count of the bf16
 // tensor-core path, with and without topk_length. DSA_GATHER_SIMT=1 runs the same on the simple kernels.
-static void check_gather(const char *name, int64_t T, int64_t S, int64_t H, int64_t D, int64_t K, bool len_on) {
+static void check_gather(const char *name, int64_t T, int64_t S, int64_t H, int64_t D, int64_t K, bool len_on,
+                         bool distinct) {
     dsa_dtype dt = DSA_BF16;
     pair q = rand_pair(dt, 3, DSA_SHAPE(T, H, D), 1.0), k = rand_pair(dt, 2, DSA_SHAPE(S, D), 1.0);
     pair w = rand_pair(dt, 2, DSA_SHAPE(T, H), 1.0 / sqrt((double)D));
     int32_t *idx = malloc(sizeof(int32_t) * T * K), *len = malloc(sizeof(int32_t) * T);
-    make_indices(T, K, S, idx, len);
+    make_indices_opt(T, K, S, idx, len, distinct);
     pair gi = int_pair(idx, 2, DSA_SHAPE(T, K)), gl = int_pair(len, 1, DSA_SHAPE(T));
     const dsa_tensor *lc = len_on ? gl.c : NULL, *lg = len_on ? gl.g : NULL;
     pair gsc = zeros_pair(DSA_F32, dt, 2, DSA_SHAPE(T, K));
@@ -798,7 +817,8 @@ int main(void) {
         check_indexer("indexer f32 H5 D16", DSA_F32, 24, 60, 5, 16, 7);
         check_indexer("indexer bf16 H16 D32 T13 S70 (mma)", DSA_BF16, 13, 70, 16, 32, 9);
         check_indexer("indexer bf16 H16 D64 T21 S90 (wgmma on sm_90a)", DSA_BF16, 21, 90, 16, 64, 9);
-        check_gather("gather bf16 H48 D64 K131", 9, 150, 48, 64, 131, true);
+        check_gather("gather bf16 H48 D64 K131", 9, 150, 48, 64, 131, true, false);
+        check_gather("gather bf16 H64 D128 K200 distinct", 20, 700, 64, 128, 200, true, true);  // dk by ranges
         check_dense_scores(DSA_F32, 20, 5, 24, 40, 0.2);
         check_dense_scores(DSA_BF16, 12, 12, 576, 150, 1.0 / 24.0);  // the slot-list path on sm_90
     } else {
@@ -841,10 +861,13 @@ int main(void) {
         // H 64 at ragged shapes: T % 4, S % 64, D 64 (the wgmma kernel on sm_90a).
         check_indexer("indexer bf16 H64 D64 T77 S333 K40", DSA_BF16, 77, 333, 64, 64, 40);
         check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
-        check_gather("gather bf16 H64 D128 K2048", 24, 4096, 64, 128, 2048, true);
-        check_gather("gather bf16 H48 D128 K301 no length", 40, 1000, 48, 128, 301, false);
-        check_gather("gather bf16 H32 D32 K200", 40, 300, 32, 32, 200, true);
-        check_gather("gather bf16 H16 D96 K77 (fwd mma, bwd simple)", 24, 500, 16, 96, 77, true);
+        check_gather("gather bf16 H64 D128 K2048", 24, 4096, 64, 128, 2048, true, false);
+        // Distinct picks (as a real top-k): dk by key ranges adds without atomics (dsa_indexer_dk_range_cuda.cu on
+        // sm_90a); 12 ranges of 256 keys, the last one partial, several chunks of rows each.
+        check_gather("gather bf16 H64 D128 K500 distinct", 300, 2900, 64, 128, 500, true, true);
+        check_gather("gather bf16 H48 D128 K301 no length", 40, 1000, 48, 128, 301, false, false);
+        check_gather("gather bf16 H32 D32 K200", 40, 300, 32, 32, 200, true, false);
+        check_gather("gather bf16 H16 D96 K77 (fwd mma, bwd simple)", 24, 500, 16, 96, 77, true, false);
         check_dense_scores(DSA_F32, 128, 20, 64, 256, 0.125);
         check_dense_scores(DSA_F32, 6, 2, 16, 2200, 0.25);  // KL rows longer than 2048: the re-reading kernels
         check_dense_scores(DSA_BF16, 64, 16, 576, 300, 1.0 / 16.0);
