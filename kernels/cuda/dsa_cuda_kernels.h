@@ -66,12 +66,6 @@ dsa_status dsa_sparse_mqa_bwd_det_cuda(const dsa_tensor *q, const dsa_tensor *kv
 dsa_status dsa_indexer_dk_det_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                    const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *start,
                                    const dsa_tensor *end, const dsa_tensor *G, dsa_tensor *dk);
-// The gathered indexer backward's dk by key ranges (bf16 q / k / w, H 64, D 128, fp32 G and dk, sm_90a):
-// per-range dk rows kept in shared memory instead of fp32 atomics per pick. DSA_ERR_UNSUPPORTED (no
-// message) where it does not apply or DSA_INDEXER_DK_ATOMIC=1.
-dsa_status dsa_indexer_dk_range_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
-                                     const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
-                                     dsa_tensor *dk);
 // DSA_DETERMINISTIC=1 in the environment (read once).
 bool dsa_deterministic(void);
 

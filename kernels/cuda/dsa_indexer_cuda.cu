@@ -1178,15 +1178,6 @@ extern "C" dsa_status dsa_indexer_gather_bwd_cuda(const dsa_tensor *q, const dsa
         if (dq || dw) DSA_TRY(dsa_indexer_gather_bwd_cuda(q, k, w, idx, topk_length, G, dq, NULL, dw, dq_store));
         return dsa_indexer_dk_det_cuda(q, k, w, idx, topk_length, NULL, NULL, G, dk);
     }
-    if (dk) {  // dk by key ranges where that applies (dsa_indexer_dk_range_cuda.cu); dq and dw below
-        dsa_status st = dsa_indexer_dk_range_cuda(q, k, w, idx, topk_length, G, dk);
-        if (st == DSA_OK) {
-            if (!dq && !dw) return DSA_OK;
-            dk = NULL;
-        } else if (st != DSA_ERR_UNSUPPORTED) {
-            return st;
-        }
-    }
     if (gather_bwd_wgmma()) {  // opt-in; adds into dq
         if (dq_store) DSA_TRY(dsa_zero(dq));
         dq_store = false;

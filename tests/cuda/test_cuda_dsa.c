@@ -818,7 +818,7 @@ int main(void) {
         check_indexer("indexer bf16 H16 D32 T13 S70 (mma)", DSA_BF16, 13, 70, 16, 32, 9);
         check_indexer("indexer bf16 H16 D64 T21 S90 (wgmma on sm_90a)", DSA_BF16, 21, 90, 16, 64, 9);
         check_gather("gather bf16 H48 D64 K131", 9, 150, 48, 64, 131, true, false);
-        check_gather("gather bf16 H64 D128 K200 distinct", 20, 700, 64, 128, 200, true, true);  // dk by ranges
+        check_gather("gather bf16 H64 D128 K200 distinct", 20, 700, 64, 128, 200, true, true);  // picks as a real top-k's
         check_dense_scores(DSA_F32, 20, 5, 24, 40, 0.2);
         check_dense_scores(DSA_BF16, 12, 12, 576, 150, 1.0 / 24.0);  // the slot-list path on sm_90
     } else {
@@ -862,8 +862,7 @@ int main(void) {
         check_indexer("indexer bf16 H64 D64 T77 S333 K40", DSA_BF16, 77, 333, 64, 64, 40);
         check_indexer("indexer f32 H4 D32 T4096 K2048", DSA_F32, 4096, 4096, 4, 32, 2048);
         check_gather("gather bf16 H64 D128 K2048", 24, 4096, 64, 128, 2048, true, false);
-        // Distinct picks (as a real top-k): dk by key ranges adds without atomics (dsa_indexer_dk_range_cuda.cu on
-        // sm_90a); 12 ranges of 256 keys, the last one partial, several chunks of rows each.
+        // Distinct picks in each row, as a real top-k's (the other cases draw with repeats).
         check_gather("gather bf16 H64 D128 K500 distinct", 300, 2900, 64, 128, 500, true, true);
         check_gather("gather bf16 H48 D128 K301 no length", 40, 1000, 48, 128, 301, false, false);
         check_gather("gather bf16 H32 D32 K200", 40, 300, 32, 32, 200, true, false);
