@@ -325,6 +325,8 @@ __global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
 //   dk_tile = G q: m64n128k16, A = sG K-major, B = q read MN-major; float2 atomics per valid key.
 // At the end the warpgroups' dq and dw partials meet in shared memory, and dq[t], dw[t] get plain
 // read-modify-writes (the row is this CTA's alone).
+// DK false: dq and dw only (dk wanted from elsewhere: no dk product, no atomics).
+template <bool DK>
 __global__ void __launch_bounds__(256, 1) indexer_gather_bwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
@@ -382,14 +384,17 @@ __global__ void __launch_bounds__(256, 1) indexer_gather_bwd_wgmma_kernel(
 #pragma unroll
         for (int kk = 0; kk < IXW_KT / 16; kk++)  // dq (heads x d) += G^T K_tile over the 64 slots
             dsa_wgmma_m64n128k16<1, 1>(dqa, dg_t + kk * (16 * 128 / 16), dk_n + kk * (16 * 128 / 16), 1);
+        if constexpr (DK) {
 #pragma unroll
-        for (int kk = 0; kk < IXW_H / 16; kk++)  // dk (slots x d) = G q over the 64 heads
-            dsa_wgmma_m64n128k16<0, 1>(dka, dg_k + 2 * kk, dq_n + kk * (16 * 128 / 16), kk != 0);
+            for (int kk = 0; kk < IXW_H / 16; kk++)  // dk (slots x d) = G q over the 64 heads
+                dsa_wgmma_m64n128k16<0, 1>(dka, dg_k + 2 * kk, dq_n + kk * (16 * 128 / 16), kk != 0);
+        }
         dsa_wgmma_commit();
         dsa_wgmma_wait<0>();
         ixw_stage_next(wg, n, mine, load_tile);  // (the barrier inside also frees sG for the next tile)
 #pragma unroll
         for (int j = 0; j < NB; j++) {
+            if (!DK) break;
             if (key_lo >= 0) atomicAdd((float2 *)(dk + (int64_t)key_lo * D + 8 * j + 2 * c), make_float2(dka[4 * j], dka[4 * j + 1]));
             if (key_hi >= 0) atomicAdd((float2 *)(dk + (int64_t)key_hi * D + 8 * j + 2 * c), make_float2(dka[4 * j + 2], dka[4 * j + 3]));
         }
@@ -510,7 +515,7 @@ dsa_status dsa_indexer_logits_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
 }
 
 // Called by the gathered-logits backward dispatcher (dsa_indexer_cuda.cu) when DSA_GATHER_BWD_WGMMA=1, for
-// bf16 q / k / w, H = 64, D = 128, fp32 G / dq / dk / dw (all three wanted; dq and dk 8-byte aligned),
+// bf16 q / k / w, H = 64, D = 128, fp32 G / dq / dk / dw (dq and dw wanted, dk or not; dq and dk 8-byte aligned),
 // on an sm_90 GPU. DSA_ERR_UNSUPPORTED otherwise (no message: the caller falls back to mma.sync).
 dsa_status dsa_indexer_gather_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                              const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
@@ -518,18 +523,18 @@ dsa_status dsa_indexer_gather_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     int64_t T_ = q->shape[0], D = q->shape[2], S = k->shape[0], K = idx->shape[1];
     size_t smem = 0;
     int slack = 0;
-    if (D != 128 || !dq || !dk || !dw || G->dtype != DSA_F32 || dq->dtype != DSA_F32 || dk->dtype != DSA_F32 ||
-        dw->dtype != DSA_F32 || ((uintptr_t)dq->data | (uintptr_t)dk->data) % 8 != 0)
+    if (D != 128 || !dq || !dw || G->dtype != DSA_F32 || dq->dtype != DSA_F32 || (dk && dk->dtype != DSA_F32) ||
+        dw->dtype != DSA_F32 || ((uintptr_t)dq->data | (uintptr_t)(dk ? dk->data : NULL)) % 8 != 0)
         return DSA_ERR_UNSUPPORTED;
     DSA_TRY(ixw_check(q, k, w, 2 * ((size_t)IXW_H * D + 4 * (size_t)IXW_KT * D + 2 * (size_t)IXW_KT * IXW_H) + 4 * IXW_H,
                       &smem, &slack));
     if (T_ == 0 || K == 0) return DSA_OK;
-    auto kern = indexer_gather_bwd_wgmma_kernel;
+    auto kern = dk ? indexer_gather_bwd_wgmma_kernel<true> : indexer_gather_bwd_wgmma_kernel<false>;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (wgmma)"));
     kern<<<(unsigned)T_, 256, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
         (const int *)idx->data, topk_length ? (const int *)topk_length->data : NULL, (const float *)G->data,
-        (float *)dq->data, (float *)dk->data, (float *)dw->data, T_, K, S, slack);
+        (float *)dq->data, dk ? (float *)dk->data : NULL, (float *)dw->data, T_, K, S, slack);
     CUDA_LAUNCH_CHECK("indexer_gather_bwd_wgmma");
     return DSA_OK;
 }

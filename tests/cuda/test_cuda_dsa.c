@@ -722,6 +722,13 @@ static void check_gather(const char *name, int64_t T, int64_t S, int64_t H, int6
     CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, lg, Gd.g, dqs.g, NULL, NULL, true));
     CHECK_OK(dsa_device_sync(DSA_CUDA));
     check_grad("dq stored", dqs.g, dqs.c);
+    // dq and dw without dk (a caller that takes dk from elsewhere).
+    pair dqn = zeros_pair(DSA_F32, DSA_F32, 3, DSA_SHAPE(T, H, D)), dwn = zeros_pair(DSA_F32, DSA_F32, 2, DSA_SHAPE(T, H));
+    CHECK_OK(dsa_indexer_gather_bwd_cpu(q.c, k.c, w.c, gi.c, lc, Gd.c, dqn.c, NULL, dwn.c));
+    CHECK_OK(dsa_indexer_gather_bwd_cuda(q.g, k.g, w.g, gi.g, lg, Gd.g, dqn.g, NULL, dwn.g, false));
+    CHECK_OK(dsa_device_sync(DSA_CUDA));
+    check_grad("dq no dk", dqn.g, dqn.c);
+    check_grad("dw no dk", dwn.g, dwn.c);
     free(idx);
     free(len);
 }
