@@ -25,6 +25,16 @@ double dsa_rng_normal(dsa_rng *r) {
 
 uint64_t dsa_rng_below(dsa_rng *r, uint64_t n) { return dsa_rng_u64(r) % n; }
 
+void dsa_rng_distinct(dsa_rng *r, int32_t n, int32_t k, int32_t *perm, int32_t *out) {
+    for (int32_t s = 0; s < n; s++) perm[s] = s;
+    for (int32_t j = 0; j < k; j++) {
+        int32_t x = j + (int32_t)dsa_rng_below(r, (uint64_t)(n - j)), v = perm[x];
+        perm[x] = perm[j];
+        perm[j] = v;
+        out[j] = v;
+    }
+}
+
 dsa_rng dsa_rng_fork(const dsa_rng *r, uint64_t stream) {
     dsa_rng f;
     f.seed = splitmix64(r->seed ^ splitmix64(stream + 0x5851f42d4c957f2dull));

@@ -126,18 +126,9 @@ static dsa_tensor *random_indices(dsa_ctx *c, int64_t T, int64_t K, int64_t S, d
     int32_t *h = malloc(sizeof(int32_t) * (size_t)(T * K));
     int32_t *perm = distinct && K <= S ? malloc(sizeof(int32_t) * (size_t)S) : NULL;
     for (int64_t t = 0; t < T; t++) {
-        if (!perm) {
+        if (perm) dsa_rng_distinct(r, (int32_t)S, (int32_t)K, perm, h + t * K);
+        else
             for (int64_t j = 0; j < K; j++) h[t * K + j] = (int32_t)dsa_rng_below(r, (uint64_t)S);
-            continue;
-        }
-        for (int64_t s = 0; s < S; s++) perm[s] = (int32_t)s;
-        for (int64_t j = 0; j < K; j++) {
-            int64_t x = j + (int64_t)dsa_rng_below(r, (uint64_t)(S - j));
-            int32_t v = perm[x];
-            perm[x] = perm[j];
-            perm[j] = v;
-            h[t * K + j] = v;
-        }
     }
     free(perm);
     dsa_tensor *t = dsa_from_host(c, DSA_PERSIST, DSA_I32, DSA_CUDA, 2, DSA_SHAPE(T, K), h);

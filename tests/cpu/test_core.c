@@ -29,6 +29,16 @@ static void test_rng(void) {
     uint64_t x1 = dsa_rng_u64(&f1), x2 = dsa_rng_u64(&f2), x3 = dsa_rng_u64(&f3);
     CHECK(x1 == 0xfc742f5397cccd09ULL, "fork(42, 5) first draw %016llx", (unsigned long long)x1);
     CHECK(x1 == x2 && x1 != x3, "forks: same stream equal, other stream differs");
+    // Distinct draws: k of n, each in [0, n), none twice, and k = n gives a permutation.
+    enum { N = 300 };
+    int32_t perm[N], out[N];
+    int seen[N] = {0}, bad = 0;
+    dsa_rng_distinct(&a, N, 200, perm, out);
+    for (int j = 0; j < 200; j++) bad += out[j] < 0 || out[j] >= N || seen[out[j]]++;
+    dsa_rng_distinct(&a, N, N, perm, out);
+    int seen_all[N] = {0};
+    for (int j = 0; j < N; j++) bad += out[j] < 0 || out[j] >= N || seen_all[out[j]]++;
+    CHECK(bad == 0, "dsa_rng_distinct: %d values out of range or repeated", bad);
 }
 
 static void test_arena(void) {

@@ -91,18 +91,9 @@ static void make_indices_opt(int64_t T, int64_t K, int64_t S, int32_t *idx, int3
     int32_t *perm = distinct ? malloc(sizeof(int32_t) * (size_t)S) : NULL;
     for (int64_t t = 0; t < T; t++) {
         int kind = (int)(t % 8);
-        if (perm) {
-            for (int64_t s = 0; s < S; s++) perm[s] = (int32_t)s;
-            for (int64_t j = 0; j < K; j++) {
-                int64_t x = j + (int64_t)dsa_rng_below(&R, (uint64_t)(S - j));
-                int32_t v = perm[x];
-                perm[x] = perm[j];
-                perm[j] = v;
-                idx[t * K + j] = v;
-            }
-        } else {
+        if (perm) dsa_rng_distinct(&R, (int32_t)S, (int32_t)K, perm, idx + t * K);
+        else
             for (int64_t j = 0; j < K; j++) idx[t * K + j] = (int32_t)dsa_rng_below(&R, (uint64_t)S);
-        }
         len[t] = (int32_t)dsa_rng_below(&R, (uint64_t)K + 1);
         if (kind == 0)
             for (int64_t j = 0; j < K; j++) idx[t * K + j] = -1;
