@@ -112,6 +112,10 @@ dsa_status dsa_window_lists_cuda(const int *start, const int *end, int *idx, int
 dsa_status dsa_red_ceiling_cuda(dsa_tensor *dst, const dsa_tensor *idx);
 // The same rows reduced by the bulk copy engine (cp.reduce.async.bulk, sm_90a): dst += 1e-6 (col % 97 + 1).
 dsa_status dsa_red_ceiling_bulk_cuda(dsa_tensor *dst, const dsa_tensor *idx);
+// The bench's reduction-pattern probe (DSA_RED_PROBE=1): dst [rows, 128] fp32 += a constant float4 at each
+// whole row idx names, lpr (2, 4, 8, 16 or 32) lanes a row: a warp instruction covers 32 / lpr rows x
+// 16 lpr contiguous bytes.
+dsa_status dsa_red_probe_cuda(dsa_tensor *dst, const dsa_tensor *idx, int lpr);
 // The benchmark's gather ceiling: reads the rows of src (bf16 [rows, 576 or 128], L2-resident when small)
 // that idx names (i32, a multiple of 32 of them; one outside [0, rows) reads row 0) with 16-byte L2 loads and
 // nothing else; sink (i32) ^= the XOR of every 32-bit word read.

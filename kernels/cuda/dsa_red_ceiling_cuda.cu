@@ -85,6 +85,45 @@ static dsa_status red_ceiling_launch(dsa_tensor *dst, const dsa_tensor *idx, boo
     return DSA_OK;
 }
 
+// Probe (DSA_RED_PROBE=1 in the bench): whole 128-float rows at the picks idx names, LPR lanes a row, so a
+// warp instruction covers 32 / LPR rows x LPR * 16 bytes (LPR 2: 32-byte sectors of 16 rows, as the ceiling
+// above; 4: 64 bytes of 8 rows, as the gathered indexer backward; 8: whole 128-byte lines of 4 rows).
+template <int LPR>
+__global__ void __launch_bounds__(256) red_probe_kernel(float *dst, const int *__restrict__ idx, int64_t n_picks, int64_t rows) {
+    constexpr int RPW = 32 / LPR, NI = 128 / (4 * LPR);
+    const int lane = threadIdx.x & 31, r = lane / LPR, ch = lane % LPR;
+    const float4 v = make_float4(1e-6f * lane, 2e-6f, 3e-6f, 4e-6f);
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    for (int64_t p0 = (blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5)) * RPW; p0 < n_picks; p0 += warps * RPW) {
+        int key = p0 + r < n_picks ? idx[p0 + r] : -1;
+        if (key >= rows) key = -1;
+        if (key >= 0)
+#pragma unroll
+            for (int i = 0; i < NI; i++) atomicAdd((float4 *)(dst + (int64_t)key * 128 + 4 * (ch + LPR * i)), v);
+    }
+}
+extern "C" dsa_status dsa_red_probe_cuda(dsa_tensor *dst, const dsa_tensor *idx, int lpr) {
+    if (dst->dtype != DSA_F32 || dst->ndim != 2 || dst->shape[1] != 128 || idx->dtype != DSA_I32 ||
+        (lpr != 2 && lpr != 4 && lpr != 8 && lpr != 16 && lpr != 32))
+        return dsa_error_set(DSA_ERR_SHAPE, "dsa_red_probe: dst must be f32 [rows, 128], idx i32, lanes a row 2 .. 32 "
+                                            "(got %s dst with %d dims, %d lanes)",
+                             dsa_dtype_name(dst->dtype), dst->ndim, lpr);
+    const int64_t n = dsa_numel(idx), rows = dst->shape[0];
+    if (n == 0) return DSA_OK;
+    unsigned blocks = 4096;
+    float *d = (float *)dst->data;
+    const int *ix = (const int *)idx->data;
+    switch (lpr) {
+    case 2: red_probe_kernel<2><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n, rows); break;
+    case 4: red_probe_kernel<4><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n, rows); break;
+    case 8: red_probe_kernel<8><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n, rows); break;
+    case 16: red_probe_kernel<16><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n, rows); break;
+    default: red_probe_kernel<32><<<blocks, 256, 0, dsa_stream()>>>(d, ix, n, rows); break;  // 32
+    }
+    CUDA_LAUNCH_CHECK("red probe");
+    return DSA_OK;
+}
+
 // Gather ceiling: each warp reads NR rows at a time (the rows idx names) with 16-byte loads that skip L1
 // (ld.global.cg, the path of the kernels' cp.async.cg gathers; __ldg measured 9384 / 13671 GB/s at 576 / 128,
 // partly from L1 at 128: the table is 1 MiB), all of a
