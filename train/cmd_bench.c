@@ -173,11 +173,14 @@ static dsa_status run_red(void *p) {
     red_args *a = p;
     return dsa_red_ceiling_cuda(a->dst, a->idx);
 }
-// DSA_RED_PROBE=1: the 128-wide reductions again at 2 .. 32 lanes a row (dsa_red_probe_cuda), printed.
-static int g_probe_lpr;
+// DSA_RED_PROBE=1: the 128-wide reductions again at lpr = 2 .. 32 lanes a row (dsa_red_probe_cuda), printed.
+typedef struct {
+    red_args *red;
+    int lpr;
+} probe_args;
 static dsa_status run_red_probe(void *p) {
-    red_args *a = p;
-    return dsa_red_probe_cuda(a->dst, a->idx, g_probe_lpr);
+    probe_args *a = p;
+    return dsa_red_probe_cuda(a->red->dst, a->red->idx, a->lpr);
 }
 static dsa_status run_red_bulk(void *p) {
     red_args *a = p;
@@ -231,13 +234,13 @@ static int measure_ceilings(const bench_opts *o) {
     const double red_bytes = (double)red_rows * red_k * 576 * 4, red128_bytes = (double)red_rows * red128_k * 128 * 4;
     double rms = time_median_ms(run_red, &ra, 3, o->runs), nms = time_median_ms(run_red, &rn, 3, o->runs);
     // The same reductions by bulk copies (cp.reduce.async.bulk): printed beside, not a ceiling the rows use.
-    if (getenv("DSA_RED_PROBE"))
-        for (g_probe_lpr = 2; g_probe_lpr <= 32; g_probe_lpr *= 2) {
-            double pm = time_median_ms(run_red_probe, &rn, 3, o->runs);
-            printf("red probe: 128-float rows, %d lanes a row (%d rows x %d B a warp instruction): %.3f ms = %.0f GB/s\n",
-                   g_probe_lpr, 32 / g_probe_lpr, 16 * g_probe_lpr, pm, (double)dsa_numel(rn.idx) * 512 / (pm * 1e6));
-        }
     double bms = time_median_ms(run_red_bulk, &ra, 3, o->runs), bnms = time_median_ms(run_red_bulk, &rn, 3, o->runs);
+    if (getenv("DSA_RED_PROBE"))
+        for (probe_args pa = {&rn, 2}; pa.lpr <= 32; pa.lpr *= 2) {
+            double pm = time_median_ms(run_red_probe, &pa, 3, o->runs);
+            printf("red probe: 128-float rows, %d lanes a row (%d rows x %d B a warp instruction): %.3f ms = %.0f GB/s\n",
+                   pa.lpr, 32 / pa.lpr, 16 * pa.lpr, pm, (double)dsa_numel(rn.idx) * 512 / (pm * 1e6));
+        }
     // Gathers: 4096 rows x 2048 random picks (8M rows read) of 576 and of 128 bf16.
     const int64_t g_rows = 4096, g_k = 2048;
     dsa_tensor *g_idx = random_indices(c, g_rows, g_k, g_rows, &r, false), *g_sink = dev_tensor(c, DSA_I32, 1, DSA_SHAPE(1), 0);
