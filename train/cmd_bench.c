@@ -48,6 +48,7 @@ typedef struct {
 static bench_row ROWS[MAX_ROWS];
 static int N_ROWS;
 static double GEMM_TFLOPS, COPY_GBS, RED_GBS, RED128_GBS, GATHER576_GBS, GATHER128_GBS;
+static double RED128_LINE_GBS;  // the probe's best pattern (whole 128-byte lines or wider), <= 0 when not measured
 
 // ---- timing --------------------------------------------------------------------------------------
 typedef dsa_status (*bench_fn)(void *arg);
@@ -173,7 +174,8 @@ static dsa_status run_red(void *p) {
     red_args *a = p;
     return dsa_red_ceiling_cuda(a->dst, a->idx);
 }
-// DSA_RED_PROBE=1: the 128-wide reductions again at lpr = 2 .. 32 lanes a row (dsa_red_probe_cuda), printed.
+// The 128-wide reductions again at lpr = 2 .. 32 lanes a row (dsa_red_probe_cuda): the best whole-line rate
+// goes into the chain's second L2 floor; DSA_RED_PROBE=1 prints each.
 typedef struct {
     red_args *red;
     int lpr;
@@ -235,12 +237,13 @@ static int measure_ceilings(const bench_opts *o) {
     double rms = time_median_ms(run_red, &ra, 3, o->runs), nms = time_median_ms(run_red, &rn, 3, o->runs);
     // The same reductions by bulk copies (cp.reduce.async.bulk): printed beside, not a ceiling the rows use.
     double bms = time_median_ms(run_red_bulk, &ra, 3, o->runs), bnms = time_median_ms(run_red_bulk, &rn, 3, o->runs);
-    if (getenv("DSA_RED_PROBE"))
-        for (probe_args pa = {&rn, 2}; pa.lpr <= 32; pa.lpr *= 2) {
-            double pm = time_median_ms(run_red_probe, &pa, 3, o->runs);
+    for (probe_args pa = {&rn, 2}; pa.lpr <= 32; pa.lpr *= 2) {
+        double pm = time_median_ms(run_red_probe, &pa, 3, o->runs), gbs = pm > 0 ? (double)dsa_numel(rn.idx) * 512 / (pm * 1e6) : -1;
+        if (getenv("DSA_RED_PROBE"))
             printf("red probe: 128-float rows, %d lanes a row (%d rows x %d B a warp instruction): %.3f ms = %.0f GB/s\n",
-                   pa.lpr, 32 / pa.lpr, 16 * pa.lpr, pm, (double)dsa_numel(rn.idx) * 512 / (pm * 1e6));
-        }
+                   pa.lpr, 32 / pa.lpr, 16 * pa.lpr, pm, gbs);
+        if (pa.lpr >= 8 && gbs > RED128_LINE_GBS) RED128_LINE_GBS = gbs;
+    }
     // Gathers: 4096 rows x 2048 random picks (8M rows read) of 576 and of 128 bf16.
     const int64_t g_rows = 4096, g_k = 2048;
     dsa_tensor *g_idx = random_indices(c, g_rows, g_k, g_rows, &r, false), *g_sink = dev_tensor(c, DSA_I32, 1, DSA_SHAPE(1), 0);
@@ -434,6 +437,10 @@ static int bench_attention(const bench_opts *o, int64_t T, int64_t H, dsa_rng *r
         printf("indexer_kl_chain T %lld H %lld: L2 traffic floor %.3f ms = kv gathers %.2f GB %.3f + k gathers %.2f GB %.3f + "
                "dk reductions %.2f GB %.3f; 40%% of the GEMM rate needs %.3f ms\n", (long long)T, (long long)H,
                kv_ms + k_ms + dk_ms, kv_gb, kv_ms, k_gb, k_ms, dk_gb, dk_ms, need);
+        if (RED128_LINE_GBS > 0)  // the same with dk's rows at the whole-line reduction rate (the probe's best)
+            printf("indexer_kl_chain T %lld H %lld: with dk reduced in whole 128-byte lines (%.0f GB/s): L2 floor %.3f ms "
+                   "(dk %.3f)\n", (long long)T, (long long)H, RED128_LINE_GBS, kv_ms + k_ms + dk_gb / RED128_LINE_GBS * 1e3,
+                   dk_gb / RED128_LINE_GBS * 1e3);
     }
     // Min-bytes: the inputs (q, kv, idx, lse; the indexer's q, k, w) read once, the indexer's gradients
     // written once (the [T, K] intermediates need not leave the chip).

@@ -593,7 +593,11 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 // 3 CTAs an SM (the bound holds the registers at 168; four spilled values, reloaded a few times a tile).
 // BULK (sm_90a, DSA_GATHER_BWD_BULK=1): dk's rows leave by bulk reductions (cp.reduce.async.bulk, one
 // instruction per key and half row, the adds done by the copy engine in L2) instead of float4 atomics.
-template <int MT, int DD, bool BULK = false>
+// DKC (H 64, D_I 128; DSA_GATHER_BWD_DKCOLS=1): dk by column slices instead of 16-key blocks: warp w takes
+// all 64 keys of the tile and columns 32 w .. 32 w + 31, so each warp reads q's slice once a tile (4 KB
+// instead of all 16 KB of q for every 16 keys), and its rows leave as whole 128-byte lines (4 rows a
+// warp instruction; measured 3826 GB/s against 3146 for the 64-byte pieces of 8 rows, session 25).
+template <int MT, int DD, bool BULK = false, bool DKC = false>
 __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
@@ -741,6 +745,59 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                 }
         }
         __syncthreads();  // G of every head is in shared memory
+        // 3'. dk by column slices (DKC): M = the tile's 64 keys (4 m16 tiles), N = this warp's 32 columns.
+        if constexpr (DKC) {
+            static_assert(MT == 4 && DD == 128 && !BULK, "column slices: 4 warps x 32 of 128 columns");
+            if (dk) {
+                constexpr int SST = 40;  // staging row stride (floats): conflict-free float2 writes and float4 reads
+                const int col0 = 32 * warp;
+                float dka[4][4][4];  // [m16 tile][n8 tile][fragment]
+#pragma unroll
+                for (int m = 0; m < 4; m++)
+#pragma unroll
+                    for (int n = 0; n < 4; n++) dka[m][n][0] = dka[m][n][1] = dka[m][n][2] = dka[m][n][3] = 0.f;
+#pragma unroll
+                for (int hk = 0; hk < MT; hk++) {
+                    unsigned b[4][2];  // this warp's 32 columns of q's heads 16 hk .. 16 hk + 15, as four n8 B tiles
+#pragma unroll
+                    for (int dp = 0; dp < 2; dp++) {
+                        unsigned r[4];
+                        idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + col0 + 16 * dp);
+                        b[2 * dp][0] = r[0];
+                        b[2 * dp][1] = r[1];
+                        b[2 * dp + 1][0] = r[2];
+                        b[2 * dp + 1][1] = r[3];
+                    }
+#pragma unroll
+                    for (int m = 0; m < 4; m++) {
+                        unsigned a[4];
+                        idxm_ldmatrix_x4_trans(a, sg + at_off + 16 * hk * ldg + 16 * m);
+#pragma unroll
+                        for (int n = 0; n < 4; n++) dsa_mma_bf16_16816(dka[m][n], a, b[n]);
+                    }
+                }
+                // Out through this warp's 16 x SST floats of the tile's key buffer (free: every warp is past
+                // phase 2, the buffer is refilled after the next tile's barrier), one m16 tile at a time.
+                float *st = (float *)(sk + buf * IDXG_KT * ldq) + warp * 16 * SST;
+#pragma unroll
+                for (int m = 0; m < 4; m++) {
+                    __syncwarp();  // the previous tile's rows have been read back
+#pragma unroll
+                    for (int n = 0; n < 4; n++) {
+                        *(float2 *)(st + g * SST + 8 * n + 2 * c) = make_float2(dka[m][n][0], dka[m][n][1]);
+                        *(float2 *)(st + (g + 8) * SST + 8 * n + 2 * c) = make_float2(dka[m][n][2], dka[m][n][3]);
+                    }
+                    __syncwarp();
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {  // lane -> row 4 i + lane / 8, float4 lane % 8: 4 whole lines an instruction
+                        const int row = 4 * i + (lane >> 3), c4 = lane & 7, key = kt[16 * m + row];
+                        const float4 v = *(const float4 *)(st + row * SST + 4 * c4);
+                        if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + col0 + 4 * c4), v);
+                    }
+                }
+            }
+            continue;
+        }
         // 3. dk of 16-key blocks: M = keys, N = DD, K-dim = heads.
         if (dk)
             for (int kb0 = 16 * warp; kb0 < IDXG_KT; kb0 += 16 * NW) {
@@ -1081,6 +1138,11 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     case 48: kern = bulk ? indexer_gather_bwd_mma_kernel<3, DD, true> : indexer_gather_bwd_mma_kernel<3, DD>; break;
     default: kern = bulk ? indexer_gather_bwd_mma_kernel<4, DD, true> : indexer_gather_bwd_mma_kernel<4, DD>; break;
     }
+    // DSA_GATHER_BWD_DKCOLS=1 (H 64, D_I 128, not bulk): dk by column slices (the kernel's DKC).
+    static int dkc = -1;
+    if (dkc < 0) dkc = dsa_env_flag("DSA_GATHER_BWD_DKCOLS");
+    if constexpr (DD == 128)
+        if (dkc && !bulk && H == 64) kern = indexer_gather_bwd_mma_kernel<4, 128, false, true>;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
     kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data, (const __nv_bfloat16 *)w->data,
