@@ -602,6 +602,10 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 //    dk_tile (64 keys x 128) = G^T q, wgmma m64n128k16 over the 64 heads, A = G stored [head][key] and B =
 //    q stored [head][d], both read MN-major from 128-byte-swizzled tiles (so q and G live swizzled, and
 //    phase 1 addresses them through dsa_sw128): no ldmatrix for dk at all. Rows leave as in 1.
+//  3 (DSA_GATHER_BWD_SLICES=1): every phase split so that no warp reads a whole operand it shares: S by
+//    2 x 2 warps (32 heads x 32 keys each: q's and the tile's halves, 32 ldmatrix a tile instead of 40),
+//    then, after the barrier, dq by column slices like dk (all 64 heads x 32 columns, G read from shared
+//    memory: 24 instead of 32), and dk as in 1 (24), staged through a shared region of its own.
 template <int MT, int DD, bool BULK = false, int DKM = 0>
 __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
@@ -619,6 +623,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     __nv_bfloat16 *sq = (__nv_bfloat16 *)smem0, *sk = sq + H * (SW ? DD : ldq), *sg = sk + 2 * IDXG_KT * ldq;
     int *skey = (int *)(sg + H * (SW ? IDXG_KT : ldg));
     float *sdo = (float *)(skey + 2 * IDXG_KT);
+    float *sst = sdo + 2 * IDXG_KT;  // DKM 3: each warp's 16 x 40 floats of dk staging
     auto q_at = [&](int r, int col) { return SW ? dsa_sw128(r, col, H) : r * ldq + col; };    // q[head r][col]
     auto g_at = [&](int h, int key) { return SW ? dsa_sw128(h, key, H) : h * ldg + key; };  // G[head h][key]
     int64_t t = T - 1 - (int64_t)blockIdx.x;
@@ -684,8 +689,12 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     if (n_tiles > 0) fetch(0, 0);
     idxm_cp_async_commit();  // group: q and tile 0
 
-    const int h0 = 16 * warp;
+    // DKM 3: warp (wh, wk) = (warp / 2, warp % 2) scores heads 32 wh .. + 31 against keys 32 wk .. + 31
+    // (lane (g, c): heads 32 wh + 16 m + g, + 8); else warp w scores heads 16 w .. + 15 against all keys.
+    const int h0 = DKM == 3 ? 32 * (warp >> 1) : 16 * warp, kw0 = DKM == 3 ? 32 * (warp & 1) : 0;
     const float w_lo = __bfloat162float(w[t * H + h0 + g]), w_hi = __bfloat162float(w[t * H + h0 + g + 8]);
+    float w3_lo = 0.f, w3_hi = 0.f, dw3_lo = 0.f, dw3_hi = 0.f;  // DKM 3: heads h0 + 16 + g, + 8
+    if constexpr (DKM == 3) w3_lo = __bfloat162float(w[t * H + h0 + 16 + g]), w3_hi = __bfloat162float(w[t * H + h0 + 24 + g]);
     float dqa[DD / 8][4];
 #pragma unroll
     for (int n = 0; n < DD / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.f;
@@ -706,6 +715,76 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         const int *kt = skey + buf * IDXG_KT;
         if (!__any_sync(0xffffffffu, kt[lane] >= 0 || kt[lane + 32] >= 0)) continue;  // CTA-uniform
         const __nv_bfloat16 *kb = sk + buf * IDXG_KT * ldq;
+        const float *dot = sdo + buf * IDXG_KT;
+        if constexpr (DKM == 3) {
+            // 1''. Scores of heads h0 .. h0 + 31 (2 m16 tiles) against keys kw0 .. kw0 + 31 (4 n8 tiles), then
+            // G (to shared memory only) and dw's partials over these keys.
+            float acc[2][4][4];
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int n = 0; n < 4; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
+#pragma unroll
+            for (int k0 = 0; k0 < DD; k0 += 16) {
+                unsigned a[2][4], b[4][2];
+#pragma unroll
+                for (int m = 0; m < 2; m++) idxm_ldmatrix_x4(a[m], sq + q_at(qa_row + 16 * m, qa_col + k0));
+#pragma unroll
+                for (int p = 0; p < 2; p++) {
+                    unsigned r[4];
+                    idxm_ldmatrix_x4(r, kb + b_off + (kw0 + 16 * p) * ldq + k0);
+                    b[2 * p][0] = r[0];
+                    b[2 * p][1] = r[1];
+                    b[2 * p + 1][0] = r[2];
+                    b[2 * p + 1][1] = r[3];
+                }
+#pragma unroll
+                for (int m = 0; m < 2; m++)
+#pragma unroll
+                    for (int n = 0; n < 4; n++) dsa_mma_bf16_16816(acc[m][n], a[m], b[n]);
+            }
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                const int key = kw0 + 8 * n + 2 * c;
+                const float2 d2 = *(const float2 *)(dot + key);
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    const float s0 = acc[m][n][0], s1 = acc[m][n][1], s2 = acc[m][n][2], s3 = acc[m][n][3];
+                    const float wl = m ? w3_lo : w_lo, wh = m ? w3_hi : w_hi;
+                    const float dl = (s0 > 0.f ? d2.x * s0 : 0.f) + (s1 > 0.f ? d2.y * s1 : 0.f);
+                    const float dh = (s2 > 0.f ? d2.x * s2 : 0.f) + (s3 > 0.f ? d2.y * s3 : 0.f);
+                    if (m) dw3_lo += dl, dw3_hi += dh;
+                    else dw_lo += dl, dw_hi += dh;
+                    *(unsigned *)(sg + g_at(h0 + 16 * m + g, key)) = idxg_pack(s0 > 0.f ? d2.x * wl : 0.f, s1 > 0.f ? d2.y * wl : 0.f);
+                    *(unsigned *)(sg + g_at(h0 + 16 * m + g + 8, key)) = idxg_pack(s2 > 0.f ? d2.x * wh : 0.f, s3 > 0.f ? d2.y * wh : 0.f);
+                }
+            }
+            __syncthreads();  // G of every head and key is in shared memory
+            // 2''. dq by column slices: M = the 64 heads (4 m16 tiles, G read non-transposed), N = this warp's
+            // 32 columns, K-dim = the 64 keys; dqa[4 m + n] holds heads 16 m + g, + 8 at columns 32 w + 8 n + 2 c.
+            if (dq) {
+#pragma unroll
+                for (int ks = 0; ks < 4; ks++) {
+                    unsigned b[4][2];
+#pragma unroll
+                    for (int dp = 0; dp < 2; dp++) {
+                        unsigned r[4];
+                        idxm_ldmatrix_x4_trans(r, kb + bt_off + 16 * ks * ldq + 32 * warp + 16 * dp);
+                        b[2 * dp][0] = r[0];
+                        b[2 * dp][1] = r[1];
+                        b[2 * dp + 1][0] = r[2];
+                        b[2 * dp + 1][1] = r[3];
+                    }
+#pragma unroll
+                    for (int m = 0; m < 4; m++) {
+                        unsigned a[4];
+                        idxm_ldmatrix_x4(a, sg + (16 * m + (lane & 7) + 8 * ((lane >> 3) & 1)) * ldg + 16 * ks + 8 * (lane >> 4));
+#pragma unroll
+                        for (int n = 0; n < 4; n++) dsa_mma_bf16_16816(dqa[4 * m + n], a, b[n]);
+                    }
+                }
+            }
+        } else {
         // 1. Scores of this warp's 16 heads against the 64 keys.
         float acc[8][4];
 #pragma unroll
@@ -729,7 +808,6 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         // G and dw. Lane (g, c) holds heads h0 + g (acc[.][0..1]) and h0 + g + 8 (acc[.][2..3]) at
         // keys 8 nj + 2c + {0, 1}.
         unsigned ga[4][4];
-        const float *dot = sdo + buf * IDXG_KT;
 #pragma unroll
         for (int nj = 0; nj < 8; nj++) {
             float2 d2 = *(const float2 *)(dot + 8 * nj + 2 * c);
@@ -758,6 +836,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         }
         if constexpr (SW) dsa_fence_proxy_async();  // G (and, at the first tile, q) -> visible to wgmma
         __syncthreads();  // G of every head is in shared memory
+        }
         // 3''. dk by one warpgroup MMA (DKM 2): warp w gets keys 16 w + g, + 8 at columns 8 j + 2 c, + 1.
         if constexpr (DKM == 2) {
             if (dk) {
@@ -794,8 +873,8 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
             }
             continue;
         }
-        // 3'. dk by column slices (DKM 1): M = the tile's 64 keys (4 m16 tiles), N = this warp's 32 columns.
-        if constexpr (DKM == 1) {
+        // 3'. dk by column slices (DKM 1, 3): M = the tile's 64 keys (4 m16 tiles), N = this warp's 32 columns.
+        if constexpr (DKM == 1 || DKM == 3) {
             if (dk) {
                 constexpr int SST = 40;  // staging row stride (floats): conflict-free float2 writes and float4 reads
                 const int col0 = 32 * warp;
@@ -824,9 +903,10 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                         for (int n = 0; n < 4; n++) dsa_mma_bf16_16816(dka[m][n], a, b[n]);
                     }
                 }
-                // Out through this warp's 16 x SST floats of the tile's key buffer (free: every warp is past
-                // phase 2, the buffer is refilled after the next tile's barrier), one m16 tile at a time.
-                float *st = (float *)(sk + buf * IDXG_KT * ldq) + warp * 16 * SST;
+                // Out through this warp's 16 x SST floats of the tile's key buffer (DKM 1: free, every warp
+                // is past phase 2, the buffer is refilled after the next tile's barrier; DKM 3: its own
+                // region, phase 2'' may still read the key buffer), one m16 tile at a time.
+                float *st = (DKM == 3 ? sst : (float *)(sk + buf * IDXG_KT * ldq)) + warp * 16 * SST;
 #pragma unroll
                 for (int m = 0; m < 4; m++) {
                     __syncwarp();  // the previous tile's rows have been read back
@@ -923,7 +1003,20 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     idxm_cp_async_wait_all();
     // dq and dw of the row belong to this CTA alone: plain read-modify-write (dq: stores when its buffer
     // is the gradient's first and holds anything; the CTA writes all H x DD of row t).
-    if (dq) {
+    if (dq && DKM == 3) {  // dqa[4 m + n]: heads 16 m + g, + 8 at columns 32 warp + 8 n + 2 c
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            float *r_lo = dq + (t * H + 16 * m + g) * DD + 32 * warp + 2 * c, *r_hi = r_lo + 8 * DD;
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                const float *f = dqa[4 * m + n];
+                const float2 z = make_float2(0.f, 0.f);
+                float2 a = dq_store ? z : *(float2 *)(r_lo + 8 * n), b = dq_store ? z : *(float2 *)(r_hi + 8 * n);
+                *(float2 *)(r_lo + 8 * n) = make_float2(a.x + f[0], a.y + f[1]);
+                *(float2 *)(r_hi + 8 * n) = make_float2(b.x + f[2], b.y + f[3]);
+            }
+        }
+    } else if (dq) {
         float *r_lo = dq + (t * H + h0 + g) * DD + 2 * c, *r_hi = r_lo + 8 * DD;
 #pragma unroll
         for (int n = 0; n < DD / 8; n++) {
@@ -938,7 +1031,28 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         dw_lo += __shfl_xor_sync(0xffffffffu, dw_lo, 2);
         dw_hi += __shfl_xor_sync(0xffffffffu, dw_hi, 1);
         dw_hi += __shfl_xor_sync(0xffffffffu, dw_hi, 2);
-        if (c == 0) {
+        if constexpr (DKM == 3) {
+            // Warps 2 wh and 2 wh + 1 hold halves (their keys) of heads h0 .. h0 + 31: the odd one's go
+            // through shared memory (dout's slots: every warp is past the last tile).
+            dw3_lo += __shfl_xor_sync(0xffffffffu, dw3_lo, 1);
+            dw3_lo += __shfl_xor_sync(0xffffffffu, dw3_lo, 2);
+            dw3_hi += __shfl_xor_sync(0xffffffffu, dw3_hi, 1);
+            dw3_hi += __shfl_xor_sync(0xffffffffu, dw3_hi, 2);
+            __syncthreads();
+            if (kw0 && c == 0) {
+                sdo[h0 + g] = dw_lo;
+                sdo[h0 + g + 8] = dw_hi;
+                sdo[h0 + g + 16] = dw3_lo;
+                sdo[h0 + g + 24] = dw3_hi;
+            }
+            __syncthreads();
+            if (!kw0 && c == 0) {
+                dw[t * H + h0 + g] += dw_lo + sdo[h0 + g];
+                dw[t * H + h0 + g + 8] += dw_hi + sdo[h0 + g + 8];
+                dw[t * H + h0 + g + 16] += dw3_lo + sdo[h0 + g + 16];
+                dw[t * H + h0 + g + 24] += dw3_hi + sdo[h0 + g + 24];
+            }
+        } else if (c == 0) {
             dw[t * H + h0 + g] += dw_lo;
             dw[t * H + h0 + g + 8] += dw_hi;
         }
@@ -1192,12 +1306,15 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     if (dkm < 0) {
         bool sm90 = false;
         DSA_TRY(dsa_cuda_sm90(&sm90));
-        dkm = sm90 && dsa_env_flag("DSA_GATHER_BWD_DKWG") ? 2 : dsa_env_flag("DSA_GATHER_BWD_DKCOLS") ? 1 : 0;
+        dkm = sm90 && dsa_env_flag("DSA_GATHER_BWD_DKWG") ? 2 : dsa_env_flag("DSA_GATHER_BWD_SLICES") ? 3 : dsa_env_flag("DSA_GATHER_BWD_DKCOLS") ? 1 : 0;
     }
     if constexpr (DD == 128)
         if (dkm && !bulk && H == 64) {
-            kern = dkm == 2 ? indexer_gather_bwd_mma_kernel<4, 128, false, 2> : indexer_gather_bwd_mma_kernel<4, 128, false, 1>;
+            kern = dkm == 2   ? indexer_gather_bwd_mma_kernel<4, 128, false, 2>
+                   : dkm == 3 ? indexer_gather_bwd_mma_kernel<4, 128, false, 3>
+                              : indexer_gather_bwd_mma_kernel<4, 128, false, 1>;
             if (dkm == 2) smem += 1008;
+            if (dkm == 3) smem += 4 * 16 * 40 * sizeof(float);  // the dk staging region
         }
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
     kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
