@@ -593,16 +593,15 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 // 3 CTAs an SM (the bound holds the registers at 168; four spilled values, reloaded a few times a tile).
 // BULK (sm_90a, DSA_GATHER_BWD_BULK=1): dk's rows leave by bulk reductions (cp.reduce.async.bulk, one
 // instruction per key and half row, the adds done by the copy engine in L2) instead of float4 atomics.
-// DKM, how dk is made (H 64, D_I 128 for 1 and 2; 0, the 16-key blocks above, everywhere):
+// DKM, how the phases split over the warps (H 64, D_I 128 for 1 and 3; 0, the 16-key blocks above, the
+// default elsewhere, DSA_GATHER_BWD_BLOCKS=1 at H 64, D_I 128):
 //  1 (DSA_GATHER_BWD_DKCOLS=1): by column slices: warp w takes all 64 keys of the tile and columns
 //    32 w .. 32 w + 31, so each warp reads q's slice once a tile (4 KB instead of all 16 KB of q for every
 //    16 keys), and its rows leave as whole 128-byte lines (4 rows a warp instruction; measured 3826 GB/s
 //    against 3146 for the 64-byte pieces of 8 rows, session 25).
-//  2 (sm_90a, DSA_GATHER_BWD_DKWG=1): by one warpgroup MMA a tile (the CTA's 4 warps are one warpgroup):
-//    dk_tile (64 keys x 128) = G^T q, wgmma m64n128k16 over the 64 heads, A = G stored [head][key] and B =
-//    q stored [head][d], both read MN-major from 128-byte-swizzled tiles (so q and G live swizzled, and
-//    phase 1 addresses them through dsa_sw128): no ldmatrix for dk at all. Rows leave as in 1.
-//  3 (DSA_GATHER_BWD_SLICES=1): every phase split so that no warp reads a whole operand it shares: S by
+//  (2, dk by one wgmma m64n128k16 a tile with q and G in swizzled tiles, measured slower than 3 and removed:
+//    bench/RESULTS.md, session 26.)
+//  3 (the default at H 64, D_I 128): every phase split so that no warp reads a whole operand it shares: S by
 //    2 x 2 warps (32 heads x 32 keys each: q's and the tile's halves, 32 ldmatrix a tile instead of 40),
 //    then, after the barrier, dq by column slices like dk (all 64 heads x 32 columns, G read from shared
 //    memory: 24 instead of 32), and dk as in 1 (24), staged through a shared region of its own.
@@ -613,23 +612,17 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S,
     bool dq_store) {
     constexpr int NW = MT, NT = 32 * NW, H = 16 * MT, ldq = DD + 8, D8 = DD / 8, ldg = IDXG_KT + 8;
-    // SW (DKM 2): q and G in 128-byte-swizzled tiles from a 1024-byte-aligned base (the launch asks for
-    // 1008 bytes of slack), as wgmma reads them; otherwise padded rows (ldq, ldg).
-    constexpr bool SW = DKM == 2;
-    static_assert(DKM == 0 || (MT == 4 && DD == 128 && IDXG_KT == 64 && !BULK), "dk modes 1, 2: H 64, D 128");
+    static_assert(DKM == 0 || (MT == 4 && DD == 128 && IDXG_KT == 64 && !BULK), "dk modes 1, 3: H 64, D 128");
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
-    unsigned char *smem0 = SW ? (unsigned char *)(((uintptr_t)dsa_smem + 1023) & ~(uintptr_t)1023) : dsa_smem;
-    __nv_bfloat16 *sq = (__nv_bfloat16 *)smem0, *sk = sq + H * (SW ? DD : ldq), *sg = sk + 2 * IDXG_KT * ldq;
-    int *skey = (int *)(sg + H * (SW ? IDXG_KT : ldg));
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem, *sk = sq + H * ldq, *sg = sk + 2 * IDXG_KT * ldq;
+    int *skey = (int *)(sg + H * ldg);
     float *sdo = (float *)(skey + 2 * IDXG_KT);
     float *sst = sdo + 2 * IDXG_KT;  // DKM 3: each warp's 16 x 40 floats of dk staging
-    auto q_at = [&](int r, int col) { return SW ? dsa_sw128(r, col, H) : r * ldq + col; };    // q[head r][col]
-    auto g_at = [&](int h, int key) { return SW ? dsa_sw128(h, key, H) : h * ldg + key; };  // G[head h][key]
     int64_t t = T - 1 - (int64_t)blockIdx.x;
     for (int i = tid; i < H * D8; i += NT) {
         int r = i / D8, v = i % D8;
-        idxm_cp_async16(sq + q_at(r, v * 8), q + (t * H + r) * (int64_t)DD + v * 8, true);
+        idxm_cp_async16(sq + r * ldq + v * 8, q + (t * H + r) * (int64_t)DD + v * 8, true);
     }
     int64_t n_tiles = (K + IDXG_KT - 1) / IDXG_KT;
     const int64_t k_end = dsa_row_k_end(topk_length, t, K);
@@ -728,7 +721,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
             for (int k0 = 0; k0 < DD; k0 += 16) {
                 unsigned a[2][4], b[4][2];
 #pragma unroll
-                for (int m = 0; m < 2; m++) idxm_ldmatrix_x4(a[m], sq + q_at(qa_row + 16 * m, qa_col + k0));
+                for (int m = 0; m < 2; m++) idxm_ldmatrix_x4(a[m], sq + (qa_row + 16 * m) * ldq + qa_col + k0);
 #pragma unroll
                 for (int p = 0; p < 2; p++) {
                     unsigned r[4];
@@ -755,8 +748,8 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                     const float dh = (s2 > 0.f ? d2.x * s2 : 0.f) + (s3 > 0.f ? d2.y * s3 : 0.f);
                     if (m) dw3_lo += dl, dw3_hi += dh;
                     else dw_lo += dl, dw_hi += dh;
-                    *(unsigned *)(sg + g_at(h0 + 16 * m + g, key)) = idxg_pack(s0 > 0.f ? d2.x * wl : 0.f, s1 > 0.f ? d2.y * wl : 0.f);
-                    *(unsigned *)(sg + g_at(h0 + 16 * m + g + 8, key)) = idxg_pack(s2 > 0.f ? d2.x * wh : 0.f, s3 > 0.f ? d2.y * wh : 0.f);
+                    *(unsigned *)(sg + (h0 + 16 * m + g) * ldg + key) = idxg_pack(s0 > 0.f ? d2.x * wl : 0.f, s1 > 0.f ? d2.y * wl : 0.f);
+                    *(unsigned *)(sg + (h0 + 16 * m + g + 8) * ldg + key) = idxg_pack(s2 > 0.f ? d2.x * wh : 0.f, s3 > 0.f ? d2.y * wh : 0.f);
                 }
             }
             __syncthreads();  // G of every head and key is in shared memory
@@ -792,7 +785,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
 #pragma unroll
         for (int k0 = 0; k0 < DD; k0 += 16) {
             unsigned a[4], b[8][2];
-            idxm_ldmatrix_x4(a, sq + q_at(qa_row, qa_col + k0));
+            idxm_ldmatrix_x4(a, sq + qa_row * ldq + qa_col + k0);
 #pragma unroll
             for (int p = 0; p < 4; p++) {
                 unsigned r[4];
@@ -818,8 +811,8 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
             unsigned hi = idxg_pack(s2 > 0.f ? d2.x * w_hi : 0.f, s3 > 0.f ? d2.y * w_hi : 0.f);
             ga[nj >> 1][(nj & 1) * 2] = lo;      // a0 / a2: head g, keys 16 (nj / 2) + 8 (nj & 1) + 2c
             ga[nj >> 1][(nj & 1) * 2 + 1] = hi;  // a1 / a3: head g + 8
-            *(unsigned *)(sg + g_at(h0 + g, 8 * nj + 2 * c)) = lo;
-            *(unsigned *)(sg + g_at(h0 + g + 8, 8 * nj + 2 * c)) = hi;
+            *(unsigned *)(sg + (h0 + g) * ldg + 8 * nj + 2 * c) = lo;
+            *(unsigned *)(sg + (h0 + g + 8) * ldg + 8 * nj + 2 * c) = hi;
         }
         // 2. dq_w += G K: K-dim = the 64 keys in 4 steps, N = DD in pairs of n8 tiles.
         if (dq) {
@@ -834,44 +827,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                     dsa_mma_bf16_16816(dqa[2 * dp + 1], ga[ks], b1);
                 }
         }
-        if constexpr (SW) dsa_fence_proxy_async();  // G (and, at the first tile, q) -> visible to wgmma
         __syncthreads();  // G of every head is in shared memory
-        }
-        // 3''. dk by one warpgroup MMA (DKM 2): warp w gets keys 16 w + g, + 8 at columns 8 j + 2 c, + 1.
-        if constexpr (DKM == 2) {
-            if (dk) {
-                float dka[DD / 2];
-                const unsigned long long da = dsa_wgmma_desc(dsa_smem_addr(sg), H * 128, 1024);  // A = G^T, MN-major
-                const unsigned long long db = dsa_wgmma_desc(dsa_smem_addr(sq), H * 128, 1024);  // B = q, MN-major
-                dsa_wgmma_fence();
-#pragma unroll
-                for (int kk = 0; kk < H / 16; kk++)  // 16 heads (2048 bytes of either tile) a step
-                    dsa_wgmma_m64n128k16<1, 1>(dka, da + kk * 128, db + kk * 128, kk != 0);
-                dsa_wgmma_commit();
-                dsa_wgmma_wait<0>();
-                // Out as in DKM 1: 32 columns at a time through this warp's 16 x SST floats of the tile's
-                // key buffer (free: every warp is past phase 2), 4 whole 128-byte lines a warp instruction.
-                constexpr int SST = 40;
-                float *st = (float *)(sk + buf * IDXG_KT * ldq) + warp * 16 * SST;
-#pragma unroll
-                for (int p = 0; p < DD / 32; p++) {
-                    __syncwarp();  // the previous chunk has been read back
-#pragma unroll
-                    for (int n = 0; n < 4; n++) {
-                        const float *f = dka + 4 * (4 * p + n);
-                        *(float2 *)(st + g * SST + 8 * n + 2 * c) = make_float2(f[0], f[1]);
-                        *(float2 *)(st + (g + 8) * SST + 8 * n + 2 * c) = make_float2(f[2], f[3]);
-                    }
-                    __syncwarp();
-#pragma unroll
-                    for (int i = 0; i < 4; i++) {  // lane -> row 4 i + lane / 8, float4 lane % 8
-                        const int row = 4 * i + (lane >> 3), c4 = lane & 7, key = kt[16 * warp + row];
-                        const float4 v = *(const float4 *)(st + row * SST + 4 * c4);
-                        if (key >= 0) atomicAdd((float4 *)(dk + (int64_t)key * DD + 32 * p + 4 * c4), v);
-                    }
-                }
-            }
-            continue;
         }
         // 3'. dk by column slices (DKM 1, 3): M = the tile's 64 keys (4 m16 tiles), N = this warp's 32 columns.
         if constexpr (DKM == 1 || DKM == 3) {
@@ -889,7 +845,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
 #pragma unroll
                     for (int dp = 0; dp < 2; dp++) {
                         unsigned r[4];
-                        idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + col0 + 16 * dp);  // (SW is DKM 2 only)
+                        idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + col0 + 16 * dp);
                         b[2 * dp][0] = r[0];
                         b[2 * dp][1] = r[1];
                         b[2 * dp + 1][0] = r[2];
@@ -1300,20 +1256,14 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     case 48: kern = bulk ? indexer_gather_bwd_mma_kernel<3, DD, true> : indexer_gather_bwd_mma_kernel<3, DD>; break;
     default: kern = bulk ? indexer_gather_bwd_mma_kernel<4, DD, true> : indexer_gather_bwd_mma_kernel<4, DD>; break;
     }
-    // H 64, D_I 128, not bulk: DSA_GATHER_BWD_DKCOLS=1, dk by column slices (the kernel's DKM 1);
-    // DSA_GATHER_BWD_DKWG=1 (sm_90), dk by warpgroup MMA (DKM 2; 1008 bytes more for the 1024-byte base).
+    // H 64, D_I 128, not bulk: the phases by slices (the kernel's DKM 3; session 26, H200, chain T 4096 /
+    // 8192: 3.652 / 7.213 ms against 4.143 / 8.161 for the 16-key blocks); DSA_GATHER_BWD_DKCOLS=1 only dk
+    // by column slices (DKM 1: 3.691 / 7.367), DSA_GATHER_BWD_BLOCKS=1 the 16-key blocks (DKM 0).
     static int dkm = -1;
-    if (dkm < 0) {
-        bool sm90 = false;
-        DSA_TRY(dsa_cuda_sm90(&sm90));
-        dkm = sm90 && dsa_env_flag("DSA_GATHER_BWD_DKWG") ? 2 : dsa_env_flag("DSA_GATHER_BWD_SLICES") ? 3 : dsa_env_flag("DSA_GATHER_BWD_DKCOLS") ? 1 : 0;
-    }
+    if (dkm < 0) dkm = dsa_env_flag("DSA_GATHER_BWD_BLOCKS") ? 0 : dsa_env_flag("DSA_GATHER_BWD_DKCOLS") ? 1 : 3;
     if constexpr (DD == 128)
         if (dkm && !bulk && H == 64) {
-            kern = dkm == 2   ? indexer_gather_bwd_mma_kernel<4, 128, false, 2>
-                   : dkm == 3 ? indexer_gather_bwd_mma_kernel<4, 128, false, 3>
-                              : indexer_gather_bwd_mma_kernel<4, 128, false, 1>;
-            if (dkm == 2) smem += 1008;
+            kern = dkm == 3 ? indexer_gather_bwd_mma_kernel<4, 128, false, 3> : indexer_gather_bwd_mma_kernel<4, 128, false, 1>;
             if (dkm == 3) smem += 4 * 16 * 40 * sizeof(float);  // the dk staging region
         }
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));

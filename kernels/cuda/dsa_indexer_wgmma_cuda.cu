@@ -30,6 +30,7 @@
 #define IXW_H 64   // heads of the gathered kernels
 #define IXW_NQ 256 // dense logits: query rows x heads a CTA (N = 256 / H rows x H heads)
 #define IXW_KT 64  // keys per tile (the wgmma M)
+#define IXW_SHARED_KEYS 4096  // gathered logits: the longest row whose keys are staged in shared memory
 
 // Dense logits' bytes past the 1024-byte-aligned start: q (256 rows of D), 2 warpgroups x 2 key stages,
 // the windows of its 256 / H rows.
@@ -221,6 +222,7 @@ struct ixw_gather_row {
     __nv_bfloat16 *sk;  // [2 wg][2 stages][D/64][64 slots][64]
     int64_t t, K, S;
     int D, wg, mine;
+    unsigned skeys = 0;  // shared address of the row's K checked keys (ixw_keys_to_shared), 0: read idx
     __device__ __forceinline__ ixw_gather_row(const __nv_bfloat16 *k_, const int *idx_, const int *tl_, __nv_bfloat16 *sk_,
                                               int64_t T, int64_t K_, int64_t S_, int D_)
         : k(k_), idx(idx_), topk_length(tl_), sk(sk_), t(T - 1 - (int64_t)blockIdx.x), K(K_), S(S_), D(D_) {
@@ -228,7 +230,18 @@ struct ixw_gather_row {
         wg = dsa_warpgroup_index();
         mine = (int)(((K + IXW_KT - 1) / IXW_KT - wg + 1) / 2);
     }
-    __device__ __forceinline__ int key(int64_t j) const { return dsa_slot_key(idx, topk_length, t, K, j, S); }
+    __device__ __forceinline__ int key(int64_t j) const {
+        if (skeys) return j < K ? dsa_ld_shared_s32(skeys + 4 * (unsigned)j) : -1;
+        return dsa_slot_key(idx, topk_length, t, K, j, S);
+    }
+    // Every slot's checked key into shared memory (K ints at keys), all threads, then a CTA barrier: a
+    // tile's copies then wait on no global load (with keys read from idx as each tile's copies are
+    // issued, the issuing threads stalled one L2 round trip a tile before their copies could start).
+    __device__ __forceinline__ void keys_to_shared(int *keys) {
+        for (int64_t j = threadIdx.x; j < K; j += blockDim.x) keys[j] = dsa_slot_key(idx, topk_length, t, K, j, S);
+        __syncthreads();
+        skeys = dsa_smem_addr(keys);
+    }
     __device__ __forceinline__ int64_t slot0(int n) const { return (int64_t)(wg + 2 * n) * IXW_KT; }
     __device__ __forceinline__ __nv_bfloat16 *stage(int n) const { return sk + ((2 * wg + (n & 1)) * IXW_KT) * D; }
     __device__ __forceinline__ void load_tile(int n) const {  // invalid slots: zero rows, nothing read
@@ -273,11 +286,12 @@ struct ixw_gather_row {
 __global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, __nv_bfloat16 *__restrict__ out, int64_t T,
-    int D, int64_t K, int64_t S, int smem_slack) {
+    int D, int64_t K, int64_t S, int smem_slack, bool keys_shared) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     unsigned char *base = dsa_smem_base1024(dsa_smem_raw, smem_slack);
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][64 heads][64]
-    const ixw_gather_row gr(k, idx, topk_length, sq + IXW_H * D, T, K, S, D);
+    ixw_gather_row gr(k, idx, topk_length, sq + IXW_H * D, T, K, S, D);
+    if (keys_shared) gr.keys_to_shared((int *)(sq + IXW_H * D + 4 * IXW_KT * D));  // after the stages
     const int tid = threadIdx.x, lane = tid & 31, wg = gr.wg, mine = gr.mine, g = lane >> 2, c = lane & 3;
     const int64_t t = gr.t;
     gr.start(q, sq);
@@ -463,14 +477,20 @@ dsa_status dsa_indexer_gather_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     size_t smem = 0;
     int slack = 0;
     if (out->dtype != DSA_BF16) return DSA_ERR_UNSUPPORTED;
-    DSA_TRY(ixw_check(q, k, w, 2 * (size_t)IXW_H * D + 2 * 4 * (size_t)IXW_KT * D, &smem, &slack));
+    // The row's keys in shared memory up to K = IXW_SHARED_KEYS (16 KB more; two CTAs an SM still fit);
+    // past it the tiles read idx as they go. DSA_GATHER_KEYS_GLOBAL=1 keeps that always (comparisons).
+    static int keys_global = -1;
+    if (keys_global < 0) keys_global = dsa_env_flag("DSA_GATHER_KEYS_GLOBAL");
+    const bool keys_shared = !keys_global && K <= IXW_SHARED_KEYS;
+    DSA_TRY(ixw_check(q, k, w, 2 * (size_t)IXW_H * D + 2 * 4 * (size_t)IXW_KT * D + (keys_shared ? sizeof(int) * (size_t)K : 0),
+                      &smem, &slack));
     if (T_ == 0 || K == 0) return DSA_OK;
     auto kern = indexer_gather_wgmma_kernel;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits (wgmma)"));
     kern<<<(unsigned)T_, 256, smem, dsa_stream()>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
                                                     (const __nv_bfloat16 *)w->data, (const int *)idx->data,
                                                     topk_length ? (const int *)topk_length->data : NULL,
-                                                    (__nv_bfloat16 *)out->data, T_, (int)D, K, S, slack);
+                                                    (__nv_bfloat16 *)out->data, T_, (int)D, K, S, slack, keys_shared);
     CUDA_LAUNCH_CHECK("indexer_gather_wgmma");
     return DSA_OK;
 }
