@@ -436,7 +436,8 @@ chain:;
         }
         printf(" ms (each timed alone); the bwd's dk alone");
         for (ch.part = 5; ch.part < 7; ch.part++) printf(" %s%.3f", ch.part == 6 ? "+ dq, dw alone " : "", time_median_ms(run_chain, &ch, 2, o->runs));
-        printf(" ms\n");
+        ch.part = -1;  // the whole chain timed again after its parts (a check on the first figure)
+        printf(" ms; the whole chain again %.3f ms\n", time_median_ms(run_chain, &ch, 2, o->runs));
         // Its L2 traffic at the measured ceilings: the head sum's kv rows and the indexer's k rows (gathered
         // twice: logits, backward) at the gather rates, dk's rows at the narrow reduction rate.
         const double kv_gb = (double)T * K * D * 2 / 1e9, k_gb = 2.0 * T * K * DI * 2 / 1e9, dk_gb = (double)T * K * DI * 4 / 1e9;

@@ -216,13 +216,16 @@ __global__ void __launch_bounds__(256, 1) indexer_logits_wgmma_kernel(
 
 // One query row t of the gathered kernels, seen from warpgroup wg: its q rows (64 heads) in sq, its
 // 64-slot tiles wg, wg + 2, ... (local tile n in stage n & 1 of the warpgroup's two), keys per SPEC 0.
+// KS: the row's keys are staged in shared memory (keys_to_shared) and key() reads them there; without it
+// key() reads idx (a template parameter, so that path compiles exactly as before the staging existed).
+template <bool KS = false>
 struct ixw_gather_row {
     const __nv_bfloat16 *k;
     const int *idx, *topk_length;
     __nv_bfloat16 *sk;  // [2 wg][2 stages][D/64][64 slots][64]
     int64_t t, K, S;
     int D, wg, mine;
-    unsigned skeys = 0;  // shared address of the row's K checked keys (ixw_keys_to_shared), 0: read idx
+    unsigned skeys = 0;  // KS: shared address of the row's K checked keys
     __device__ __forceinline__ ixw_gather_row(const __nv_bfloat16 *k_, const int *idx_, const int *tl_, __nv_bfloat16 *sk_,
                                               int64_t T, int64_t K_, int64_t S_, int D_)
         : k(k_), idx(idx_), topk_length(tl_), sk(sk_), t(T - 1 - (int64_t)blockIdx.x), K(K_), S(S_), D(D_) {
@@ -231,12 +234,12 @@ struct ixw_gather_row {
         mine = (int)(((K + IXW_KT - 1) / IXW_KT - wg + 1) / 2);
     }
     __device__ __forceinline__ int key(int64_t j) const {
-        if (skeys) return j < K ? dsa_ld_shared_s32(skeys + 4 * (unsigned)j) : -1;
-        return dsa_slot_key(idx, topk_length, t, K, j, S);
+        if constexpr (KS) return j < K ? dsa_ld_shared_s32(skeys + 4 * (unsigned)j) : -1;
+        else return dsa_slot_key(idx, topk_length, t, K, j, S);
     }
     // Every slot's checked key into shared memory (K ints at keys), all threads, then a CTA barrier: a
-    // tile's copies then wait on no global load (with keys read from idx as each tile's copies are
-    // issued, the issuing threads stalled one L2 round trip a tile before their copies could start).
+    // tile's copies then wait on no global load (read from idx, each tile's copies wait for that tile's
+    // index loads in the issuing threads).
     __device__ __forceinline__ void keys_to_shared(int *keys) {
         for (int64_t j = threadIdx.x; j < K; j += blockDim.x) keys[j] = dsa_slot_key(idx, topk_length, t, K, j, S);
         __syncthreads();
@@ -283,15 +286,16 @@ struct ixw_gather_row {
 // per SM. C[slot, h] = k[key] . q[t, h] is m64n64k16 over D with the gathered key tile as A and the
 // row's 64 heads as B; a thread holds 16 heads of slots g and g + 8, and the 4 lanes of equal g add
 // their parts with 2 shuffles.
+template <bool KS>
 __global__ void __launch_bounds__(256, 2) indexer_gather_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, __nv_bfloat16 *__restrict__ out, int64_t T,
-    int D, int64_t K, int64_t S, int smem_slack, bool keys_shared) {
+    int D, int64_t K, int64_t S, int smem_slack) {
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     unsigned char *base = dsa_smem_base1024(dsa_smem_raw, smem_slack);
     __nv_bfloat16 *sq = (__nv_bfloat16 *)base;       // [D/64][64 heads][64]
-    ixw_gather_row gr(k, idx, topk_length, sq + IXW_H * D, T, K, S, D);
-    if (keys_shared) gr.keys_to_shared((int *)(sq + IXW_H * D + 4 * IXW_KT * D));  // after the stages
+    ixw_gather_row<KS> gr(k, idx, topk_length, sq + IXW_H * D, T, K, S, D);
+    if constexpr (KS) gr.keys_to_shared((int *)(sq + IXW_H * D + 4 * IXW_KT * D));  // after the stages
     const int tid = threadIdx.x, lane = tid & 31, wg = gr.wg, mine = gr.mine, g = lane >> 2, c = lane & 3;
     const int64_t t = gr.t;
     gr.start(q, sq);
@@ -353,7 +357,7 @@ __global__ void __launch_bounds__(256, 1) indexer_gather_bwd_wgmma_kernel(
     __nv_bfloat16 *sk = sq + IXW_H * D;              // [2 wg][2 stages][2][64 slots][64]
     __nv_bfloat16 *sg = sk + 4 * IXW_KT * D;         // [2 wg][64 slots][64 heads]
     float *sdw = (float *)(sg + 2 * IXW_KT * IXW_H);  // [64]
-    const ixw_gather_row gr(k, idx, topk_length, sk, T, K, S, D);
+    const ixw_gather_row<> gr(k, idx, topk_length, sk, T, K, S, D);
     const int tid = threadIdx.x, lane = tid & 31, wg = gr.wg, mine = gr.mine, g = lane >> 2, c = lane & 3;
     const int64_t t = gr.t;
     gr.start(q, sq);
@@ -485,12 +489,12 @@ dsa_status dsa_indexer_gather_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     DSA_TRY(ixw_check(q, k, w, 2 * (size_t)IXW_H * D + 2 * 4 * (size_t)IXW_KT * D + (keys_shared ? sizeof(int) * (size_t)K : 0),
                       &smem, &slack));
     if (T_ == 0 || K == 0) return DSA_OK;
-    auto kern = indexer_gather_wgmma_kernel;
+    auto kern = keys_shared ? indexer_gather_wgmma_kernel<true> : indexer_gather_wgmma_kernel<false>;
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits (wgmma)"));
     kern<<<(unsigned)T_, 256, smem, dsa_stream()>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
                                                     (const __nv_bfloat16 *)w->data, (const int *)idx->data,
                                                     topk_length ? (const int *)topk_length->data : NULL,
-                                                    (__nv_bfloat16 *)out->data, T_, (int)D, K, S, slack, keys_shared);
+                                                    (__nv_bfloat16 *)out->data, T_, (int)D, K, S, slack);
     CUDA_LAUNCH_CHECK("indexer_gather_wgmma");
     return DSA_OK;
 }
