@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""The DSA ops in plain PyTorch (bf16, eager), timed like train/cmd_bench.c: torch.cuda events, warm-up,
+"""The DSA ops in plain PyTorch (bf16, eager), timed like train/cmd_bench.c: torch.cuda events, warm-up (2 calls and >= 0.25 s),
 median of --runs, fresh random inputs. Prints one line per case: RESULT op T H median_ms peak_bytes.
 Sparse attention gathers the selected kv rows in row chunks (a whole [T, K, D] gather does not fit)."""
 import argparse
 import statistics
 import sys
+import time
 
 import torch
 
 
+WARMUP_S = 0.25  # as BENCH_WARMUP_S in train/cmd_bench.c: every case timed at the clock its own power draw sets
+
+
 def median_ms(fn, runs, warmup=2):
+    t0 = time.monotonic()
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    while time.monotonic() - t0 < WARMUP_S:
+        fn()
+        torch.cuda.synchronize()
     times = []
     for _ in range(runs):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "train/commands.h"
 
 #ifndef DSA_HAVE_CUDA
@@ -59,16 +60,31 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-// Median milliseconds over `runs` calls after `warmup` calls; < 0 on error (printed).
+static double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+// Warm-up calls last at least this long: the GPU's power limit lowers the clock during and after a heavy
+// kernel (H200, session 26: 1590-1800 MHz at its 700 W cap during the T 8192 sparse backward), so a
+// measurement that starts right after one ran partly at the previous kernel's clock (the T 8192, H 64
+// chain: 8.15 ms timed first, 7.42 timed again a second later). A quarter second of its own calls puts
+// every row at the clock its own power draw sets.
+#define BENCH_WARMUP_S 0.25
+// Median milliseconds over `runs` calls after `warmup` calls and BENCH_WARMUP_S; < 0 on error (printed).
 static double time_median_ms(bench_fn fn, void *arg, int warmup, int runs) {
     cudaStream_t st = (cudaStream_t)dsa_cuda()->stream;
     cudaEvent_t a, b;
     cudaEventCreate(&a);
     cudaEventCreate(&b);
     double *ms = malloc(sizeof(double) * runs), med = -1;
+    const double w0 = wall_seconds();
     for (int i = 0; i < warmup; i++)
         if (fn(arg) != DSA_OK) goto fail;
     if (dsa_device_sync(DSA_CUDA) != DSA_OK) goto fail;
+    while (wall_seconds() - w0 < BENCH_WARMUP_S) {
+        if (fn(arg) != DSA_OK || dsa_device_sync(DSA_CUDA) != DSA_OK) goto fail;
+    }
     for (int i = 0; i < runs; i++) {
         cudaEventRecord(a, st);
         if (fn(arg) != DSA_OK) goto fail;
@@ -822,8 +838,8 @@ int dsa_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "dsa bench: %s\n", dsa_error_message());
         return 1;
     }
-    printf("device: %s (%d SMs); runs %d (median), warm-up 2; D %lld Dv %lld K %lld; indexer %lld heads x %lld\n",
-           dsa_cuda()->name, dsa_cuda()->sm_count, o.runs, (long long)o.D, (long long)o.Dv, (long long)o.K,
+    printf("device: %s (%d SMs); runs %d (median), warm-up 2 calls and >= %.2f s; D %lld Dv %lld K %lld; indexer %lld heads x %lld\n",
+           dsa_cuda()->name, dsa_cuda()->sm_count, o.runs, BENCH_WARMUP_S, (long long)o.D, (long long)o.Dv, (long long)o.K,
            (long long)o.HI, (long long)o.DI);
     if (measure_ceilings(&o)) return 1;
     dsa_rng r;
