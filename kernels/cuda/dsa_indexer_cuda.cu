@@ -418,6 +418,19 @@ __device__ __forceinline__ void idxm_ldmatrix_x4_trans(unsigned r[4], const __nv
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
 }
+// Four n8 B fragments (b[n] = columns 8 n .. 8 n + 7) of a k16 x n32 tile stored [k][n] (row stride in
+// the lane offset `p` already holds, bt_off style): two ldmatrix .trans, the second 16 columns on.
+__device__ __forceinline__ void idxm_ldmatrix_b4_trans(unsigned b[4][2], const __nv_bfloat16 *p) {
+#pragma unroll
+    for (int dp = 0; dp < 2; dp++) {
+        unsigned r[4];
+        idxm_ldmatrix_x4_trans(r, p + 16 * dp);
+        b[2 * dp][0] = r[0];
+        b[2 * dp][1] = r[1];
+        b[2 * dp + 1][0] = r[2];
+        b[2 * dp + 1][1] = r[3];
+    }
+}
 // Waits until at most one of this thread's cp.async groups (the newest) is still in flight.
 __device__ __forceinline__ void idxm_cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 __device__ __forceinline__ unsigned idxg_pack(float lo, float hi) {
@@ -759,15 +772,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
 #pragma unroll
                 for (int ks = 0; ks < 4; ks++) {
                     unsigned b[4][2];
-#pragma unroll
-                    for (int dp = 0; dp < 2; dp++) {
-                        unsigned r[4];
-                        idxm_ldmatrix_x4_trans(r, kb + bt_off + 16 * ks * ldq + 32 * warp + 16 * dp);
-                        b[2 * dp][0] = r[0];
-                        b[2 * dp][1] = r[1];
-                        b[2 * dp + 1][0] = r[2];
-                        b[2 * dp + 1][1] = r[3];
-                    }
+                    idxm_ldmatrix_b4_trans(b, kb + bt_off + 16 * ks * ldq + 32 * warp);
 #pragma unroll
                     for (int m = 0; m < 4; m++) {
                         unsigned a[4];
@@ -842,15 +847,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
 #pragma unroll
                 for (int hk = 0; hk < MT; hk++) {
                     unsigned b[4][2];  // this warp's 32 columns of q's heads 16 hk .. 16 hk + 15, as four n8 B tiles
-#pragma unroll
-                    for (int dp = 0; dp < 2; dp++) {
-                        unsigned r[4];
-                        idxm_ldmatrix_x4_trans(r, sq + bt_off + 16 * hk * ldq + col0 + 16 * dp);
-                        b[2 * dp][0] = r[0];
-                        b[2 * dp][1] = r[1];
-                        b[2 * dp + 1][0] = r[2];
-                        b[2 * dp + 1][1] = r[3];
-                    }
+                    idxm_ldmatrix_b4_trans(b, sq + bt_off + 16 * hk * ldq + col0);
 #pragma unroll
                     for (int m = 0; m < 4; m++) {
                         unsigned a[4];
