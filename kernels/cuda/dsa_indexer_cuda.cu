@@ -411,6 +411,10 @@ __global__ void __launch_bounds__(IDX_NT) indexer_gather_bwd_kernel(
 // a0, c2 c3 = a1, tile 2p + 1 gives a2, a3), so G = f(S) goes from the S accumulators straight into
 // the dq product without shared memory.
 #define IDXG_KT 64  // slots per tile
+// The gathered backward's dk staging by column slices (DKM 1, 3): each warp's 16 rows of 32 floats, rows
+// IDXG_DKS_ST floats apart (conflict-free float2 writes and float4 reads).
+#define IDXG_DKS_ST 40
+#define IDXG_DKS_BYTES(NW) ((size_t)(NW) * 16 * IDXG_DKS_ST * sizeof(float))
 
 __device__ __forceinline__ void idxm_ldmatrix_x4_trans(unsigned r[4], const __nv_bfloat16 *p) {
     unsigned a = (unsigned)__cvta_generic_to_shared(p);
@@ -418,17 +422,20 @@ __device__ __forceinline__ void idxm_ldmatrix_x4_trans(unsigned r[4], const __nv
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
 }
-// Four n8 B fragments (b[n] = columns 8 n .. 8 n + 7) of a k16 x n32 tile stored [k][n] (row stride in
-// the lane offset `p` already holds, bt_off style): two ldmatrix .trans, the second 16 columns on.
-__device__ __forceinline__ void idxm_ldmatrix_b4_trans(unsigned b[4][2], const __nv_bfloat16 *p) {
+// 2 NP n8 B fragments of a k16 x n(16 NP) tile by NP ldmatrix.x4 (.trans with TRANS), the i-th at
+// p + i * step (p holds the lane offset: b_off for keys stored [n][k], bt_off for [k][n]); x4 number i
+// gives b[2 i] and b[2 i + 1].
+template <int NP, bool TRANS>
+__device__ __forceinline__ void idxm_ldmatrix_b(unsigned b[2 * NP][2], const __nv_bfloat16 *p, int step) {
 #pragma unroll
-    for (int dp = 0; dp < 2; dp++) {
+    for (int i = 0; i < NP; i++) {
         unsigned r[4];
-        idxm_ldmatrix_x4_trans(r, p + 16 * dp);
-        b[2 * dp][0] = r[0];
-        b[2 * dp][1] = r[1];
-        b[2 * dp + 1][0] = r[2];
-        b[2 * dp + 1][1] = r[3];
+        if constexpr (TRANS) idxm_ldmatrix_x4_trans(r, p + i * step);
+        else idxm_ldmatrix_x4(r, p + i * step);
+        b[2 * i][0] = r[0];
+        b[2 * i][1] = r[1];
+        b[2 * i + 1][0] = r[2];
+        b[2 * i + 1][1] = r[3];
     }
 }
 // Waits until at most one of this thread's cp.async groups (the newest) is still in flight.
@@ -631,7 +638,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem, *sk = sq + H * ldq, *sg = sk + 2 * IDXG_KT * ldq;
     int *skey = (int *)(sg + H * ldg);
     float *sdo = (float *)(skey + 2 * IDXG_KT);
-    float *sst = sdo + 2 * IDXG_KT;  // DKM 3: each warp's 16 x 40 floats of dk staging
+    float *sst = sdo + 2 * IDXG_KT;  // DKM 3: each warp's 16 x IDXG_DKS_ST floats of dk staging
     int64_t t = T - 1 - (int64_t)blockIdx.x;
     for (int i = tid; i < H * D8; i += NT) {
         int r = i / D8, v = i % D8;
@@ -735,6 +742,8 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                 unsigned a[2][4], b[4][2];
 #pragma unroll
                 for (int m = 0; m < 2; m++) idxm_ldmatrix_x4(a[m], sq + (qa_row + 16 * m) * ldq + qa_col + k0);
+                // (inline, not idxm_ldmatrix_b: through it ptxas schedules this kernel differently, 168
+                // registers against 167, and this is the form measured on the H200, session 26)
 #pragma unroll
                 for (int p = 0; p < 2; p++) {
                     unsigned r[4];
@@ -772,7 +781,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
 #pragma unroll
                 for (int ks = 0; ks < 4; ks++) {
                     unsigned b[4][2];
-                    idxm_ldmatrix_b4_trans(b, kb + bt_off + 16 * ks * ldq + 32 * warp);
+                    idxm_ldmatrix_b<2, true>(b, kb + bt_off + 16 * ks * ldq + 32 * warp, 16);
 #pragma unroll
                     for (int m = 0; m < 4; m++) {
                         unsigned a[4];
@@ -791,15 +800,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         for (int k0 = 0; k0 < DD; k0 += 16) {
             unsigned a[4], b[8][2];
             idxm_ldmatrix_x4(a, sq + qa_row * ldq + qa_col + k0);
-#pragma unroll
-            for (int p = 0; p < 4; p++) {
-                unsigned r[4];
-                idxm_ldmatrix_x4(r, kb + b_off + 16 * p * ldq + k0);
-                b[2 * p][0] = r[0];
-                b[2 * p][1] = r[1];
-                b[2 * p + 1][0] = r[2];
-                b[2 * p + 1][1] = r[3];
-            }
+            idxm_ldmatrix_b<4, false>(b, kb + b_off + k0, 16 * ldq);
 #pragma unroll
             for (int nj = 0; nj < 8; nj++) dsa_mma_bf16_16816(acc[nj], a, b[nj]);
         }
@@ -837,7 +838,9 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         // 3'. dk by column slices (DKM 1, 3): M = the tile's 64 keys (4 m16 tiles), N = this warp's 32 columns.
         if constexpr (DKM == 1 || DKM == 3) {
             if (dk) {
-                constexpr int SST = 40;  // staging row stride (floats): conflict-free float2 writes and float4 reads
+                constexpr int SST = IDXG_DKS_ST;
+                static_assert(DKM == 3 || IDXG_DKS_BYTES(NW) <= sizeof(__nv_bfloat16) * IDXG_KT * ldq,
+                              "DKM 1 stages dk in the tile's key buffer");
                 const int col0 = 32 * warp;
                 float dka[4][4][4];  // [m16 tile][n8 tile][fragment]
 #pragma unroll
@@ -847,7 +850,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
 #pragma unroll
                 for (int hk = 0; hk < MT; hk++) {
                     unsigned b[4][2];  // this warp's 32 columns of q's heads 16 hk .. 16 hk + 15, as four n8 B tiles
-                    idxm_ldmatrix_b4_trans(b, sq + bt_off + 16 * hk * ldq + col0);
+                    idxm_ldmatrix_b<2, true>(b, sq + bt_off + 16 * hk * ldq + col0, 16);
 #pragma unroll
                     for (int m = 0; m < 4; m++) {
                         unsigned a[4];
@@ -1261,7 +1264,7 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     if constexpr (DD == 128)
         if (dkm && !bulk && H == 64) {
             kern = dkm == 3 ? indexer_gather_bwd_mma_kernel<4, 128, false, 3> : indexer_gather_bwd_mma_kernel<4, 128, false, 1>;
-            if (dkm == 3) smem += 4 * 16 * 40 * sizeof(float);  // the dk staging region
+            if (dkm == 3) smem += IDXG_DKS_BYTES(4);  // the dk staging region
         }
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
     kern<<<(unsigned)T_, (unsigned)(2 * H), smem, dsa_stream()>>>(
