@@ -410,12 +410,12 @@ __global__ void __launch_bounds__(256, 1) indexer_gather_bwd_wgmma_kernel(
         dsa_wgmma_commit();
         dsa_wgmma_wait<0>();
         ixw_stage_next(wg, n, mine, load_tile);  // (the barrier inside also frees sG for the next tile)
+        if constexpr (DK)
 #pragma unroll
-        for (int j = 0; j < NB; j++) {
-            if (!DK) break;
-            if (key_lo >= 0) atomicAdd((float2 *)(dk + (int64_t)key_lo * D + 8 * j + 2 * c), make_float2(dka[4 * j], dka[4 * j + 1]));
-            if (key_hi >= 0) atomicAdd((float2 *)(dk + (int64_t)key_hi * D + 8 * j + 2 * c), make_float2(dka[4 * j + 2], dka[4 * j + 3]));
-        }
+            for (int j = 0; j < NB; j++) {
+                if (key_lo >= 0) atomicAdd((float2 *)(dk + (int64_t)key_lo * D + 8 * j + 2 * c), make_float2(dka[4 * j], dka[4 * j + 1]));
+                if (key_hi >= 0) atomicAdd((float2 *)(dk + (int64_t)key_hi * D + 8 * j + 2 * c), make_float2(dka[4 * j + 2], dka[4 * j + 3]));
+            }
     }
     dsa_cp_async_wait<0>();
     // dw: this thread's 16 heads over its slots, then over the 8 lanes of equal c, then over the warps.
