@@ -8,14 +8,16 @@
 #                      slices (DSA_GATHER_BWD_DKCOLS=1) and the gathered logits reading idx tile by tile
 #                      (DSA_GATHER_KEYS_GLOBAL=1).
 #   cuda_dsa_optin:    the opt-in kernels (the wgmma backward of the gathered logits, forward v5's
-#                      gather that waits for its copies) and the head sum v4 at D 576 (DSA_HEADSUM_SS=1).
+#                      gather that waits for its copies), the head sum v4 at D 576 (DSA_HEADSUM_SS=1) and
+#                      the sparse backward v3's dkv by 32-byte sectors (DSA_SPARSE_BWD_SECTORS=1, its
+#                      default until session 26).
 #   cuda_dsa_optin_merged: the merged head sum and the bulk-reduction backwards (DSA_HEADSUM_ROWS=4,
 #                      DSA_SPARSE_BWD_BULK=1, DSA_GATHER_BWD_BULK=1).
 # Without CUDA each is the printed skip of test_cuda_dsa.
 foreach(variant
         "cuda_dsa_previous|DSA_SPARSE_FWD_V4=1;DSA_HEADSUM_V3=1;DSA_INDEXER_MMA=1;DSA_GATHER_MMA=1;DSA_SPARSE_BWD_V2=1;DSA_GATHER_BWD_BLOCKS=1"
         "cuda_dsa_older|DSA_SPARSE_FWD_V2=1;DSA_HEADSUM_V2=1;DSA_SPARSE_BWD_V1=1;DSA_TOPK_V1=1;DSA_DENSE_SIMT=1;DSA_GATHER_BWD_DKCOLS=1;DSA_GATHER_KEYS_GLOBAL=1"
-        "cuda_dsa_optin|DSA_GATHER_BWD_WGMMA=1;DSA_SPARSE_FWD_V5_SYNC=1;DSA_HEADSUM_SS=1"
+        "cuda_dsa_optin|DSA_GATHER_BWD_WGMMA=1;DSA_SPARSE_FWD_V5_SYNC=1;DSA_HEADSUM_SS=1;DSA_SPARSE_BWD_SECTORS=1"
         "cuda_dsa_optin_merged|DSA_HEADSUM_ROWS=4;DSA_SPARSE_BWD_BULK=1;DSA_GATHER_BWD_BULK=1")
   string(REPLACE "|" ";" parts "${variant}")
   list(GET parts 0 name)

@@ -265,3 +265,48 @@ __device__ __forceinline__ void dsa_red_rows_f32x4(float *dst, const float *acc,
 #pragma unroll
     for (int j = 0; j < 8; j++) atomicAdd((float4 *)(row + 8 * j), v[j]);
 }
+
+// One step of an in-register transpose between a lane bit and a register bit: for each register pair
+// (i, i + RB) with bit RB of i clear, the lane whose bit `mask` is 0 keeps acc[i] and receives its
+// partner's acc[i] into acc[i + RB]; the partner (bit 1) keeps acc[i + RB] and receives the first's
+// acc[i + RB] into acc[i]. After it, register bit RB names the source lane's bit and the lane's bit the
+// source register's bit (the butterfly of a 2 x 2 transpose, one shuffle per pair).
+template <int N, int RB>
+__device__ __forceinline__ void dsa_swap_lane_reg_bit(float *acc, int mask, bool hi) {
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        if (i & RB) continue;
+        const float r = __shfl_xor_sync(0xffffffffu, hi ? acc[i] : acc[i + RB], mask);
+        if (hi) acc[i] = r;
+        else acc[i + RB] = r;
+    }
+}
+
+// dst rows += an m64n64 accumulator fragment (the layout of dsa_red_rows_f32x4), in whole 128-byte lines:
+// each 8-lane group (quads g and g ^ 1) holds rows {g, g ^ 1} x {lo, hi} x 64 columns, and two transposing
+// shuffle steps (lane bit 2 <-> column bit 4, lane bit 0 <-> column bit 3) leave each lane 4 consecutive
+// columns of each of those 4 rows' two 32-column halves. A warp instruction then adds 4 rows x 128 bytes
+// (8 lanes a row) instead of dsa_red_rows_f32x4's 16 rows x 32 bytes: the reduction probe's fastest
+// pattern (3826 against 2324 GB/s, H200, session 25). 32 shuffles a chunk against 16. keys[q][hr]: the
+// dst row of the group's quad of parity q, its row lo (hr 0) or hi (hr 1); < 0: nothing added. acc is
+// overwritten. Sparse backward v3's default (session 27).
+template <int D>
+__device__ __forceinline__ void dsa_red_rows_f32x4_lines(float *dst, float *acc, const int (&keys)[2][2], int col0, int lane) {
+    dsa_swap_lane_reg_bit<32, 8>(acc, 4, (lane >> 2) & 1);  // quad parity <-> column bit 4 (j bit 1)
+    dsa_swap_lane_reg_bit<32, 4>(acc, 1, lane & 1);         // c bit 0 <-> column bit 3 (j bit 0)
+    // Now acc[16 h + 8 q + 4 c0 + 2 hr + e] = row (q, hr), column 32 h + 16 (lane bit 2) + 8 (lane bit 0)
+    // + 4 (lane bit 1) + 2 c0 + e.
+    const int col = col0 + 16 * ((lane >> 2) & 1) + 8 * (lane & 1) + 4 * ((lane >> 1) & 1);
+#pragma unroll
+    for (int q = 0; q < 2; q++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+            if (keys[q][hr] < 0) continue;
+            float *row = dst + (int64_t)keys[q][hr] * D + col;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float *a = acc + 16 * h + 8 * q + 2 * hr;
+                atomicAdd((float4 *)(row + 32 * h), make_float4(a[0], a[1], a[4], a[5]));
+            }
+        }
+}

@@ -42,6 +42,9 @@
 #define BWD3_D 576
 #define BWD3_DV 512
 #define BWD3_RING 4
+#define BWD3_RED_LINES 0    // dkv's reduction modes (the kernel's RED)
+#define BWD3_RED_SECTORS 1
+#define BWD3_RED_BULK 2
 // Register split (launched at 168 a thread, as forward v4): dq takes 160 accumulators in warpgroup 0.
 #define BWD3_REGS_GATHER 40
 #define BWD3_REGS_MATH 232
@@ -97,7 +100,11 @@ __device__ __forceinline__ void bwd3_p_ds(const float *s, const float *dp, unsig
 // NK: the k16 steps of the dkv products over the tile rows (4 = 64 rows; fewer when the rows that hold a
 // head fit in 16 NK: the rest are zeros, skipped; a compile-time count, since a wgmma under a runtime
 // branch is serialized).
-// BULK (NK <= 3, DSA_SPARSE_BWD_BULK): dkv chunks leave by bulk reductions (cp.reduce.async.bulk .add.f32,
+// RED: how dkv chunks leave. BWD3_RED_LINES (the default, session 27): float4 atomics in whole 128-byte
+// lines, 4 rows a warp instruction, after two transposing shuffle steps (dsa_red_rows_f32x4_lines).
+// BWD3_RED_SECTORS (DSA_SPARSE_BWD_SECTORS=1, the default until session 26): float4 atomics of one
+// 32-byte sector in each of 16 rows a warp instruction (dsa_red_rows_f32x4).
+// BWD3_RED_BULK (NK <= 3, DSA_SPARSE_BWD_BULK): dkv chunks leave by bulk reductions (cp.reduce.async.bulk .add.f32,
 // one instruction a slot and 64 columns, the adds done in L2: 3806 against 2314 GB/s for the float4
 // atomics in the bench's ceilings, H200, session 20) instead of float4 atomics. A chunk (64 slots x 64
 // fp32 = 16 KiB) is staged in the rows 48 .. 63 of Q's and dO's column blocks (2 KiB each, 8 slots a
@@ -106,7 +113,7 @@ __device__ __forceinline__ void bwd3_p_ds(const float *s, const float *dp, unsig
 // NaN) stays in those rows, whose P, dS and dq nothing reads. Shared memory has no other 32 KiB free.
 // MERGED (un.keys set; a template flag, as the forward's: the one-row kernel then keeps no merged state
 // live, and ptxas reports no spills for it, as before session 20).
-template <int NK, bool BULK, bool MERGED>
+template <int NK, int RED, bool MERGED>
 __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kv, const int *__restrict__ idx,
     const int *__restrict__ topk_length, const void *sink, dsa_dtype sink_dt, const __nv_bfloat16 *__restrict__ out,
@@ -188,14 +195,14 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     const unsigned char *grp_rows = merged ? un.rows + grp * un.cap + 32 * wg : nullptr;
     // BULK: this thread's two staging rows (slots row_lo, row_lo + 8: pieces 2 (warp & 3) and + 1, row g) and,
     // for threads 0 .. 63 of the warpgroup, the row of slot wtid it reduces.
-    static_assert(!BULK || NK <= 3, "bulk dkv staging needs tile rows 48 .. 63 free");
+    static_assert(RED != BWD3_RED_BULK || NK <= 3, "bulk dkv staging needs tile rows 48 .. 63 free");
     const int wtid = tid - 128 * wg;
     auto piece = [&](int p) -> unsigned char * {
         unsigned char *b = wg == 0 || p == 0 ? (unsigned char *)sm.sq + (wg ? 8 : p) * 8192 : (unsigned char *)sm.sdo + (p - 1) * 8192;
         return b + 48 * 128;
     };
     float *stage_lo = (float *)(piece(2 * (warp & 3)) + g * 256), *stage_hi = (float *)(piece(2 * (warp & 3) + 1) + g * 256);
-    const unsigned stage_src = BULK && wtid < 64 ? dsa_smem_addr(piece(wtid >> 3) + (wtid & 7) * 256) : 0u;
+    const unsigned stage_src = RED == BWD3_RED_BULK && wtid < 64 ? dsa_smem_addr(piece(wtid >> 3) + (wtid & 7) * 256) : 0u;
 
     float dqa[128], dqb[32];
 #pragma unroll
@@ -218,8 +225,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
             mk_lo &= (unsigned)b_lo;
             mk_hi &= (unsigned)b_hi;
         }
-        const int key = dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + ((c & 1) ? row_lo + 8 : row_lo)));
-        const int key_b = BULK && wtid < 64 ? dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + wtid)) : -1;
+        const int key = RED == BWD3_RED_SECTORS ? dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + ((c & 1) ? row_lo + 8 : row_lo))) : -1;
+        const int key_b = RED == BWD3_RED_BULK && wtid < 64 ? dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + wtid)) : -1;
         dsa_bar_sync(1, 256);  // the other warpgroup's dkv(i - 1) no longer reads sP / sdS
         dsa_wgmma_wait<0>();
         bwd3_p_ds(s, dp, mk_lo, mk_hi, wg, row_lo, c, sig2, sigma, lz_lo, lz_hi, dl_lo, dl_hi, sm.sp, sm.sds);
@@ -246,7 +253,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
                 for (int kk = 0; kk < NK; kk++) dsa_wgmma_m64n64k16<1, 1>(acc, d_pt + kk * 128, d_don + kk * 128, 1);
             dsa_wgmma_commit();
             dsa_wgmma_wait<0>();
-            if constexpr (BULK) {
+            if constexpr (RED == BWD3_RED_BULK) {
                 dsa_bulk_wait_read<0>();    // (issuers) the previous chunk's copies have read the staging
                 dsa_bar_sync(4 + wg, 128);  // the staging is free
 #pragma unroll
@@ -258,12 +265,23 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
                 dsa_bar_sync(4 + wg, 128);  // all 64 rows are staged
                 if (key_b >= 0) dsa_bulk_reduce_add_f32(dkv + (int64_t)key_b * D + 64 * ck, stage_src, 256);
                 dsa_bulk_commit();
+            } else if constexpr (RED == BWD3_RED_LINES) {
+                // The dkv rows of this lane's 8-lane group (quads g & ~1, g | 1; rows lo, hi), read here
+                // rather than held across the chunks (the merged kernel spilled more with them held).
+                // Tile i's ring entry stays until tile i + 4 is published, after the release of i + 3.
+                int keys[2][2];
+#pragma unroll
+                for (int q = 0; q < 2; q++)
+#pragma unroll
+                    for (int hr = 0; hr < 2; hr++)
+                        keys[q][hr] = dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + ((row_lo & ~1) | q) + 8 * hr));
+                dsa_red_rows_f32x4_lines<D>(dkv, acc, keys, 64 * ck, lane);
             } else {
                 dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
             }
         }
     }
-    if constexpr (BULK) dsa_bulk_wait_read<0>();  // no copy may read shared memory after the CTA exits
+    if constexpr (RED == BWD3_RED_BULK) dsa_bulk_wait_read<0>();  // no copy may read shared memory after the CTA exits
     // dq (the CTA's own rows: plain read-modify-write, or stores when the buffer is the gradient's first
     // and holds anything: every column of every head row < nh is written here) += the accumulators.
 #pragma unroll
@@ -286,13 +304,18 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
     }
 }
 
-// The instantiation for nk k16 steps (1..4), bulk dkv (nk <= 3 only) and merged groups or not.
+// The instantiation for nk k16 steps (1..4), a dkv reduction mode (bulk: nk <= 3 only) and merged groups or not.
+template <int NK, bool MERGED>
+static auto bwd3_kernel_nk(int red) {
+    if constexpr (NK <= 3)
+        if (red == BWD3_RED_BULK) return sparse_mqa_bwd_wgmma_kernel<NK, BWD3_RED_BULK, MERGED>;
+    return red == BWD3_RED_SECTORS ? sparse_mqa_bwd_wgmma_kernel<NK, BWD3_RED_SECTORS, MERGED>
+                                   : sparse_mqa_bwd_wgmma_kernel<NK, BWD3_RED_LINES, MERGED>;
+}
 template <bool MERGED>
-static auto bwd3_kernel(int nk, bool bulk) {
-    return nk == 1 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<1, true, MERGED> : sparse_mqa_bwd_wgmma_kernel<1, false, MERGED>)
-         : nk == 2 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<2, true, MERGED> : sparse_mqa_bwd_wgmma_kernel<2, false, MERGED>)
-         : nk == 3 ? (bulk ? sparse_mqa_bwd_wgmma_kernel<3, true, MERGED> : sparse_mqa_bwd_wgmma_kernel<3, false, MERGED>)
-                   : sparse_mqa_bwd_wgmma_kernel<4, false, MERGED>;
+static auto bwd3_kernel(int nk, int red) {
+    return nk == 1 ? bwd3_kernel_nk<1, MERGED>(red) : nk == 2 ? bwd3_kernel_nk<2, MERGED>(red)
+         : nk == 3 ? bwd3_kernel_nk<3, MERGED>(red) : bwd3_kernel_nk<4, MERGED>(red);
 }
 
 // Called by the backward dispatcher (dsa_sparse_bwd_cuda.cu) for bf16 q / kv / out, fp32 dout / dq /
@@ -319,10 +342,15 @@ dsa_status dsa_sparse_mqa_bwd_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *
     int64_t n_ctas = R >= 2 ? (T_ + R - 1) / R : T_ * ((h1 - h0 + BWD3_HB - 1) / BWD3_HB);
     const int64_t tile_rows = R >= 2 ? R * (h1 - h0) : (h1 - h0 < BWD3_HB ? h1 - h0 : BWD3_HB);
     const int nk = (int)((tile_rows + 15) / 16);
-    // DSA_SPARSE_BWD_BULK=1: dkv by bulk reductions where the tile rows leave room (nk <= 3).
-    static int bulk = -1;
-    if (bulk < 0) bulk = dsa_env_flag("DSA_SPARSE_BWD_BULK");
-    auto kern = R >= 2 ? bwd3_kernel<true>(nk, bulk) : bwd3_kernel<false>(nk, bulk);
+    // dkv's reductions: whole 128-byte lines (default); DSA_SPARSE_BWD_SECTORS=1: one 32-byte sector of 16
+    // rows a warp instruction (the default until session 26); DSA_SPARSE_BWD_BULK=1: bulk reductions where
+    // the tile rows leave room (nk <= 3; the lines elsewhere).
+    static int red = -1;
+    if (red < 0)
+        red = dsa_env_flag("DSA_SPARSE_BWD_BULK")      ? BWD3_RED_BULK
+            : dsa_env_flag("DSA_SPARSE_BWD_SECTORS") ? BWD3_RED_SECTORS
+                                                     : BWD3_RED_LINES;
+    auto kern = R >= 2 ? bwd3_kernel<true>(nk, red) : bwd3_kernel<false>(nk, red);
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_sparse_mqa bwd (wgmma v3)"));
     kern<<<(unsigned)n_ctas, 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
