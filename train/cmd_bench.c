@@ -71,8 +71,9 @@ static double wall_seconds(void) {
 // chain: 8.15 ms timed first, 7.42 timed again a second later). A quarter second of its own calls puts
 // every row at the clock its own power draw sets.
 #define BENCH_WARMUP_S 0.25
-// Median milliseconds over `runs` calls after `warmup` calls and BENCH_WARMUP_S; < 0 on error (printed).
-static double time_median_ms(bench_fn fn, void *arg, int warmup, int runs) {
+// Median milliseconds over `runs` calls after `warmup` calls and warm_s seconds of more; < 0 on error
+// (printed).
+static double time_median_ms_after(bench_fn fn, void *arg, int warmup, int runs, double warm_s) {
     cudaStream_t st = (cudaStream_t)dsa_cuda()->stream;
     cudaEvent_t a, b;
     cudaEventCreate(&a);
@@ -82,7 +83,7 @@ static double time_median_ms(bench_fn fn, void *arg, int warmup, int runs) {
     for (int i = 0; i < warmup; i++)
         if (fn(arg) != DSA_OK) goto fail;
     if (dsa_device_sync(DSA_CUDA) != DSA_OK) goto fail;
-    while (wall_seconds() - w0 < BENCH_WARMUP_S) {
+    while (wall_seconds() - w0 < warm_s) {
         if (fn(arg) != DSA_OK || dsa_device_sync(DSA_CUDA) != DSA_OK) goto fail;
     }
     for (int i = 0; i < runs; i++) {
@@ -105,6 +106,11 @@ done:
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     return med;
+}
+
+// The timing every row uses: BENCH_WARMUP_S of warm-up.
+static double time_median_ms(bench_fn fn, void *arg, int warmup, int runs) {
+    return time_median_ms_after(fn, arg, warmup, runs, BENCH_WARMUP_S);
 }
 
 static bench_row *add_row(const char *op, int64_t T, int64_t H, double ms, double flops, double bytes, double mem) {
@@ -246,7 +252,13 @@ static int measure_ceilings(const bench_opts *o) {
         dsa_ctx_free(c);
         return 1;
     }
-    double ms = time_median_ms(run_gemm, &g, 3, o->runs);
+    // The GEMM ceiling is the faster of two timings: right after 3 calls (the clock still at its boost) and
+    // after BENCH_WARMUP_S of calls (the clock the 700 W limit sets under back-to-back GEMMs: H200, session 27,
+    // 676-696 TFLOP/s against 764-801 timed right away). The rows' % of GEMM is then against the best rate
+    // the GPU showed, whatever the power state (a lower, throttled ceiling would flatter them).
+    const double ms_burst = time_median_ms_after(run_gemm, &g, 3, o->runs, 0.0);
+    const double ms_steady = time_median_ms(run_gemm, &g, 3, o->runs);
+    double ms = ms_burst > 0 && ms_steady > 0 ? (ms_burst < ms_steady ? ms_burst : ms_steady) : -1;
     GEMM_TFLOPS = ms > 0 ? 2.0 * g.n * g.n * g.n / (ms * 1e-3) / 1e12 : -1;
     double cms = time_median_ms(run_copy, &g, 3, o->runs);
     COPY_GBS = cms > 0 ? 2.0 * (double)g.bytes / (cms * 1e-3) / 1e9 : -1;
@@ -279,9 +291,10 @@ static int measure_ceilings(const bench_opts *o) {
            "%.0f GB/s, x 128 %.3f ms = %.0f GB/s\n", gms, GATHER576_GBS, gnms, GATHER128_GBS);
     RED_GBS = rms > 0 ? red_bytes / (rms * 1e-3) / 1e9 : -1;
     RED128_GBS = nms > 0 ? red128_bytes / (nms * 1e-3) / 1e9 : -1;
-    printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s; D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write); "
+    printf("ceilings: cuBLAS bf16 GEMM 8192^3 %.3f ms = %.1f TFLOP/s (the faster of %.3f ms timed right away and %.3f ms "
+           "after %.2f s of warm-up); D2D copy 1 GiB %.3f ms = %.0f GB/s (read+write); "
            "fp32 float4 reductions, 2M rows x 576 into 4096 rows %.3f ms = %.0f GB/s added, 8M rows x 128 %.3f ms = %.0f GB/s\n",
-           ms, GEMM_TFLOPS, cms, COPY_GBS, rms, RED_GBS, nms, RED128_GBS);
+           ms, GEMM_TFLOPS, ms_burst, ms_steady, BENCH_WARMUP_S, cms, COPY_GBS, rms, RED_GBS, nms, RED128_GBS);
     printf("bulk reductions (cp.reduce.async.bulk, a row an instruction): 576 %.3f ms = %.0f GB/s, 128 %.3f ms = %.0f GB/s\n",
            bms, bms > 0 ? red_bytes / (bms * 1e-3) / 1e9 : -1, bnms, bnms > 0 ? red128_bytes / (bnms * 1e-3) / 1e9 : -1);
     add_row("gemm_bf16_8192", 8192, 0, ms, 2.0 * g.n * g.n * g.n, 3.0 * g.n * g.n * 2, 3.0 * g.n * g.n * 2);
