@@ -282,18 +282,20 @@ __device__ __forceinline__ void dsa_swap_lane_reg_bit(float *acc, int mask, bool
     }
 }
 
-// dst rows += an m64n64 accumulator fragment (the layout of dsa_red_rows_f32x4), in whole 128-byte lines:
-// each 8-lane group (quads g and g ^ 1) holds rows {g, g ^ 1} x {lo, hi} x 64 columns, and two transposing
-// shuffle steps (lane bit 2 <-> column bit 4, lane bit 0 <-> column bit 3) leave each lane 4 consecutive
-// columns of each of those 4 rows' two 32-column halves. A warp instruction then adds 4 rows x 128 bytes
-// (8 lanes a row) instead of dsa_red_rows_f32x4's 16 rows x 32 bytes: the reduction probe's fastest
-// pattern (3826 against 2324 GB/s, H200, session 25). 32 shuffles a chunk against 16. keys[q][hr]: the
-// dst row of the group's quad of parity q, its row lo (hr 0) or hi (hr 1); < 0: nothing added. acc is
-// overwritten. Sparse backward v3's default (session 27).
-template <int D>
+// dst rows += a 16-row x 8 NJ-column accumulator fragment (the m16n8 / wgmma layout of dsa_red_rows_f32x4:
+// acc[4 j + 2 hr + e] = row g + 8 hr, column 8 j + 2 c + e; NJ = 8 for a warp's part of an m64n64
+// accumulator, 4 for four mma.sync n8 tiles), in whole 128-byte lines: each 8-lane group (quads g and
+// g ^ 1) holds rows {g, g ^ 1} x {lo, hi}, and two transposing shuffle steps (lane bit 2 <-> column bit 4,
+// lane bit 0 <-> column bit 3) leave each lane 4 consecutive columns of each of those 4 rows' 32-column
+// blocks. A warp instruction then adds 4 rows x 128 bytes (8 lanes a row) instead of dsa_red_rows_f32x4's
+// 16 rows x 32 bytes: the reduction probe's fastest pattern (3826 against 2324 GB/s, H200, session 25).
+// 4 NJ shuffles against 2 NJ. keys[q][hr]: the dst row of the group's quad of parity q, its row lo (hr 0)
+// or hi (hr 1); < 0: nothing added. acc is overwritten. Sparse backward v3's default (session 27).
+template <int D, int NJ = 8>
 __device__ __forceinline__ void dsa_red_rows_f32x4_lines(float *dst, float *acc, const int (&keys)[2][2], int col0, int lane) {
-    dsa_swap_lane_reg_bit<32, 8>(acc, 4, (lane >> 2) & 1);  // quad parity <-> column bit 4 (j bit 1)
-    dsa_swap_lane_reg_bit<32, 4>(acc, 1, lane & 1);         // c bit 0 <-> column bit 3 (j bit 0)
+    static_assert(NJ % 4 == 0, "32-column blocks");
+    dsa_swap_lane_reg_bit<4 * NJ, 8>(acc, 4, (lane >> 2) & 1);  // quad parity <-> column bit 4 (j bit 1)
+    dsa_swap_lane_reg_bit<4 * NJ, 4>(acc, 1, lane & 1);         // c bit 0 <-> column bit 3 (j bit 0)
     // Now acc[16 h + 8 q + 4 c0 + 2 hr + e] = row (q, hr), column 32 h + 16 (lane bit 2) + 8 (lane bit 0)
     // + 4 (lane bit 1) + 2 c0 + e.
     const int col = col0 + 16 * ((lane >> 2) & 1) + 8 * (lane & 1) + 4 * ((lane >> 1) & 1);
@@ -304,7 +306,7 @@ __device__ __forceinline__ void dsa_red_rows_f32x4_lines(float *dst, float *acc,
             if (keys[q][hr] < 0) continue;
             float *row = dst + (int64_t)keys[q][hr] * D + col;
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
+            for (int h = 0; h < NJ / 4; h++) {
                 const float *a = acc + 16 * h + 8 * q + 2 * hr;
                 atomicAdd((float4 *)(row + 32 * h), make_float4(a[0], a[1], a[4], a[5]));
             }

@@ -625,14 +625,24 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 //    2 x 2 warps (32 heads x 32 keys each: q's and the tile's halves, 32 ldmatrix a tile instead of 40),
 //    then, after the barrier, dq by column slices like dk (all 64 heads x 32 columns, G read from shared
 //    memory: 24 instead of 32), and dk as in 1 (24), staged through a shared region of its own.
-template <int MT, int DD, bool BULK = false, int DKM = 0>
+//  4 (the default at H 64, D_I 128 since session 27; DSA_GATHER_BWD_STAGED=1 keeps 3): 3 with dk's rows
+//    formed in registers (dsa_red_rows_f32x4_lines: two transposing shuffle steps an m16 tile, 16 shuffles)
+//    instead of through the staging region (8 float2 stores, 4 float4 loads and two warp barriers an m16
+//    tile): the same whole 128-byte lines, less shared-memory traffic (the kernel's L1 / shared pipe was
+//    91% busy under ncu, session 24).
+// LINES (DKM 0, not BULK; DSA_GATHER_BWD_LINES=1): a 16-key block's dk rows formed in registers as whole
+//    128-byte lines (dsa_red_rows_f32x4_lines, 4 rows a warp instruction) instead of 16-column chunks
+//    through shared memory (8 rows x 64 bytes an instruction).
+template <int MT, int DD, bool BULK = false, int DKM = 0, bool LINES = false>
 __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
     const int *__restrict__ idx, const int *__restrict__ topk_length, const float *__restrict__ Gd,
     float *__restrict__ dq, float *__restrict__ dk, float *__restrict__ dw, int64_t T, int64_t K, int64_t S,
     bool dq_store) {
     constexpr int NW = MT, NT = 32 * NW, H = 16 * MT, ldq = DD + 8, D8 = DD / 8, ldg = IDXG_KT + 8;
-    static_assert(DKM == 0 || (MT == 4 && DD == 128 && IDXG_KT == 64 && !BULK), "dk modes 1, 3: H 64, D 128");
+    static_assert(DKM == 0 || (MT == 4 && DD == 128 && IDXG_KT == 64 && !BULK), "dk modes 1, 3, 4: H 64, D 128");
+    static_assert(!LINES || (DKM == 0 && !BULK && DD % 32 == 0), "LINES: the 16-key blocks' dk");
+    constexpr bool SLICES = DKM >= 3;  // every phase by slices (3, 4)
     extern __shared__ __align__(16) unsigned char dsa_smem[];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
     __nv_bfloat16 *sq = (__nv_bfloat16 *)dsa_smem, *sk = sq + H * ldq, *sg = sk + 2 * IDXG_KT * ldq;
@@ -704,10 +714,10 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
 
     // DKM 3: warp (wh, wk) = (warp / 2, warp % 2) scores heads 32 wh .. + 31 against keys 32 wk .. + 31
     // (lane (g, c): heads 32 wh + 16 m + g, + 8); else warp w scores heads 16 w .. + 15 against all keys.
-    const int h0 = DKM == 3 ? 32 * (warp >> 1) : 16 * warp, kw0 = DKM == 3 ? 32 * (warp & 1) : 0;
+    const int h0 = SLICES ? 32 * (warp >> 1) : 16 * warp, kw0 = SLICES ? 32 * (warp & 1) : 0;
     const float w_lo = __bfloat162float(w[t * H + h0 + g]), w_hi = __bfloat162float(w[t * H + h0 + g + 8]);
     float w3_lo = 0.f, w3_hi = 0.f, dw3_lo = 0.f, dw3_hi = 0.f;  // DKM 3: heads h0 + 16 + g, + 8
-    if constexpr (DKM == 3) w3_lo = __bfloat162float(w[t * H + h0 + 16 + g]), w3_hi = __bfloat162float(w[t * H + h0 + 24 + g]);
+    if constexpr (SLICES) w3_lo = __bfloat162float(w[t * H + h0 + 16 + g]), w3_hi = __bfloat162float(w[t * H + h0 + 24 + g]);
     float dqa[DD / 8][4];
 #pragma unroll
     for (int n = 0; n < DD / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.f;
@@ -729,7 +739,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         if (!__any_sync(0xffffffffu, kt[lane] >= 0 || kt[lane + 32] >= 0)) continue;  // CTA-uniform
         const __nv_bfloat16 *kb = sk + buf * IDXG_KT * ldq;
         const float *dot = sdo + buf * IDXG_KT;
-        if constexpr (DKM == 3) {
+        if constexpr (SLICES) {
             // 1''. Scores of heads h0 .. h0 + 31 (2 m16 tiles) against keys kw0 .. kw0 + 31 (4 n8 tiles), then
             // G (to shared memory only) and dw's partials over these keys.
             float acc[2][4][4];
@@ -836,10 +846,10 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         __syncthreads();  // G of every head is in shared memory
         }
         // 3'. dk by column slices (DKM 1, 3): M = the tile's 64 keys (4 m16 tiles), N = this warp's 32 columns.
-        if constexpr (DKM == 1 || DKM == 3) {
+        if constexpr (DKM >= 1) {
             if (dk) {
                 constexpr int SST = IDXG_DKS_ST;
-                static_assert(DKM == 3 || IDXG_DKS_BYTES(NW) <= sizeof(__nv_bfloat16) * IDXG_KT * ldq,
+                static_assert(DKM >= 3 || IDXG_DKS_BYTES(NW) <= sizeof(__nv_bfloat16) * IDXG_KT * ldq,
                               "DKM 1 stages dk in the tile's key buffer");
                 const int col0 = 32 * warp;
                 float dka[4][4][4];  // [m16 tile][n8 tile][fragment]
@@ -859,10 +869,22 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                         for (int n = 0; n < 4; n++) dsa_mma_bf16_16816(dka[m][n], a, b[n]);
                     }
                 }
+                if constexpr (DKM == 4) {  // whole lines formed by shuffles, an m16 tile at a time
+#pragma unroll
+                    for (int m = 0; m < 4; m++) {
+                        int keys[2][2];  // the rows of this lane's 8-lane group: keys (g & ~1) + q + 8 hr of the m16 tile
+#pragma unroll
+                        for (int qq = 0; qq < 2; qq++)
+#pragma unroll
+                            for (int hr = 0; hr < 2; hr++) keys[qq][hr] = kt[16 * m + ((g & ~1) | qq) + 8 * hr];
+                        dsa_red_rows_f32x4_lines<DD, 4>(dk, &dka[m][0][0], keys, col0, lane);
+                    }
+                    continue;
+                }
                 // Out through this warp's 16 x SST floats of the tile's key buffer (DKM 1: free, every warp
                 // is past phase 2, the buffer is refilled after the next tile's barrier; DKM 3: its own
                 // region, phase 2'' may still read the key buffer), one m16 tile at a time.
-                float *st = (DKM == 3 ? sst : (float *)(sk + buf * IDXG_KT * ldq)) + warp * 16 * SST;
+                float *st = (DKM >= 3 ? sst : (float *)(sk + buf * IDXG_KT * ldq)) + warp * 16 * SST;
 #pragma unroll
                 for (int m = 0; m < 4; m++) {
                     __syncwarp();  // the previous tile's rows have been read back
@@ -931,6 +953,15 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                     __syncwarp();
                     continue;
                 }
+                if constexpr (LINES) {
+                    int keys[2][2];  // rows (g & ~1) + q + 8 hr of the block
+#pragma unroll
+                    for (int qq = 0; qq < 2; qq++)
+#pragma unroll
+                        for (int hr = 0; hr < 2; hr++) keys[qq][hr] = kt[kb0 + ((g & ~1) | qq) + 8 * hr];
+                    dsa_red_rows_f32x4_lines<DD, DD / 8>(dk, &dka[0][0], keys, 0, lane);
+                    continue;
+                }
                 // The block goes out through shared memory, 16 columns at a time, via this warp's 16
                 // rows of 20 floats in the tile's key buffer (every warp is past phase 2, and the
                 // buffer is refilled only after the next tile's barrier). Each lane then reads whole
@@ -959,7 +990,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     idxm_cp_async_wait_all();
     // dq and dw of the row belong to this CTA alone: plain read-modify-write (dq: stores when its buffer
     // is the gradient's first and holds anything; the CTA writes all H x DD of row t).
-    if (dq && DKM == 3) {  // dqa[4 m + n]: heads 16 m + g, + 8 at columns 32 warp + 8 n + 2 c
+    if (dq && SLICES) {  // dqa[4 m + n]: heads 16 m + g, + 8 at columns 32 warp + 8 n + 2 c
 #pragma unroll
         for (int m = 0; m < 4; m++) {
             float *r_lo = dq + (t * H + 16 * m + g) * DD + 32 * warp + 2 * c, *r_hi = r_lo + 8 * DD;
@@ -987,7 +1018,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         dw_lo += __shfl_xor_sync(0xffffffffu, dw_lo, 2);
         dw_hi += __shfl_xor_sync(0xffffffffu, dw_hi, 1);
         dw_hi += __shfl_xor_sync(0xffffffffu, dw_hi, 2);
-        if constexpr (DKM == 3) {
+        if constexpr (SLICES) {
             // Warps 2 wh and 2 wh + 1 hold halves (their keys) of heads h0 .. h0 + 31: the odd one's go
             // through shared memory (dout's slots: every warp is past the last tile).
             dw3_lo += __shfl_xor_sync(0xffffffffu, dw3_lo, 1);
@@ -1250,20 +1281,30 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
         DSA_TRY(dsa_cuda_sm90(&sm90));
         bulk = sm90 && dsa_env_flag("DSA_GATHER_BWD_BULK");
     }
+    // DSA_GATHER_BWD_LINES=1 (not bulk): the 16-key blocks' dk rows as whole lines formed by shuffles.
+    static int lines = -1;
+    if (lines < 0) lines = dsa_env_flag("DSA_GATHER_BWD_LINES");
     switch (H) {
-    case 16: kern = bulk ? indexer_gather_bwd_mma_kernel<1, DD, true> : indexer_gather_bwd_mma_kernel<1, DD>; break;
-    case 32: kern = bulk ? indexer_gather_bwd_mma_kernel<2, DD, true> : indexer_gather_bwd_mma_kernel<2, DD>; break;
-    case 48: kern = bulk ? indexer_gather_bwd_mma_kernel<3, DD, true> : indexer_gather_bwd_mma_kernel<3, DD>; break;
-    default: kern = bulk ? indexer_gather_bwd_mma_kernel<4, DD, true> : indexer_gather_bwd_mma_kernel<4, DD>; break;
+    case 16: kern = bulk ? indexer_gather_bwd_mma_kernel<1, DD, true> : lines ? indexer_gather_bwd_mma_kernel<1, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<1, DD>; break;
+    case 32: kern = bulk ? indexer_gather_bwd_mma_kernel<2, DD, true> : lines ? indexer_gather_bwd_mma_kernel<2, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<2, DD>; break;
+    case 48: kern = bulk ? indexer_gather_bwd_mma_kernel<3, DD, true> : lines ? indexer_gather_bwd_mma_kernel<3, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<3, DD>; break;
+    default: kern = bulk ? indexer_gather_bwd_mma_kernel<4, DD, true> : lines ? indexer_gather_bwd_mma_kernel<4, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<4, DD>; break;
     }
-    // H 64, D_I 128, not bulk: the phases by slices (the kernel's DKM 3; session 26, H200, chain T 4096 /
-    // 8192: 3.652 / 7.213 ms against 4.143 / 8.161 for the 16-key blocks); DSA_GATHER_BWD_DKCOLS=1 only dk
-    // by column slices (DKM 1: 3.691 / 7.367), DSA_GATHER_BWD_BLOCKS=1 the 16-key blocks (DKM 0).
+    // H 64, D_I 128, not bulk: the phases by slices, dk's lines formed by shuffles (the kernel's DKM 4,
+    // session 27); DSA_GATHER_BWD_STAGED=1 the same with dk staged through shared memory (DKM 3; session
+    // 26, H200, chain T 4096 / 8192: 3.652 / 7.213 ms against 4.143 / 8.161 for the 16-key blocks);
+    // DSA_GATHER_BWD_DKCOLS=1 only dk by column slices (DKM 1: 3.691 / 7.367), DSA_GATHER_BWD_BLOCKS=1 the
+    // 16-key blocks (DKM 0).
     static int dkm = -1;
-    if (dkm < 0) dkm = dsa_env_flag("DSA_GATHER_BWD_BLOCKS") ? 0 : dsa_env_flag("DSA_GATHER_BWD_DKCOLS") ? 1 : 3;
+    if (dkm < 0)
+        dkm = dsa_env_flag("DSA_GATHER_BWD_BLOCKS") ? 0 : dsa_env_flag("DSA_GATHER_BWD_DKCOLS") ? 1
+            : dsa_env_flag("DSA_GATHER_BWD_STAGED")                                         ? 3
+                                                                                              : 4;
     if constexpr (DD == 128)
         if (dkm && !bulk && H == 64) {
-            kern = dkm == 3 ? indexer_gather_bwd_mma_kernel<4, 128, false, 3> : indexer_gather_bwd_mma_kernel<4, 128, false, 1>;
+            kern = dkm == 4   ? indexer_gather_bwd_mma_kernel<4, 128, false, 4>
+                 : dkm == 3 ? indexer_gather_bwd_mma_kernel<4, 128, false, 3>
+                            : indexer_gather_bwd_mma_kernel<4, 128, false, 1>;
             if (dkm == 3) smem += IDXG_DKS_BYTES(4);  // the dk staging region
         }
     DSA_TRY(dsa_smem_setup(kern, smem, "dsa_indexer_gather_logits backward (mma)"));
