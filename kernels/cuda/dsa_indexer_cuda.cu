@@ -630,9 +630,10 @@ __global__ void __launch_bounds__(32 * NW, 1) indexer_gather_mma_kernel(
 //    instead of through the staging region (8 float2 stores, 4 float4 loads and two warp barriers an m16
 //    tile): the same whole 128-byte lines, less shared-memory traffic (the kernel's L1 / shared pipe was
 //    91% busy under ncu, session 24).
-// LINES (DKM 0, not BULK; DSA_GATHER_BWD_LINES=1): a 16-key block's dk rows formed in registers as whole
-//    128-byte lines (dsa_red_rows_f32x4_lines, 4 rows a warp instruction) instead of 16-column chunks
-//    through shared memory (8 rows x 64 bytes an instruction).
+// LINES (DKM 0, not BULK; the default since session 27, DSA_GATHER_BWD_CHUNKS=1 turns it off): a 16-key
+//    block's dk rows formed in registers as whole 128-byte lines (dsa_red_rows_f32x4_lines, 4 rows a warp
+//    instruction) instead of 16-column chunks through shared memory (8 rows x 64 bytes an instruction;
+//    H200, T 8192, H_I 16, D_I 64, K 512, small.cfg's shape: 0.442 / 0.444 -> 0.370 / 0.379 ms).
 template <int MT, int DD, bool BULK = false, int DKM = 0, bool LINES = false>
 __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ w,
@@ -1281,9 +1282,10 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
         DSA_TRY(dsa_cuda_sm90(&sm90));
         bulk = sm90 && dsa_env_flag("DSA_GATHER_BWD_BULK");
     }
-    // DSA_GATHER_BWD_LINES=1 (not bulk): the 16-key blocks' dk rows as whole lines formed by shuffles.
+    // The 16-key blocks' dk rows as whole lines formed by shuffles (not bulk); DSA_GATHER_BWD_CHUNKS=1: in
+    // 16-column chunks through shared memory (the default until session 26).
     static int lines = -1;
-    if (lines < 0) lines = dsa_env_flag("DSA_GATHER_BWD_LINES");
+    if (lines < 0) lines = !dsa_env_flag("DSA_GATHER_BWD_CHUNKS");
     switch (H) {
     case 16: kern = bulk ? indexer_gather_bwd_mma_kernel<1, DD, true> : lines ? indexer_gather_bwd_mma_kernel<1, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<1, DD>; break;
     case 32: kern = bulk ? indexer_gather_bwd_mma_kernel<2, DD, true> : lines ? indexer_gather_bwd_mma_kernel<2, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<2, DD>; break;
