@@ -12,8 +12,8 @@
 //   3. dkv[slot, chunk of 64 columns] = (sigma dS)^T Q + P^T dO (the second term below Dv): A = dS^T
 //      and P^T (the same tiles read MN-major), B = Q and dO read MN-major; m64n64k16 over the 64 heads.
 //      Warpgroup 0 takes chunks 0-3, warpgroup 1 chunks 4-8 (8 has no dO term): with step 2 both do
-//      52 m64n64k16-equivalents a tile. One float4 atomic per lane per 8 columns (lane pairs swap
-//      halves, as in v2).
+//      52 m64n64k16-equivalents a tile. The chunk's rows leave by float4 atomics in whole 128-byte
+//      lines (RED below; lane pairs swapping halves, as in v2, until session 26).
 // Why: v2 (mma.sync) loads every operand fragment per warp through ldmatrix; ncu at T 4096, H 64 showed
 // its shared-memory pipe (L1/TEX 76%) and the short-scoreboard stalls on those loads as the limit
 // (tensor pipe 30% active, session 17). wgmma reads each operand tile once per warpgroup.
@@ -24,7 +24,9 @@
 // of its dkv bytes (dsa bench's red_f32x4_576 ceiling): the atomics, not the math, bound it. The
 // compiler waits after each of step 2's wgmmas (warpgroup 0's m64n64 sits under a warpgroup branch);
 // issuing them without the branch, together with forming each chunk's atomics first, ran slower
-// (277.8 TFLOP/s, a436ca6, reverted).
+// (277.8 TFLOP/s, a436ca6, reverted). Session 27: the dkv rows in whole lines (4 rows a warp instruction
+// instead of 32-byte sectors of 16) took it to 346.3 TFLOP/s (T 4096, H 64) and 4.79 -> 4.16 ms at T 8192,
+// H 12, K 512: the atomics' access pattern, not their byte count, had bound it.
 // Numerics as v2: fp32 S, dP, dq and dkv accumulation; P and dS rounded to bf16 as operands; Delta from
 // the fp32 dout, dO rounded to bf16.
 // Merged rows (session 20; H <= 32, DSA_SPARSE_BWD_ROWS): a CTA takes a group of up to 4 neighbouring
