@@ -138,39 +138,8 @@ struct hs3_math {
         dsa_wgmma_commit();
     }
     // This thread's two head rows, then the 8 lane groups of the warp: column sums of 16 heads, into
-    // the warp's row of sred buffer i & 1. SCATTER (the default since session 27; DSA_HEADSUM_ALLREDUCE=1
-    // keeps the other form): a reduce-scatter over the lane groups, halving the values a lane holds at
-    // each of 3 shuffle steps (4 + 2 + 1 shuffles), so lane (g, c) ends with column g of its 8 and every
-    // lane stores one float; else each of the 8 columns is summed by 3 butterfly shuffles (24) and lanes
-    // g = 0 store them.
-    template <bool SCATTER = false>
+    // the warp's row of sred buffer i & 1.
     __device__ __forceinline__ void warp_sums(const float *s, int i) const {
-        if constexpr (SCATTER) {
-            const int lane = threadIdx.x & 31;
-            float v[8];  // v[2 j + e]: column 8 j + 2 c + e
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++)
-                    v[2 * j + e] = dsa_exp2(s[4 * j + e] * sigma2 - lse_lo) + dsa_exp2(s[4 * j + 2 + e] * sigma2 - lse_hi);
-            // Step with lane bit `mask` (g's bits 2, 1, 0 in turn): the lane keeps the half of its n values
-            // its bit selects and adds its partner's copy of that half.
-            const bool b2 = lane & 16, b1 = lane & 8, b0 = lane & 4;
-#pragma unroll
-            for (int m = 0; m < 4; m++) {
-                const float r = __shfl_xor_sync(0xffffffffu, b2 ? v[m] : v[m + 4], 16);
-                v[m] = (b2 ? v[m + 4] : v[m]) + r;
-            }
-#pragma unroll
-            for (int m = 0; m < 2; m++) {
-                const float r = __shfl_xor_sync(0xffffffffu, b1 ? v[m] : v[m + 2], 8);
-                v[m] = (b1 ? v[m + 2] : v[m]) + r;
-            }
-            const float r = __shfl_xor_sync(0xffffffffu, b0 ? v[0] : v[1], 4);
-            const float sum = (b0 ? v[1] : v[0]) + r;  // column index k = 4 b2 + 2 b1 + b0 = g: 8 (g >> 1) + 2 c + (g & 1)
-            sred[((i & 1) * 8 + warp) * 32 + 8 * (g >> 1) + 2 * c + (g & 1)] = sum;
-            return;
-        }
         float cs[8];
 #pragma unroll
         for (int j = 0; j < 4; j++)
@@ -311,8 +280,7 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
 // Merged (HQ 64, un.keys set): a CTA takes a group of un.R query rows over the union of their picks,
 // tile row m = head m % H of row t0 + m / H (R H <= 64): a kv row two of them picked is gathered once.
 // v5 (RS, D 576; DSA_HEADSUM_SS=1 keeps v4): the same with Q in the math threads' registers.
-// SCATTER: the warp sums by a reduce-scatter (hs3_math::warp_sums).
-template <int HQ, bool RS, bool SCATTER = false>
+template <int HQ, bool RS>
 __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     constexpr int BK = hs3_smem<HQ>::BK;
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
@@ -366,7 +334,7 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
         where = where_next;
         if (merged && tid < 64 && i + 2 < nt) where_next = gslots[(int64_t)(i + 2) * 64 + tid];
         if (merged) mt.warp_sums_rows(s, i, H);
-        else mt.template warp_sums<SCATTER>(s, i);
+        else mt.warp_sums(s, i);
         // S(i + 1) is issued unconditionally (a wgmma under a branch is serialized); past the last
         // tile it reads a stage nobody writes any more and its result is unused.
         if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
@@ -420,11 +388,7 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     static int ss = -1;
     if (ss < 0) ss = dsa_env_flag("DSA_HEADSUM_SS");
     const bool rs = !ss && D == HS5_D;
-    // v5's warp sums by a reduce-scatter (7 shuffles a tile, not 24) unless DSA_HEADSUM_ALLREDUCE=1.
-    static int allreduce = -1;
-    if (allreduce < 0) allreduce = dsa_env_flag("DSA_HEADSUM_ALLREDUCE");
-    auto kern = rs ? (allreduce ? (big ? headsum_ws_kernel<128, true> : headsum_ws_kernel<64, true>)
-                                : (big ? headsum_ws_kernel<128, true, true> : headsum_ws_kernel<64, true, true>))
+    auto kern = rs ? (big ? headsum_ws_kernel<128, true> : headsum_ws_kernel<64, true>)
                    : (big ? headsum_ws_kernel<128, false> : headsum_ws_kernel<64, false>);
     DSA_TRY(dsa_smem_setup(kern, smem, rs ? "dsa_attn_score_headsum (wgmma v5)" : "dsa_attn_score_headsum (wgmma v4)"));
     kern<<<(unsigned)(R >= 2 ? (T_ + R - 1) / R : T_), 384, smem, dsa_stream()>>>(
