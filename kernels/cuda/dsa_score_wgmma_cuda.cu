@@ -128,8 +128,12 @@ struct hs3_math {
     // v5: S with Q from registers: each k16 step reads only its 32 x 16 slice of the kv tile from shared
     // memory (the SS form also reads Q's 64 x 16: 3 KB a step against shared memory's 128 B a clock,
     // more than the 16 clocks the tensor cores take for it).
+    // PIN (v6): the stage's descriptor made opaque where it is used, so the compiler does not keep the
+    // descriptors of both stages live through the loop (v6 at HQ 64 spilled 124-152 bytes without it).
+    template <bool PIN = false>
     __device__ __forceinline__ void issue_scores_rs(float *s, const unsigned (*qf)[4], const __nv_bfloat16 *stage) const {
-        const unsigned long long db = dsa_wgmma_desc(dsa_smem_addr(stage) + k_off, 16, 1024);
+        unsigned long long db = dsa_wgmma_desc(dsa_smem_addr(stage) + k_off, 16, 1024);
+        if constexpr (PIN) asm volatile("mov.b64 %0, %0;\n" : "+l"(db));
 #pragma unroll
         for (int b = 0; b < HS5_D / 64; b++)
 #pragma unroll
@@ -138,23 +142,53 @@ struct hs3_math {
         dsa_wgmma_commit();
     }
     // This thread's two head rows, then the 8 lane groups of the warp: column sums of 16 heads, into
-    // the warp's row of sred buffer i & 1.
+    // the warp's row of sred buffer i & 1. SCATTER (session 28, DSA_HEADSUM_SCATTER=1): a reduce-scatter over the lane groups, halving the values a lane holds at
+    // each of 3 shuffle steps (4 + 2 + 1 shuffles), so lane (g, c) ends with column g of its 8 and every
+    // lane stores one float; else each of the 8 columns is summed by 3 butterfly shuffles (24) and lanes
+    // g = 0 store them.
+    template <bool SCATTER = false>
     __device__ __forceinline__ void warp_sums(const float *s, int i) const {
-        float cs[8];
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                float v = dsa_exp2(s[4 * j + e] * sigma2 - lse_lo) + dsa_exp2(s[4 * j + 2 + e] * sigma2 - lse_hi);
-                v += __shfl_xor_sync(0xffffffffu, v, 4);
-                v += __shfl_xor_sync(0xffffffffu, v, 8);
-                v += __shfl_xor_sync(0xffffffffu, v, 16);
-                cs[2 * j + e] = v;
-            }
-        if (g == 0) {
+        if constexpr (SCATTER) {
+            const int lane = threadIdx.x & 31;
+            float v[8];  // v[2 j + e]: column 8 j + 2 c + e
 #pragma unroll
             for (int j = 0; j < 4; j++)
-                *(float2 *)(sred + ((i & 1) * 8 + warp) * 32 + 8 * j + 2 * c) = make_float2(cs[2 * j], cs[2 * j + 1]);
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    v[2 * j + e] = dsa_exp2(s[4 * j + e] * sigma2 - lse_lo) + dsa_exp2(s[4 * j + 2 + e] * sigma2 - lse_hi);
+            // Step with lane bit `mask` (g's bits 2, 1, 0 in turn): the lane keeps the half of its n values
+            // its bit selects and adds its partner's copy of that half.
+            const bool b2 = lane & 16, b1 = lane & 8, b0 = lane & 4;
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                const float r = __shfl_xor_sync(0xffffffffu, b2 ? v[m] : v[m + 4], 16);
+                v[m] = (b2 ? v[m + 4] : v[m]) + r;
+            }
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                const float r = __shfl_xor_sync(0xffffffffu, b1 ? v[m] : v[m + 2], 8);
+                v[m] = (b1 ? v[m + 2] : v[m]) + r;
+            }
+            const float r = __shfl_xor_sync(0xffffffffu, b0 ? v[0] : v[1], 4);
+            const float sum = (b0 ? v[1] : v[0]) + r;  // column index k = 4 b2 + 2 b1 + b0 = g: 8 (g >> 1) + 2 c + (g & 1)
+            sred[((i & 1) * 8 + warp) * 32 + 8 * (g >> 1) + 2 * c + (g & 1)] = sum;
+        } else {
+            float cs[8];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float v = dsa_exp2(s[4 * j + e] * sigma2 - lse_lo) + dsa_exp2(s[4 * j + 2 + e] * sigma2 - lse_hi);
+                    v += __shfl_xor_sync(0xffffffffu, v, 4);
+                    v += __shfl_xor_sync(0xffffffffu, v, 8);
+                    v += __shfl_xor_sync(0xffffffffu, v, 16);
+                    cs[2 * j + e] = v;
+                }
+            if (g == 0) {
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    *(float2 *)(sred + ((i & 1) * 8 + warp) * 32 + 8 * j + 2 * c) = make_float2(cs[2 * j], cs[2 * j + 1]);
+            }
         }
     }
     // Merged groups (HQ 64, H heads a row): the sums of each query row of the group apart. A warp's 16
@@ -280,13 +314,17 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
 // Merged (HQ 64, un.keys set): a CTA takes a group of un.R query rows over the union of their picks,
 // tile row m = head m % H of row t0 + m / H (R H <= 64): a kv row two of them picked is gathered once.
 // v5 (RS, D 576; DSA_HEADSUM_SS=1 keeps v4): the same with Q in the math threads' registers.
-template <int HQ, bool RS>
+// SCATTER: the warp sums by a reduce-scatter (hs3_math::warp_sums).
+// OVL (v6, one row a CTA): two sets of score accumulators, so S(i + 1) is issued before tile i's
+// exponentials and warp sums and runs on the tensor cores under them (v5 issued it after: its tensor
+// cores idle through every tile's sums).
+template <int HQ, bool RS, bool SCATTER = false, bool OVL = false>
 __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     constexpr int BK = hs3_smem<HQ>::BK;
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     const hs3_smem<HQ> sm(dsa_smem_raw, smem_slack, D);
     unsigned long long *full = sm.bars, *empty = sm.bars + 2;
-    const bool merged = HQ == 64 && un.keys != nullptr;
+    const bool merged = !OVL && HQ == 64 && un.keys != nullptr;  // (v6 takes one row a CTA)
     const int64_t grp = blockIdx.x, t = merged ? grp * un.R : grp;
     const int rows = merged ? (int)min((int64_t)un.R, T - t) : 1;
     int64_t k_end = merged ? un.count[grp] : dsa_row_k_end(topk_length, t, K);
@@ -314,15 +352,36 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     float s[16];
     unsigned qf[RS ? 4 * (HS5_D / 64) : 1][4];
     if constexpr (RS) mt.load_q_frags(qf);
-    auto issue = [&](const __nv_bfloat16 *stage) {
-        if constexpr (RS) mt.issue_scores_rs(s, qf, stage);
-        else mt.issue_scores(s, stage, D);
+    auto issue_into = [&](float *acc, const __nv_bfloat16 *stage) {
+        if constexpr (RS) mt.template issue_scores_rs<OVL>(acc, qf, stage);
+        else mt.issue_scores(acc, stage, D);
     };
+    auto issue = [&](const __nv_bfloat16 *stage) { issue_into(s, stage); };
     dsa_mbar_wait(full, 0);
     dsa_wgmma_fence();
     issue(sm.skv);
     dsa_wgmma_wait<0>();
     dsa_mbar_arrive(empty);  // tile 0's stage: S(0) has read it
+    if constexpr (OVL) {
+        // Tile i's scores in cur; S(i + 1) goes into nxt before cur's sums (issued unconditionally, as
+        // below), then the sums, the CTA's sums of tile i written, and S(i + 1) waited for.
+        float s2[16];
+        auto step = [&](int i, const float *cur, float *nxt) {
+            if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
+            dsa_wgmma_fence();
+            issue_into(nxt, sm.skv + ((i + 1) & 1) * BK * D);
+            mt.template warp_sums<SCATTER>(cur, i);
+            dsa_bar_sync(1, 256);  // every math warp's sums of tile i are in
+            mt.write_out(i, sm.rmask[i % HS3_RING], out, t, K);
+            dsa_wgmma_wait<0>();
+            if (i + 1 < nt) dsa_mbar_arrive(empty + ((i + 1) & 1));  // S(i + 1) has read its stage
+        };
+        for (int i = 0; i < nt; i += 2) {  // two tiles a pass: the accumulator sets swap roles
+            step(i, s, s2);
+            if (i + 1 < nt) step(i + 1, s2, s);
+        }
+        return;
+    }
     // Merged: this thread's entry of tile i (threads 0 .. 63), its slots loaded two tiles ahead (session 21,
     // after ncu showed the math warps waiting on global loads; measured no faster than one tile ahead,
     // 2.001 against 1.992 ms at T 8192, H 12, K 512, H200, session 22: those loads were not the cause).
@@ -334,7 +393,7 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
         where = where_next;
         if (merged && tid < 64 && i + 2 < nt) where_next = gslots[(int64_t)(i + 2) * 64 + tid];
         if (merged) mt.warp_sums_rows(s, i, H);
-        else mt.warp_sums(s, i);
+        else mt.template warp_sums<SCATTER>(s, i);
         // S(i + 1) is issued unconditionally (a wgmma under a branch is serialized); past the last
         // tile it reads a stage nobody writes any more and its result is unused.
         if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
@@ -388,8 +447,20 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     static int ss = -1;
     if (ss < 0) ss = dsa_env_flag("DSA_HEADSUM_SS");
     const bool rs = !ss && D == HS5_D;
-    auto kern = rs ? (big ? headsum_ws_kernel<128, true> : headsum_ws_kernel<64, true>)
-                   : (big ? headsum_ws_kernel<128, false> : headsum_ws_kernel<64, false>);
+    // The warp sums by a reduce-scatter (7 shuffles a tile, not 24) when DSA_HEADSUM_SCATTER=1 (opt-in
+    // until measured).
+    static int scatter = -1;
+    if (scatter < 0) scatter = dsa_env_flag("DSA_HEADSUM_SCATTER");
+    const bool allreduce = !scatter;
+    // v6 (the sums of tile i under S(i + 1)) for one row a CTA when DSA_HEADSUM_V6=1 (opt-in until measured).
+    static int v6 = -1;
+    if (v6 < 0) v6 = dsa_env_flag("DSA_HEADSUM_V6");
+    const bool ovl = v6 && R < 2;
+    auto kern = !rs ? (big ? headsum_ws_kernel<128, false> : headsum_ws_kernel<64, false>)
+                : ovl ? (allreduce ? (big ? headsum_ws_kernel<128, true, false, true> : headsum_ws_kernel<64, true, false, true>)
+                                   : (big ? headsum_ws_kernel<128, true, true, true> : headsum_ws_kernel<64, true, true, true>))
+                : (allreduce ? (big ? headsum_ws_kernel<128, true> : headsum_ws_kernel<64, true>)
+                             : (big ? headsum_ws_kernel<128, true, true> : headsum_ws_kernel<64, true, true>));
     DSA_TRY(dsa_smem_setup(kern, smem, rs ? "dsa_attn_score_headsum (wgmma v5)" : "dsa_attn_score_headsum (wgmma v4)"));
     kern<<<(unsigned)(R >= 2 ? (T_ + R - 1) / R : T_), 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
