@@ -1267,14 +1267,23 @@ static dsa_status launch_gather_mma(const dsa_tensor *q, const dsa_tensor *k, co
     }
 }
 
+typedef void (*gather_bwd_mma_kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *,
+                                    const int *, const float *, float *, float *, float *, int64_t, int64_t, int64_t, bool);
+// The 16-key-block kernel of NW warp pairs (H = 16 NW): dk by bulk reductions, as whole lines, or in chunks.
+template <int NW, int DD>
+static gather_bwd_mma_kern gather_bwd_blocks_kernel(bool bulk, bool lines) {
+    return bulk ? indexer_gather_bwd_mma_kernel<NW, DD, true>
+         : lines ? indexer_gather_bwd_mma_kernel<NW, DD, false, 0, true>
+                 : indexer_gather_bwd_mma_kernel<NW, DD>;
+}
+
 template <int DD>
 static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor *k, const dsa_tensor *w,
                                           const dsa_tensor *idx, const dsa_tensor *topk_length, const dsa_tensor *G,
                                           dsa_tensor *dq, dsa_tensor *dk, dsa_tensor *dw, bool dq_store) {
     int64_t T_ = q->shape[0], H = q->shape[1], S = k->shape[0], K = idx->shape[1];
     size_t smem = gather_bwd_mma_smem(H, DD);
-    void (*kern)(const __nv_bfloat16 *, const __nv_bfloat16 *, const __nv_bfloat16 *, const int *, const int *,
-                 const float *, float *, float *, float *, int64_t, int64_t, int64_t, bool);
+    gather_bwd_mma_kern kern;
     // DSA_GATHER_BWD_BULK=1 (sm_90): dk by bulk reductions (comparisons).
     static int bulk = -1;
     if (bulk < 0) {
@@ -1287,10 +1296,10 @@ static dsa_status launch_gather_bwd_mma_d(const dsa_tensor *q, const dsa_tensor 
     static int lines = -1;
     if (lines < 0) lines = !dsa_env_flag("DSA_GATHER_BWD_CHUNKS");
     switch (H) {
-    case 16: kern = bulk ? indexer_gather_bwd_mma_kernel<1, DD, true> : lines ? indexer_gather_bwd_mma_kernel<1, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<1, DD>; break;
-    case 32: kern = bulk ? indexer_gather_bwd_mma_kernel<2, DD, true> : lines ? indexer_gather_bwd_mma_kernel<2, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<2, DD>; break;
-    case 48: kern = bulk ? indexer_gather_bwd_mma_kernel<3, DD, true> : lines ? indexer_gather_bwd_mma_kernel<3, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<3, DD>; break;
-    default: kern = bulk ? indexer_gather_bwd_mma_kernel<4, DD, true> : lines ? indexer_gather_bwd_mma_kernel<4, DD, false, 0, true> : indexer_gather_bwd_mma_kernel<4, DD>; break;
+    case 16: kern = gather_bwd_blocks_kernel<1, DD>(bulk, lines); break;
+    case 32: kern = gather_bwd_blocks_kernel<2, DD>(bulk, lines); break;
+    case 48: kern = gather_bwd_blocks_kernel<3, DD>(bulk, lines); break;
+    default: kern = gather_bwd_blocks_kernel<4, DD>(bulk, lines); break;
     }
     // H 64, D_I 128, not bulk: the phases by slices, dk's lines formed by shuffles (the kernel's DKM 4,
     // session 27); DSA_GATHER_BWD_STAGED=1 the same with dk staged through shared memory (DKM 3; session
