@@ -312,3 +312,15 @@ __device__ __forceinline__ void dsa_red_rows_f32x4_lines(float *dst, float *acc,
             }
         }
 }
+// The same with the group's rows read by key_of(r), r the row within the 16-row fragment ((g & ~1) | q
+// + 8 hr for the lane's g = lane / 4): the three callers' key reads in one place.
+template <int D, int NJ = 8, typename KeyOf>
+__device__ __forceinline__ void dsa_red_rows_f32x4_lines_by(float *dst, float *acc, KeyOf key_of, int col0, int lane) {
+    const int g = lane >> 2;
+    int keys[2][2];
+#pragma unroll
+    for (int q = 0; q < 2; q++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) keys[q][hr] = key_of(((g & ~1) | q) + 8 * hr);
+    dsa_red_rows_f32x4_lines<D, NJ>(dst, acc, keys, col0, lane);
+}

@@ -873,12 +873,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                 if constexpr (DKM == 4) {  // whole lines formed by shuffles, an m16 tile at a time
 #pragma unroll
                     for (int m = 0; m < 4; m++) {
-                        int keys[2][2];  // the rows of this lane's 8-lane group: keys (g & ~1) + q + 8 hr of the m16 tile
-#pragma unroll
-                        for (int qq = 0; qq < 2; qq++)
-#pragma unroll
-                            for (int hr = 0; hr < 2; hr++) keys[qq][hr] = kt[16 * m + ((g & ~1) | qq) + 8 * hr];
-                        dsa_red_rows_f32x4_lines<DD, 4>(dk, &dka[m][0][0], keys, col0, lane);
+                        dsa_red_rows_f32x4_lines_by<DD, 4>(dk, &dka[m][0][0], [&](int r) { return kt[16 * m + r]; }, col0, lane);
                     }
                     continue;
                 }
@@ -955,12 +950,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                     continue;
                 }
                 if constexpr (LINES) {
-                    int keys[2][2];  // rows (g & ~1) + q + 8 hr of the block
-#pragma unroll
-                    for (int qq = 0; qq < 2; qq++)
-#pragma unroll
-                        for (int hr = 0; hr < 2; hr++) keys[qq][hr] = kt[kb0 + ((g & ~1) | qq) + 8 * hr];
-                    dsa_red_rows_f32x4_lines<DD, DD / 8>(dk, &dka[0][0], keys, 0, lane);
+                    dsa_red_rows_f32x4_lines_by<DD, DD / 8>(dk, &dka[0][0], [&](int r) { return kt[kb0 + r]; }, 0, lane);
                     continue;
                 }
                 // The block goes out through shared memory, 16 columns at a time, via this warp's 16

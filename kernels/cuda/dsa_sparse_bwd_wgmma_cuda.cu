@@ -271,13 +271,8 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
                 // The dkv rows of this lane's 8-lane group (quads g & ~1, g | 1; rows lo, hi), read here
                 // rather than held across the chunks (the merged kernel spilled more with them held).
                 // Tile i's ring entry stays until tile i + 4 is published, after the release of i + 3.
-                int keys[2][2];
-#pragma unroll
-                for (int q = 0; q < 2; q++)
-#pragma unroll
-                    for (int hr = 0; hr < 2; hr++)
-                        keys[q][hr] = dsa_ld_shared_s32(a_keys + 4 * ((i % RING) * BK + ((row_lo & ~1) | q) + 8 * hr));
-                dsa_red_rows_f32x4_lines<D>(dkv, acc, keys, 64 * ck, lane);
+                const unsigned tile_keys = a_keys + 4 * ((i % RING) * BK + 16 * (warp & 3));
+                dsa_red_rows_f32x4_lines_by<D>(dkv, acc, [&](int r) { return dsa_ld_shared_s32(tile_keys + 4 * r); }, 64 * ck, lane);
             } else {
                 dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
             }
