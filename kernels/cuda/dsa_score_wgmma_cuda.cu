@@ -35,7 +35,7 @@ template <int HQ>
 static size_t hs3_tile_bytes(int64_t D) {
     const int BK = HQ == 64 ? 64 : 32;
     return 2 * (size_t)HQ * D + 2 * 2 * (size_t)BK * D + 4 * (size_t)HQ + 4 * 2 * HS3_RED_ROWS(HQ) * 8 * 32 +
-           4 * HS3_RING * 64 + 8 * HS3_RING + 8 * 4;
+           4 * HS3_RING * 64 + 8 * HS3_RING + 8 * 8;
 }
 
 // Shared-memory carve-up of both kernels from the 1024-byte-aligned base.
@@ -46,7 +46,7 @@ struct hs3_smem {
     float *slse, *sred;         // [HQ] (+inf for padding rows); [2][HS3_RED_ROWS][8 warps][32 columns]
     int *rkeys;                 // [RING][64]
     unsigned long long *rmask;  // [RING]
-    unsigned long long *bars;   // v4: full[2], empty[2]
+    unsigned long long *bars;   // v4: full[2], empty[2]; v6 with 3 regions: full[3], empty[3], Q read
     __device__ __forceinline__ hs3_smem(unsigned char *raw, int smem_slack, int D) {
         unsigned char *base = dsa_smem_base1024(raw, smem_slack);
         sq = (__nv_bfloat16 *)base;
@@ -318,12 +318,15 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
 // OVL (v6, one row a CTA): two sets of score accumulators, so S(i + 1) is issued before tile i's
 // exponentials and warp sums and runs on the tensor cores under them (v5 issued it after: its tensor
 // cores idle through every tile's sums).
-template <int HQ, bool RS, bool SCATTER = false, bool OVL = false>
+// NST 3 (v6 at HQ 64, D 576 only): Q's region, free once the math warpgroups hold Q in registers, is a
+// third kv stage (tile j in region (j + 1) % 3 of sq .. skv), so three tiles can be gathered ahead.
+template <int HQ, bool RS, bool SCATTER = false, bool OVL = false, int NST = 2>
 __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     constexpr int BK = hs3_smem<HQ>::BK;
     extern __shared__ __align__(16) unsigned char dsa_smem_raw[];
     const hs3_smem<HQ> sm(dsa_smem_raw, smem_slack, D);
-    unsigned long long *full = sm.bars, *empty = sm.bars + 2;
+    static_assert(NST == 2 || (NST == 3 && OVL && RS && HQ == 64), "three regions: v6 at HQ 64 (Q's region = one stage)");
+    unsigned long long *full = sm.bars, *empty = sm.bars + NST, *q_read = sm.bars + 2 * NST;
     const bool merged = !OVL && HQ == 64 && un.keys != nullptr;  // (v6 takes one row a CTA)
     const int64_t grp = blockIdx.x, t = merged ? grp * un.R : grp;
     const int rows = merged ? (int)min((int64_t)un.R, T - t) : 1;
@@ -333,6 +336,11 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
         for (int b = 0; b < 2; b++) {
             dsa_mbar_init(full + b, DSA_GATHER_FULL_ARRIVALS);
             dsa_mbar_init(empty + b, 256);
+        }
+        if constexpr (NST == 3) {
+            dsa_mbar_init(full + 2, DSA_GATHER_FULL_ARRIVALS);
+            dsa_mbar_init(empty + 2, 256);
+            dsa_mbar_init(q_read, 256);
         }
     }
     if (merged) sm.load_group(q, lse, out, t, rows, H, D, K);
@@ -344,7 +352,8 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     dsa_slot_ring64 ring{sm.rkeys, sm.rmask, HS3_RING, BK, merged ? un.keys + grp * un.cap : idx + t * K, k_end, S_kv};
     if (tid >= 256) {  // at least one tile: with nt = 0 the math still reads a zero tile 0
         if constexpr (RS) dsa_setmaxnreg_dec<HS5_REGS_GATHER>();
-        ring.produce<BK>(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
+        if constexpr (NST == 3) ring.produce<BK, 3>(max(nt, 1), sm.sq, BK * D, kv, D, full, empty, tid - 256, q_read);
+        else ring.produce<BK>(max(nt, 1), sm.skv, BK * D, kv, D, full, empty, tid - 256);
         return;
     }
     if constexpr (RS) dsa_setmaxnreg_inc<HS5_REGS_MATH>();
@@ -352,29 +361,35 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     float s[16];
     unsigned qf[RS ? 4 * (HS5_D / 64) : 1][4];
     if constexpr (RS) mt.load_q_frags(qf);
+    if constexpr (NST == 3) dsa_mbar_arrive(q_read);  // Q's region may take kv tiles now
     auto issue_into = [&](float *acc, const __nv_bfloat16 *stage) {
         if constexpr (RS) mt.template issue_scores_rs<OVL>(acc, qf, stage);
         else mt.issue_scores(acc, stage, D);
     };
     auto issue = [&](const __nv_bfloat16 *stage) { issue_into(s, stage); };
-    dsa_mbar_wait(full, 0);
+    // Tile j's stage, its barriers' index and its full barrier's phase.
+    auto region = [](int j) { return NST == 3 ? (int)(((unsigned)j + 1) % 3) : (j & 1); };
+    auto phase = [](int j) { return NST == 3 ? ((unsigned)j / 3) & 1 : ((unsigned)j >> 1) & 1; };
+    __nv_bfloat16 *const stages = NST == 3 ? sm.sq : sm.skv;
+    dsa_mbar_wait(full + region(0), 0);
     dsa_wgmma_fence();
-    issue(sm.skv);
+    issue(stages + region(0) * BK * D);
     dsa_wgmma_wait<0>();
-    dsa_mbar_arrive(empty);  // tile 0's stage: S(0) has read it
+    dsa_mbar_arrive(empty + region(0));  // tile 0's stage: S(0) has read it
     if constexpr (OVL) {
         // Tile i's scores in cur; S(i + 1) goes into nxt before cur's sums (issued unconditionally, as
         // below), then the sums, the CTA's sums of tile i written, and S(i + 1) waited for.
         float s2[16];
         auto step = [&](int i, const float *cur, float *nxt) {
-            if (i + 1 < nt) dsa_mbar_wait(full + ((i + 1) & 1), ((i + 1) >> 1) & 1);
+            const int r = region(i + 1);
+            if (i + 1 < nt) dsa_mbar_wait(full + r, phase(i + 1));
             dsa_wgmma_fence();
-            issue_into(nxt, sm.skv + ((i + 1) & 1) * BK * D);
+            issue_into(nxt, stages + r * BK * D);
             mt.template warp_sums<SCATTER>(cur, i);
             dsa_bar_sync(1, 256);  // every math warp's sums of tile i are in
             mt.write_out(i, sm.rmask[i % HS3_RING], out, t, K);
             dsa_wgmma_wait<0>();
-            if (i + 1 < nt) dsa_mbar_arrive(empty + ((i + 1) & 1));  // S(i + 1) has read its stage
+            if (i + 1 < nt) dsa_mbar_arrive(empty + r);  // S(i + 1) has read its stage
         };
         for (int i = 0; i < nt; i += 2) {  // two tiles a pass: the accumulator sets swap roles
             step(i, s, s2);
@@ -456,7 +471,11 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     static int v6 = -1;
     if (v6 < 0) v6 = dsa_env_flag("DSA_HEADSUM_V6");
     const bool ovl = v6 && R < 2;
+    // v6 at HQ 64 with Q's region as a third kv stage when DSA_HEADSUM_STAGES3=1 (opt-in until measured).
+    static int st3 = -1;
+    if (st3 < 0) st3 = dsa_env_flag("DSA_HEADSUM_STAGES3");
     auto kern = !rs ? (big ? headsum_ws_kernel<128, false> : headsum_ws_kernel<64, false>)
+                : ovl && st3 && !big ? (allreduce ? headsum_ws_kernel<64, true, false, true, 3> : headsum_ws_kernel<64, true, true, true, 3>)
                 : ovl ? (allreduce ? (big ? headsum_ws_kernel<128, true, false, true> : headsum_ws_kernel<64, true, false, true>)
                                    : (big ? headsum_ws_kernel<128, true, true, true> : headsum_ws_kernel<64, true, true, true>))
                 : (allreduce ? (big ? headsum_ws_kernel<128, true> : headsum_ws_kernel<64, true>)

@@ -365,24 +365,37 @@ struct dsa_slot_ring64 {
     // two tiles can be in flight. BK == bk; rows of D = 576 (MLA's latent keys) by dsa_gather_blocks_sw128,
     // others by the generic loop, zero rows by zero-filling copies.
     // NST = 1 (one stage, the sparse backward v3): tile j waits for the release of tile j - 1.
+    // NST = 3 (the head sum v6 at HQ 64): tile j into region (j + 1) % 3 of `stages`, whose region 0 held
+    // the math warpgroups' Q until they signalled first_free (Q read into registers): tile 2, the
+    // first there, waits for that instead of a release.
     template <int BK, int NST = 2>
     __device__ __forceinline__ void produce(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv, int D,
-                                            unsigned long long *full, unsigned long long *empty, int ptid) const {
+                                            unsigned long long *full, unsigned long long *empty, int ptid,
+                                            unsigned long long *first_free = nullptr) const {
         // (one loop per row shape: the check outside the tile loop)
-        if (D == 9 * 64) produce_rows<BK, 9, NST>(nfill, stages, stage_elems, kv, D, full, empty, ptid);
-        else produce_rows<0, 0, NST>(nfill, stages, stage_elems, kv, D, full, empty, ptid);
+        if (D == 9 * 64) produce_rows<BK, 9, NST>(nfill, stages, stage_elems, kv, D, full, empty, ptid, first_free);
+        else produce_rows<0, 0, NST>(nfill, stages, stage_elems, kv, D, full, empty, ptid, first_free);
     }
     // produce()'s loop; BK_FIXED > 0: rows of NB_FIXED * 64 by dsa_gather_blocks_sw128, else the generic loop.
     template <int BK_FIXED, int NB_FIXED, int NST>
     __device__ __forceinline__ void produce_rows(int nfill, __nv_bfloat16 *stages, int stage_elems, const __nv_bfloat16 *kv, int D,
-                                                 unsigned long long *full, unsigned long long *empty, int ptid) const {
-        static_assert(NST == 1 || NST == 2, "one or two stages");
+                                                 unsigned long long *full, unsigned long long *empty, int ptid,
+                                                 unsigned long long *first_free) const {
+        static_assert(NST >= 1 && NST <= 3, "one to three stages");
         constexpr int LOG_NST = NST == 2 ? 1 : 0;
         int2 pre = make_int2(-1, -1);
         if (ptid < 32) pre = raw(0);
         for (int j = 0; j < nfill; j++) {
-            int st = j & (NST - 1);
-            if (j >= NST) dsa_mbar_wait(empty + st, ((j >> LOG_NST) - 1) & 1);
+            int st;
+            if constexpr (NST == 3) {
+                const unsigned uj = (unsigned)j;
+                st = (int)((uj + 1) % 3);
+                if (uj >= 3) dsa_mbar_wait(empty + st, ((uj / 3) - 1) & 1);
+                else if (uj == 2) dsa_mbar_wait(first_free, 0);
+            } else {
+                st = j & (NST - 1);
+                if (j >= NST) dsa_mbar_wait(empty + st, ((j >> LOG_NST) - 1) & 1);
+            }
             if (ptid < 32) {
                 publish(j, pre);
                 pre = raw(j + 1);  // read ahead: lands while this tile is gathered
