@@ -13,20 +13,20 @@
 #                      default until session 26).
 #   cuda_dsa_optin_merged: the merged head sum and the bulk-reduction backwards (DSA_HEADSUM_ROWS=4,
 #                      DSA_SPARSE_BWD_BULK=1, DSA_GATHER_BWD_BULK=1); where rows do not merge (H > 16), the
-#                      head sum v6 with Q's region as a third kv stage at H <= 64 (DSA_HEADSUM_V6=1,
-#                      DSA_HEADSUM_STAGES3=1).
+#                      head sum v6 at H <= 64 with two kv stages (DSA_HEADSUM_STAGES2=1).
 #   cuda_dsa_gather_dk: the gathered indexer backward's older dk outputs (the defaults until session 26):
 #                      at H 64, D 128 the slices' dk staged through shared memory (DSA_GATHER_BWD_STAGED=1),
 #                      elsewhere the 16-key blocks' dk in 16-column chunks through shared memory
-#                      (DSA_GATHER_BWD_CHUNKS=1); and the head sum v6 (S(i + 1) under tile i's sums,
-#                      DSA_HEADSUM_V6=1) with its warp sums by a reduce-scatter (DSA_HEADSUM_SCATTER=1).
+#                      (DSA_GATHER_BWD_CHUNKS=1); and the head sum v5 (the default until session 28:
+#                      S(i + 1) issued after tile i's sums, DSA_HEADSUM_V5=1) with its warp sums by 24
+#                      butterfly shuffles (DSA_HEADSUM_ALLREDUCE=1).
 # Without CUDA each is the printed skip of test_cuda_dsa.
 foreach(variant
         "cuda_dsa_previous|DSA_SPARSE_FWD_V4=1;DSA_HEADSUM_V3=1;DSA_INDEXER_MMA=1;DSA_GATHER_MMA=1;DSA_SPARSE_BWD_V2=1;DSA_GATHER_BWD_BLOCKS=1"
         "cuda_dsa_older|DSA_SPARSE_FWD_V2=1;DSA_HEADSUM_V2=1;DSA_SPARSE_BWD_V1=1;DSA_TOPK_V1=1;DSA_DENSE_SIMT=1;DSA_GATHER_BWD_DKCOLS=1;DSA_GATHER_KEYS_GLOBAL=1"
         "cuda_dsa_optin|DSA_GATHER_BWD_WGMMA=1;DSA_SPARSE_FWD_V5_SYNC=1;DSA_HEADSUM_SS=1;DSA_SPARSE_BWD_SECTORS=1"
-        "cuda_dsa_optin_merged|DSA_HEADSUM_ROWS=4;DSA_SPARSE_BWD_BULK=1;DSA_GATHER_BWD_BULK=1;DSA_HEADSUM_V6=1;DSA_HEADSUM_STAGES3=1"
-        "cuda_dsa_gather_dk|DSA_GATHER_BWD_STAGED=1;DSA_GATHER_BWD_CHUNKS=1;DSA_HEADSUM_V6=1;DSA_HEADSUM_SCATTER=1")
+        "cuda_dsa_optin_merged|DSA_HEADSUM_ROWS=4;DSA_SPARSE_BWD_BULK=1;DSA_GATHER_BWD_BULK=1;DSA_HEADSUM_STAGES2=1"
+        "cuda_dsa_gather_dk|DSA_GATHER_BWD_STAGED=1;DSA_GATHER_BWD_CHUNKS=1;DSA_HEADSUM_V5=1;DSA_HEADSUM_ALLREDUCE=1")
   string(REPLACE "|" ";" parts "${variant}")
   list(GET parts 0 name)
   list(REMOVE_AT parts 0)

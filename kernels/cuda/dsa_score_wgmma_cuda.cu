@@ -142,7 +142,8 @@ struct hs3_math {
         dsa_wgmma_commit();
     }
     // This thread's two head rows, then the 8 lane groups of the warp: column sums of 16 heads, into
-    // the warp's row of sred buffer i & 1. SCATTER (session 28, DSA_HEADSUM_SCATTER=1): a reduce-scatter over the lane groups, halving the values a lane holds at
+    // the warp's row of sred buffer i & 1. SCATTER (the default since session 28;
+    // DSA_HEADSUM_ALLREDUCE=1 keeps the butterflies): a reduce-scatter over the lane groups, halving the values a lane holds at
     // each of 3 shuffle steps (4 + 2 + 1 shuffles), so lane (g, c) ends with column g of its 8 and every
     // lane stores one float; else each of the 8 columns is summed by 3 butterfly shuffles (24) and lanes
     // g = 0 store them.
@@ -462,25 +463,26 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     static int ss = -1;
     if (ss < 0) ss = dsa_env_flag("DSA_HEADSUM_SS");
     const bool rs = !ss && D == HS5_D;
-    // The warp sums by a reduce-scatter (7 shuffles a tile, not 24) when DSA_HEADSUM_SCATTER=1 (opt-in
-    // until measured).
-    static int scatter = -1;
-    if (scatter < 0) scatter = dsa_env_flag("DSA_HEADSUM_SCATTER");
-    const bool allreduce = !scatter;
-    // v6 (the sums of tile i under S(i + 1)) for one row a CTA when DSA_HEADSUM_V6=1 (opt-in until measured).
-    static int v6 = -1;
-    if (v6 < 0) v6 = dsa_env_flag("DSA_HEADSUM_V6");
-    const bool ovl = v6 && R < 2;
-    // v6 at HQ 64 with Q's region as a third kv stage when DSA_HEADSUM_STAGES3=1 (opt-in until measured).
+    // The warp sums by a reduce-scatter (7 shuffles a tile, not 24) unless DSA_HEADSUM_ALLREDUCE=1.
+    static int allreduce = -1;
+    if (allreduce < 0) allreduce = dsa_env_flag("DSA_HEADSUM_ALLREDUCE");
+    // v6 (the sums of tile i under S(i + 1)) for one row a CTA unless DSA_HEADSUM_V5=1.
+    static int v5 = -1;
+    if (v5 < 0) v5 = dsa_env_flag("DSA_HEADSUM_V5");
+    const bool ovl = !v5 && R < 2;
+    // v6 at HQ 64 with Q's region as a third kv stage unless DSA_HEADSUM_STAGES2=1. Session 28 (H200, T 8192,
+    // chain-only processes): the H 64 head sum 2.860 / 2.871 ms (v5, butterfly sums), 2.785 (v5, reduce-
+    // scatter), 2.907 (v6, butterflies), 2.794 / 2.790 (v6, reduce-scatter), 2.600 / 2.596 (v6, reduce-
+    // scatter, 3 stages); H 128: 4.773 / 4.778 (v5), 4.601 (v5, scatter), 4.574 / 4.569 (v6, scatter).
     static int st3 = -1;
-    if (st3 < 0) st3 = dsa_env_flag("DSA_HEADSUM_STAGES3");
+    if (st3 < 0) st3 = !dsa_env_flag("DSA_HEADSUM_STAGES2");
     auto kern = !rs ? (big ? headsum_ws_kernel<128, false> : headsum_ws_kernel<64, false>)
                 : ovl && st3 && !big ? (allreduce ? headsum_ws_kernel<64, true, false, true, 3> : headsum_ws_kernel<64, true, true, true, 3>)
                 : ovl ? (allreduce ? (big ? headsum_ws_kernel<128, true, false, true> : headsum_ws_kernel<64, true, false, true>)
                                    : (big ? headsum_ws_kernel<128, true, true, true> : headsum_ws_kernel<64, true, true, true>))
                 : (allreduce ? (big ? headsum_ws_kernel<128, true> : headsum_ws_kernel<64, true>)
                              : (big ? headsum_ws_kernel<128, true, true> : headsum_ws_kernel<64, true, true>));
-    DSA_TRY(dsa_smem_setup(kern, smem, rs ? "dsa_attn_score_headsum (wgmma v5)" : "dsa_attn_score_headsum (wgmma v4)"));
+    DSA_TRY(dsa_smem_setup(kern, smem, !rs ? "dsa_attn_score_headsum (wgmma v4)" : ovl ? "dsa_attn_score_headsum (wgmma v6)" : "dsa_attn_score_headsum (wgmma v5)"));
     kern<<<(unsigned)(R >= 2 ? (T_ + R - 1) / R : T_), 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
         topk_length ? (const int *)topk_length->data : NULL, (const float *)lse->data, (__nv_bfloat16 *)out->data,
