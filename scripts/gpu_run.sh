@@ -49,7 +49,7 @@ if [ "$sanitize" = 1 ]; then
     [ -x "$t" ] || continue
     for tool in memcheck racecheck; do
       DSA_TEST_SMALL=1 compute-sanitizer --tool $tool --error-exitcode 9 "$t" > "$OUT/san_${tool}_$(basename $t).log" 2>&1
-      echo "== compute-sanitizer $tool $(basename $t): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/san_${tool}_$(basename $t).log" | tail -1)" | tee -a "$OUT/00-summary.txt"
+      echo "== compute-sanitizer $tool $(basename $t): rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/san_${tool}_$(basename $t).log" | tail -1)" | tee -a "$OUT/00-summary.txt"
     done
   done
 fi
