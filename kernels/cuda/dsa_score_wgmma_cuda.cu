@@ -1,4 +1,4 @@
-// Score head sums (SPEC 5), v3, v4 and v5: Hopper warpgroup MMA (wgmma, sm_90a). bf16 q / kv, D % 64 == 0,
+// Score head sums (SPEC 5), v3 to v6: Hopper warpgroup MMA (wgmma, sm_90a). bf16 q / kv, D % 64 == 0,
 // D <= 576, H <= 128, bf16 out. One CTA per query row, two warpgroups, every head's Q in shared
 // memory (128-byte swizzle, kernels/cuda/dsa_wgmma.cuh), kv tiles gathered by cp.async (2 stages).
 //  - HQ = 64 (H <= 64): tiles of 64 slots; warpgroup w scores slots 32w .. 32w+31 for all heads.
@@ -11,9 +11,11 @@
 // 32 or 64 threads add the warps in a fixed order and write the bf16 sums (0 for invalid slots), so
 // the result is deterministic. S(i+1) is on the tensor cores while tile i's sums are written.
 // v3 (DSA_HEADSUM_V3=1) gathers with the math warpgroups; v4 adds a gather warpgroup (as the forward's
-// v4) and signals full and free stages on mbarriers; v5 (the default at D 576; DSA_HEADSUM_SS=1 keeps v4)
-// is v4 with each math warpgroup's Q read once into registers (session 24, H200, T 8192: 479.8 / 528.1
-// TFLOP/s at H 64 / 128 against v4's 384.7 / 423.0).
+// v4) and signals full and free stages on mbarriers; v5 (DSA_HEADSUM_SS=1 keeps v4) is v4 with each math
+// warpgroup's Q read once into registers (session 24, H200, T 8192: 479.8 / 528.1 TFLOP/s at H 64 / 128
+// against v4's 384.7 / 423.0); v6 (the default at D 576 for one row a CTA; DSA_HEADSUM_V5=1 keeps v5) adds
+// a second accumulator set, the reduce-scatter warp sums and, at HQ 64, Q's freed region as a third kv
+// stage (headsum_ws_kernel below).
 #include <stdlib.h>
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"
@@ -142,8 +144,8 @@ struct hs3_math {
         dsa_wgmma_commit();
     }
     // This thread's two head rows, then the 8 lane groups of the warp: column sums of 16 heads, into
-    // the warp's row of sred buffer i & 1. SCATTER (the default since session 28;
-    // DSA_HEADSUM_ALLREDUCE=1 keeps the butterflies): a reduce-scatter over the lane groups, halving the values a lane holds at
+    // the warp's row of sred buffer i & 1. SCATTER (the default since session 28; DSA_HEADSUM_ALLREDUCE=1
+    // keeps the butterflies): a reduce-scatter over the lane groups, halving the values a lane holds at
     // each of 3 shuffle steps (4 + 2 + 1 shuffles), so lane (g, c) ends with column g of its 8 and every
     // lane stores one float; else each of the 8 columns is summed by 3 butterfly shuffles (24) and lanes
     // g = 0 store them.
@@ -317,10 +319,12 @@ __global__ void __launch_bounds__(256, 1) headsum_wgmma_kernel(HS3_ARGS) {
 // v5 (RS, D 576; DSA_HEADSUM_SS=1 keeps v4): the same with Q in the math threads' registers.
 // SCATTER: the warp sums by a reduce-scatter (hs3_math::warp_sums).
 // OVL (v6, one row a CTA): two sets of score accumulators, so S(i + 1) is issued before tile i's
-// exponentials and warp sums and runs on the tensor cores under them (v5 issued it after: its tensor
-// cores idle through every tile's sums).
+// exponentials and warp sums and can run under them (v5 issues it after). Measured neutral by itself
+// (session 28: the two math warpgroups already overlap each other's sums and wgmmas); it is the loop the
+// third stage below is built on.
 // NST 3 (v6 at HQ 64, D 576 only): Q's region, free once the math warpgroups hold Q in registers, is a
-// third kv stage (tile j in region (j + 1) % 3 of sq .. skv), so three tiles can be gathered ahead.
+// third kv stage (tile j in region (j + 1) % 3 of sq .. skv), so three tiles can be gathered ahead
+// (session 28, T 8192, H 64: 2.79 -> 2.60 ms).
 template <int HQ, bool RS, bool SCATTER = false, bool OVL = false, int NST = 2>
 __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     constexpr int BK = hs3_smem<HQ>::BK;
@@ -423,6 +427,12 @@ __global__ void __launch_bounds__(384, 1) headsum_ws_kernel(HS4_ARGS) {
     }
 }
 
+// v5 / v6 (Q in registers) with the warp sums by a reduce-scatter (scatter) or butterflies.
+template <int HQ, bool OVL, int NST = 2>
+static decltype(&headsum_ws_kernel<HQ, true>) headsum_rs_kernel(bool scatter) {
+    return scatter ? headsum_ws_kernel<HQ, true, true, OVL, NST> : headsum_ws_kernel<HQ, true, false, OVL, NST>;
+}
+
 // Called by the head-sum dispatcher (dsa_score_cuda.cu): bf16, D % 64 == 0, D <= 576, H <= 128, on an
 // sm_90 GPU when the shared memory fits. Returns DSA_ERR_UNSUPPORTED otherwise (the caller falls back).
 dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tensor *kv, const dsa_tensor *idx,
@@ -476,12 +486,11 @@ dsa_status dsa_attn_score_headsum_wgmma_cuda(const dsa_tensor *q, const dsa_tens
     // scatter, 3 stages); H 128: 4.773 / 4.778 (v5), 4.601 (v5, scatter), 4.574 / 4.569 (v6, scatter).
     static int st3 = -1;
     if (st3 < 0) st3 = !dsa_env_flag("DSA_HEADSUM_STAGES2");
-    auto kern = !rs ? (big ? headsum_ws_kernel<128, false> : headsum_ws_kernel<64, false>)
-                : ovl && st3 && !big ? (allreduce ? headsum_ws_kernel<64, true, false, true, 3> : headsum_ws_kernel<64, true, true, true, 3>)
-                : ovl ? (allreduce ? (big ? headsum_ws_kernel<128, true, false, true> : headsum_ws_kernel<64, true, false, true>)
-                                   : (big ? headsum_ws_kernel<128, true, true, true> : headsum_ws_kernel<64, true, true, true>))
-                : (allreduce ? (big ? headsum_ws_kernel<128, true> : headsum_ws_kernel<64, true>)
-                             : (big ? headsum_ws_kernel<128, true, true> : headsum_ws_kernel<64, true, true>));
+    const bool sc = !allreduce;
+    auto kern = !rs                  ? (big ? headsum_ws_kernel<128, false> : headsum_ws_kernel<64, false>)
+                : ovl && st3 && !big ? headsum_rs_kernel<64, true, 3>(sc)
+                : big                ? (ovl ? headsum_rs_kernel<128, true>(sc) : headsum_rs_kernel<128, false>(sc))
+                                     : (ovl ? headsum_rs_kernel<64, true>(sc) : headsum_rs_kernel<64, false>(sc));
     DSA_TRY(dsa_smem_setup(kern, smem, !rs ? "dsa_attn_score_headsum (wgmma v4)" : ovl ? "dsa_attn_score_headsum (wgmma v6)" : "dsa_attn_score_headsum (wgmma v5)"));
     kern<<<(unsigned)(R >= 2 ? (T_ + R - 1) / R : T_), 384, smem, dsa_stream()>>>(
         (const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)kv->data, (const int *)idx->data,
