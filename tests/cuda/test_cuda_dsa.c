@@ -809,6 +809,9 @@ int main(void) {
         check_mqa("mqa bf16 H20 D576/512 K37 sink (mma)", DSA_BF16, 8, 20, 576, 512, 100, 37, true, true, 1.0 / 16);
         check_mqa("mqa bf16 H20 D768/512 K45 sink (mma 2-stage)", DSA_BF16, 8, 20, 768, 512, 100, 45, true, true, 1.0 / 16);
         check_mqa("mqa bf16 H12 D576/512 K40 S60 merged", DSA_BF16, 9, 12, 576, 512, 60, 40, true, true, 1.0 / 16);
+        // Up to 4 tiles of 64 slots a row: the head sum v6's third kv stage (Q's region, from tile 2 on)
+        // runs under the sanitizers too.
+        check_mqa("mqa bf16 H12 D576/512 K200 sink", DSA_BF16, 8, 12, 576, 512, 300, 200, true, true, 1.0 / 16);
         check_topk(40, 200, 17);
         check_topk(40, 200, 300);
         check_topk_ties();
