@@ -12,7 +12,7 @@
 #                      the sparse backward v3's dkv by 32-byte sectors (DSA_SPARSE_BWD_SECTORS=1, its
 #                      default until session 26).
 #   cuda_dsa_optin_merged: the merged head sum and the bulk-reduction backwards (DSA_HEADSUM_ROWS=4,
-#                      DSA_SPARSE_BWD_BULK=1, DSA_GATHER_BWD_BULK=1); where rows do not merge (H > 16), the
+#                      DSA_SPARSE_BWD_BULK=1, DSA_GATHER_BWD_BULK=1); where rows do not merge (H > 32), the
 #                      head sum v6 at H <= 64 with two kv stages (DSA_HEADSUM_STAGES2=1).
 #   cuda_dsa_gather_dk: the gathered indexer backward's older dk outputs (the defaults until session 26):
 #                      at H 64, D 128 the slices' dk staged through shared memory (DSA_GATHER_BWD_STAGED=1),
