@@ -71,8 +71,8 @@ static double wall_seconds(void) {
 // chain: 8.15 ms timed first, 7.42 timed again a second later). A quarter second of its own calls puts
 // every row at the clock its own power draw sets.
 #define BENCH_WARMUP_S 0.25
-// Median milliseconds over `runs` calls after `warmup` calls and warm_s seconds of more; < 0 on error
-// (printed).
+// Median milliseconds over `runs` calls after `warmup` calls and then warm_s seconds of further calls; < 0 on
+// error (printed).
 static double time_median_ms_after(bench_fn fn, void *arg, int warmup, int runs, double warm_s) {
     cudaStream_t st = (cudaStream_t)dsa_cuda()->stream;
     cudaEvent_t a, b;

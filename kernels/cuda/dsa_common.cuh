@@ -289,11 +289,17 @@ __device__ __forceinline__ void dsa_swap_lane_reg_bit(float *acc, int mask, bool
 // lane bit 0 <-> column bit 3) leave each lane 4 consecutive columns of each of those 4 rows' 32-column
 // blocks. A warp instruction then adds 4 rows x 128 bytes (8 lanes a row) instead of dsa_red_rows_f32x4's
 // 16 rows x 32 bytes: the reduction probe's fastest pattern (3826 against 2324 GB/s, H200, session 25).
-// 4 NJ shuffles against 2 NJ. keys[q][hr]: the dst row of the group's quad of parity q, its row lo (hr 0)
-// or hi (hr 1); < 0: nothing added. acc is overwritten. Sparse backward v3's default (session 27).
-template <int D, int NJ = 8>
-__device__ __forceinline__ void dsa_red_rows_f32x4_lines(float *dst, float *acc, const int (&keys)[2][2], int col0, int lane) {
+// 4 NJ shuffles against 2 NJ. key_of(r): the dst row of fragment row r (< 0: nothing added), read for the
+// group's rows (g & ~1) | q + 8 hr (quad parity q, row lo hr 0 or hi hr 1) before the shuffles. acc is
+// overwritten. Sparse backward v3's default (session 27).
+template <int D, int NJ = 8, typename KeyOf>
+__device__ __forceinline__ void dsa_red_rows_f32x4_lines(float *dst, float *acc, KeyOf key_of, int col0, int lane) {
     static_assert(NJ % 4 == 0, "32-column blocks");
+    int keys[2][2];
+#pragma unroll
+    for (int q = 0; q < 2; q++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) keys[q][hr] = key_of((((lane >> 2) & ~1) | q) + 8 * hr);
     dsa_swap_lane_reg_bit<4 * NJ, 8>(acc, 4, (lane >> 2) & 1);  // quad parity <-> column bit 4 (j bit 1)
     dsa_swap_lane_reg_bit<4 * NJ, 4>(acc, 1, lane & 1);         // c bit 0 <-> column bit 3 (j bit 0)
     // Now acc[16 h + 8 q + 4 c0 + 2 hr + e] = row (q, hr), column 32 h + 16 (lane bit 2) + 8 (lane bit 0)
@@ -311,16 +317,4 @@ __device__ __forceinline__ void dsa_red_rows_f32x4_lines(float *dst, float *acc,
                 atomicAdd((float4 *)(row + 32 * h), make_float4(a[0], a[1], a[4], a[5]));
             }
         }
-}
-// The same with the group's rows read by key_of(r), r the row within the 16-row fragment ((g & ~1) | q
-// + 8 hr for the lane's g = lane / 4): the three callers' key reads in one place.
-template <int D, int NJ = 8, typename KeyOf>
-__device__ __forceinline__ void dsa_red_rows_f32x4_lines_by(float *dst, float *acc, KeyOf key_of, int col0, int lane) {
-    const int g = lane >> 2;
-    int keys[2][2];
-#pragma unroll
-    for (int q = 0; q < 2; q++)
-#pragma unroll
-        for (int hr = 0; hr < 2; hr++) keys[q][hr] = key_of(((g & ~1) | q) + 8 * hr);
-    dsa_red_rows_f32x4_lines<D, NJ>(dst, acc, keys, col0, lane);
 }

@@ -713,11 +713,11 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
     if (n_tiles > 0) fetch(0, 0);
     idxm_cp_async_commit();  // group: q and tile 0
 
-    // DKM 3: warp (wh, wk) = (warp / 2, warp % 2) scores heads 32 wh .. + 31 against keys 32 wk .. + 31
+    // DKM 3, 4: warp (wh, wk) = (warp / 2, warp % 2) scores heads 32 wh .. + 31 against keys 32 wk .. + 31
     // (lane (g, c): heads 32 wh + 16 m + g, + 8); else warp w scores heads 16 w .. + 15 against all keys.
     const int h0 = SLICES ? 32 * (warp >> 1) : 16 * warp, kw0 = SLICES ? 32 * (warp & 1) : 0;
     const float w_lo = __bfloat162float(w[t * H + h0 + g]), w_hi = __bfloat162float(w[t * H + h0 + g + 8]);
-    float w3_lo = 0.f, w3_hi = 0.f, dw3_lo = 0.f, dw3_hi = 0.f;  // DKM 3: heads h0 + 16 + g, + 8
+    float w3_lo = 0.f, w3_hi = 0.f, dw3_lo = 0.f, dw3_hi = 0.f;  // DKM 3, 4: heads h0 + 16 + g, + 8
     if constexpr (SLICES) w3_lo = __bfloat162float(w[t * H + h0 + 16 + g]), w3_hi = __bfloat162float(w[t * H + h0 + 24 + g]);
     float dqa[DD / 8][4];
 #pragma unroll
@@ -846,7 +846,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
         }
         __syncthreads();  // G of every head is in shared memory
         }
-        // 3'. dk by column slices (DKM 1, 3): M = the tile's 64 keys (4 m16 tiles), N = this warp's 32 columns.
+        // 3'. dk by column slices (DKM 1, 3, 4): M = the tile's 64 keys (4 m16 tiles), N = this warp's 32 columns.
         if constexpr (DKM >= 1) {
             if (dk) {
                 constexpr int SST = IDXG_DKS_ST;
@@ -873,7 +873,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                 if constexpr (DKM == 4) {  // whole lines formed by shuffles, an m16 tile at a time
 #pragma unroll
                     for (int m = 0; m < 4; m++) {
-                        dsa_red_rows_f32x4_lines_by<DD, 4>(dk, &dka[m][0][0], [&](int r) { return kt[16 * m + r]; }, col0, lane);
+                        dsa_red_rows_f32x4_lines<DD, 4>(dk, &dka[m][0][0], [&](int r) { return kt[16 * m + r]; }, col0, lane);
                     }
                     continue;
                 }
@@ -950,7 +950,7 @@ __global__ void __launch_bounds__(32 * MT, 3) indexer_gather_bwd_mma_kernel(
                     continue;
                 }
                 if constexpr (LINES) {
-                    dsa_red_rows_f32x4_lines_by<DD, DD / 8>(dk, &dka[0][0], [&](int r) { return kt[kb0 + r]; }, 0, lane);
+                    dsa_red_rows_f32x4_lines<DD, DD / 8>(dk, &dka[0][0], [&](int r) { return kt[kb0 + r]; }, 0, lane);
                     continue;
                 }
                 // The block goes out through shared memory, 16 columns at a time, via this warp's 16

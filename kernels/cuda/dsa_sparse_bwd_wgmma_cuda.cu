@@ -272,7 +272,7 @@ __global__ void __launch_bounds__(384, 1) sparse_mqa_bwd_wgmma_kernel(
                 // rather than held across the chunks (the merged kernel spilled more with them held).
                 // Tile i's ring entry stays until tile i + 4 is published, after the release of i + 3.
                 const unsigned tile_keys = a_keys + 4 * ((i % RING) * BK + 16 * (warp & 3));
-                dsa_red_rows_f32x4_lines_by<D>(dkv, acc, [&](int r) { return dsa_ld_shared_s32(tile_keys + 4 * r); }, 64 * ck, lane);
+                dsa_red_rows_f32x4_lines<D>(dkv, acc, [&](int r) { return dsa_ld_shared_s32(tile_keys + 4 * r); }, 64 * ck, lane);
             } else {
                 dsa_red_rows_f32x4<D>(dkv, acc, key, 64 * ck, c);
             }
