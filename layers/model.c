@@ -75,6 +75,7 @@ static dsa_status declare_all(dsa_model *m, const dsa_config *cfg) {
 dsa_status dsa_model_create(dsa_model **out, const dsa_config *cfg, dsa_ctx *c, dsa_dtype dt, dsa_device dev,
                             uint64_t seed) {
     *out = NULL;
+    if (!c) return dsa_error_set(DSA_ERR_VALUE, "model: no context for its parameters");
     DSA_TRY(check_dims(&cfg->model));
     dsa_model *m = calloc(1, sizeof *m);
     if (!m) return dsa_error_set(DSA_ERR_MEMORY, "model: no host memory");

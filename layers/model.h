@@ -110,8 +110,8 @@ typedef struct {
 } dsa_forward_out;
 
 // Builds the model for `cfg` (the model section; dims are validated), parameters of dtype `dt`
-// (f32; f64 for CPU gradient checks) on `dev`, initialized from `seed`. The model owns a context for
-// its persistent memory when `c` is NULL, else uses `c`.
+// (f32; f64 for CPU gradient checks) on `dev`, initialized from `seed`. Its persistent tensors
+// (parameters, gradients) live in context `c`, which must outlive the model.
 dsa_status dsa_model_create(dsa_model **out, const dsa_config *cfg, dsa_ctx *c, dsa_dtype dt, dsa_device dev,
                             uint64_t seed);
 void dsa_model_free(dsa_model *m);

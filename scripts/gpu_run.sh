@@ -3,7 +3,8 @@
 # compute-sanitizer and benchmark, logs under $OUT (or ./gpu-logs). Usage:
 #   scripts/gpu_run.sh [labels=cpu,cuda] [sanitize=0|1] [bench=0|1] [variants=0|1|all] [dist=0|1] [train=STEPS] [sparse=0|1] [det=0|1]
 # gemm=1: bench_dsa --only gemm (cuBLAS at small.cfg's linear shapes, fp32 / bf16 operands); torch_model=1: small.cfg's
-# PyTorch peer (bench/torch_model.py, 8 timed steps) after the train run.
+# PyTorch peer (bench/torch_model.py, 8 timed steps) after the train run. step=1: bench_dsa --only step (small.cfg's
+# step priced part by part against its floors); profile=1 (with train): the train run again under DSA_PROFILE=2.
 # sparse=1: the small.cfg run starts in the sparse stage (no dense warm-up; the default config's first 200 steps are warm-up).
 # det=1 (default) also runs test_cuda_dsa with DSA_DETERMINISTIC=1 (the atomic-free backward).
 # variants=1 benches the older forward / head sum / indexer versions (env switches, T 8192) beside the default ones and
@@ -18,6 +19,7 @@ mkdir -p "$OUT"
 for a in "$@"; do eval "$a"; done
 labels="${labels:-cuda}"; sanitize="${sanitize:-0}"; bench="${bench:-0}"; dist="${dist:-0}"; train="${train:-0}"
 det="${det:-1}"; variants="${variants:-0}"; sparse="${sparse:-0}"; gemm="${gemm:-0}"; torch_model="${torch_model:-0}"
+step="${step:-0}"; profile="${profile:-0}"
 export PATH="/usr/local/cuda/bin:$PATH" NCCL_NVLS_ENABLE=0
 {
   echo "== device"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -99,6 +101,13 @@ if [ "$train" != 0 ]; then
   build-gpu/dsa train configs/small.cfg train.steps="$train" train.out_dir=/tmp/dsa-small $stage > "$OUT/train_small.log" 2>&1
   echo "== train small.cfg $train steps: rc=$?" | tee -a "$OUT/00-summary.txt"
   tail -8 "$OUT/train_small.log" | tee -a "$OUT/00-summary.txt"
+  if [ "$profile" = 1 ]; then  # the same steps under the events profiler (its own run folder: no resume)
+    rm -rf /tmp/dsa-small-prof
+    DSA_PROFILE=2 build-gpu/dsa train configs/small.cfg train.steps="$train" train.out_dir=/tmp/dsa-small-prof $stage \
+      > "$OUT/train_small_profile.log" 2>&1
+    echo "== train small.cfg $train steps, DSA_PROFILE=2: rc=$?" | tee -a "$OUT/00-summary.txt"
+    sed -n '/^profile (/,+36p' "$OUT/train_small_profile.log" | tee -a "$OUT/00-summary.txt"
+  fi
 fi
 if [ "$torch_model" = 1 ]; then
   timeout 300 python3 bench/torch_model.py --config configs/small.cfg --steps 8 --warmup 2 > "$OUT/torch_model.log" 2>&1
@@ -109,5 +118,11 @@ if [ "$gemm" = 1 ] && [ -x build-gpu/bench_dsa ]; then
   timeout 180 build-gpu/bench_dsa --only gemm --T 8192 > "$OUT/bench_gemm.md" 2>&1
   echo "== bench_dsa --only gemm: rc=$?" | tee -a "$OUT/00-summary.txt"
   grep -E "^(\||linears)" "$OUT/bench_gemm.md" | tee -a "$OUT/00-summary.txt"
+fi
+if [ "$step" = 1 ] && [ -x build-gpu/bench_dsa ]; then
+  timeout 300 build-gpu/bench_dsa --only step --config configs/small.cfg --torch-script bench/torch_dsa.py \
+    > "$OUT/bench_step.md" 2>&1
+  echo "== bench_dsa --only step: rc=$?" | tee -a "$OUT/00-summary.txt"
+  sed -n '/^step roofline/,$p' "$OUT/bench_step.md" | tee -a "$OUT/00-summary.txt"
 fi
 echo "== total $(( $(date +%s) - t0 ))s" | tee -a "$OUT/00-summary.txt"

@@ -23,6 +23,7 @@ int dsa_cmd_bench(int argc, char **argv) {
 #include "core/rng.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/dsa_cuda_kernels.h"
+#include "layers/model.h"
 #include "train/config.h"
 
 dsa_status dsa_fill_hash_normal_cuda(dsa_tensor *t, uint64_t seed, double stddev);  // kernels/cuda/dsa_random_cuda.cu
@@ -716,7 +717,14 @@ static dsa_status run_linear(void *p) {
                                false);
 }
 
-static int bench_linears(const bench_opts *o, const char *config, int64_t T) {
+// The step's GEMMs in one operand mode (what --only step prices): median ms, FLOPs and minimal bytes
+// (operands read once, outputs written once), summed over the layers.
+typedef struct {
+    double ms, flops, bytes;
+} linear_totals;
+#define STEP_LINEAR_MODE 1  // bf16 operands into fp32 outputs: what the matmul front ends hand cuBLAS
+
+static int bench_linears(const bench_opts *o, const char *config, int64_t T, linear_totals *tot) {
     dsa_config cfg;
     if (dsa_config_load(&cfg, config, 0, NULL) != DSA_OK) {
         fprintf(stderr, "bench: %s\n", dsa_error_message());
@@ -748,7 +756,7 @@ static int bench_linears(const bench_opts *o, const char *config, int64_t T) {
     printf("\n| --- | --- | --- | ---: |");
     for (int md = 0; md < 3; md++) printf(" ---: | ---: |");
     printf("\n");
-    double total[3] = {0, 0, 0}, flops_total = 0;
+    double total[3] = {0, 0, 0}, flops_total = 0, bytes_total = 0;
     int fails = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const linear_shape *l = &shapes[s];
@@ -785,6 +793,10 @@ static int bench_linears(const bench_opts *o, const char *config, int64_t T) {
                 printf(" %.4f | %.1f |", ms, fl / (ms * 1e-3) / 1e12);
             }
             flops_total += fl * (double)l->count;
+            {  // mode STEP_LINEAR_MODE's minimal bytes: M x K and N x K bf16 operands in, M x N fp32 out
+                const double m_ = (double)dims[ps][0], n_ = (double)dims[ps][1], k_ = (double)dims[ps][2];
+                bytes_total += (m_ * k_ * 2 + n_ * k_ * 2 + m_ * n_ * 4) * (double)l->count;
+            }
             printf("\n");
         }
         dsa_ctx_free(c);
@@ -794,7 +806,111 @@ static int bench_linears(const bench_opts *o, const char *config, int64_t T) {
         printf(" %.2f | %.1f (%.1f%% of GEMM) |", total[md], flops_total / (total[md] * 1e-3) / 1e12,
                100.0 * flops_total / (total[md] * 1e-3) / 1e12 / GEMM_TFLOPS);
     printf("\n");
+    if (tot) *tot = (linear_totals){total[STEP_LINEAR_MODE], flops_total, bytes_total};
     return fails ? 1 : 0;
+}
+
+// ---- a training step's roofline (--only step) ------------------------------------------------------
+// The step of a config priced part by part: its GEMMs (bench_linears above, in the mode the matmul op
+// uses) and its DSA kernels at the config's shapes (the attention and indexer rows this run measured;
+// random distinct picks for the attention rows, the causal top-k's picks for the gathered indexer rows),
+// each beside its two floors: its FLOPs at the measured GEMM rate, and its bytes: the larger of its
+// minimal HBM bytes at the copy rate and its L2 traffic (gathered rows at the gather rates, rows added by
+// fp32 atomics at the whole-line reduction rate). What the table leaves out (norms, elementwise ops, the
+// per-head products of MLA's absorbed projections, the optimizer) is what `DSA_PROFILE=2 dsa train`
+// shows beside it.
+static const bench_row *find_row(const char *op, int64_t T, int64_t H) {
+    for (int i = 0; i < N_ROWS; i++)
+        if (!strcmp(ROWS[i].op, op) && ROWS[i].T == T && ROWS[i].H == H) return &ROWS[i];
+    return NULL;
+}
+
+typedef struct {
+    double ms, flops, bytes, l2_ms;  // a step's: bench ms, FLOPs, minimal HBM bytes, L2 traffic floor ms
+} step_part;
+
+static void print_step_part(const char *name, const char *count, const step_part *p, step_part *sum, double *floor_sum) {
+    const double cfl = p->flops / (GEMM_TFLOPS * 1e12) * 1e3, hbm = p->bytes / (COPY_GBS * 1e9) * 1e3;
+    const double mfl = hbm > p->l2_ms ? hbm : p->l2_ms, fl = cfl > mfl ? cfl : mfl;
+    printf("| %s | %s | %.2f | %.3f | %.2f | %.2f (%s) | %.1fx |\n", name, count, p->ms, p->flops / 1e12, cfl, mfl,
+           hbm >= p->l2_ms ? "HBM" : "L2", fl > 0 ? p->ms / fl : 0);
+    sum->ms += p->ms;
+    sum->flops += p->flops;
+    *floor_sum += fl;
+}
+
+static int bench_step(const bench_opts *o, const char *config, const dsa_config *cfg, int64_t T) {
+    const dsa_cfg_model *m = &cfg->model;
+    const int64_t L = m->n_layers, H = m->n_heads, K = o->K, D = o->D, DI = o->DI, HI = o->HI;
+    int64_t LI = 0;
+    for (int64_t l = 0; l < L; l++) LI += dsa_config_layer_has_indexer(cfg, l);
+    linear_totals lin = {0};
+    int fails = bench_linears(o, config, T, &lin);
+    // The model's FLOPs as dsa train counts them for its MFU (6 x matmul parameters + the sparse attention).
+    dsa_model *model = NULL;
+    dsa_ctx *mc = dsa_ctx_create(DSA_CUDA);
+    if (!mc || dsa_model_create(&model, cfg, mc, DSA_F32, DSA_CUDA, 1) != DSA_OK) {
+        fprintf(stderr, "bench step: %s\n", dsa_error_message());
+        dsa_ctx_free(mc);
+        return 1;
+    }
+    const double mfu_flops = dsa_model_flops_per_token(model, cfg->data.doc_len) * (double)T;
+    dsa_model_free(model);
+    dsa_ctx_free(mc);
+    const double line_gbs = RED128_LINE_GBS > 0 ? RED128_LINE_GBS : RED_GBS;
+    const bench_row *fused = find_row("fwd+headsum fused", T, H), *fwd = find_row("sparse_mqa_fwd", T, H);
+    const bench_row *hs = find_row("score_headsum", T, H), *bwd = find_row("sparse_mqa_bwd", T, H);
+    const bench_row *itk = find_row("indexer_topk_fused", T, HI), *gf = find_row("indexer_gather_fwd", T, HI);
+    const bench_row *gb = find_row("indexer_gather_bwd", T, HI);
+    if (!fwd || !hs || !bwd || !itk || !gf || !gb) {
+        fprintf(stderr, "bench step: a row of T %lld, H %lld / H_I %lld is missing (its benchmark failed above)\n",
+                (long long)T, (long long)H, (long long)HI);
+        return 1;
+    }
+    const double kv_gather_ms = (double)T * K * D * 2 / (GATHER576_GBS * 1e9) * 1e3;  // every pick's kv row, once
+    const double k_gather_ms = (double)T * K * DI * 2 / (GATHER128_GBS * 1e9) * 1e3;
+    printf("\nstep roofline of %s: T %lld tokens, %lld layers (%lld with an indexer), H %lld, K %lld, D %lld, indexer %lld x "
+           "%lld; a part's floors: FLOPs at the GEMM rate (%.1f TFLOP/s) | the larger of its minimal bytes at the copy rate "
+           "(%.0f GB/s) and its L2 traffic (gathers at %.0f / %.0f GB/s, fp32 atomics at the whole-line rate %.0f GB/s); "
+           "gap = bench ms over the larger floor\n\n",
+           config, (long long)T, (long long)L, (long long)LI, (long long)H, (long long)K, (long long)D, (long long)HI, (long long)DI,
+           GEMM_TFLOPS, COPY_GBS, GATHER576_GBS, GATHER128_GBS, line_gbs);
+    printf("| part | a step | bench ms a step | TFLOP a step | compute floor ms | memory floor ms | gap |\n");
+    printf("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    step_part sum = {0};
+    double floor_sum = 0;
+    char n[64];
+    step_part p = {lin.ms, lin.flops, lin.bytes, 0};
+    print_step_part("linears (fwd, dX, dW)", "all", &p, &sum, &floor_sum);
+    snprintf(n, sizeof n, "x %lld", (long long)L);
+    if (fused) {
+        p = (step_part){fused->ms * L, fused->flops * L, fused->bytes * L, kv_gather_ms * L};
+        print_step_part("sparse attention forward + head sums (fused)", n, &p, &sum, &floor_sum);
+    } else {  // the step runs the forward, then the head-sum kernel (its kv rows gathered again)
+        p = (step_part){(fwd->ms + hs->ms) * L, (fwd->flops + hs->flops) * L, (fwd->bytes + hs->bytes) * L, 2 * kv_gather_ms * L};
+        print_step_part("sparse attention forward, head sums", n, &p, &sum, &floor_sum);
+    }
+    p = (step_part){bwd->ms * L, bwd->flops * L, bwd->bytes * L,
+                    (kv_gather_ms + bwd->red_bytes / (line_gbs * 1e9) * 1e3) * L};
+    print_step_part("sparse attention backward (dq, dkv)", n, &p, &sum, &floor_sum);
+    snprintf(n, sizeof n, "x %lld", (long long)LI);
+    p = (step_part){itk->ms * LI, itk->flops * LI, itk->bytes * LI, 0};
+    print_step_part("indexer logits + top-k (fused)", n, &p, &sum, &floor_sum);
+    p = (step_part){gf->ms * LI, gf->flops * LI, gf->bytes * LI, k_gather_ms * LI};
+    print_step_part("indexer logits at the picks", n, &p, &sum, &floor_sum);
+    p = (step_part){gb->ms * LI, gb->flops * LI, gb->bytes * LI, (k_gather_ms + gb->red_bytes / (line_gbs * 1e9) * 1e3) * LI};
+    print_step_part("indexer backward at the picks (dq, dk, dw)", n, &p, &sum, &floor_sum);
+    printf("| **these parts** | | **%.2f** | %.3f | %.2f | | %.1fx (over the sum of each part's larger floor, %.2f ms) |\n", sum.ms,
+           sum.flops / 1e12, sum.flops / (GEMM_TFLOPS * 1e12) * 1e3, floor_sum > 0 ? sum.ms / floor_sum : 0, floor_sum);
+    const double budget35 = mfu_flops / (0.35 * 989e12) * 1e3;
+    printf("\nMFU's count (dsa train: 6 x matmul parameters + sparse attention, against 989 TFLOP/s): %.3f TFLOP a step; "
+           "35%% MFU needs a step of %.2f ms; at the measured GEMM rate the whole count takes %.2f ms (%.1f%% MFU at most). "
+           "These parts' floors add to %.2f ms (%.1f%% MFU if the step took only that) and they take %.2f ms here; a step "
+           "measured by dsa train also runs the rest (norms, elementwise ops, MLA's per-head products, the optimizer)%s.\n",
+           mfu_flops / 1e12, budget35, mfu_flops / (GEMM_TFLOPS * 1e12) * 1e3, 100 * GEMM_TFLOPS * 1e12 / 989e12,
+           floor_sum, 100 * mfu_flops / (floor_sum * 1e-3) / 989e12, sum.ms,
+           cfg->data.doc_len < T ? "; its documents are shorter than the step, so the indexer rows (one causal document of T) overstate its pairs" : "");
+    return fails;
 }
 
 static int parse_list(const char *s, int64_t *out, int max) {
@@ -811,6 +927,7 @@ int dsa_cmd_bench(int argc, char **argv) {
     bench_opts o = {.runs = 20, .warmup = 2, .Ts = {4096, 8192}, .nT = 2, .Hs = {64, 128}, .nH = 2, .K = 2048,
                     .D = 576, .Dv = 512, .HI = 64, .DI = 128, .torch = 1, .torch_script = "bench/torch_dsa.py"};
     const char *only = "all", *config = "configs/small.cfg";
+    setvbuf(stdout, NULL, _IOLBF, 0);  // each line reaches a log as it is printed (a crash loses none)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--runs") && v) o.runs = atoi(argv[++i]);
@@ -826,16 +943,41 @@ int dsa_cmd_bench(int argc, char **argv) {
         else {
             fprintf(stderr,
                     "usage: dsa bench [--runs N] [--T 4096,8192] [--H 64,128] [--K 2048] [--HI 64] [--DI 128]\n"
-                    "                 [--only attention|chain|indexer|gemm] [--config configs/small.cfg] [--no-torch]\n"
+                    "                 [--only attention|chain|indexer|gemm|step] [--config configs/small.cfg] [--no-torch]\n"
                     "                 [--torch-script bench/torch_dsa.py]\n"
                     "  --only chain: the indexer KL chain alone (its rows of the attention benchmark, with its breakdown)\n"
-                    "  --only gemm: the config's linears (forward, dX, dW) in f32, bf16 -> f32 and bf16 operands, at each --T\n");
+                    "  --only gemm: the config's linears (forward, dX, dW) in f32, bf16 -> f32 and bf16 operands, at each --T\n"
+                    "  --only step: a training step of --config priced part by part (its linears and DSA kernels at its\n"
+                    "               shapes, each beside its compute and memory floors; --T, --H, --K, --HI, --DI ignored)\n");
             return !strcmp(a, "--help") || !strcmp(a, "-h") ? 0 : 2;
         }
     }
-    if (strcmp(only, "all") && strcmp(only, "attention") && strcmp(only, "chain") && strcmp(only, "indexer") && strcmp(only, "gemm")) {
-        fprintf(stderr, "dsa bench: --only %s: expected attention, chain, indexer or gemm\n", only);
+    if (strcmp(only, "all") && strcmp(only, "attention") && strcmp(only, "chain") && strcmp(only, "indexer") && strcmp(only, "gemm") &&
+        strcmp(only, "step")) {
+        fprintf(stderr, "dsa bench: --only %s: expected attention, chain, indexer, gemm or step\n", only);
         return 2;
+    }
+    dsa_config step_cfg;
+    if (!strcmp(only, "step")) {  // the config's shapes replace --T, --H, --K, --HI, --DI
+        if (dsa_config_load(&step_cfg, config, 0, NULL) != DSA_OK) {
+            fprintf(stderr, "dsa bench: %s\n", dsa_error_message());
+            return 2;
+        }
+        const dsa_cfg_model *m = &step_cfg.model;
+        if (m->attn_path != DSA_ATTN_SPARSE || m->dsa_dtype != DSA_OPS_BF16 || m->qk_rope_head_dim + m->kv_lora_rank != 576 ||
+            m->kv_lora_rank != 512) {
+            fprintf(stderr, "dsa bench --only step: %s: the step's DSA rows are the bf16 sparse kernels at D 576, Dv 512 "
+                    "(model.attn_path = sparse, dsa_dtype = bf16, kv_lora_rank 512, qk_rope_head_dim 64)\n", config);
+            return 2;
+        }
+        o.Ts[0] = step_cfg.train.tokens_per_step;
+        o.Hs[0] = m->n_heads;
+        o.nT = o.nH = 1;
+        o.K = m->index_topk < o.Ts[0] ? m->index_topk : o.Ts[0];
+        o.HI = m->index_n_heads;
+        o.DI = m->index_head_dim;
+        o.D = m->kv_lora_rank + m->qk_rope_head_dim;
+        o.Dv = m->kv_lora_rank;
     }
     if (!strcmp(only, "chain")) {  // the attention benchmark's indexer KL chain rows alone
         o.chain_only = 1;
@@ -859,7 +1001,14 @@ int dsa_cmd_bench(int argc, char **argv) {
     dsa_rng_init(&r, 7);
     int fails = 0;
     if (!strcmp(only, "gemm")) {  // the linears alone (no PyTorch peer: its GEMMs are these cuBLAS calls)
-        for (int i = 0; i < o.nT; i++) fails += bench_linears(&o, config, o.Ts[i]);
+        for (int i = 0; i < o.nT; i++) fails += bench_linears(&o, config, o.Ts[i], NULL);
+        return fails ? 1 : 0;
+    }
+    if (!strcmp(only, "step")) {  // the DSA rows at the config's shapes, its linears, then the step's roofline
+        fails += bench_attention(&o, o.Ts[0], o.Hs[0], &r) + bench_indexer(&o, o.Ts[0]);
+        if (o.torch) run_torch(&o);
+        print_table();
+        fails += bench_step(&o, config, &step_cfg, o.Ts[0]);
         return fails ? 1 : 0;
     }
     for (int i = 0; i < o.nT; i++) {
