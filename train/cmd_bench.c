@@ -906,7 +906,10 @@ static int bench_step(const bench_opts *o, const char *config, const dsa_config 
     printf("\nMFU's count (dsa train: 6 x matmul parameters + sparse attention, against 989 TFLOP/s): %.3f TFLOP a step; "
            "35%% MFU needs a step of %.2f ms; at the measured GEMM rate the whole count takes %.2f ms (%.1f%% MFU at most). "
            "These parts' floors add to %.2f ms (%.1f%% MFU if the step took only that) and they take %.2f ms here; a step "
-           "measured by dsa train also runs the rest (norms, elementwise ops, MLA's per-head products, the optimizer)%s.\n",
+           "measured by dsa train also runs the rest (norms, elementwise ops, MLA's per-head products, the optimizer)%s. "
+           "The sparse rows' L2 floors price one kv row per pick (the bench's random picks: groups of 4 neighbouring rows "
+           "share few); where a trained indexer's neighbouring rows share picks, the merged kernels gather and reduce "
+           "each shared row once, and those floors shrink to the distinct share (DSA_PICK_STATS=1 dsa train prints it).\n",
            mfu_flops / 1e12, budget35, mfu_flops / (GEMM_TFLOPS * 1e12) * 1e3, 100 * GEMM_TFLOPS * 1e12 / 989e12,
            floor_sum, 100 * mfu_flops / (floor_sum * 1e-3) / 989e12, sum.ms,
            cfg->data.doc_len < T ? "; its documents are shorter than the step, so the indexer rows (one causal document of T) overstate its pairs" : "");
