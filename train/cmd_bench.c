@@ -860,9 +860,10 @@ static int bench_step(const bench_opts *o, const char *config, const dsa_config 
     const double line_gbs = RED128_LINE_GBS > 0 ? RED128_LINE_GBS : RED_GBS;
     const bench_row *fused = find_row("fwd+headsum fused", T, H), *fwd = find_row("sparse_mqa_fwd", T, H);
     const bench_row *hs = find_row("score_headsum", T, H), *bwd = find_row("sparse_mqa_bwd", T, H);
-    const bench_row *itk = find_row("indexer_topk_fused", T, HI), *gf = find_row("indexer_gather_fwd", T, HI);
-    const bench_row *gb = find_row("indexer_gather_bwd", T, HI);
-    if (!fwd || !hs || !bwd || !itk || !gf || !gb) {
+    // The fused top-k also writes the picks' logits (its scores), so a step runs no separate gathered
+    // logits forward; the KL's gradient goes back through the gathered indexer backward.
+    const bench_row *itk = find_row("indexer_topk_fused", T, HI), *gb = find_row("indexer_gather_bwd", T, HI);
+    if (!fwd || !hs || !bwd || !itk || !gb) {
         fprintf(stderr, "bench step: a row of T %lld, H %lld / H_I %lld is missing (its benchmark failed above)\n",
                 (long long)T, (long long)H, (long long)HI);
         return 1;
@@ -895,9 +896,7 @@ static int bench_step(const bench_opts *o, const char *config, const dsa_config 
     print_step_part("sparse attention backward (dq, dkv)", n, &p, &sum, &floor_sum);
     snprintf(n, sizeof n, "x %lld", (long long)LI);
     p = (step_part){itk->ms * LI, itk->flops * LI, itk->bytes * LI, 0};
-    print_step_part("indexer logits + top-k (fused)", n, &p, &sum, &floor_sum);
-    p = (step_part){gf->ms * LI, gf->flops * LI, gf->bytes * LI, k_gather_ms * LI};
-    print_step_part("indexer logits at the picks", n, &p, &sum, &floor_sum);
+    print_step_part("indexer logits + top-k (fused, the picks' logits written)", n, &p, &sum, &floor_sum);
     p = (step_part){gb->ms * LI, gb->flops * LI, gb->bytes * LI, (k_gather_ms + gb->red_bytes / (line_gbs * 1e9) * 1e3) * LI};
     print_step_part("indexer backward at the picks (dq, dk, dw)", n, &p, &sum, &floor_sum);
     printf("| **these parts** | | **%.2f** | %.3f | %.2f | | %.1fx (over the sum of each part's larger floor, %.2f ms) |\n", sum.ms,
