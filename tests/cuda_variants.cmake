@@ -20,13 +20,17 @@
 #                      (DSA_GATHER_BWD_CHUNKS=1); and the head sum v5 (the default until session 28:
 #                      S(i + 1) issued after tile i's sums, DSA_HEADSUM_V5=1) with its warp sums by 24
 #                      butterfly shuffles (DSA_HEADSUM_ALLREDUCE=1).
+#   cuda_dsa_rows8:    the merged few-head forward and backward with as many rows a group as their 64-row
+#                      tile holds, up to 8 (DSA_SPARSE_FWD_ROWS=8, DSA_SPARSE_BWD_ROWS=8; 5 at 12 heads,
+#                      8 at 8; the default is 4).
 # Without CUDA each is the printed skip of test_cuda_dsa.
 foreach(variant
         "cuda_dsa_previous|DSA_SPARSE_FWD_V4=1;DSA_HEADSUM_V3=1;DSA_INDEXER_MMA=1;DSA_GATHER_MMA=1;DSA_SPARSE_BWD_V2=1;DSA_GATHER_BWD_BLOCKS=1"
         "cuda_dsa_older|DSA_SPARSE_FWD_V2=1;DSA_HEADSUM_V2=1;DSA_SPARSE_BWD_V1=1;DSA_TOPK_V1=1;DSA_DENSE_SIMT=1;DSA_GATHER_BWD_DKCOLS=1;DSA_GATHER_KEYS_GLOBAL=1"
         "cuda_dsa_optin|DSA_GATHER_BWD_WGMMA=1;DSA_SPARSE_FWD_V5_SYNC=1;DSA_HEADSUM_SS=1;DSA_SPARSE_BWD_SECTORS=1"
         "cuda_dsa_optin_merged|DSA_HEADSUM_ROWS=4;DSA_SPARSE_BWD_BULK=1;DSA_GATHER_BWD_BULK=1;DSA_HEADSUM_STAGES2=1"
-        "cuda_dsa_gather_dk|DSA_GATHER_BWD_STAGED=1;DSA_GATHER_BWD_CHUNKS=1;DSA_HEADSUM_V5=1;DSA_HEADSUM_ALLREDUCE=1")
+        "cuda_dsa_gather_dk|DSA_GATHER_BWD_STAGED=1;DSA_GATHER_BWD_CHUNKS=1;DSA_HEADSUM_V5=1;DSA_HEADSUM_ALLREDUCE=1"
+        "cuda_dsa_rows8|DSA_SPARSE_FWD_ROWS=8;DSA_SPARSE_BWD_ROWS=8")
   string(REPLACE "|" ";" parts "${variant}")
   list(GET parts 0 name)
   list(REMOVE_AT parts 0)

@@ -1,6 +1,6 @@
 // Picks of neighbouring query rows merged (dsa_pick_union_cuda.cu; C callable, the device helper below
 // for the CUDA kernels): for each group of R consecutive
-// rows (R <= 4), the distinct kv rows they picked, each once, with the bit mask of the group's rows
+// rows (R <= 8; 4 with slots), the distinct kv rows they picked, each once, with the bit mask of the group's rows
 // that picked it. A few-head kernel then runs the R rows' heads as one tile of R * H rows and touches
 // each shared kv row once: one gather, and one fp32 atomic row in the backward, instead of one per row.
 // Exactness: a row that picks the same key twice (two softmax terms) keeps two entries (the second in
@@ -12,22 +12,24 @@
 extern "C" {
 #endif
 
-#define DSA_UNION_MAX_ROWS 4
-#define DSA_UNION_MAX_PICKS 4096  // R * K sorted in one CTA's shared memory
+#define DSA_UNION_MAX_ROWS 8        // a row mask is a byte; the sort key holds the row in 3 bits
+#define DSA_UNION_SLOT_ROWS 4       // rows a group when the slots are wanted (4 shorts an entry)
+#define DSA_UNION_MAX_PICKS 4096    // R * K sorted in one CTA's shared memory
+#define DSA_UNION_MAX_KV (1 << 28)  // kv rows a sort key holds beside the row (key * 8 + r < 2^32 - 1)
 
 typedef struct {
     const int *keys;            // [groups][cap]: entry e of group g at keys[g * cap + e], e < count[g]
     const unsigned char *rows;  // [groups][cap]: bit r set when row g * R + r picked that entry's key
     const int *count;           // [groups]
-    const short *slot;          // [groups][cap][4] (when asked for): the slot of entry e in row r's picks, -1 if none
+    const short *slot;          // [groups][cap][4] (when asked for; R <= 4): the slot of entry e in row r's picks, -1 if none
     int R, cap;                 // rows a group; entries a group at most (R * K rounded up to 64)
 } dsa_pick_union;
 
-// Rows per group for a kernel whose tile holds 64 head rows: min(want, 64 / heads, 4096 / K, 4); 1
-// (no merging) when that is below 2 or the kv row count does not fit the sort key (S_kv >= 2^29).
+// Rows per group for a kernel whose tile holds 64 head rows: min(want, 64 / heads, 4096 / K, 8); 1
+// (no merging) when that is below 2 or the kv row count does not fit the sort key (S_kv >= 2^28).
 int dsa_pick_union_rows(int want, int64_t heads, int64_t K, int64_t S_kv);
-// A kernel's merging, in one call: R = dsa_pick_union_rows(want, heads, K, S_kv) and, when R >= 2, the
-// union built (with `slots` as below) into *u; with R = 1, *u has no keys (the kernel's one-row mode).
+// A kernel's merging, in one call: R = dsa_pick_union_rows(want, heads, K, S_kv) (want at most 4 with
+// `slots`) and, when R >= 2, the union built (with `slots` as below) into *u; with R = 1, *u has no keys (the kernel's one-row mode).
 // Returns R through *rows.
 dsa_status dsa_pick_union_prepare(int want, int64_t heads, const dsa_tensor *idx, const dsa_tensor *topk_length,
                                   int64_t S_kv, bool slots, dsa_pick_union *u, int *rows);

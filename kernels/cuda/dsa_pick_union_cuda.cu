@@ -1,5 +1,5 @@
 // The union of neighbouring rows' picks (dsa_pick_union.cuh). One CTA of 256 threads per group of R
-// rows: the group's valid picks as sort keys key * 4 + r (r: the row in the group), a bitonic sort in
+// rows: the group's valid picks as sort keys key * 8 + r (r: the row in the group), a bitonic sort in
 // shared memory, then one entry per run of equal keys, except that a repeated (key, row) pair starts a
 // new entry (a row picking a key twice keeps both terms). Cost: at small.cfg's shape (R 4, K 512) a
 // 2048-key sort per 4 rows, microseconds per layer beside the backward's milliseconds.
@@ -9,6 +9,8 @@
 
 #define UNION_NT 256
 #define UNION_PAD 0xffffffffu
+#define UNION_ROW_BITS 3  // log2(DSA_UNION_MAX_ROWS): the row's bits under the key in a sort key
+static_assert(1 << UNION_ROW_BITS == DSA_UNION_MAX_ROWS, "a sort key's row field holds the rows of a group");
 
 __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restrict__ idx, const int *__restrict__ topk_length,
                                                           int64_t T, int64_t K, int64_t S_kv, int R, int n_sort, int cap,
@@ -26,7 +28,7 @@ __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restr
         const int64_t j = e % K;
         if (r < rows && j < dsa_row_k_end(topk_length, t0 + r, K)) {
             const int key = idx[(t0 + r) * K + j];
-            if (key >= 0 && (int64_t)key < S_kv) v = ((unsigned)key << 2) | (unsigned)r;
+            if (key >= 0 && (int64_t)key < S_kv) v = ((unsigned)key << UNION_ROW_BITS) | (unsigned)r;
         }
         s[e] = v;
         emask[e] = 0;
@@ -60,7 +62,7 @@ __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restr
         if (v == UNION_PAD) return false;
         if (e == 0) return true;
         const unsigned p = s[e - 1];
-        return (v >> 2) != (p >> 2) || v == p;
+        return (v >> UNION_ROW_BITS) != (p >> UNION_ROW_BITS) || v == p;
     };
     int mine = 0;
     for (int e = e0; e < e0 + per; e++) mine += is_head(e);
@@ -90,10 +92,11 @@ __global__ void __launch_bounds__(UNION_NT) pick_union_kernel(const int *__restr
         if (v == UNION_PAD) break;  // pads sort last
         if (is_head(e)) {
             ent++;
-            ukeys[g * cap + (ent + rot) % total] = (int)(v >> 2);
+            ukeys[g * cap + (ent + rot) % total] = (int)(v >> UNION_ROW_BITS);
         }
-        atomicOr(&emask[ent], 1u << (v & 3u));
-        if (upos) upos[(g * cap + (ent + rot) % total) * 4 + (v & 3u)] = (short)slot[e];
+        const unsigned r = v & (DSA_UNION_MAX_ROWS - 1u);
+        atomicOr(&emask[ent], 1u << r);
+        if (upos) upos[(g * cap + (ent + rot) % total) * DSA_UNION_SLOT_ROWS + r] = (short)slot[e];  // r < 4 (build)
     }
     __syncthreads();
     for (int e = tid; e < total; e += UNION_NT) urows[g * cap + (e + rot) % total] = (unsigned char)emask[e];
@@ -104,13 +107,14 @@ int dsa_pick_union_rows(int want, int64_t heads, int64_t K, int64_t S_kv) {
     int64_t R = want < DSA_UNION_MAX_ROWS ? want : DSA_UNION_MAX_ROWS;
     if (heads > 0 && 64 / heads < R) R = 64 / heads;
     if (K > 0 && DSA_UNION_MAX_PICKS / K < R) R = DSA_UNION_MAX_PICKS / K;
-    if (S_kv >= ((int64_t)1 << 29)) R = 1;
+    if (S_kv >= DSA_UNION_MAX_KV) R = 1;
     return R >= 2 ? (int)R : 1;
 }
 
 dsa_status dsa_pick_union_prepare(int want, int64_t heads, const dsa_tensor *idx, const dsa_tensor *topk_length,
                                   int64_t S_kv, bool slots, dsa_pick_union *u, int *rows) {
     *u = {NULL, NULL, NULL, NULL, 1, 0};
+    if (slots && want > DSA_UNION_SLOT_ROWS) want = DSA_UNION_SLOT_ROWS;
     *rows = dsa_pick_union_rows(want, heads, idx->shape[1], S_kv);
     return *rows >= 2 ? dsa_pick_union_build(idx, topk_length, S_kv, *rows, slots, u) : DSA_OK;
 }
@@ -118,9 +122,9 @@ dsa_status dsa_pick_union_prepare(int want, int64_t heads, const dsa_tensor *idx
 dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_length, int64_t S_kv, int R, bool slots,
                                 dsa_pick_union *u) {
     const int64_t T = idx->shape[0], K = idx->shape[1];
-    if (R < 2 || R > DSA_UNION_MAX_ROWS || R * K > DSA_UNION_MAX_PICKS || S_kv >= ((int64_t)1 << 29))
-        return dsa_error_set(DSA_ERR_SHAPE, "pick union: %d rows of %lld picks over %lld kv rows not supported", R,
-                             (long long)K, (long long)S_kv);
+    if (R < 2 || R > (slots ? DSA_UNION_SLOT_ROWS : DSA_UNION_MAX_ROWS) || R * K > DSA_UNION_MAX_PICKS || S_kv >= DSA_UNION_MAX_KV)
+        return dsa_error_set(DSA_ERR_SHAPE, "pick union: %d rows of %lld picks over %lld kv rows not supported%s", R,
+                             (long long)K, (long long)S_kv, slots ? " (with slots: at most 4 rows)" : "");
     const int64_t groups = (T + R - 1) / R;
     const int cap = (int)((R * K + 63) / 64 * 64);
     int n_sort = UNION_NT;
@@ -129,7 +133,7 @@ dsa_status dsa_pick_union_build(const dsa_tensor *idx, const dsa_tensor *topk_le
     // calls (grown when a call needs more).
     static dsa_scratch scratch = {NULL, 0};
     const size_t kbytes = (size_t)groups * cap * 4, rbytes = ((size_t)groups * cap + 15) / 16 * 16;
-    const size_t cbytes = ((size_t)groups * 4 + 15) / 16 * 16, pbytes = slots ? (size_t)groups * cap * 8 : 0;
+    const size_t cbytes = ((size_t)groups * 4 + 15) / 16 * 16, pbytes = slots ? (size_t)groups * cap * DSA_UNION_SLOT_ROWS * 2 : 0;
     DSA_TRY(dsa_scratch_reserve(&scratch, kbytes + rbytes + cbytes + pbytes));
     unsigned char *base = (unsigned char *)scratch.p;
     u->keys = (const int *)base;

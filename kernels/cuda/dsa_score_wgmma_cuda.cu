@@ -31,7 +31,7 @@
 static_assert(128 * HS5_REGS_GATHER + 256 * HS5_REGS_MATH <= 384 * 168, "v5 register split exceeds the launch budget");
 // Head-sum buffers of one tile: [query rows][8 warps][32 slots] (HQ 64 keeps 4 query rows for merged
 // groups, dsa_pick_union; HQ 128 one).
-#define HS3_RED_ROWS(HQ) ((HQ) == 64 ? DSA_UNION_MAX_ROWS : 1)
+#define HS3_RED_ROWS(HQ) ((HQ) == 64 ? DSA_UNION_SLOT_ROWS : 1)
 
 template <int HQ>
 static size_t hs3_tile_bytes(int64_t D) {
@@ -206,9 +206,9 @@ struct hs3_math {
                 ph[2 * j + e] = dsa_exp2(s[4 * j + 2 + e] * sigma2 - lse_hi);
             }
         const int m0 = 16 * (warp & 3), r_lo = head_lo / H, r_hi = (head_lo + 8) / H;
-        float *buf = sred + (i & 1) * DSA_UNION_MAX_ROWS * 8 * 32;
+        float *buf = sred + (i & 1) * DSA_UNION_SLOT_ROWS * 8 * 32;
 #pragma unroll
-        for (int r = 0; r < DSA_UNION_MAX_ROWS; r++) {
+        for (int r = 0; r < DSA_UNION_SLOT_ROWS; r++) {
             float cs[8];
             const bool spans = r >= m0 / H && r <= (m0 + 15) / H;  // warp-uniform
 #pragma unroll
@@ -236,10 +236,10 @@ struct hs3_math {
                                                    int64_t K, unsigned long long where) const {
         const int tid = threadIdx.x;
         if (tid >= 64 || !((valid >> tid) & 1ull)) return;
-        const float *b = sred + (i & 1) * DSA_UNION_MAX_ROWS * 8 * 32;
+        const float *b = sred + (i & 1) * DSA_UNION_SLOT_ROWS * 8 * 32;
         const int w0 = 4 * (tid >> 5), col = tid & 31;
 #pragma unroll
-        for (int r = 0; r < DSA_UNION_MAX_ROWS; r++) {
+        for (int r = 0; r < DSA_UNION_SLOT_ROWS; r++) {
             const short sl = (short)(where >> (16 * r));
             if (r >= rows || sl < 0) continue;
             const float *x = b + (r * 8 + w0) * 32 + col;

@@ -117,24 +117,31 @@ static void make_indices(int64_t T, int64_t K, int64_t S, int32_t *idx, int32_t 
 
 // ---- the union of neighbouring rows' picks (dsa_pick_union, the merged few-head kernels' input) ----------
 // Read back and checked against the picks: every valid pick (slot j < topk_length of row t, 0 <= idx < S)
-// is exactly one (entry, row) of its group, with that entry's key and slot j; an entry's rows are
-// distinct rows of the group; nothing else is there. S < K forces rows that repeat a key.
-static void check_pick_union(int64_t T, int64_t K, int64_t S, int R) {
+// is exactly one (entry, row) of its group, with that entry's key (and, with slots, slot j); an entry's
+// rows are distinct rows of the group; nothing else is there. S < K forces rows that repeat a key.
+// Without slots (what the sparse kernels build; up to 8 rows) each row's picked keys, as a multiset,
+// are the keys of the entries that carry its bit.
+static int cmp_i32(const void *a, const void *b) {
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+static void check_pick_union(int64_t T, int64_t K, int64_t S, int R, bool slots) {
     int32_t *idx = malloc(sizeof(int32_t) * T * K), *len = malloc(sizeof(int32_t) * T);
     make_indices(T, K, S, idx, len);
     pair ix = int_pair(idx, 2, DSA_SHAPE(T, K)), tl = int_pair(len, 1, DSA_SHAPE(T));
     dsa_pick_union u;
-    CHECK_OK(dsa_pick_union_build(ix.g, tl.g, S, R, true, &u));
+    CHECK_OK(dsa_pick_union_build(ix.g, tl.g, S, R, slots, &u));
     CHECK_OK(dsa_device_sync(DSA_CUDA));
     const int64_t groups = (T + R - 1) / R, cap = u.cap;
     int32_t *keys = malloc(sizeof(int32_t) * groups * cap), *count = malloc(sizeof(int32_t) * groups);
+    int32_t *want = malloc(sizeof(int32_t) * (K + 1)), *got = malloc(sizeof(int32_t) * (cap + 1));
     unsigned char *rows = malloc((size_t)groups * cap);
     int16_t *slot = malloc(sizeof(int16_t) * groups * cap * 4);
     char *seen = calloc((size_t)(T * K), 1);
     CHECK_OK(dsa_memcpy(DSA_CPU, keys, DSA_CUDA, u.keys, sizeof(int32_t) * groups * cap));
     CHECK_OK(dsa_memcpy(DSA_CPU, count, DSA_CUDA, u.count, sizeof(int32_t) * groups));
     CHECK_OK(dsa_memcpy(DSA_CPU, rows, DSA_CUDA, u.rows, (size_t)groups * cap));
-    CHECK_OK(dsa_memcpy(DSA_CPU, slot, DSA_CUDA, u.slot, sizeof(int16_t) * groups * cap * 4));
+    if (slots) CHECK_OK(dsa_memcpy(DSA_CPU, slot, DSA_CUDA, u.slot, sizeof(int16_t) * groups * cap * 4));
     int64_t bad = 0, entries = 0, valid = 0;
     for (int64_t g = 0; g < groups; g++) {
         const int64_t t0 = g * R, nr = T - t0 < R ? T - t0 : R;
@@ -146,7 +153,7 @@ static void check_pick_union(int64_t T, int64_t K, int64_t S, int R) {
         for (int64_t e = 0; e < count[g]; e++) {
             const int64_t at = g * cap + e;
             if (keys[at] < 0 || keys[at] >= S || rows[at] == 0 || rows[at] >> nr) bad++;
-            for (int r = 0; r < 4; r++) {
+            for (int r = 0; slots && r < 4; r++) {
                 const int sl = slot[at * 4 + r];
                 if (!((rows[at] >> r) & 1)) {
                     if (sl != -1) bad++;
@@ -155,6 +162,18 @@ static void check_pick_union(int64_t T, int64_t K, int64_t S, int R) {
                 const int64_t t = t0 + r;
                 if (sl < 0 || sl >= K || sl >= len[t] || idx[t * K + sl] != keys[at] || seen[t * K + sl]++) bad++;
             }
+        }
+        for (int64_t r = 0; !slots && r < nr; r++) {  // row r's picks against the entries with its bit
+            const int64_t t = t0 + r;
+            int64_t nw = 0, ng = 0;
+            for (int64_t j = 0; j < len[t]; j++)
+                if (idx[t * K + j] >= 0 && idx[t * K + j] < S) want[nw++] = idx[t * K + j];
+            for (int64_t e = 0; e < count[g] && e < cap; e++)
+                if ((rows[g * cap + e] >> r) & 1) got[ng++] = keys[g * cap + e];
+            qsort(want, (size_t)nw, sizeof(int32_t), cmp_i32);
+            qsort(got, (size_t)ng, sizeof(int32_t), cmp_i32);
+            if (nw != ng || memcmp(want, got, sizeof(int32_t) * (size_t)nw)) bad++;
+            for (int64_t j = 0; j < len[t]; j++) seen[t * K + j] = 1;  // counted above
         }
     }
     for (int64_t t = 0; t < T; t++)
@@ -165,15 +184,27 @@ static void check_pick_union(int64_t T, int64_t K, int64_t S, int R) {
                 if (!seen[t * K + j]) bad++;
             }
         }
-    printf("pick union T %lld K %lld S %lld R %d: %lld entries for %lld valid picks, %lld bad\n", (long long)T,
-           (long long)K, (long long)S, R, (long long)entries, (long long)valid, (long long)bad);
+    printf("pick union T %lld K %lld S %lld R %d%s: %lld entries for %lld valid picks, %lld bad\n", (long long)T,
+           (long long)K, (long long)S, R, slots ? " (slots)" : "", (long long)entries, (long long)valid, (long long)bad);
     CHECK(bad == 0, "pick union T %lld K %lld R %d: %lld entries or picks wrong", (long long)T, (long long)K, R, (long long)bad);
     // (With 16 rows or more, groups of rows with valid picks over S < K keys must share some; the
     // sanitizer's few rows may all be edge rows.)
     if (T >= 16)
         CHECK(entries < valid || valid == 0, "pick union T %lld K %lld R %d: no pick shared (S < K forces some)", (long long)T,
               (long long)K, R);
-    free(idx), free(len), free(keys), free(count), free(rows), free(slot), free(seen);
+    free(idx), free(len), free(keys), free(count), free(want), free(got), free(rows), free(slot), free(seen);
+}
+
+// More rows than the slots' 4 shorts an entry hold: the build refuses (the kernels ask for slots with at
+// most 4 rows).
+static void check_pick_union_refuses_slots(void) {
+    int32_t idx[5 * 8], len[5];
+    make_indices(5, 8, 20, idx, len);
+    pair ix = int_pair(idx, 2, DSA_SHAPE(5, 8)), tl = int_pair(len, 1, DSA_SHAPE(5));
+    dsa_pick_union u;
+    const dsa_status st = dsa_pick_union_build(ix.g, tl.g, 20, 5, true, &u);
+    CHECK(st == DSA_ERR_SHAPE, "pick union: 5 rows with slots gave status %d, want DSA_ERR_SHAPE", (int)st);
+    dsa_error_clear();
 }
 
 // ---- SPEC 3: sparse MQA forward and backward ------------------------------------------------------
@@ -796,10 +827,13 @@ int main(void) {
     check_windows(1);
     check_windows(4);
     check_red_ceiling(100, 576, 16 * 300);
-    check_pick_union(SMALL ? 13 : 203, 37, 20, 4);
-    check_pick_union(SMALL ? 10 : 101, 300, 150, 3);
-    check_pick_union(SMALL ? 7 : 64, 1024, 5000, 4);
-    check_pick_union(SMALL ? 5 : 30, 2048, 1000, 2);
+    check_pick_union(SMALL ? 13 : 203, 37, 20, 4, true);
+    check_pick_union(SMALL ? 10 : 101, 300, 150, 3, true);
+    check_pick_union(SMALL ? 7 : 64, 1024, 5000, 4, true);
+    check_pick_union(SMALL ? 5 : 30, 2048, 1000, 2, true);
+    check_pick_union(SMALL ? 13 : 203, 37, 20, 5, false);  // groups of 5 and 8 rows (no slots)
+    check_pick_union(SMALL ? 17 : 101, 300, 150, 8, false);
+    check_pick_union_refuses_slots();
     check_red_ceiling(37, 128, 16 * 41);
     check_gather_ceiling(37, 128, 32 * 45);
     check_gather_ceiling(300, 576, 32 * 77);
@@ -809,6 +843,7 @@ int main(void) {
         check_mqa("mqa bf16 H20 D576/512 K37 sink (mma)", DSA_BF16, 8, 20, 576, 512, 100, 37, true, true, 1.0 / 16);
         check_mqa("mqa bf16 H20 D768/512 K45 sink (mma 2-stage)", DSA_BF16, 8, 20, 768, 512, 100, 45, true, true, 1.0 / 16);
         check_mqa("mqa bf16 H12 D576/512 K40 S60 merged", DSA_BF16, 9, 12, 576, 512, 60, 40, true, true, 1.0 / 16);
+        check_mqa("mqa bf16 H8 D576/512 K30 S50 merged", DSA_BF16, 11, 8, 576, 512, 50, 30, false, true, 1.0 / 16);
         // Up to 4 tiles of 64 slots a row: the head sum v6's third kv stage (Q's region, from tile 2 on)
         // runs under the sanitizers too.
         check_mqa("mqa bf16 H12 D576/512 K200 sink", DSA_BF16, 8, 12, 576, 512, 300, 200, true, true, 1.0 / 16);
@@ -832,6 +867,8 @@ int main(void) {
         // 20, T not a multiple of either; the head-chunked run merges 4 rows of 7 and of 5 heads).
         check_mqa("mqa bf16 H12 D576/512 K300 S150 merged", DSA_BF16, 43, 12, 576, 512, 150, 300, true, true, s576);
         check_mqa("mqa bf16 H20 D576/512 K120 S80 merged", DSA_BF16, 29, 20, 576, 512, 80, 120, false, true, s576);
+        // 8 heads: groups of 8 rows when the rows switches allow them (cuda_dsa_rows8; 4 by default).
+        check_mqa("mqa bf16 H8 D576/512 K120 S100 merged", DSA_BF16, 29, 8, 576, 512, 100, 120, true, true, s576);
         check_mqa("mqa bf16 H64 D576/512 K2048", DSA_BF16, 16, 64, 576, 512, 4096, 2048, false, true, s576);
         check_mqa("mqa bf16 H128 D576/512 K300 sink", DSA_BF16, 16, 128, 576, 512, 2048, 300, true, false, s576);
         // D = 768: the v2 forward runs with 2 gather stages (3 do not fit in shared memory).
