@@ -130,6 +130,13 @@ static bench_row *add_row(const char *op, int64_t T, int64_t H, double ms, doubl
     return r;
 }
 
+// The row of (op, T, H), or NULL.
+static bench_row *find_row(const char *op, int64_t T, int64_t H) {
+    for (int i = 0; i < N_ROWS; i++)
+        if (!strcmp(ROWS[i].op, op) && ROWS[i].T == T && ROWS[i].H == H) return &ROWS[i];
+    return NULL;
+}
+
 // ---- tensors ---------------------------------------------------------------------------------------
 static double g_mem;  // bytes of the current case's tensors
 static uint64_t g_seed = 1;
@@ -645,11 +652,11 @@ static void run_torch(const bench_opts *o) {
         long long T, H;
         double ms, mem;
         if (sscanf(line, "RESULT %63s %lld %lld %lf %lf", op, &T, &H, &ms, &mem) == 5) {
-            for (int i = 0; i < N_ROWS; i++)
-                if (!strcmp(ROWS[i].op, op) && ROWS[i].T == T && ROWS[i].H == H) {
-                    ROWS[i].torch_ms = ms;
-                    ROWS[i].torch_mem = mem;
-                }
+            bench_row *r = find_row(op, T, H);
+            if (r) {
+                r->torch_ms = ms;
+                r->torch_mem = mem;
+            }
         } else {
             printf("  torch: %s", line);
         }
@@ -724,14 +731,9 @@ typedef struct {
 } linear_totals;
 #define STEP_LINEAR_MODE 1  // bf16 operands into fp32 outputs: what the matmul front ends hand cuBLAS
 
-static int bench_linears(const bench_opts *o, const char *config, int64_t T, linear_totals *tot) {
-    dsa_config cfg;
-    if (dsa_config_load(&cfg, config, 0, NULL) != DSA_OK) {
-        fprintf(stderr, "bench: %s\n", dsa_error_message());
-        return 1;
-    }
-    const dsa_cfg_model *m = &cfg.model;
-    int64_t L = m->n_layers, share = m->index_share_every > 0 ? m->index_share_every : 1, LI = (L + share - 1) / share;
+static int bench_linears(const bench_opts *o, const char *config, const dsa_config *cfg, int64_t T, linear_totals *tot) {
+    const dsa_cfg_model *m = &cfg->model;
+    int64_t L = m->n_layers, LI = dsa_config_indexer_layers(cfg);
     int64_t qk = m->qk_nope_head_dim + m->qk_rope_head_dim, q_in = m->q_lora_rank > 0 ? m->q_lora_rank : m->d_model;
     const linear_shape shapes[] = {
         {"q_a", m->d_model, m->q_lora_rank, m->q_lora_rank > 0 ? L : 0},
@@ -819,12 +821,6 @@ static int bench_linears(const bench_opts *o, const char *config, int64_t T, lin
 // fp32 atomics at the whole-line reduction rate). What the table leaves out (norms, elementwise ops, the
 // per-head products of MLA's absorbed projections, the optimizer) is what `DSA_PROFILE=2 dsa train`
 // shows beside it.
-static const bench_row *find_row(const char *op, int64_t T, int64_t H) {
-    for (int i = 0; i < N_ROWS; i++)
-        if (!strcmp(ROWS[i].op, op) && ROWS[i].T == T && ROWS[i].H == H) return &ROWS[i];
-    return NULL;
-}
-
 typedef struct {
     double ms, flops, bytes, l2_ms;  // a step's: bench ms, FLOPs, minimal HBM bytes, L2 traffic floor ms
 } step_part;
@@ -842,10 +838,9 @@ static void print_step_part(const char *name, const char *count, const step_part
 static int bench_step(const bench_opts *o, const char *config, const dsa_config *cfg, int64_t T) {
     const dsa_cfg_model *m = &cfg->model;
     const int64_t L = m->n_layers, H = m->n_heads, K = o->K, D = o->D, DI = o->DI, HI = o->HI;
-    int64_t LI = 0;
-    for (int64_t l = 0; l < L; l++) LI += dsa_config_layer_has_indexer(cfg, l);
+    const int64_t LI = dsa_config_indexer_layers(cfg);
     linear_totals lin = {0};
-    int fails = bench_linears(o, config, T, &lin);
+    int fails = bench_linears(o, config, cfg, T, &lin);
     // The model's FLOPs as dsa train counts them for its MFU (6 x matmul parameters + the sparse attention).
     dsa_model *model = NULL;
     dsa_ctx *mc = dsa_ctx_create(DSA_CUDA);
@@ -959,20 +954,21 @@ int dsa_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "dsa bench: --only %s: expected attention, chain, indexer, gemm or step\n", only);
         return 2;
     }
-    dsa_config step_cfg;
+    dsa_config cfg;  // --config's, for the linears (gemm, step) and the step's shapes
+    const bool with_cfg = !strcmp(only, "gemm") || !strcmp(only, "step");
+    if (with_cfg && dsa_config_load(&cfg, config, 0, NULL) != DSA_OK) {
+        fprintf(stderr, "dsa bench: %s\n", dsa_error_message());
+        return 2;
+    }
     if (!strcmp(only, "step")) {  // the config's shapes replace --T, --H, --K, --HI, --DI
-        if (dsa_config_load(&step_cfg, config, 0, NULL) != DSA_OK) {
-            fprintf(stderr, "dsa bench: %s\n", dsa_error_message());
-            return 2;
-        }
-        const dsa_cfg_model *m = &step_cfg.model;
+        const dsa_cfg_model *m = &cfg.model;
         if (m->attn_path != DSA_ATTN_SPARSE || m->dsa_dtype != DSA_OPS_BF16 || m->qk_rope_head_dim + m->kv_lora_rank != 576 ||
             m->kv_lora_rank != 512) {
             fprintf(stderr, "dsa bench --only step: %s: the step's DSA rows are the bf16 sparse kernels at D 576, Dv 512 "
                     "(model.attn_path = sparse, dsa_dtype = bf16, kv_lora_rank 512, qk_rope_head_dim 64)\n", config);
             return 2;
         }
-        o.Ts[0] = step_cfg.train.tokens_per_step;
+        o.Ts[0] = cfg.train.tokens_per_step;
         o.Hs[0] = m->n_heads;
         o.nT = o.nH = 1;
         o.K = m->index_topk < o.Ts[0] ? m->index_topk : o.Ts[0];
@@ -1003,14 +999,14 @@ int dsa_cmd_bench(int argc, char **argv) {
     dsa_rng_init(&r, 7);
     int fails = 0;
     if (!strcmp(only, "gemm")) {  // the linears alone (no PyTorch peer: its GEMMs are these cuBLAS calls)
-        for (int i = 0; i < o.nT; i++) fails += bench_linears(&o, config, o.Ts[i], NULL);
+        for (int i = 0; i < o.nT; i++) fails += bench_linears(&o, config, &cfg, o.Ts[i], NULL);
         return fails ? 1 : 0;
     }
     if (!strcmp(only, "step")) {  // the DSA rows at the config's shapes, its linears, then the step's roofline
         fails += bench_attention(&o, o.Ts[0], o.Hs[0], &r) + bench_indexer(&o, o.Ts[0]);
         if (o.torch) run_torch(&o);
         print_table();
-        fails += bench_step(&o, config, &step_cfg, o.Ts[0]);
+        fails += bench_step(&o, config, &cfg, o.Ts[0]);
         return fails ? 1 : 0;
     }
     for (int i = 0; i < o.nT; i++) {

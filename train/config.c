@@ -644,3 +644,9 @@ double dsa_config_softmax_scale(const dsa_config *cfg) {
 bool dsa_config_layer_has_indexer(const dsa_config *cfg, int64_t l) {
     return cfg->model.index_share_every <= 1 || l % cfg->model.index_share_every == 0;
 }
+
+int64_t dsa_config_indexer_layers(const dsa_config *cfg) {
+    int64_t n = 0;
+    for (int64_t l = 0; l < cfg->model.n_layers; l++) n += dsa_config_layer_has_indexer(cfg, l);
+    return n;
+}

@@ -186,6 +186,8 @@ const char *dsa_config_value_str(const dsa_config *cfg, const dsa_cfg_key *k, ch
 double dsa_config_softmax_scale(const dsa_config *cfg);
 // true when layer `l` runs its own indexer; false when it reuses layer l-1's top-k (index_share_every).
 bool dsa_config_layer_has_indexer(const dsa_config *cfg, int64_t l);
+// The layers that run their own indexer (dsa_config_layer_has_indexer over model.n_layers).
+int64_t dsa_config_indexer_layers(const dsa_config *cfg);
 // "file:line", "override 'x.y=z'" or "default" for key `section.name` into buf; returns buf.
 const char *dsa_config_where(const dsa_config *cfg, const char *section, const char *name, char *buf, size_t n);
 
