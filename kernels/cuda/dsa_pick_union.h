@@ -1,7 +1,7 @@
 // Picks of neighbouring query rows merged (dsa_pick_union_cuda.cu; C callable, the device helper below
 // for the CUDA kernels): for each group of R consecutive
-// rows (R <= 8; 4 with slots), the distinct kv rows they picked, each once, with the bit mask of the group's rows
-// that picked it. A few-head kernel then runs the R rows' heads as one tile of R * H rows and touches
+// rows (R <= 8; 4 with slots), the distinct kv rows they picked, each once, with the bit mask of the
+// group's rows that picked it. A few-head kernel then runs the R rows' heads as one tile of R * H rows and touches
 // each shared kv row once: one gather, and one fp32 atomic row in the backward, instead of one per row.
 // Exactness: a row that picks the same key twice (two softmax terms) keeps two entries (the second in
 // an entry of its own), so every (row, slot) term of the unmerged op appears exactly once.
@@ -29,7 +29,8 @@ typedef struct {
 // (no merging) when that is below 2 or the kv row count does not fit the sort key (S_kv >= 2^28).
 int dsa_pick_union_rows(int want, int64_t heads, int64_t K, int64_t S_kv);
 // A kernel's merging, in one call: R = dsa_pick_union_rows(want, heads, K, S_kv) (want at most 4 with
-// `slots`) and, when R >= 2, the union built (with `slots` as below) into *u; with R = 1, *u has no keys (the kernel's one-row mode).
+// `slots`) and, when R >= 2, the union built (with `slots` as below) into *u; with R = 1, *u has no keys
+// (the kernel's one-row mode).
 // Returns R through *rows.
 dsa_status dsa_pick_union_prepare(int want, int64_t heads, const dsa_tensor *idx, const dsa_tensor *topk_length,
                                   int64_t S_kv, bool slots, dsa_pick_union *u, int *rows);

@@ -31,8 +31,8 @@
 // the fp32 dout, dO rounded to bf16.
 // Merged rows (session 20; H <= 32, DSA_SPARSE_BWD_ROWS): a CTA takes a group of R neighbouring query
 // rows (4 unless the switch asks for more, at most 64 / H and 8), tile row m = head m % nh of row m / nh,
-// over the union of the group's picks (dsa_pick_union.h): P and dS of a tile row are masked by whether its row picked the entry, and the
-// dkv row of an entry several rows picked gets one set of atomics. small.cfg (H 12, K 512, H200): 56.44
+// over the union of the group's picks (dsa_pick_union.h): P and dS of a tile row are masked by whether
+// its row picked the entry, and the dkv row of an entry several rows picked gets one set of atomics. small.cfg (H 12, K 512, H200): 56.44
 // -> 47.24 ms a step.
 #include "kernels/cuda/dsa_common.cuh"
 #include "kernels/cuda/dsa_cuda_kernels.h"

@@ -16,9 +16,10 @@
 // v5 (further down; the default for D = 576) pairs the tiles between the math warpgroups instead.
 // Numerics as v2: fp32 scores, softmax and accumulation, P rounded to bf16 for P V, lse = m + log l,
 // out = acc / l * sigmoid(lse - sink).
-// Merged rows (v5, H <= 32, DSA_SPARSE_FWD_ROWS): a CTA takes a group of R neighbouring query rows (4 unless
-// the switch asks for more, at most 64 / H and 8) over the union of their picks (dsa_pick_union.h; fwd3_work), each tile row's scores masked by its
-// row's bits. small.cfg (H 12, K 512, H200): 17.31 -> 14.15 ms a step.
+// Merged rows (v5, H <= 32, DSA_SPARSE_FWD_ROWS): a CTA takes a group of R neighbouring query rows (4
+// unless the switch asks for more, at most 64 / H and 8) over the union of their picks (dsa_pick_union.h;
+// fwd3_work), each tile row's scores masked by its row's bits. small.cfg (H 12, K 512, H200): 17.31 ->
+// 14.15 ms a step.
 // Fused score head sums (v5, one row a CTA, H <= 64; dsa_sparse_mqa_headsum): the loop also stores each
 // tile's scores for an epilogue that sums the heads' probabilities once the lse is known (fwd5_headsum).
 // small.cfg, H200: 128.7 -> 120.7 ms a step (the separate head-sum kernel's 0.98 ms a layer gone).
